@@ -1,0 +1,69 @@
+"""caffe_xent.run_layer: one Caffe layer on numpy arrays, CPU or GPU."""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+from . import _harness
+from ._errors import LayerError
+
+__all__ = ["run_layer", "gpu_available"]
+
+_RUNNERS = {np.dtype(np.float32): _harness.run_layer_float,
+            np.dtype(np.float64): _harness.run_layer_double}
+
+
+def gpu_available() -> bool:
+    """True when this build has CUDA kernels and a CUDA device is visible."""
+    return bool(_harness.cuda_build()) and _harness.gpu_count() > 0
+
+
+def run_layer(layer: str, bottoms: Sequence[np.ndarray], *, device: str = "cpu",
+              top_diffs: Optional[Sequence[np.ndarray]] = None,
+              propagate_down: Optional[Sequence[bool]] = None):
+    """Run one layer: SetUp, Reshape, Forward, then Backward.
+
+    Args:
+        layer: one LayerParameter in prototxt text, for example
+            ``'type: "SigmoidCrossEntropyLoss" loss_param { normalization: FULL }'``.
+        bottoms: numpy arrays; all float32 runs ``Layer<float>``, all float64
+            runs ``Layer<double>``.
+        device: ``"cpu"`` or ``"gpu"``.
+        top_diffs: gradients arriving at the tops. Default: the loss weights
+            Caffe itself would use (1.0 in a loss layer's first top), zeros
+            elsewhere.
+        propagate_down: one bool per bottom. Default: every bottom the layer
+            allows gradients into.
+
+    Returns:
+        ``(tops, bottom_diffs)``: lists of numpy arrays; ``None`` in
+        ``bottom_diffs`` where a bottom was not propagated to.
+
+    Raises:
+        LayerError: bad input or parameters (the message names the layer and
+            the problem), mixed dtypes, or a GPU requested where none is usable.
+    """
+    if not isinstance(layer, str):
+        raise LayerError("layer must be prototxt text (str), got %s" % type(layer).__name__)
+    if device not in ("cpu", "gpu"):
+        raise LayerError('device must be "cpu" or "gpu", got %r' % (device,))
+    if device == "gpu" and not gpu_available():
+        raise LayerError("device='gpu' requested, but " + (
+            "this caffe-xent was built without CUDA" if not _harness.cuda_build()
+            else "no CUDA device is available"))
+    arrays = [np.asarray(b) for b in bottoms]
+    if not arrays:
+        raise LayerError("run_layer needs at least one bottom array")
+    dtypes = {a.dtype for a in arrays}
+    if len(dtypes) != 1:
+        raise LayerError("bottoms must all be float32 or all float64, got %s"
+                         % ", ".join(sorted(str(d) for d in dtypes)))
+    dtype = dtypes.pop()
+    if dtype not in _RUNNERS:
+        raise LayerError("bottoms must be float32 or float64, got %s" % dtype)
+    diffs = [np.asarray(d, dtype=dtype) for d in (top_diffs or [])]
+    down = [bool(p) for p in propagate_down] if propagate_down is not None else []
+    if propagate_down is not None and len(down) != len(arrays):
+        raise LayerError("propagate_down has %d entries for %d bottoms" % (len(down), len(arrays)))
+    return _RUNNERS[dtype](layer, arrays, device == "gpu", diffs, down)
