@@ -1,0 +1,94 @@
+#ifndef CAFFE_LAYERS_XENT_COMMON_HPP_
+#define CAFFE_LAYERS_XENT_COMMON_HPP_
+
+// Shared by caffe-xent's loss layers (SigmoidCrossEntropyLoss,
+// MultiLabelSoftmaxLoss): host/device annotation for element math, input
+// checks that throw instead of aborting, and deterministic CPU sums.
+
+#include <algorithm>
+#include <cstdint>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#ifdef __CUDACC__
+/// Element math is compiled for both the CPU loop and the CUDA kernel.
+#define XENT_HOST_DEVICE __host__ __device__ __forceinline__
+#else
+#define XENT_HOST_DEVICE inline
+#endif
+
+namespace caffe {
+namespace xent {
+
+/// Bad input or parameters of a layer. Thrown (not CHECK-aborted) so that
+/// pycaffe and the harness raise a Python exception and the caffe tool exits
+/// with the message; std::invalid_argument maps to ValueError in
+/// Boost.Python and pybind11.
+class XentError : public std::invalid_argument {
+ public:
+  explicit XentError(const std::string& what) : std::invalid_argument(what) {}
+};
+
+/// Streams a message naming the layer, then throws XentError:
+///   XENT_CHECK(layer_param, count_x == count_t,
+///              "bottom[1] (targets) has " << n << " elements, ...");
+#define XENT_CHECK(layer_param, condition, message)                          \
+  do {                                                                       \
+    if (!(condition)) {                                                      \
+      std::ostringstream xent_check_stream_;                                 \
+      xent_check_stream_ << (layer_param).type() << " layer '"               \
+                         << (layer_param).name() << "': " << message;        \
+      throw ::caffe::xent::XentError(xent_check_stream_.str());              \
+    }                                                                        \
+  } while (0)
+
+/// Elements per chunk of the deterministic reductions. Fixed (never derived
+/// from the thread count), so sums are bit-identical for any thread count.
+const int64_t kReduceChunk = 1 << 14;
+
+/// Sum of body(begin, end) over fixed chunks [k*chunk, (k+1)*chunk) of
+/// [0, count), accumulated in double. Chunks run in parallel under OpenMP;
+/// their partial sums are then added in chunk order, so the result is the
+/// same bits run after run and for any number of threads. Memory: one
+/// double per chunk. `body` returns the double sum of its range.
+template <typename Body>
+double DeterministicSum(int64_t count, Body body, int64_t chunk = kReduceChunk) {
+  const int64_t chunks = (count + chunk - 1) / chunk;
+  if (chunks <= 1) {
+    return count > 0 ? body(int64_t(0), count) : 0.0;
+  }
+  std::vector<double> partial(chunks);
+#pragma omp parallel for schedule(static)
+  for (int64_t k = 0; k < chunks; ++k) {
+    partial[k] = body(k * chunk, std::min(count, (k + 1) * chunk));
+  }
+  double total = 0.0;
+  for (int64_t k = 0; k < chunks; ++k) total += partial[k];
+  return total;
+}
+
+/// Per-class vector rule of both layers: empty -> 1 for every class, one
+/// value broadcasts, else exactly `classes` values. Returns `classes` values.
+template <typename Param, typename Field>
+std::vector<float> ExpandPerClass(const Param& layer_param, const Field& values,
+                                  int classes, const char* field_name) {
+  XENT_CHECK(layer_param, values.size() == 0 || values.size() == 1 || values.size() == classes,
+             field_name << " has " << values.size() << " values; give none, one (broadcast) or "
+                        << classes << " (one per class along the class axis)");
+  std::vector<float> out(classes, values.size() == 0 ? 1.0f : values.Get(0));
+  if (values.size() == classes) {
+    for (int c = 0; c < classes; ++c) out[c] = values.Get(c);
+  }
+  for (int c = 0; c < classes; ++c) {
+    XENT_CHECK(layer_param, out[c] >= 0.0f,
+               field_name << "[" << c << "] = " << out[c] << " is negative; weights must be >= 0");
+  }
+  return out;
+}
+
+}  // namespace xent
+}  // namespace caffe
+
+#endif  // CAFFE_LAYERS_XENT_COMMON_HPP_
