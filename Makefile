@@ -1,0 +1,55 @@
+# caffe-xent: `make demo` (the main job) and `make test` set everything up on
+# a fresh machine. See README.md.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+# CUDA variant: AUTO builds it when nvcc is found; ON forces, OFF skips it.
+CAFFE_XENT_CUDA ?= AUTO
+export CAFFE_XENT_CUDA
+NVCC := $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null || true)
+WITH_CUDA := $(if $(filter OFF,$(CAFFE_XENT_CUDA)),,$(if $(filter ON,$(CAFFE_XENT_CUDA)),yes,$(NVCC)))
+CACHE_HOME := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/caffe-xent
+export CCACHE_DIR ?= $(CACHE_HOME)/ccache
+export CCACHE_BASEDIR := $(CURDIR)
+export CCACHE_MAXSIZE ?= 5G
+export PATH := $(PATH):/usr/local/cuda/bin
+BUILD_DIR := build/cmake
+PYTEST_ARGS ?=
+
+.PHONY: build test cpp-test py-test demo bench clean help
+
+help:
+	@echo "make demo   set up everything, then train the multi-label demo"
+	@echo "make test   set up everything, then run the C++ and Python tests"
+	@echo "make build  set up .venv with the custom Caffe (CAFFE_XENT_CUDA=AUTO|ON|OFF)"
+	@echo "make bench  benchmarks side by side with the peers (writes docs/benchmarks.md)"
+
+build:
+	scripts/setup-system.sh
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q "scikit-build-core>=0.10" "pybind11>=2.12" "numpy>=1.26" \
+	    "protobuf>=4.21,<6" "six>=1.16" "pytest>=8" "mpmath>=1.3" "h5py>=3.10"
+	$(if $(WITH_CUDA),$(PIP) install -q "nvidia-cublas==13.0.2.14" "nvidia-curand==10.4.0.35" "nvidia-cuda-cccl==13.0.85")
+	mkdir -p build
+	@echo "building the custom Caffe (log: build/pip-install.log)"
+	$(PIP) install -v --no-build-isolation --no-deps . > build/pip-install.log 2>&1 || { tail -n 60 build/pip-install.log; exit 1; }
+	$(PY) -c "import caffe, caffe_xent; print('caffe-xent built:', 'CUDA' if caffe_xent._harness.cuda_build() else 'CPU-only')"
+
+cpp-test:
+	cd $(BUILD_DIR) && ./caffe_xent_cpp_tests
+
+py-test:
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+test: build
+	@# PyTorch (CPU) is the reference of the comparison tests; where it cannot
+	@# be installed those tests are reported as skipped, with the reason.
+	$(PIP) install -q "torch==2.13.0" || echo "note: torch 2.13.0 not installable here"
+	$(MAKE) --no-print-directory cpp-test py-test
+
+clean:
+	rm -rf build

@@ -1,0 +1,34 @@
+"""Shared fixtures: the device list is built once here.
+
+GPU entries carry a skip mark with the reason where no CUDA device (or a
+CPU-only build) is present, so they show as skipped, never as passed.
+"""
+import numpy as np
+import pytest
+
+import caffe_xent
+
+GPU_AVAILABLE = caffe_xent.gpu_available()
+GPU_SKIP_REASON = ("no CUDA device visible (or CPU-only build): the GPU path is "
+                   "compiled but not exercised on this machine")
+
+DEVICES = [
+    pytest.param("cpu", id="cpu"),
+    pytest.param("gpu", id="gpu", marks=pytest.mark.skipif(not GPU_AVAILABLE, reason=GPU_SKIP_REASON)),
+]
+DTYPES = [pytest.param(np.float32, id="float32"), pytest.param(np.float64, id="float64")]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    return request.param
+
+
+@pytest.fixture(params=DTYPES)
+def dtype(request):
+    return request.param
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(20260522)
