@@ -1,0 +1,154 @@
+#ifndef CAFFE_MULTI_LABEL_SOFTMAX_LOSS_LAYER_HPP_
+#define CAFFE_MULTI_LABEL_SOFTMAX_LOSS_LAYER_HPP_
+
+#include <vector>
+
+#include "caffe/blob.hpp"
+#include "caffe/layer.hpp"
+#include "caffe/proto/caffe.pb.h"
+
+#include "caffe/layers/loss_layer.hpp"
+
+namespace caffe {
+
+/**
+ * @brief Softmax cross-entropy for targets with several positives, counts or
+ *        soft values: the multi-label softmax loss of Mahajan et al. 2018
+ *        ("Exploring the Limits of Weakly Supervised Pretraining"), with the
+ *        softmax over any axis.
+ *
+ * A *row* r is one softmax vector: a fixed (outer, inner) position, running
+ * over the C classes of `axis`. With @f$ M_r @f$ the number of targets > 0,
+ * @f[
+ *   q_{rc} = (1-\epsilon)\,\frac{w_c\, t_{rc}}{\nu_r} + \frac{\epsilon}{C},
+ *   \qquad
+ *   \ell_r = -\sum_c q_{rc} \log \frac{e^{x_{rc}}}{\sum_{c'} e^{x_{rc'}}},
+ *   \qquad
+ *   E = \frac{1}{\max(1, Z)} \sum_r \ell_r
+ * @f]
+ * where @f$ \nu_r @f$ is @f$ M_r @f$ (COUNT, the paper's 1/M),
+ * @f$ \sum_c t_{rc} @f$ (SUM) or 1 (NONE), @f$ w_c @f$ the class weights and
+ * @f$ \epsilon @f$ the label smoothing. The log-softmax is evaluated with
+ * the row max subtracted and sums in double, as
+ * @f$ Q_r \log S_r + \sum_c q_{rc} (m_r - x_{rc}) @f$, a sum of non-negative
+ * terms: finite for finite scores of any magnitude.
+ *
+ * A row is ignored (zero loss, zero gradient, not counted) when
+ * @f$ M_r = 0 @f$ (the seeds' Python layer divides by zero there) or, with
+ * loss_param.ignore_label set, when any of its targets equals it.
+ * Normalizer Z (loss_param.normalization, default VALID): VALID = rows not
+ * ignored, BATCH_SIZE = N = x.shape(0), FULL = all rows, NONE = 1.
+ *
+ * With COUNT and multi-hot targets, loss and gradient equal the seeds' Python
+ * layer; with NONE and probability targets, PyTorch's
+ * `cross_entropy(x, t, reduction='sum') / Z`.
+ *
+ * Choices where the specification is silent: the probabilities top gets no
+ * gradient (as upstream SoftmaxWithLoss); targets must be finite-or-inf
+ * and >= 0, NaN targets are refused like negative ones; an ignored row gets
+ * a zero gradient even where its scores are NaN; ignore_label = 0 is refused
+ * (0 is a negative class's target: nearly every row would be ignored).
+ *
+ * Memory beyond the tops: O(rows) doubles (five per row: max, 1/S, Q and the
+ * two target coefficients), kept from forward for backward; never the
+ * bottom diffs as scratch.
+ *
+ * @param bottom input Blob vector (length 2)
+ *   -# @f$ (N \times C \times d_1 \dots d_k) @f$ the scores x, softmax over
+ *      `axis` (default 1, negative counts from the end)
+ *   -# @f$ (N \times C \times d_1 \dots d_k) @f$ the targets t, the same
+ *      shape: real values >= 0 (multi-hot, counts, probabilities) or
+ *      ignore_label
+ * @param top output Blob vector (length 1 or 2)
+ *   -# @f$ (1) @f$ the loss E
+ *   -# optional: @f$ (N \times C \times d_1 \dots d_k) @f$ the softmax
+ *      probabilities @f$ p_{rc} @f$
+ *
+ * Backward:
+ * @f[
+ *   \frac{\partial E}{\partial x_{rc}} = \frac{\partial E / \partial \mathrm{top}}{\max(1, Z)}
+ *       \Big( \big(\textstyle\sum_{c'} q_{rc'}\big)\, p_{rc} - q_{rc} \Big)
+ * @f]
+ * (0 in ignored rows). The targets cannot be back-propagated to: asking for
+ * it is an error.
+ *
+ * Bad input (wrong number of bottoms or tops, shape mismatch, axis out of
+ * range, class_weight of the wrong length or negative, label_smoothing
+ * outside [0, 1), negative targets) throws caffe::xent::XentError naming the
+ * layer, the bottom and the problem; it never aborts the process.
+ */
+template <typename Dtype>
+class MultiLabelSoftmaxLossLayer : public LossLayer<Dtype> {
+ public:
+  explicit MultiLabelSoftmaxLossLayer(const LayerParameter& param)
+      : LossLayer<Dtype>(param) {}
+  virtual void LayerSetUp(const vector<Blob<Dtype>*>& bottom,
+                          const vector<Blob<Dtype>*>& top);
+  virtual void Reshape(const vector<Blob<Dtype>*>& bottom,
+                       const vector<Blob<Dtype>*>& top);
+
+  virtual inline const char* type() const { return "MultiLabelSoftmaxLoss"; }
+  /// Counts are checked in LayerSetUp with an exception, not by upstream's
+  /// CheckBlobCounts, which CHECK-aborts the process.
+  virtual inline int ExactNumBottomBlobs() const { return -1; }
+  virtual inline int MinBottomBlobs() const { return -1; }
+  virtual inline int MaxBottomBlobs() const { return -1; }
+  virtual inline int ExactNumTopBlobs() const { return -1; }
+  /// 1 (not -1) so that Net's AutoTopBlobs still creates the loss top when a
+  /// prototxt names none; the only count CheckBlobCounts could then refuse is
+  /// zero tops, which neither Net (auto top) nor the harness ever passes.
+  virtual inline int MinTopBlobs() const { return 1; }
+  virtual inline int MaxTopBlobs() const { return -1; }
+
+ protected:
+  virtual void Forward_cpu(const vector<Blob<Dtype>*>& bottom,
+                           const vector<Blob<Dtype>*>& top);
+  virtual void Forward_gpu(const vector<Blob<Dtype>*>& bottom,
+                           const vector<Blob<Dtype>*>& top);
+  virtual void Backward_cpu(const vector<Blob<Dtype>*>& top,
+                            const vector<bool>& propagate_down,
+                            const vector<Blob<Dtype>*>& bottom);
+  virtual void Backward_gpu(const vector<Blob<Dtype>*>& top,
+                            const vector<bool>& propagate_down,
+                            const vector<Blob<Dtype>*>& bottom);
+
+  /// max(1, Z) for the configured normalization mode, given the number of
+  /// rows not ignored and N = x.shape(0).
+  double Normalizer(double valid_rows, int batch_size) const;
+  /// Throws naming the first target that is negative or NaN (error path
+  /// only: called after the forward pass has counted some).
+  void ThrowInvalidTarget(const Blob<Dtype>& targets) const;
+  /// Refuses propagate_down to the targets.
+  void CheckPropagateDown(const vector<bool>& propagate_down) const;
+
+  /// Softmax axis, canonical (0 <= axis_ < num_axes).
+  int axis_;
+  /// Product of the dimensions before axis_.
+  int outer_num_;
+  /// C: the dimension of axis_.
+  int classes_;
+  /// Product of the dimensions after axis_ (1 for (N, C) scores).
+  int inner_num_;
+  /// VALID, BATCH_SIZE, FULL or NONE (deprecated `normalize` honoured).
+  LossParameter_NormalizationMode normalization_;
+  /// Whether loss_param.ignore_label is set, and its value.
+  bool has_ignore_label_;
+  int ignore_label_;
+  /// Label smoothing epsilon in [0, 1).
+  double smoothing_;
+  /// multi_label_softmax_loss_param.target_normalization as an int code.
+  int target_normalization_;
+  /// Per-class weights w_c (C values, 1 by default) in double, host and device.
+  Blob<double> class_weight_;
+  /// Per-row coefficients from forward (5 x rows doubles, see
+  /// multilabel_softmax_math.hpp): max, 1/S, Q, a, b.
+  Blob<double> row_coefficients_;
+  /// GPU only: per-block partial sums (loss, valid rows, invalid targets).
+  Blob<double> block_partials_;
+  /// The normalizer used by the last forward, reused by backward.
+  double normalizer_;
+};
+
+}  // namespace caffe
+
+#endif  // CAFFE_MULTI_LABEL_SOFTMAX_LOSS_LAYER_HPP_

@@ -1,0 +1,219 @@
+#ifndef CAFFE_LAYERS_MULTILABEL_SOFTMAX_MATH_HPP_
+#define CAFFE_LAYERS_MULTILABEL_SOFTMAX_MATH_HPP_
+
+// Row math of MultiLabelSoftmaxLoss, written once and called by the CPU loop
+// (multi_label_softmax_loss_layer.cpp) and the CUDA kernels (.cu). No Caffe
+// types here: plain numbers in, plain numbers out.
+//
+// A row is one softmax vector x_r (C values), with targets t_r and class
+// weights w. Per row the layer makes two passes over memory:
+//   pass 1 (forward): m = max_c x_c, then one sweep accumulating RowSums
+//                     (MaxOf, AccumulateElement); FinishRow gives the loss
+//                     and the O(1) row coefficients kept for backward;
+//   pass 2 (backward): ElementGradient from the stored coefficients.
+//
+// Notation (SPEC 2): q_c = (1-eps) w_c t_c / norm + eps/C, Q = sum_c q_c,
+// p_c = e^(x_c - m) / S with S = sum_c e^(x_c - m).
+//   loss = -sum_c q_c log p_c = Q log S + sum_c q_c (m - x_c)
+// Both terms are >= 0 (S >= 1 because the max contributes e^0; m - x_c >= 0),
+// so the loss is a sum of non-negative terms: no cancellation, for scores of
+// any magnitude.
+
+#include <cmath>
+
+#include "caffe/layers/xent_common.hpp"
+
+namespace caffe {
+namespace xent {
+namespace multilabel {
+
+/// Target normalization codes (equal to the proto enum values).
+enum TargetNormalization { kCount = 0, kSum = 1, kNone = 2 };
+
+/// Row-independent options of the layer, copied into kernels by value.
+struct RowOptions {
+  int classes;                ///< C, the length of a row
+  int target_normalization;   ///< kCount, kSum or kNone
+  double smoothing;           ///< label smoothing eps in [0, 1)
+  bool has_ignore_label;      ///< whether ignore_label is set
+  double ignore_label;        ///< targets equal to it make the row ignored
+};
+
+/// Sums of one row, accumulated over its C elements (pass 1).
+struct RowSums {
+  double sum_exp;          ///< S = sum_c e^(x_c - m)
+  double positives;        ///< M = #{c : t_c > 0}
+  double target_sum;       ///< sum_c t_c (norm of SUM)
+  double weighted;         ///< sum_c w_c t_c
+  double weighted_gap;     ///< sum_c w_c t_c (m - x_c), only t_c != 0 terms
+  double gap_sum;          ///< sum_c (m - x_c) (label smoothing term)
+  double ignored;          ///< #targets equal to ignore_label
+  double invalid;          ///< #targets < 0 (not ignore_label) or NaN
+};
+
+/// What forward keeps per row for backward and the probabilities top (O(rows)
+/// memory): dx_c = scale * (Q inv_S e^(x_c - m) - a w_c t_c - b), p_c = inv_S e^(x_c - m).
+struct RowCoefficients {
+  double max;          ///< m
+  double inv_sum_exp;  ///< 1 / S
+  double q_total;      ///< Q = sum_c q_c (0 for an ignored row)
+  double a;            ///< (1-eps) / norm (0 for an ignored row)
+  double b;            ///< eps / C (0 for an ignored row)
+};
+
+/// Number of doubles of RowCoefficients per row. The layer keeps them in
+/// structure-of-arrays order, coefficient j of row r at [j * rows + r], so
+/// that neighbouring rows (a SIMD vector of a spatial map, a warp) read
+/// neighbouring addresses.
+const int kCoefficients = 5;
+
+XENT_HOST_DEVICE void StoreCoefficients(const RowCoefficients& c, int64_t row, int64_t rows,
+                                        double* out) {
+  out[0 * rows + row] = c.max;
+  out[1 * rows + row] = c.inv_sum_exp;
+  out[2 * rows + row] = c.q_total;
+  out[3 * rows + row] = c.a;
+  out[4 * rows + row] = c.b;
+}
+
+XENT_HOST_DEVICE RowCoefficients LoadCoefficients(const double* in, int64_t row, int64_t rows) {
+  RowCoefficients c;
+  c.max = in[0 * rows + row];
+  c.inv_sum_exp = in[1 * rows + row];
+  c.q_total = in[2 * rows + row];
+  c.a = in[3 * rows + row];
+  c.b = in[4 * rows + row];
+  return c;
+}
+
+XENT_HOST_DEVICE RowSums ZeroSums() {
+  RowSums s;
+  s.sum_exp = s.positives = s.target_sum = s.weighted = 0.0;
+  s.weighted_gap = s.gap_sum = s.ignored = s.invalid = 0.0;
+  return s;
+}
+
+/// Running max that lets NaN through: once a NaN is seen the max is NaN, so
+/// NaN in gives NaN out (a plain `x > m ? x : m` would drop it).
+template <typename Dtype>
+XENT_HOST_DEVICE Dtype MaxOf(Dtype m, Dtype x) {
+  return (x > m || x != x) ? x : m;
+}
+
+/// m - x_c, with inf - inf defined as 0 (x_c is the max): keeps +inf scores
+/// at their mathematical limit instead of NaN.
+template <typename Dtype>
+XENT_HOST_DEVICE double Gap(Dtype m, Dtype x) {
+  return x == m ? 0.0 : static_cast<double>(m) - static_cast<double>(x);
+}
+
+/// exp in the blob's precision: expf for float (within 1 ulp on host and
+/// device), exp for double.
+XENT_HOST_DEVICE float ExpOf(float v) { return expf(v); }
+XENT_HOST_DEVICE double ExpOf(double v) { return exp(v); }
+
+/// e^(x_c - m) in the blob's precision (float exp is within 1 ulp; the sum
+/// is in double). The max itself contributes exactly 1, also at +-inf.
+template <typename Dtype>
+XENT_HOST_DEVICE double ShiftedExp(Dtype m, Dtype x) {
+  return x == m ? 1.0 : static_cast<double>(ExpOf(static_cast<Dtype>(x - m)));
+}
+
+/// Pass 1, the target part of one element: x_c, t_c (class weight w_c)
+/// into the row's target sums. Only elements with t_c != 0 change anything,
+/// so vectorized callers may skip the rest. The target checks
+/// (ignore_label, negative, NaN) ride along: no extra pass.
+template <typename Dtype>
+XENT_HOST_DEVICE void AccumulateTarget(Dtype m, Dtype x, Dtype t, double w,
+                                       const RowOptions& opt, RowSums* s) {
+  if (t == Dtype(0)) return;  // also keeps 0 * (m - x) from being NaN at x = -inf
+  if (opt.has_ignore_label && static_cast<double>(t) == opt.ignore_label) {
+    s->ignored += 1.0;
+    return;
+  }
+  if (!(t > Dtype(0))) {  // negative or NaN: refused by the layer after the pass
+    s->invalid += 1.0;
+    return;
+  }
+  const double wt = w * static_cast<double>(t);  // exact: float * float fits a double
+  s->positives += 1.0;                           // M
+  s->target_sum += static_cast<double>(t);       // sum t
+  s->weighted += wt;                             // sum w t
+  s->weighted_gap += wt * Gap(m, x);             // sum w t (m - x)
+}
+
+/// Pass 1, one element: S, sum (m - x_c) and the target part.
+template <typename Dtype>
+XENT_HOST_DEVICE void AccumulateElement(Dtype m, Dtype x, Dtype t, double w,
+                                        const RowOptions& opt, RowSums* s) {
+  s->sum_exp += ShiftedExp(m, x);  // S
+  s->gap_sum += Gap(m, x);         // sum (m - x_c)
+  AccumulateTarget(m, x, t, w, opt, s);
+}
+
+/// Whether a row takes part in the loss: at least one positive target and
+/// no target equal to ignore_label (SPEC 2: the seeds divide by zero at
+/// M = 0; we ignore the row instead).
+XENT_HOST_DEVICE bool RowIsValid(const RowSums& s) {
+  return s.positives > 0.0 && s.ignored == 0.0;
+}
+
+/// End of pass 1: the row's loss (0 for an ignored row) and its
+/// coefficients.
+///   norm  = M (COUNT), sum_c t_c (SUM) or 1 (NONE)
+///   Q     = (1-eps) sum_c w_c t_c / norm + eps
+///   loss  = Q log S + (1-eps)/norm sum_c w_c t_c (m - x_c) + eps/C sum_c (m - x_c)
+template <typename Dtype>
+XENT_HOST_DEVICE double FinishRow(Dtype m, const RowSums& s, const RowOptions& opt,
+                                  RowCoefficients* coef) {
+  coef->max = static_cast<double>(m);
+  coef->inv_sum_exp = 1.0 / s.sum_exp;  // S >= 1: the max contributes e^0 = 1
+  if (!RowIsValid(s)) {
+    coef->q_total = coef->a = coef->b = 0.0;
+    return 0.0;
+  }
+  const double norm = opt.target_normalization == kCount ? s.positives
+                    : opt.target_normalization == kSum   ? s.target_sum
+                                                         : 1.0;
+  const double a = (1.0 - opt.smoothing) / norm;          // (1-eps)/norm
+  const double b = opt.smoothing / opt.classes;           // eps/C
+  const double q_total = a * s.weighted + opt.smoothing;  // Q = sum_c q_c
+  coef->q_total = q_total;
+  coef->a = a;
+  coef->b = b;
+  // Q log S + sum_c q_c (m - x_c); the eps term only when smoothing is on, so
+  // that eps = 0 with a -inf score stays finite (0 * inf is NaN).
+  double loss = q_total * log(s.sum_exp) + a * s.weighted_gap;
+  if (opt.smoothing != 0.0) loss += b * s.gap_sum;
+  return loss;
+}
+
+/// Whether stored coefficients belong to an ignored row.
+XENT_HOST_DEVICE bool IsIgnored(const RowCoefficients& coef) {
+  return coef.q_total == 0.0 && coef.a == 0.0 && coef.b == 0.0;
+}
+
+/// Pass 2, one element: d loss_r / d x_c times `scale` (top diff / normalizer):
+///   Q p_c - q_c = Q e^(x_c - m) / S - a w_c t_c - b.
+/// Ignored rows give exactly 0, even for NaN scores.
+template <typename Dtype>
+XENT_HOST_DEVICE Dtype ElementGradient(const RowCoefficients& coef, Dtype x, Dtype t,
+                                       double w, double scale) {
+  if (IsIgnored(coef)) return Dtype(0);
+  const double p = coef.inv_sum_exp * ShiftedExp(static_cast<Dtype>(coef.max), x);  // p_c
+  const double q = t != Dtype(0) ? coef.a * w * static_cast<double>(t) + coef.b : coef.b;
+  return static_cast<Dtype>(scale * (coef.q_total * p - q));  // (Q p_c - q_c) * scale
+}
+
+/// Softmax probability of one element (the optional second top):
+/// p_c = e^(x_c - m) / S.
+template <typename Dtype>
+XENT_HOST_DEVICE Dtype Probability(const RowCoefficients& coef, Dtype x) {
+  return static_cast<Dtype>(coef.inv_sum_exp * ShiftedExp(static_cast<Dtype>(coef.max), x));
+}
+
+}  // namespace multilabel
+}  // namespace xent
+}  // namespace caffe
+
+#endif  // CAFFE_LAYERS_MULTILABEL_SOFTMAX_MATH_HPP_

@@ -1,0 +1,355 @@
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+#include <vector>
+
+#include "caffe/layers/multi_label_softmax_loss_layer.hpp"
+#include "caffe/layers/multilabel_softmax_math.hpp"
+#include "caffe/layers/xent_common.hpp"
+
+#include "multilabel_softmax_simd.hpp"
+
+namespace caffe {
+
+namespace {
+
+using xent::multilabel::AccumulateElement;
+using xent::multilabel::ElementGradient;
+using xent::multilabel::FinishRow;
+using xent::multilabel::kCoefficients;
+using xent::multilabel::LoadCoefficients;
+using xent::multilabel::MaxOf;
+using xent::multilabel::Probability;
+using xent::multilabel::RowCoefficients;
+using xent::multilabel::RowIsValid;
+using xent::multilabel::RowOptions;
+using xent::multilabel::RowSums;
+using xent::multilabel::StoreCoefficients;
+using xent::multilabel::ZeroSums;
+
+/// Loss, valid rows and invalid targets of a range of rows.
+struct RangeSums {
+  double loss;
+  double valid;
+  double invalid;
+};
+
+/// The SIMD pass 1 where it applies (float, contiguous rows, finite
+/// scores); false where the caller must take the scalar loop.
+inline bool RowSumsSimd(const float* x, const float* t, const double* w, int inner,
+                        const RowOptions& opt, float* m, RowSums* sums) {
+  return inner == 1 && xent::multilabel::SimdRowSums(x, t, w, opt, m, sums);
+}
+inline bool RowSumsSimd(const double*, const double*, const double*, int, const RowOptions&,
+                        double*, RowSums*) {
+  return false;
+}
+
+/// Most rows the spatial SIMD path takes at once (512-bit float vectors).
+const int kMaxSimdRows = 16;
+
+/// Rows per spatial SIMD block (float maps with inner > 1), 0 where none.
+inline int SpatialRowsSimd(const float*, int inner) {
+  const int rows = xent::multilabel::SimdSpatialRows();
+  return inner > 1 && rows <= kMaxSimdRows ? rows : 0;
+}
+inline int SpatialRowsSimd(const double*, int) { return 0; }
+
+inline bool SpatialRowSumsSimd(const float* x, const float* t, const double* w, int inner,
+                               const RowOptions& opt, float* m, RowSums* sums) {
+  return xent::multilabel::SimdSpatialRowSums(x, t, w, inner, opt, m, sums);
+}
+inline bool SpatialRowSumsSimd(const double*, const double*, const double*, int,
+                               const RowOptions&, double*, RowSums*) {
+  return false;
+}
+
+/// Pass 2 of one (outer, class) plane of a spatial map, SIMD where it
+/// applies (float); false where the caller must take the scalar loop.
+inline bool PlaneGradientSimd(const float* x, const float* t, double w, const double* coefficients,
+                              int64_t first_row, int64_t rows, int inner, double scale,
+                              float* dx) {
+  if (xent::multilabel::SimdSpatialRows() == 0) return false;
+  xent::multilabel::SimdSpatialGradient(x, t, w, coefficients, first_row, rows, inner, scale, dx);
+  return true;
+}
+inline bool PlaneGradientSimd(const double*, const double*, double, const double*, int64_t,
+                              int64_t, int, double, double*) {
+  return false;
+}
+
+/// The SIMD pass 2 of one contiguous row where it applies (float, finite
+/// max, row not ignored); false where the caller must take the scalar loop.
+inline bool RowGradientSimd(const float* x, const float* t, const double* w,
+                            const RowCoefficients& coef, double scale, int classes, float* dx) {
+  if (!std::isfinite(coef.max) || xent::multilabel::IsIgnored(coef)) return false;
+  xent::multilabel::SimdRowGradient(x, t, w, coef, scale, classes, dx);
+  return true;
+}
+inline bool RowGradientSimd(const double*, const double*, const double*,
+                            const RowCoefficients&, double, int, double*) {
+  return false;
+}
+
+/// Forward of rows [begin, end): pass 1 of the row math (max, then one sweep
+/// of sums while the row is in cache), the coefficients stored for backward,
+/// and the probabilities when that top is asked for. Row r is at
+/// (outer o, inner i) = (r / inner, r % inner); its C elements are `inner`
+/// apart.
+template <typename Dtype>
+RangeSums ForwardRows(const Dtype* x, const Dtype* t, const double* w, int64_t begin,
+                      int64_t end, int64_t rows, int inner, const RowOptions& opt,
+                      double* coefficients, Dtype* prob) {
+  const int C = opt.classes;
+  RangeSums range = {0.0, 0.0, 0.0};
+  // Finishes row r from its max and sums.
+  auto finish = [&](int64_t r, Dtype m, const RowSums& sums) {
+    const int64_t offset = (r / inner) * C * inner + r % inner;
+    RowCoefficients coef;
+    range.loss += FinishRow(m, sums, opt, &coef);
+    range.valid += RowIsValid(sums) ? 1.0 : 0.0;
+    range.invalid += sums.invalid;
+    StoreCoefficients(coef, r, rows, coefficients);
+    if (prob != NULL) {
+      for (int c = 0; c < C; ++c) prob[offset + c * inner] = Probability(coef, x[offset + c * inner]);
+    }
+  };
+  const int block = SpatialRowsSimd(x, inner);
+  for (int64_t r = begin; r < end;) {
+    const int64_t offset = (r / inner) * C * inner + r % inner;
+    const Dtype* xr = x + offset;
+    const Dtype* tr = t + offset;
+    // Spatial maps: `block` neighbouring rows of the same outer index at once.
+    if (block > 0 && r + block <= end && r % inner + block <= inner) {
+      Dtype m[kMaxSimdRows];
+      RowSums sums[kMaxSimdRows];
+      if (SpatialRowSumsSimd(xr, tr, w, inner, opt, m, sums)) {
+        for (int j = 0; j < block; ++j) finish(r + j, m[j], sums[j]);
+        r += block;
+        continue;
+      }
+    }
+    RowSums sums = ZeroSums();
+    Dtype m;
+    if (!RowSumsSimd(xr, tr, w, inner, opt, &m, &sums)) {
+      m = xr[0];
+      for (int c = 1; c < C; ++c) m = MaxOf(m, xr[c * inner]);  // m = max_c x_c
+      for (int c = 0; c < C; ++c) {
+        AccumulateElement(m, xr[c * inner], tr[c * inner], w[c], opt, &sums);
+      }
+    }
+    finish(r, m, sums);
+    ++r;
+  }
+  return range;
+}
+
+}  // namespace
+
+template <typename Dtype>
+void MultiLabelSoftmaxLossLayer<Dtype>::LayerSetUp(const vector<Blob<Dtype>*>& bottom,
+                                                   const vector<Blob<Dtype>*>& top) {
+  LayerParameter& param = this->layer_param_;
+  XENT_CHECK(param, bottom.size() == 2,
+             "needs 2 bottoms (bottom[0] scores, bottom[1] targets), got " << bottom.size());
+  XENT_CHECK(param, top.size() == 1 || top.size() == 2,
+             "needs 1 or 2 tops (loss, then optionally the probabilities), got " << top.size());
+  // LossLayer's default loss weight (1 on the loss), plus 0 on the
+  // probabilities top; checked here because SetLossWeights CHECK-aborts on a
+  // count mismatch.
+  if (param.loss_weight_size() == 0) {
+    param.add_loss_weight(Dtype(1));
+    if (top.size() == 2) param.add_loss_weight(Dtype(0));
+  }
+  XENT_CHECK(param, param.loss_weight_size() == static_cast<int>(top.size()),
+             "has " << param.loss_weight_size() << " loss_weight values for " << top.size()
+                    << " tops; give none or one per top");
+
+  const LossParameter& loss_param = param.loss_param();
+  has_ignore_label_ = loss_param.has_ignore_label();
+  ignore_label_ = has_ignore_label_ ? loss_param.ignore_label() : 0;
+  if (!loss_param.has_normalization() && loss_param.has_normalize()) {
+    normalization_ = loss_param.normalize() ? LossParameter_NormalizationMode_VALID
+                                            : LossParameter_NormalizationMode_BATCH_SIZE;
+  } else {
+    normalization_ = loss_param.normalization();
+  }
+
+  const MultiLabelSoftmaxLossParameter& ml_param = param.multi_label_softmax_loss_param();
+  smoothing_ = ml_param.label_smoothing();
+  XENT_CHECK(param, smoothing_ >= 0.0 && smoothing_ < 1.0,
+             "label_smoothing = " << smoothing_ << " is outside [0, 1)");
+  target_normalization_ = static_cast<int>(ml_param.target_normalization());
+  // 0 marks a negative class: as ignore_label it would ignore nearly every row.
+  XENT_CHECK(param, !has_ignore_label_ || ignore_label_ != 0,
+             "ignore_label = 0 is refused: 0 is the target of a negative class, so every "
+             "row with a negative class would be ignored");
+  normalizer_ = 1.0;
+}
+
+template <typename Dtype>
+void MultiLabelSoftmaxLossLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
+                                                const vector<Blob<Dtype>*>& top) {
+  const LayerParameter& param = this->layer_param_;
+  XENT_CHECK(param, bottom.size() == 2,
+             "needs 2 bottoms (bottom[0] scores, bottom[1] targets), got " << bottom.size());
+  const Blob<Dtype>& x = *bottom[0];
+  const Blob<Dtype>& t = *bottom[1];
+  XENT_CHECK(param, x.shape() == t.shape(),
+             "bottom[1] (targets) has shape " << t.shape_string() << " but bottom[0] (scores) has "
+             << x.shape_string() << "; they must be equal");
+  const int num_axes = x.num_axes();
+  const int axis = param.multi_label_softmax_loss_param().axis();
+  XENT_CHECK(param, axis >= -num_axes && axis < num_axes,
+             "axis " << axis << " is out of range for bottom[0] (scores) of shape "
+                     << x.shape_string() << " (" << num_axes << " axes)");
+  axis_ = axis < 0 ? axis + num_axes : axis;
+  outer_num_ = x.count(0, axis_);
+  classes_ = x.shape(axis_);
+  inner_num_ = x.count(axis_ + 1);
+  XENT_CHECK(param, classes_ > 0,
+             "bottom[0] (scores) of shape " << x.shape_string() << " has no classes along axis "
+                                            << axis_);
+  if (class_weight_.count() != classes_) {
+    const std::vector<float> weights = xent::ExpandPerClass(
+        param, param.multi_label_softmax_loss_param().class_weight(), classes_, "class_weight");
+    class_weight_.Reshape(std::vector<int>(1, classes_));
+    std::copy(weights.begin(), weights.end(), class_weight_.mutable_cpu_data());
+  }
+  top[0]->Reshape(std::vector<int>());  // the loss: a scalar
+  if (top.size() >= 2) top[1]->ReshapeLike(x);
+  std::vector<int> coefficient_shape(2, outer_num_ * inner_num_);
+  coefficient_shape[0] = kCoefficients;  // structure of arrays: (5, rows)
+  row_coefficients_.Reshape(coefficient_shape);
+}
+
+template <typename Dtype>
+double MultiLabelSoftmaxLossLayer<Dtype>::Normalizer(double valid_rows, int batch_size) const {
+  double normalizer = 1.0;
+  switch (normalization_) {
+    case LossParameter_NormalizationMode_FULL:
+      normalizer = static_cast<double>(outer_num_) * inner_num_;
+      break;
+    case LossParameter_NormalizationMode_VALID:
+      normalizer = valid_rows;
+      break;
+    case LossParameter_NormalizationMode_BATCH_SIZE:
+      normalizer = batch_size;
+      break;
+    case LossParameter_NormalizationMode_NONE:
+      normalizer = 1.0;
+      break;
+  }
+  return std::max(1.0, normalizer);  // max(1, .): no division by zero
+}
+
+template <typename Dtype>
+void MultiLabelSoftmaxLossLayer<Dtype>::ThrowInvalidTarget(const Blob<Dtype>& targets) const {
+  const Dtype* t = targets.cpu_data();
+  for (int i = 0; i < targets.count(); ++i) {
+    const bool ignored = has_ignore_label_ && static_cast<double>(t[i]) == ignore_label_;
+    XENT_CHECK(this->layer_param_, ignored || t[i] >= Dtype(0),
+               "bottom[1] (targets) has value " << t[i] << " at flat index " << i << " (shape "
+               << targets.shape_string() << "); targets must be >= 0"
+               << (has_ignore_label_ ? " or equal to ignore_label" : ""));
+  }
+  XENT_CHECK(this->layer_param_, false, "bottom[1] (targets) has invalid values");
+}
+
+template <typename Dtype>
+void MultiLabelSoftmaxLossLayer<Dtype>::CheckPropagateDown(
+    const vector<bool>& propagate_down) const {
+  XENT_CHECK(this->layer_param_, propagate_down.size() < 2 || !propagate_down[1],
+             "cannot back-propagate to bottom[1] (targets)");
+}
+
+template <typename Dtype>
+void MultiLabelSoftmaxLossLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
+                                                    const vector<Blob<Dtype>*>& top) {
+  const RowOptions opt = {classes_, target_normalization_, smoothing_, has_ignore_label_,
+                          static_cast<double>(ignore_label_)};
+  const Dtype* x = bottom[0]->cpu_data();
+  const Dtype* t = bottom[1]->cpu_data();
+  const double* w = class_weight_.cpu_data();
+  double* coefficients = row_coefficients_.mutable_cpu_data();
+  Dtype* prob = top.size() >= 2 ? top[1]->mutable_cpu_data() : NULL;
+  const int64_t rows = static_cast<int64_t>(outer_num_) * inner_num_;
+  // Fixed chunks of rows (a function of the shape, never of the thread
+  // count); chunk sums are added in chunk order: the same bits for any
+  // number of threads.
+  const int64_t chunk_rows = std::max<int64_t>(1, xent::kReduceChunk / classes_);
+  const int64_t chunks = (rows + chunk_rows - 1) / chunk_rows;
+  std::vector<RangeSums> partial(chunks);
+  const int inner = inner_num_;
+#pragma omp parallel for schedule(static) if (chunks > 1)
+  for (int64_t k = 0; k < chunks; ++k) {
+    partial[k] = ForwardRows(x, t, w, k * chunk_rows, std::min(rows, (k + 1) * chunk_rows),
+                             rows, inner, opt, coefficients, prob);
+  }
+  RangeSums total = {0.0, 0.0, 0.0};
+  for (int64_t k = 0; k < chunks; ++k) {
+    total.loss += partial[k].loss;
+    total.valid += partial[k].valid;
+    total.invalid += partial[k].invalid;
+  }
+  if (total.invalid > 0) ThrowInvalidTarget(*bottom[1]);
+  normalizer_ = Normalizer(total.valid, bottom[0]->shape(0));
+  top[0]->mutable_cpu_data()[0] = static_cast<Dtype>(total.loss / normalizer_);
+}
+
+template <typename Dtype>
+void MultiLabelSoftmaxLossLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
+                                                     const vector<bool>& propagate_down,
+                                                     const vector<Blob<Dtype>*>& bottom) {
+  CheckPropagateDown(propagate_down);
+  if (!propagate_down[0]) return;
+  const Dtype* x = bottom[0]->cpu_data();
+  const Dtype* t = bottom[1]->cpu_data();
+  const double* w = class_weight_.cpu_data();
+  const double* coefficients = row_coefficients_.cpu_data();
+  Dtype* dx = bottom[0]->mutable_cpu_diff();
+  const double scale = static_cast<double>(top[0]->cpu_diff()[0]) / normalizer_;
+  const int C = classes_, inner = inner_num_;
+  if (inner == 1) {
+    // (N, C) scores: rows are contiguous.
+    const int64_t rows = outer_num_;
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const RowCoefficients coef = LoadCoefficients(coefficients, r, rows);
+      const int64_t offset = r * C;
+      if (RowGradientSimd(x + offset, t + offset, w, coef, scale, C, dx + offset)) continue;
+      for (int c = 0; c < C; ++c) {
+        dx[offset + c] = ElementGradient(coef, x[offset + c], t[offset + c], w[c], scale);
+      }
+    }
+  } else {
+    // Spatial maps: walk each (outer, class) plane contiguously; the rows of a
+    // plane are consecutive in the coefficient buffer too.
+    const int64_t planes = static_cast<int64_t>(outer_num_) * C;
+    const int64_t rows = static_cast<int64_t>(outer_num_) * inner;
+#pragma omp parallel for schedule(static)
+    for (int64_t plane = 0; plane < planes; ++plane) {
+      const int64_t o = plane / C;
+      const int c = static_cast<int>(plane % C);
+      const int64_t offset = plane * inner;
+      if (PlaneGradientSimd(x + offset, t + offset, w[c], coefficients, o * inner, rows, inner,
+                            scale, dx + offset)) {
+        continue;
+      }
+      for (int i = 0; i < inner; ++i) {
+        const RowCoefficients coef = LoadCoefficients(coefficients, o * inner + i, rows);
+        dx[offset + i] = ElementGradient(coef, x[offset + i], t[offset + i], w[c], scale);
+      }
+    }
+  }
+}
+
+#ifdef CPU_ONLY
+STUB_GPU(MultiLabelSoftmaxLossLayer);
+#endif
+
+INSTANTIATE_CLASS(MultiLabelSoftmaxLossLayer);
+REGISTER_LAYER_CLASS(MultiLabelSoftmaxLoss);
+
+}  // namespace caffe

@@ -1,0 +1,232 @@
+// CUDA launchers of MultiLabelSoftmaxLoss. The row math is the same
+// header-only code as the CPU loop (multilabel_softmax_math.hpp); this file
+// only decides which thread handles what.
+//
+// Two kernel shapes for the forward pass, both with a fixed grid (a function
+// of the shape only) and no atomics, so the sums are the same bits run after
+// run:
+//   RowPerThread  spatial maps (inner >= 32): thread r takes row r; its C
+//                 elements are `inner` apart, and neighbouring threads read
+//                 neighbouring addresses (coalesced).
+//   RowPerBlock   long contiguous rows (inner < 32, e.g. (64, 17000)): a block
+//                 takes a row, its threads stride over the classes, block
+//                 reductions (warp shuffles) give the max and the sums.
+// Each block leaves (loss, valid rows, invalid targets) in block_partials;
+// xent::FinishSums adds them in a fixed order. Backward is elementwise.
+#include <algorithm>
+#include <vector>
+
+#include "caffe/layers/multi_label_softmax_loss_layer.hpp"
+#include "caffe/layers/multilabel_softmax_math.hpp"
+#include "caffe/util/xent_reduce.cuh"
+
+namespace caffe {
+
+namespace {
+
+using xent::kReduceBlocks;
+using xent::kReduceThreads;
+using xent::multilabel::AccumulateElement;
+using xent::multilabel::ElementGradient;
+using xent::multilabel::FinishRow;
+using xent::multilabel::kCoefficients;
+using xent::multilabel::LoadCoefficients;
+using xent::multilabel::MaxOf;
+using xent::multilabel::Probability;
+using xent::multilabel::RowCoefficients;
+using xent::multilabel::RowIsValid;
+using xent::multilabel::RowOptions;
+using xent::multilabel::RowSums;
+using xent::multilabel::StoreCoefficients;
+using xent::multilabel::ZeroSums;
+
+/// Columns of block_partials: loss sum, valid rows, invalid targets.
+const int kColumns = 3;
+
+/// Writes the block's three sums (valid in thread 0) to its partials.
+__device__ __forceinline__ void StoreBlockSums(double loss, double valid, double invalid,
+                                               double* block_partials) {
+  loss = xent::BlockSum(loss);
+  valid = xent::BlockSum(valid);
+  invalid = xent::BlockSum(invalid);
+  if (threadIdx.x == 0) {
+    block_partials[blockIdx.x * kColumns + 0] = loss;
+    block_partials[blockIdx.x * kColumns + 1] = valid;
+    block_partials[blockIdx.x * kColumns + 2] = invalid;
+  }
+}
+
+/// Spatial maps: one thread per row, grid-stride over the rows.
+template <typename Dtype>
+__global__ void RowPerThreadForward(const Dtype* x, const Dtype* t, const double* w,
+                                    int64_t rows, int inner, RowOptions opt,
+                                    double* coefficients, Dtype* prob, double* block_partials) {
+  const int C = opt.classes;
+  double loss = 0.0, valid = 0.0, invalid = 0.0;
+  for (int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; r < rows;
+       r += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t offset = (r / inner) * C * inner + r % inner;
+    const Dtype* xr = x + offset;
+    const Dtype* tr = t + offset;
+    Dtype m = xr[0];
+    for (int c = 1; c < C; ++c) m = MaxOf(m, xr[c * inner]);  // m = max_c x_c
+    RowSums sums = ZeroSums();
+    for (int c = 0; c < C; ++c) {
+      AccumulateElement(m, xr[c * inner], tr[c * inner], w[c], opt, &sums);
+    }
+    RowCoefficients coef;
+    loss += FinishRow(m, sums, opt, &coef);
+    valid += RowIsValid(sums) ? 1.0 : 0.0;
+    invalid += sums.invalid;
+    StoreCoefficients(coef, r, rows, coefficients);
+    if (prob != NULL) {
+      for (int c = 0; c < C; ++c) prob[offset + c * inner] = Probability(coef, xr[c * inner]);
+    }
+  }
+  StoreBlockSums(loss, valid, invalid, block_partials);
+}
+
+/// Max over a block of 256 threads, NaN-propagating; valid in every thread.
+template <typename Dtype>
+__device__ __forceinline__ Dtype BlockMax(Dtype value) {
+  __shared__ Dtype warp_max[kReduceThreads / 32];
+  __shared__ Dtype block_max;
+  for (int offset = 16; offset > 0; offset >>= 1) {
+    value = MaxOf(value, __shfl_down_sync(0xffffffffu, value, offset));
+  }
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) warp_max[warp] = value;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    Dtype m = warp_max[0];
+    for (int k = 1; k < kReduceThreads / 32; ++k) m = MaxOf(m, warp_max[k]);
+    block_max = m;
+  }
+  __syncthreads();
+  const Dtype result = block_max;
+  __syncthreads();  // block_max may be rewritten by the next row
+  return result;
+}
+
+/// Long rows: one block per row (block-stride over the rows), threads over
+/// the classes.
+template <typename Dtype>
+__global__ void RowPerBlockForward(const Dtype* x, const Dtype* t, const double* w,
+                                   int64_t rows, int inner, RowOptions opt, double* coefficients,
+                                   Dtype* prob, double* block_partials) {
+  __shared__ double shared_coefficients[kCoefficients];
+  const int C = opt.classes;
+  double loss = 0.0, valid = 0.0, invalid = 0.0;  // meaningful in thread 0
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const int64_t offset = (r / inner) * C * inner + r % inner;
+    const Dtype* xr = x + offset;
+    const Dtype* tr = t + offset;
+    Dtype m = xr[0];
+    for (int c = threadIdx.x; c < C; c += blockDim.x) m = MaxOf(m, xr[c * inner]);
+    m = BlockMax(m);  // m = max_c x_c
+    RowSums sums = ZeroSums();
+    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+      AccumulateElement(m, xr[c * inner], tr[c * inner], w[c], opt, &sums);
+    }
+    sums.sum_exp = xent::BlockSum(sums.sum_exp);
+    sums.positives = xent::BlockSum(sums.positives);
+    sums.target_sum = xent::BlockSum(sums.target_sum);
+    sums.weighted = xent::BlockSum(sums.weighted);
+    sums.weighted_gap = xent::BlockSum(sums.weighted_gap);
+    sums.gap_sum = xent::BlockSum(sums.gap_sum);
+    sums.ignored = xent::BlockSum(sums.ignored);
+    sums.invalid = xent::BlockSum(sums.invalid);
+    if (threadIdx.x == 0) {
+      RowCoefficients coef;
+      loss += FinishRow(m, sums, opt, &coef);
+      valid += RowIsValid(sums) ? 1.0 : 0.0;
+      invalid += sums.invalid;
+      StoreCoefficients(coef, r, rows, coefficients);
+      StoreCoefficients(coef, 0, 1, shared_coefficients);
+    }
+    __syncthreads();
+    if (prob != NULL) {
+      const RowCoefficients coef = LoadCoefficients(shared_coefficients, 0, 1);
+      for (int c = threadIdx.x; c < C; c += blockDim.x) {
+        prob[offset + c * inner] = Probability(coef, xr[c * inner]);
+      }
+    }
+    __syncthreads();  // shared_coefficients is rewritten by the next row
+  }
+  StoreBlockSums(loss, valid, invalid, block_partials);
+}
+
+/// Backward, elementwise over the K scores: element e is class c of row r.
+template <typename Dtype>
+__global__ void GradientKernel(int64_t count, const Dtype* x, const Dtype* t, const double* w,
+                               int classes, int inner, int64_t rows, const double* coefficients,
+                               double scale, Dtype* dx) {
+  for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < count;
+       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t plane = e / inner;  // (outer, class) plane
+    const int c = static_cast<int>(plane % classes);
+    const int64_t r = (plane / classes) * inner + e % inner;
+    const RowCoefficients coef = LoadCoefficients(coefficients, r, rows);
+    dx[e] = ElementGradient(coef, x[e], t[e], w[c], scale);
+  }
+}
+
+}  // namespace
+
+template <typename Dtype>
+void MultiLabelSoftmaxLossLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& bottom,
+                                                    const vector<Blob<Dtype>*>& top) {
+  const RowOptions opt = {classes_, target_normalization_, smoothing_, has_ignore_label_,
+                          static_cast<double>(ignore_label_)};
+  const int64_t rows = static_cast<int64_t>(outer_num_) * inner_num_;
+  const Dtype* x = bottom[0]->gpu_data();
+  const Dtype* t = bottom[1]->gpu_data();
+  const double* w = class_weight_.gpu_data();
+  double* coefficients = row_coefficients_.mutable_gpu_data();
+  Dtype* prob = top.size() >= 2 ? top[1]->mutable_gpu_data() : NULL;
+  double sums[kColumns] = {0.0, 0.0, 0.0};
+  if (rows > 0) {
+    // The grid depends on the shape only, so the reduction order (and the
+    // bits of the loss) is the same run after run.
+    const bool block_per_row = inner_num_ < 32 && classes_ >= 32;
+    const int64_t wanted =
+        block_per_row ? rows : (rows + kReduceThreads - 1) / kReduceThreads;
+    const int blocks = static_cast<int>(std::min<int64_t>(wanted, kReduceBlocks));
+    block_partials_.Reshape(std::vector<int>(1, blocks * kColumns));
+    double* partials = block_partials_.mutable_gpu_data();
+    if (block_per_row) {
+      RowPerBlockForward<Dtype><<<blocks, kReduceThreads>>>(
+          x, t, w, rows, inner_num_, opt, coefficients, prob, partials);
+    } else {
+      RowPerThreadForward<Dtype><<<blocks, kReduceThreads>>>(
+          x, t, w, rows, inner_num_, opt, coefficients, prob, partials);
+    }
+    CUDA_POST_KERNEL_CHECK;
+    xent::FinishSums(partials, blocks, kColumns, sums);
+  }
+  if (sums[2] > 0) ThrowInvalidTarget(*bottom[1]);
+  normalizer_ = Normalizer(sums[1], bottom[0]->shape(0));
+  top[0]->mutable_cpu_data()[0] = static_cast<Dtype>(sums[0] / normalizer_);
+}
+
+template <typename Dtype>
+void MultiLabelSoftmaxLossLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& top,
+                                                     const vector<bool>& propagate_down,
+                                                     const vector<Blob<Dtype>*>& bottom) {
+  CheckPropagateDown(propagate_down);
+  if (!propagate_down[0]) return;
+  const int64_t count = bottom[0]->count();
+  if (count == 0) return;
+  const double scale = static_cast<double>(top[0]->cpu_diff()[0]) / normalizer_;
+  const int blocks = static_cast<int>(
+      std::min<int64_t>((count + CAFFE_CUDA_NUM_THREADS - 1) / CAFFE_CUDA_NUM_THREADS, 65535));
+  GradientKernel<Dtype><<<blocks, CAFFE_CUDA_NUM_THREADS>>>(
+      count, bottom[0]->gpu_data(), bottom[1]->gpu_data(), class_weight_.gpu_data(), classes_,
+      inner_num_, static_cast<int64_t>(outer_num_) * inner_num_, row_coefficients_.gpu_data(),
+      scale, bottom[0]->mutable_gpu_diff());
+  CUDA_POST_KERNEL_CHECK;
+}
+
+INSTANTIATE_LAYER_GPU_FUNCS(MultiLabelSoftmaxLossLayer);
+
+}  // namespace caffe
