@@ -1,0 +1,292 @@
+// CPU fast path of MultiLabelSoftmaxLoss (see multilabel_softmax_simd.hpp).
+//
+// Highway re-includes this file once per x86 target (foreach_target.h) and
+// picks the best at run time. The include path below is relative to our
+// include/ directory, which is on the include path of every caffe source.
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "../src/caffe/layers/multilabel_softmax_simd.cpp"
+#include <hwy/foreach_target.h>  // NOLINT: must come before highway.h
+
+#include <hwy/highway.h>
+#include <hwy/contrib/math/math-inl.h>
+
+#include <cfloat>
+#include <cmath>
+#include <cstddef>
+#include <limits>
+
+#include "multilabel_softmax_simd.hpp"
+
+HWY_BEFORE_NAMESPACE();
+namespace caffe {
+namespace xent {
+namespace multilabel {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+/// Sum of float vectors in double: each vector is widened to two double
+/// halves, so the row sums are in double as the scalar path's.
+#if HWY_TARGET == HWY_SCALAR
+struct DoubleVectorSum {  // one lane: nothing to split
+  double total = 0.0;
+  HWY_INLINE void Add(hn::Vec<hn::ScalableTag<float>> v) {
+    total += static_cast<double>(hn::GetLane(v));
+  }
+  HWY_INLINE double Total() const { return total; }
+};
+#else
+struct DoubleVectorSum {
+  using DF = hn::ScalableTag<float>;
+  using DH = hn::Half<DF>;
+  using DD = hn::Rebind<double, DH>;
+  hn::Vec<DD> low, high;
+  // Written out (not default member initializers): the implicit constructor
+  // would be compiled without this target's instruction set.
+  HWY_INLINE DoubleVectorSum() : low(hn::Zero(DD())), high(hn::Zero(DD())) {}
+  HWY_INLINE void Add(hn::Vec<DF> v) {
+    low = hn::Add(low, hn::PromoteTo(DD(), hn::LowerHalf(DH(), v)));
+    high = hn::Add(high, hn::PromoteTo(DD(), hn::UpperHalf(DH(), v)));
+  }
+  /// Lane sums added in lane order: the same bits every run.
+  HWY_INLINE double Total() const {
+    HWY_ALIGN double lanes[HWY_MAX_BYTES / sizeof(double)];
+    hn::Store(hn::Add(low, high), DD(), lanes);
+    double total = 0.0;
+    for (size_t i = 0; i < hn::Lanes(DD()); ++i) total += lanes[i];
+    return total;
+  }
+  /// The lanes' double sums, lane order.
+  HWY_INLINE void StoreLanes(double* out) const {
+    hn::StoreU(low, DD(), out);
+    hn::StoreU(high, DD(), out + hn::Lanes(DD()));
+  }
+};
+#endif
+
+bool RowSumsImpl(const float* x, const float* t, const double* w, const RowOptions& opt,
+                 float* max_out, RowSums* sums) {
+  const hn::ScalableTag<float> d;
+  const size_t lanes = hn::Lanes(d);
+  const size_t C = static_cast<size_t>(opt.classes);
+  const size_t full = C - C % lanes;
+  const auto zero = hn::Zero(d);
+  // Max, and a finiteness probe: x * 0 is NaN exactly for +-inf and NaN.
+  auto vmax = hn::Set(d, -std::numeric_limits<float>::infinity());
+  auto probe = zero;
+  for (size_t c = 0; c < full; c += lanes) {
+    const auto v = hn::LoadU(d, x + c);
+    vmax = hn::Max(vmax, v);
+    probe = hn::MulAdd(v, zero, probe);
+  }
+  HWY_ALIGN float lane_values[HWY_MAX_BYTES / sizeof(float)];
+  hn::Store(vmax, d, lane_values);
+  float m = lane_values[0];
+  for (size_t i = 1; i < lanes; ++i) m = m > lane_values[i] ? m : lane_values[i];
+  float scalar_probe = 0.0f;
+  for (size_t c = full; c < C; ++c) {
+    m = m > x[c] ? m : x[c];
+    scalar_probe += x[c] * 0.0f;
+  }
+  if (!hn::AllTrue(d, hn::Eq(probe, probe)) || scalar_probe != 0.0f) return false;
+
+  // S = sum e^(x - m) and sum x in double; target terms by the shared math,
+  // only where a lane's target is non-zero (also NaN and ignore_label).
+  const auto vm = hn::Set(d, m);
+  DoubleVectorSum exp_sum, x_sum;
+  const bool smoothing = opt.smoothing != 0.0;
+  for (size_t c = 0; c < full; c += lanes) {
+    const auto v = hn::LoadU(d, x + c);
+    exp_sum.Add(hn::Exp(d, hn::Sub(v, vm)));  // e^(x_c - m), x_c - m <= 0
+    if (smoothing) x_sum.Add(v);
+    if (!hn::AllFalse(d, hn::Ne(hn::LoadU(d, t + c), zero))) {
+      for (size_t j = c; j < c + lanes; ++j) AccumulateTarget(m, x[j], t[j], w[j], opt, sums);
+    }
+  }
+  for (size_t c = full; c < C; ++c) AccumulateElement(m, x[c], t[c], w[c], opt, sums);
+  sums->sum_exp += exp_sum.Total();
+  // sum over the vector part of (m - x_c); needed only with label smoothing.
+  if (smoothing) sums->gap_sum += static_cast<double>(full) * m - x_sum.Total();
+  *max_out = m;
+  return true;
+}
+
+void RowGradientImpl(const float* x, const float* t, const double* w,
+                     const RowCoefficients& coef, double scale, int classes, float* dx) {
+  const hn::ScalableTag<float> d;
+  const size_t lanes = hn::Lanes(d);
+  const size_t C = static_cast<size_t>(classes);
+  const size_t full = C - C % lanes;
+  const auto zero = hn::Zero(d);
+  const auto vm = hn::Set(d, static_cast<float>(coef.max));
+  // Exp's valid range starts at -FLT_MAX: a -inf score gives e^-FLT_MAX = 0.
+  const auto lowest = hn::Set(d, -FLT_MAX);
+  const auto k = hn::Set(d, static_cast<float>(scale * coef.q_total * coef.inv_sum_exp));
+  const auto scaled_b = hn::Set(d, static_cast<float>(scale * coef.b));
+  for (size_t c = 0; c < full; c += lanes) {
+    const auto e = hn::Exp(d, hn::Max(hn::Sub(hn::LoadU(d, x + c), vm), lowest));
+    hn::StoreU(hn::MulSub(k, e, scaled_b), d, dx + c);  // scale (Q p_c - eps/C) for t_c = 0
+    if (!hn::AllFalse(d, hn::Ne(hn::LoadU(d, t + c), zero))) {
+      for (size_t j = c; j < c + lanes; ++j) {
+        if (t[j] != 0.0f) dx[j] = ElementGradient(coef, x[j], t[j], w[j], scale);
+      }
+    }
+  }
+  for (size_t c = full; c < C; ++c) dx[c] = ElementGradient(coef, x[c], t[c], w[c], scale);
+}
+
+int SpatialRowsImpl() {
+#if HWY_TARGET == HWY_SCALAR
+  return 0;  // nothing to gain over the scalar loop
+#else
+  return static_cast<int>(hn::Lanes(hn::ScalableTag<float>()));
+#endif
+}
+
+#if HWY_TARGET == HWY_SCALAR
+bool SpatialRowSumsImpl(const float*, const float*, const double*, int64_t, const RowOptions&,
+                        float*, RowSums*) {
+  return false;
+}
+void SpatialGradientImpl(const float*, const float*, double, const double*, int64_t, int64_t,
+                         int64_t, double, float*) {}
+#else
+bool SpatialRowSumsImpl(const float* x, const float* t, const double* w, int64_t inner,
+                        const RowOptions& opt, float* max_out, RowSums* sums) {
+  const hn::ScalableTag<float> d;
+  const size_t lanes = hn::Lanes(d);
+  const int C = opt.classes;
+  const auto zero = hn::Zero(d);
+  // Per-lane (= per-row) max, and the finiteness probe x * 0.
+  auto vm = hn::LoadU(d, x);
+  auto probe = hn::MulAdd(vm, zero, zero);
+  for (int c = 1; c < C; ++c) {
+    const auto v = hn::LoadU(d, x + c * inner);
+    vm = hn::Max(vm, v);
+    probe = hn::MulAdd(v, zero, probe);
+  }
+  if (!hn::AllTrue(d, hn::Eq(probe, probe))) return false;
+  HWY_ALIGN float m[HWY_MAX_BYTES / sizeof(float)];
+  hn::Store(vm, d, m);
+  DoubleVectorSum exp_sum, x_sum;
+  const bool smoothing = opt.smoothing != 0.0;
+  for (size_t j = 0; j < lanes; ++j) sums[j] = ZeroSums();
+  for (int c = 0; c < C; ++c) {
+    const float* xc = x + c * inner;
+    const float* tc = t + c * inner;
+    const auto v = hn::LoadU(d, xc);
+    exp_sum.Add(hn::Exp(d, hn::Sub(v, vm)));  // e^(x_c - m), per row
+    if (smoothing) x_sum.Add(v);
+    if (!hn::AllFalse(d, hn::Ne(hn::LoadU(d, tc), zero))) {
+      for (size_t j = 0; j < lanes; ++j) AccumulateTarget(m[j], xc[j], tc[j], w[c], opt, &sums[j]);
+    }
+  }
+  double lane_sums[HWY_MAX_BYTES / sizeof(float)];
+  exp_sum.StoreLanes(lane_sums);
+  for (size_t j = 0; j < lanes; ++j) sums[j].sum_exp = lane_sums[j];
+  if (smoothing) {
+    x_sum.StoreLanes(lane_sums);
+    for (size_t j = 0; j < lanes; ++j) sums[j].gap_sum = static_cast<double>(C) * m[j] - lane_sums[j];
+  }
+  for (size_t j = 0; j < lanes; ++j) max_out[j] = m[j];
+  return true;
+}
+
+/// float vector from `lanes` doubles (two demoted halves).
+template <class D>
+HWY_INLINE hn::Vec<D> LoadDoubles(D d, const double* p) {
+  const hn::Half<D> dh;
+  const hn::Rebind<double, hn::Half<D>> dd;
+  const auto low = hn::DemoteTo(dh, hn::LoadU(dd, p));
+  const auto high = hn::DemoteTo(dh, hn::LoadU(dd, p + hn::Lanes(dd)));
+  return hn::Combine(d, high, low);
+}
+
+void SpatialGradientImpl(const float* x, const float* t, double w, const double* coefficients,
+                         int64_t first_row, int64_t rows, int64_t count, double scale,
+                         float* dx) {
+  const hn::ScalableTag<float> d;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  const auto zero = hn::Zero(d);
+  const auto lowest = hn::Set(d, -FLT_MAX);  // Exp's range starts at -FLT_MAX
+  const auto vscale = hn::Set(d, static_cast<float>(scale));
+  const double* max = coefficients + 0 * rows + first_row;
+  const double* inv_sum_exp = coefficients + 1 * rows + first_row;
+  const double* q_total = coefficients + 2 * rows + first_row;
+  const double* b = coefficients + 4 * rows + first_row;
+  int64_t i = 0;
+  for (; i + lanes <= count; i += lanes) {
+    const auto vm = LoadDoubles(d, max + i);
+    // A row with a non-finite max (+inf or NaN scores) takes the scalar math.
+    const bool all_scalar = !hn::AllTrue(d, hn::Eq(hn::MulAdd(vm, zero, zero), zero));
+    if (!all_scalar) {
+      // scale (Q/S e^(x - m) - eps/C); ignored rows have Q = b = 0: 0.
+      const auto k = hn::Mul(vscale, hn::Mul(LoadDoubles(d, q_total + i),
+                                             LoadDoubles(d, inv_sum_exp + i)));
+      const auto scaled_b = hn::Mul(vscale, LoadDoubles(d, b + i));
+      const auto e = hn::Exp(d, hn::Max(hn::Sub(hn::LoadU(d, x + i), vm), lowest));
+      hn::StoreU(hn::MulSub(k, e, scaled_b), d, dx + i);
+    }
+    if (all_scalar || !hn::AllFalse(d, hn::Ne(hn::LoadU(d, t + i), zero))) {
+      for (int64_t j = i; j < i + lanes; ++j) {  // target terms: the shared math
+        if (all_scalar || t[j] != 0.0f) {
+          dx[j] = ElementGradient(LoadCoefficients(coefficients, first_row + j, rows), x[j], t[j],
+                                  w, scale);
+        }
+      }
+    }
+  }
+  for (; i < count; ++i) {
+    dx[i] = ElementGradient(LoadCoefficients(coefficients, first_row + i, rows), x[i], t[i], w,
+                            scale);
+  }
+}
+#endif  // HWY_TARGET == HWY_SCALAR
+
+}  // namespace HWY_NAMESPACE
+}  // namespace multilabel
+}  // namespace xent
+}  // namespace caffe
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace caffe {
+namespace xent {
+namespace multilabel {
+
+HWY_EXPORT(RowSumsImpl);
+HWY_EXPORT(RowGradientImpl);
+HWY_EXPORT(SpatialRowsImpl);
+HWY_EXPORT(SpatialRowSumsImpl);
+HWY_EXPORT(SpatialGradientImpl);
+
+int SimdSpatialRows() {
+  static const int rows = HWY_DYNAMIC_DISPATCH(SpatialRowsImpl)();
+  return rows;
+}
+
+bool SimdSpatialRowSums(const float* x, const float* t, const double* w, int64_t inner,
+                        const RowOptions& opt, float* max, RowSums* sums) {
+  return HWY_DYNAMIC_DISPATCH(SpatialRowSumsImpl)(x, t, w, inner, opt, max, sums);
+}
+
+void SimdSpatialGradient(const float* x, const float* t, double w, const double* coefficients,
+                         int64_t first_row, int64_t rows, int64_t count, double scale,
+                         float* dx) {
+  HWY_DYNAMIC_DISPATCH(SpatialGradientImpl)(x, t, w, coefficients, first_row, rows, count, scale,
+                                            dx);
+}
+
+bool SimdRowSums(const float* x, const float* t, const double* w, const RowOptions& opt,
+                 float* max, RowSums* sums) {
+  return HWY_DYNAMIC_DISPATCH(RowSumsImpl)(x, t, w, opt, max, sums);
+}
+
+void SimdRowGradient(const float* x, const float* t, const double* w,
+                     const RowCoefficients& coef, double scale, int classes, float* dx) {
+  HWY_DYNAMIC_DISPATCH(RowGradientImpl)(x, t, w, coef, scale, classes, dx);
+}
+
+}  // namespace multilabel
+}  // namespace xent
+}  // namespace caffe
+#endif  // HWY_ONCE

@@ -1,0 +1,52 @@
+#ifndef CAFFE_LAYERS_MULTILABEL_SOFTMAX_SIMD_HPP_
+#define CAFFE_LAYERS_MULTILABEL_SOFTMAX_SIMD_HPP_
+
+// CPU fast path of MultiLabelSoftmaxLoss for float rows that are contiguous
+// in memory ((N, C) scores, inner = 1): Highway's vectorized Exp, dispatched
+// at run time to the widest vectors of the CPU (multilabel_softmax_simd.cpp).
+// The exps and their sums are vectorized; the target terms are added by the
+// shared scalar math (multilabel_softmax_math.hpp) only for lanes whose
+// target is non-zero, so multi-hot and sparse targets cost almost nothing
+// and the formulas stay written once.
+
+#include "caffe/layers/multilabel_softmax_math.hpp"
+
+namespace caffe {
+namespace xent {
+namespace multilabel {
+
+/// Pass 1 of one contiguous float row x[0..C), t[0..C): the max and the row
+/// sums, as AccumulateElement over the row. Returns false, having changed
+/// nothing, when the row holds a non-finite score: the caller then takes the
+/// scalar path, which gives the limits for +-inf and NaN for NaN.
+bool SimdRowSums(const float* x, const float* t, const double* w, const RowOptions& opt,
+                 float* max, RowSums* sums);
+
+/// Pass 2 of one contiguous float row whose max is finite and which is not
+/// ignored: dx_c = scale (Q p_c - q_c).
+void SimdRowGradient(const float* x, const float* t, const double* w,
+                     const RowCoefficients& coef, double scale, int classes, float* dx);
+
+/// Number of neighbouring rows the spatial functions below take at once (the
+/// float lanes of the CPU's vectors); 0 where they are not vectorized.
+int SimdSpatialRows();
+
+/// Pass 1 of SimdSpatialRows() neighbouring rows of a spatial map (inner > 1):
+/// class c of row j is at x[c * inner + j]. Writes each row's max and sums
+/// (as AccumulateElement over its classes); returns false, having changed
+/// nothing, when a score is not finite.
+bool SimdSpatialRowSums(const float* x, const float* t, const double* w, int64_t inner,
+                        const RowOptions& opt, float* max, RowSums* sums);
+
+/// Pass 2 over `count` neighbouring elements of one (outer, class) plane of
+/// a spatial map: element i belongs to row first_row + i, whose coefficients
+/// are in the structure-of-arrays buffer of `rows` rows; w is the class's
+/// weight. Elements of rows with a non-finite max take the scalar math.
+void SimdSpatialGradient(const float* x, const float* t, double w, const double* coefficients,
+                         int64_t first_row, int64_t rows, int64_t count, double scale, float* dx);
+
+}  // namespace multilabel
+}  // namespace xent
+}  // namespace caffe
+
+#endif  // CAFFE_LAYERS_MULTILABEL_SOFTMAX_SIMD_HPP_
