@@ -1,0 +1,404 @@
+"""MultiLabelSoftmaxLoss through caffe_xent.run_layer and through pycaffe.
+
+Float32 results are compared with a float64 reference evaluated on the same
+float32 inputs; tolerances come from the math (each float exp within 1 ulp,
+sums in double), never loosened to get green.
+"""
+import itertools
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import caffe_xent
+from conftest import DEVICES, DTYPES
+from multilabel_reference import reference, seed_layer_forward_backward
+
+FLOAT32_EPS = float(np.finfo(np.float32).eps)
+FLOAT64_EPS = float(np.finfo(np.float64).eps)
+TARGET_CODES = {"COUNT": 0, "SUM": 1, "NONE": 2}
+
+
+def prototxt(*, axis=1, target_normalization="COUNT", class_weight=None, label_smoothing=0.0,
+             ignore_label=None, normalization="VALID", tops=("loss",)):
+    """LayerParameter text of one MultiLabelSoftmaxLoss layer."""
+    ml = ["axis: %d" % axis, "target_normalization: %s" % target_normalization,
+          "label_smoothing: %r" % float(label_smoothing)]
+    ml += ["class_weight: %r" % float(w) for w in (class_weight or [])]
+    loss = ["normalization: %s" % normalization]
+    if ignore_label is not None:
+        loss.append("ignore_label: %d" % ignore_label)
+    top_text = " ".join('top: "%s"' % name for name in tops)
+    return ('name: "mlsoftmax" type: "MultiLabelSoftmaxLoss" bottom: "x" bottom: "t" %s '
+            "multi_label_softmax_loss_param { %s } loss_param { %s }"
+            % (top_text, " ".join(ml), " ".join(loss)))
+
+
+def as_stored(options):
+    """The options as the layer sees them: caffe.proto stores class_weight and
+    label_smoothing as float32, so the float64 reference uses those values."""
+    stored = dict(options)
+    if "label_smoothing" in stored:
+        stored["label_smoothing"] = float(np.float32(stored["label_smoothing"]))
+    if stored.get("class_weight"):
+        stored["class_weight"] = [float(np.float32(w)) for w in stored["class_weight"]]
+    return stored
+
+
+def multi_hot(rng, shape, axis, density=0.3):
+    """Multi-hot targets with at least one positive per row."""
+    t = (rng.random(shape) < density).astype(np.float64)
+    tm = np.moveaxis(t, axis, -1)
+    first = rng.integers(0, tm.shape[-1], size=tm.shape[:-1])
+    np.put_along_axis(tm, first[..., None], 1.0, axis=-1)
+    return t
+
+
+def soft_targets(rng, shape):
+    """Non-negative real targets (counts or soft values), about a third zero."""
+    t = rng.random(shape) * 3.0
+    t[rng.random(shape) < 0.3] = 0.0
+    return t
+
+
+def check(options, x, t, dtype, device):
+    """Runs the layer and compares loss and gradient with the reference."""
+    x = x.astype(dtype)
+    t = t.astype(dtype)
+    (loss, *_), (dx, _) = caffe_xent.run_layer(prototxt(**options), [x, t], device=device)
+    expected, grad, magnitude = reference(x, t, **as_stored(options))
+    if dtype == np.float32:
+        # Loss: each exp is within 1 ulp and sums are in double, so the loss is
+        # within a few float32 ulps relative (the issue asks 1e-6 relative).
+        assert loss.shape == ()
+        np.testing.assert_allclose(loss, expected, rtol=1e-6, atol=0)
+        # Gradient: p carries ~2 ulp (exp and the shifted argument), then one
+        # rounding of Q p - q to float: a few ulp of the terms' magnitude.
+        tolerance = 4 * FLOAT32_EPS * magnitude
+    else:
+        np.testing.assert_allclose(loss, expected, rtol=1e-12, atol=0)
+        tolerance = 64 * FLOAT64_EPS * magnitude
+    assert np.all(np.abs(dx - grad) <= tolerance), np.max(np.abs(dx - grad) - tolerance)
+    return loss, dx
+
+
+SHAPES = [  # (shape, axis)
+    ((6, 7), 1),
+    ((3, 4, 5, 6), 1),
+    ((2, 3, 9), -1),
+    ((4, 5, 3), 0),
+    ((3, 2000), 1),
+]
+OPTIONS = [
+    {},
+    {"target_normalization": "SUM"},
+    {"target_normalization": "NONE", "normalization": "FULL"},
+    {"class_weight": "per-class", "label_smoothing": 0.1, "normalization": "BATCH_SIZE"},
+    {"class_weight": [2.5], "target_normalization": "SUM", "normalization": "NONE"},
+    {"label_smoothing": 0.3, "ignore_label": -1},
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: "-".join("%s=%s" % kv for kv in o.items()) or "default")
+@pytest.mark.parametrize("shape,axis", SHAPES, ids=lambda v: str(v))
+@pytest.mark.parametrize("targets", ["multi-hot", "soft"])
+def test_matches_float64_reference(shape, axis, options, dtype, device, targets, rng):
+    options = dict(options, axis=axis)
+    C = shape[axis]
+    if options.get("class_weight") == "per-class":
+        options["class_weight"] = list(np.round(rng.random(C) * 2, 3))
+    x = rng.standard_normal(shape) * 4
+    t = multi_hot(rng, shape, axis) if targets == "multi-hot" else soft_targets(rng, shape)
+    if "ignore_label" in options:
+        t.flat[::7] = -1  # ignore a few rows
+    check(options, x, t, dtype, device)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_seed_layer_agreement_multi_hot(device, rng):
+    # COUNT + multi-hot targets: loss and gradient equal the seeds' layer.
+    x = rng.standard_normal((16, 40)) * 3
+    t = multi_hot(rng, x.shape, 1)
+    (loss, *_), (dx, _) = caffe_xent.run_layer(prototxt(), [x, t], device=device)
+    seed_loss, seed_grad = seed_layer_forward_backward(x, t)
+    np.testing.assert_allclose(loss, seed_loss, rtol=1e-13)
+    np.testing.assert_allclose(dx, seed_grad, rtol=1e-12, atol=1e-17)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_seed_layer_forward_agreement_real_targets(device, rng):
+    # Real-valued targets: the forward equals the seeds' (their backward ignores
+    # the target values; ours is the exact derivative, checked against the
+    # reference elsewhere).
+    x = rng.standard_normal((16, 40)) * 3
+    t = soft_targets(rng, x.shape)
+    t[:, 0] = 1.0  # every row has a positive
+    (loss, *_), (dx, _) = caffe_xent.run_layer(prototxt(), [x, t], device=device)
+    seed_loss, seed_grad = seed_layer_forward_backward(x, t)
+    np.testing.assert_allclose(loss, seed_loss, rtol=1e-13)
+    _, grad, _ = reference(x, t)
+    np.testing.assert_allclose(dx, grad, rtol=1e-12, atol=1e-17)
+    assert not np.allclose(dx, seed_grad)  # the seeds' backward is wrong here
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", ["none-sum", "sum-mean", "none-weights", "none-smoothing",
+                                  "spatial-mean"])
+def test_matches_pytorch_probability_targets(case, dtype, device, rng):
+    torch = pytest.importorskip("torch")
+    shape = (3, 5, 4, 6) if case == "spatial-mean" else (8, 11)
+    x = (rng.standard_normal(shape) * 3).astype(dtype)
+    t = soft_targets(rng, shape).astype(dtype)
+    t[:, 0] += 0.5  # no row without positives: torch has no notion of ignoring them
+    options = {"target_normalization": "NONE", "normalization": "NONE"}
+    torch_kwargs = {"reduction": "sum"}
+    torch_t = torch.from_numpy(t.astype(np.float64))
+    if case in ("sum-mean", "spatial-mean"):
+        options = {"target_normalization": "SUM", "normalization": "FULL"}
+        torch_kwargs = {"reduction": "mean"}
+        torch_t = torch_t / torch_t.sum(1, keepdim=True)
+    if case == "none-weights":
+        weights = np.round(rng.random(shape[1]) * 2, 3).astype(np.float32).astype(np.float64)
+        options["class_weight"] = list(weights)
+        torch_kwargs["weight"] = torch.from_numpy(weights)
+    if case == "none-smoothing":
+        options["label_smoothing"] = 0.2
+        torch_kwargs["label_smoothing"] = float(np.float32(0.2))  # as caffe.proto stores it
+    (loss, *_), (dx, _) = caffe_xent.run_layer(prototxt(**options), [x, t], device=device)
+    torch_x = torch.from_numpy(x.astype(np.float64)).requires_grad_(True)
+    torch_loss = torch.nn.functional.cross_entropy(torch_x, torch_t, **torch_kwargs)
+    torch_loss.backward()
+    rtol = 1e-6 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(loss, torch_loss.item(), rtol=rtol)
+    _, _, magnitude = reference(x, t, **as_stored(options))
+    bound = (4 * FLOAT32_EPS if dtype == np.float32 else 64 * FLOAT64_EPS) * magnitude
+    assert np.all(np.abs(dx - torch_x.grad.numpy()) <= bound + 1e-15)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_huge_scores_stay_finite_and_accurate(dtype, device, rng):
+    x = rng.standard_normal((6, 50)) * 1e4
+    x[0, :] = 1e4
+    x[1, :] = -1e4
+    x[2, 3] = 1e4  # one dominant class
+    t = multi_hot(rng, x.shape, 1)
+    t[2, :] = 0
+    t[2, 3] = 1  # ... which is the target: loss ~ 0 for that row
+    loss, dx = check({"label_smoothing": 0.05}, x, t, dtype, device)
+    assert np.isfinite(loss) and np.all(np.isfinite(dx))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_huge_number_of_classes(device, rng):
+    x = (rng.standard_normal((2, 300000)) * 5).astype(np.float32)
+    t = multi_hot(rng, x.shape, 1, density=1e-4)
+    check({}, x, t, np.float32, device)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_infinite_and_nan_scores(device):
+    # +inf on the only target: the limit, loss 0; -inf elsewhere: p = 0.
+    x = np.array([[np.inf, 1.0, -np.inf], [0.0, 1.0, 2.0], [np.nan, 0.0, 0.0]])
+    t = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    (loss, *_), (dx, _) = caffe_xent.run_layer(
+        prototxt(normalization="NONE"), [x[:2], t[:2]], device=device)
+    _, grad, _ = reference(x[1:2], t[1:2], normalization="NONE")
+    expected_loss, _, _ = reference(x[1:2], t[1:2], normalization="NONE")
+    np.testing.assert_allclose(loss, expected_loss, rtol=1e-13)
+    np.testing.assert_array_equal(dx[0], [0.0, 0.0, 0.0])
+    np.testing.assert_allclose(dx[1:2], grad, rtol=1e-13)
+    # NaN in gives NaN out.
+    (loss, *_), (dx, _) = caffe_xent.run_layer(prototxt(), [x, t], device=device)
+    assert np.isnan(loss) and np.all(np.isnan(dx[2])) and np.all(np.isfinite(dx[:2]))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_non_finite_scores_in_long_rows(dtype, device, rng):
+    # Rows long enough for the vectorized paths: +inf, -inf and NaN scores.
+    x = (rng.standard_normal((4, 40)) * 2).astype(dtype)
+    t = multi_hot(rng, x.shape, 1).astype(dtype)
+    x[0, 5], t[0, :], t[0, 5] = np.inf, 0, 1  # +inf on the only target: loss 0, grad 0
+    x[1, 7], t[1, 7] = -np.inf, 0               # -inf on a negative class: p = 0
+    x[2, 9] = np.nan
+    layer = prototxt(normalization="NONE")
+    (loss, *_), (dx, _) = caffe_xent.run_layer(layer, [x[:2], t[:2]], device=device)
+    finite = np.delete(x[1], 7)[None]
+    expected, grad, magnitude = reference(finite, np.delete(t[1], 7)[None], normalization="NONE")
+    rtol = 1e-6 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(loss, expected, rtol=rtol)
+    np.testing.assert_array_equal(dx[0], 0)
+    assert dx[1, 7] == 0
+    eps = FLOAT32_EPS if dtype == np.float32 else 16 * FLOAT64_EPS
+    assert np.all(np.abs(np.delete(dx[1], 7) - grad[0]) <= 4 * eps * magnitude[0])
+    (loss, *_), (dx, _) = caffe_xent.run_layer(layer, [x, t], device=device)
+    assert np.isnan(loss) and np.all(np.isnan(dx[2]))
+    assert np.all(np.isfinite(np.delete(dx, 2, axis=0)))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_ignored_rows_give_zero_and_are_not_counted(dtype, device, rng):
+    x = (rng.standard_normal((5, 4, 3)) * 2).astype(dtype)
+    t = multi_hot(rng, x.shape, 1).astype(dtype)
+    t[1, :, 0] = 0.0    # row (1, 0): no positive
+    t[3, 2, 2] = 255.0  # row (3, 2): ignore_label
+    layer = prototxt(ignore_label=255, normalization="NONE")
+    (loss_sum, *_), (dx, _) = caffe_xent.run_layer(layer, [x, t], device=device)
+    assert np.all(dx[1, :, 0] == 0) and np.all(dx[3, :, 2] == 0)
+    (loss_valid, *_), _ = caffe_xent.run_layer(prototxt(ignore_label=255), [x, t], device=device)
+    rows = 5 * 3
+    np.testing.assert_allclose(loss_valid * (rows - 2), loss_sum, rtol=1e-6)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_probability_top(device, rng):
+    x = rng.standard_normal((2, 5, 3, 4))
+    t = multi_hot(rng, x.shape, 1)
+    tops, _ = caffe_xent.run_layer(prototxt(tops=("loss", "prob")), [x, t], device=device)
+    assert len(tops) == 2 and tops[1].shape == x.shape
+    e = np.exp(x - x.max(1, keepdims=True))
+    np.testing.assert_allclose(tops[1], e / e.sum(1, keepdims=True), rtol=1e-13)
+
+
+def test_same_bits_for_any_thread_count(tmp_path):
+    # Deterministic sums: the loss bits do not depend on OMP_NUM_THREADS.
+    code = ("import numpy as np, caffe_xent, sys\n"
+            "rng = np.random.default_rng(5)\n"
+            "x = (rng.standard_normal((8, 21, 64, 64)) * 3).astype(np.float32)\n"
+            "t = (rng.random(x.shape) < 0.2).astype(np.float32)\n"
+            "(l, *_), (dx, _) = caffe_xent.run_layer(%r, [x, t])\n"
+            "import hashlib\n"
+            "sys.stdout.write(np.float32(l).tobytes().hex() + ' ' + "
+            "hashlib.sha256(dx.tobytes()).hexdigest())\n") % prototxt(target_normalization="SUM")
+    outputs = set()
+    for threads in ("1", "2", "3"):
+        env = dict(os.environ, OMP_NUM_THREADS=threads)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+        assert out.returncode == 0, out.stderr
+        outputs.add(out.stdout)
+    assert len(outputs) == 1, outputs
+
+
+# ---- bad input: LayerError, and the interpreter survives ---------------------
+
+X = np.zeros((4, 5))
+T = np.eye(4, 5)
+BAD = {
+    "shape mismatch": (prototxt(), [X, np.zeros((4, 6))], {}, "shape"),
+    "count mismatch": (prototxt(), [X, np.zeros(20)], {}, "shape"),
+    "one bottom": (prototxt(), [X], {}, "bottoms"),
+    "three bottoms": (prototxt(), [X, T, T], {}, "bottoms"),
+    "three tops": (prototxt(tops=("a", "b", "c")), [X, T], {}, "tops"),
+    "axis out of range": (prototxt(axis=2), [X, T], {}, "axis"),
+    "negative axis out of range": (prototxt(axis=-3), [X, T], {}, "axis"),
+    "class_weight length": (prototxt(class_weight=[1.0, 2.0]), [X, T], {}, "class_weight"),
+    "negative class_weight": (prototxt(class_weight=[-1.0]), [X, T], {}, "class_weight"),
+    "ignore_label 0": (prototxt(ignore_label=0), [X, T], {}, "ignore_label"),
+    "label_smoothing 1": (prototxt(label_smoothing=1.0), [X, T], {}, "label_smoothing"),
+    "negative label_smoothing": (prototxt(label_smoothing=-0.1), [X, T], {}, "label_smoothing"),
+    "negative target": (prototxt(), [X, T - 0.5 * np.eye(4, 5, 1)], {}, "bottom[1]"),
+    "NaN target": (prototxt(), [X, np.where(T > 0, T, np.nan)], {}, "bottom[1]"),
+    "propagate_down to targets": (prototxt(), [X, T], {"propagate_down": [True, True]},
+                                  "bottom[1]"),
+}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_raises_layer_error(case, device):
+    layer, bottoms, kwargs, word = BAD[case]
+    with pytest.raises(caffe_xent.LayerError, match="MultiLabelSoftmaxLoss layer 'mlsoftmax'") as info:
+        caffe_xent.run_layer(layer, bottoms, device=device, **kwargs)
+    assert word in str(info.value)
+    # The process survives and the layer still works.
+    (loss, *_), _ = caffe_xent.run_layer(prototxt(), [X, T], device=device)
+    assert np.isfinite(loss)
+
+
+def test_ignore_label_is_not_a_bad_target():
+    t = T.copy()
+    t[1, 3] = -1
+    (loss, *_), (dx, _) = caffe_xent.run_layer(prototxt(ignore_label=-1), [X, t])
+    assert np.all(dx[1] == 0) and np.isfinite(loss)
+
+
+def test_gpu_requested_without_gpu_is_layer_error():
+    if caffe_xent.gpu_available():
+        pytest.skip("a GPU is available here: the refusal cannot be shown")
+    with pytest.raises(caffe_xent.LayerError, match="gpu"):
+        caffe_xent.run_layer(prototxt(), [X, T], device="gpu")
+
+
+# ---- CPU vs GPU --------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(256, 1000), (8, 21, 32, 32), (4, 17000), (3, 40, 7)])
+@pytest.mark.skipif(not caffe_xent.gpu_available(), reason="no CUDA device visible (or CPU-only "
+                    "build): the GPU path is compiled but not exercised on this machine")
+def test_cpu_and_gpu_agree(shape, dtype, rng):
+    x = (rng.standard_normal(shape) * 3).astype(dtype)
+    t = soft_targets(rng, shape).astype(dtype)
+    layer = prototxt(target_normalization="SUM", label_smoothing=0.1, tops=("loss", "prob"))
+    (cpu_loss, cpu_prob), (cpu_dx, _) = caffe_xent.run_layer(layer, [x, t], device="cpu")
+    (gpu_loss, gpu_prob), (gpu_dx, _) = caffe_xent.run_layer(layer, [x, t], device="gpu")
+    np.testing.assert_allclose(gpu_loss, cpu_loss, rtol=1e-6)
+    eps = FLOAT32_EPS if dtype == np.float32 else FLOAT64_EPS
+    _, _, magnitude = reference(x, t, target_normalization="SUM", label_smoothing=0.1)
+    assert np.all(np.abs(gpu_dx - cpu_dx) <= 8 * eps * magnitude)
+    np.testing.assert_allclose(gpu_prob, cpu_prob, rtol=8 * eps, atol=1e-30)
+
+
+# ---- pycaffe: NetSpec and a solver -------------------------------------------
+
+def test_netspec_shorthand_and_training(tmp_path):
+    caffe = pytest.importorskip("caffe")
+    from caffe import layers as L, params as P
+
+    caffe.set_mode_cpu()
+    batch, features, classes = 32, 10, 6
+    n = caffe.NetSpec()
+    n.x, n.t = L.Input(shape=[dict(dim=[batch, features]), dict(dim=[batch, classes])], ntop=2)
+    n.score = L.InnerProduct(n.x, num_output=classes, weight_filler=dict(type="xavier"))
+    n.loss, n.prob = L.MultiLabelSoftmaxLoss(
+        n.score, n.t, target_normalization=P.MultiLabelSoftmaxLoss.COUNT, ntop=2)
+    net_text = str(n.to_proto())
+    assert "multi_label_softmax_loss_param" in net_text
+    net_file = tmp_path / "net.prototxt"
+    net_file.write_text(net_text)
+    solver_file = tmp_path / "solver.prototxt"
+    solver_file.write_text('net: "%s"\nbase_lr: 0.1\nlr_policy: "fixed"\nmomentum: 0.9\n'
+                           "max_iter: 1000\ndisplay: 0\nsnapshot_after_train: false\n" % net_file)
+    solver = caffe.SGDSolver(str(solver_file))
+
+    rng = np.random.default_rng(1)
+    projection = rng.standard_normal((features, classes))
+
+    def batch_data():
+        x = rng.standard_normal((batch, features)).astype(np.float32)
+        scores = x @ projection
+        t = (scores > np.sort(scores, axis=1)[:, [-3]]).astype(np.float32)  # top-2 multi-hot
+        return x, t
+
+    def feed():
+        x, t = batch_data()
+        solver.net.blobs["x"].data[...] = x
+        solver.net.blobs["t"].data[...] = t
+
+    feed()
+    first = float(solver.net.forward()["loss"])
+    for _ in range(300):
+        feed()
+        solver.step(1)
+    feed()
+    out = solver.net.forward()
+    last = float(out["loss"])
+    # The best possible loss is log 2 (two equally likely positives per row).
+    assert last < 0.7 * first, (first, last)
+    np.testing.assert_allclose(out["prob"].sum(1), 1.0, rtol=1e-5)
