@@ -65,17 +65,16 @@ inline bool SpatialRowSumsSimd(const double*, const double*, const double*, int,
   return false;
 }
 
-/// Pass 2 of one (outer, class) plane of a spatial map, SIMD where it
-/// applies (float); false where the caller must take the scalar loop.
-inline bool PlaneGradientSimd(const float* x, const float* t, double w, const double* coefficients,
-                              int64_t first_row, int64_t rows, int inner, double scale,
-                              float* dx) {
-  if (xent::multilabel::SimdSpatialRows() == 0) return false;
-  xent::multilabel::SimdSpatialGradient(x, t, w, coefficients, first_row, rows, inner, scale, dx);
-  return true;
+/// Pass 2 of a block of SpatialRowsSimd() rows of a spatial map (float);
+/// false where the caller must take the scalar loop.
+inline bool SpatialGradientSimd(const float* x, const float* t, const double* w, int inner,
+                                int classes, const double* coefficients, int64_t first_row,
+                                int64_t rows, double scale, float* dx) {
+  return xent::multilabel::SimdSpatialGradient(x, t, w, inner, classes, coefficients, first_row,
+                                               rows, scale, dx);
 }
-inline bool PlaneGradientSimd(const double*, const double*, double, const double*, int64_t,
-                              int64_t, int, double, double*) {
+inline bool SpatialGradientSimd(const double*, const double*, const double*, int, int,
+                                const double*, int64_t, int64_t, double, double*) {
   return false;
 }
 
@@ -324,22 +323,31 @@ void MultiLabelSoftmaxLossLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>&
       }
     }
   } else {
-    // Spatial maps: walk each (outer, class) plane contiguously; the rows of a
-    // plane are consecutive in the coefficient buffer too.
-    const int64_t planes = static_cast<int64_t>(outer_num_) * C;
+    // Spatial maps: blocks of `block` neighbouring rows (same outer index),
+    // each over all its classes, so a row's coefficients are loaded once;
+    // the rest of each outer slice (and all of it without SIMD) row by row.
     const int64_t rows = static_cast<int64_t>(outer_num_) * inner;
+    const int simd_rows = SpatialRowsSimd(x, inner);
+    const int block = simd_rows > 0 ? simd_rows : 1;
+    const int64_t blocks_per_outer = (inner + block - 1) / block;
+    const int64_t blocks = static_cast<int64_t>(outer_num_) * blocks_per_outer;
 #pragma omp parallel for schedule(static)
-    for (int64_t plane = 0; plane < planes; ++plane) {
-      const int64_t o = plane / C;
-      const int c = static_cast<int>(plane % C);
-      const int64_t offset = plane * inner;
-      if (PlaneGradientSimd(x + offset, t + offset, w[c], coefficients, o * inner, rows, inner,
-                            scale, dx + offset)) {
+    for (int64_t k = 0; k < blocks; ++k) {
+      const int64_t o = k / blocks_per_outer;
+      const int64_t i0 = (k % blocks_per_outer) * block;
+      const int64_t i1 = std::min<int64_t>(inner, i0 + block);
+      const int64_t offset = o * C * inner + i0;
+      if (simd_rows > 0 && i1 - i0 == simd_rows &&
+          SpatialGradientSimd(x + offset, t + offset, w, inner, C, coefficients, o * inner + i0,
+                              rows, scale, dx + offset)) {
         continue;
       }
-      for (int i = 0; i < inner; ++i) {
-        const RowCoefficients coef = LoadCoefficients(coefficients, o * inner + i, rows);
-        dx[offset + i] = ElementGradient(coef, x[offset + i], t[offset + i], w[c], scale);
+      for (int c = 0; c < C; ++c) {
+        for (int64_t i = i0; i < i1; ++i) {
+          const RowCoefficients coef = LoadCoefficients(coefficients, o * inner + i, rows);
+          const int64_t e = (o * C + c) * inner + i;
+          dx[e] = ElementGradient(coef, x[e], t[e], w[c], scale);
+        }
       }
     }
   }

@@ -13,6 +13,7 @@
 #include <cfloat>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <limits>
 
 #include "multilabel_softmax_simd.hpp"
@@ -63,6 +64,20 @@ struct DoubleVectorSum {
 };
 #endif
 
+/// Calls body(j) for each lane j whose mask bit is set (at most 64 lanes of
+/// float): the scalar target terms then cost per non-zero target, not per lane.
+template <class D, class M, class Body>
+HWY_INLINE void ForEachSetLane(D d, M mask, Body body) {
+  uint8_t bytes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  hn::StoreMaskBits(d, mask, bytes);
+  uint64_t bits = 0;
+  for (int k = 7; k >= 0; --k) bits = (bits << 8) | bytes[k];
+  while (bits != 0) {
+    body(static_cast<size_t>(__builtin_ctzll(bits)));
+    bits &= bits - 1;
+  }
+}
+
 bool RowSumsImpl(const float* x, const float* t, const double* w, const RowOptions& opt,
                  float* max_out, RowSums* sums) {
   const hn::ScalableTag<float> d;
@@ -98,8 +113,11 @@ bool RowSumsImpl(const float* x, const float* t, const double* w, const RowOptio
     const auto v = hn::LoadU(d, x + c);
     exp_sum.Add(hn::Exp(d, hn::Sub(v, vm)));  // e^(x_c - m), x_c - m <= 0
     if (smoothing) x_sum.Add(v);
-    if (!hn::AllFalse(d, hn::Ne(hn::LoadU(d, t + c), zero))) {
-      for (size_t j = c; j < c + lanes; ++j) AccumulateTarget(m, x[j], t[j], w[j], opt, sums);
+    const auto nonzero = hn::Ne(hn::LoadU(d, t + c), zero);  // also NaN and ignore_label
+    if (!hn::AllFalse(d, nonzero)) {
+      ForEachSetLane(d, nonzero, [&](size_t j) {
+        AccumulateTarget(m, x[c + j], t[c + j], w[c + j], opt, sums);
+      });
     }
   }
   for (size_t c = full; c < C; ++c) AccumulateElement(m, x[c], t[c], w[c], opt, sums);
@@ -125,10 +143,11 @@ void RowGradientImpl(const float* x, const float* t, const double* w,
   for (size_t c = 0; c < full; c += lanes) {
     const auto e = hn::Exp(d, hn::Max(hn::Sub(hn::LoadU(d, x + c), vm), lowest));
     hn::StoreU(hn::MulSub(k, e, scaled_b), d, dx + c);  // scale (Q p_c - eps/C) for t_c = 0
-    if (!hn::AllFalse(d, hn::Ne(hn::LoadU(d, t + c), zero))) {
-      for (size_t j = c; j < c + lanes; ++j) {
-        if (t[j] != 0.0f) dx[j] = ElementGradient(coef, x[j], t[j], w[j], scale);
-      }
+    const auto nonzero = hn::Ne(hn::LoadU(d, t + c), zero);
+    if (!hn::AllFalse(d, nonzero)) {
+      ForEachSetLane(d, nonzero, [&](size_t j) {
+        dx[c + j] = ElementGradient(coef, x[c + j], t[c + j], w[c + j], scale);
+      });
     }
   }
   for (size_t c = full; c < C; ++c) dx[c] = ElementGradient(coef, x[c], t[c], w[c], scale);
@@ -147,8 +166,10 @@ bool SpatialRowSumsImpl(const float*, const float*, const double*, int64_t, cons
                         float*, RowSums*) {
   return false;
 }
-void SpatialGradientImpl(const float*, const float*, double, const double*, int64_t, int64_t,
-                         int64_t, double, float*) {}
+bool SpatialGradientImpl(const float*, const float*, const double*, int64_t, int,
+                         const double*, int64_t, int64_t, double, float*) {
+  return false;
+}
 #else
 bool SpatialRowSumsImpl(const float* x, const float* t, const double* w, int64_t inner,
                         const RowOptions& opt, float* max_out, RowSums* sums) {
@@ -176,8 +197,11 @@ bool SpatialRowSumsImpl(const float* x, const float* t, const double* w, int64_t
     const auto v = hn::LoadU(d, xc);
     exp_sum.Add(hn::Exp(d, hn::Sub(v, vm)));  // e^(x_c - m), per row
     if (smoothing) x_sum.Add(v);
-    if (!hn::AllFalse(d, hn::Ne(hn::LoadU(d, tc), zero))) {
-      for (size_t j = 0; j < lanes; ++j) AccumulateTarget(m[j], xc[j], tc[j], w[c], opt, &sums[j]);
+    const auto nonzero = hn::Ne(hn::LoadU(d, tc), zero);
+    if (!hn::AllFalse(d, nonzero)) {
+      ForEachSetLane(d, nonzero, [&](size_t j) {
+        AccumulateTarget(m[j], xc[j], tc[j], w[c], opt, &sums[j]);
+      });
     }
   }
   double lane_sums[HWY_MAX_BYTES / sizeof(float)];
@@ -201,44 +225,36 @@ HWY_INLINE hn::Vec<D> LoadDoubles(D d, const double* p) {
   return hn::Combine(d, high, low);
 }
 
-void SpatialGradientImpl(const float* x, const float* t, double w, const double* coefficients,
-                         int64_t first_row, int64_t rows, int64_t count, double scale,
-                         float* dx) {
+bool SpatialGradientImpl(const float* x, const float* t, const double* w, int64_t inner,
+                         int classes, const double* coefficients, int64_t first_row,
+                         int64_t rows, double scale, float* dx) {
   const hn::ScalableTag<float> d;
-  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
   const auto zero = hn::Zero(d);
-  const auto lowest = hn::Set(d, -FLT_MAX);  // Exp's range starts at -FLT_MAX
-  const auto vscale = hn::Set(d, static_cast<float>(scale));
   const double* max = coefficients + 0 * rows + first_row;
-  const double* inv_sum_exp = coefficients + 1 * rows + first_row;
-  const double* q_total = coefficients + 2 * rows + first_row;
-  const double* b = coefficients + 4 * rows + first_row;
-  int64_t i = 0;
-  for (; i + lanes <= count; i += lanes) {
-    const auto vm = LoadDoubles(d, max + i);
-    // A row with a non-finite max (+inf or NaN scores) takes the scalar math.
-    const bool all_scalar = !hn::AllTrue(d, hn::Eq(hn::MulAdd(vm, zero, zero), zero));
-    if (!all_scalar) {
-      // scale (Q/S e^(x - m) - eps/C); ignored rows have Q = b = 0: 0.
-      const auto k = hn::Mul(vscale, hn::Mul(LoadDoubles(d, q_total + i),
-                                             LoadDoubles(d, inv_sum_exp + i)));
-      const auto scaled_b = hn::Mul(vscale, LoadDoubles(d, b + i));
-      const auto e = hn::Exp(d, hn::Max(hn::Sub(hn::LoadU(d, x + i), vm), lowest));
-      hn::StoreU(hn::MulSub(k, e, scaled_b), d, dx + i);
-    }
-    if (all_scalar || !hn::AllFalse(d, hn::Ne(hn::LoadU(d, t + i), zero))) {
-      for (int64_t j = i; j < i + lanes; ++j) {  // target terms: the shared math
-        if (all_scalar || t[j] != 0.0f) {
-          dx[j] = ElementGradient(LoadCoefficients(coefficients, first_row + j, rows), x[j], t[j],
-                                  w, scale);
-        }
-      }
+  const auto vm = LoadDoubles(d, max);
+  // A row with a non-finite max (+inf or NaN scores): the caller's scalar loop.
+  if (!hn::AllTrue(d, hn::Eq(hn::MulAdd(vm, zero, zero), zero))) return false;
+  const auto vscale = hn::Set(d, static_cast<float>(scale));
+  // scale Q/S and scale eps/C per row; ignored rows have Q = b = 0: dx = 0.
+  const auto k = hn::Mul(vscale, hn::Mul(LoadDoubles(d, coefficients + 2 * rows + first_row),
+                                         LoadDoubles(d, coefficients + 1 * rows + first_row)));
+  const auto scaled_b = hn::Mul(vscale, LoadDoubles(d, coefficients + 4 * rows + first_row));
+  const auto lowest = hn::Set(d, -FLT_MAX);  // Exp's range starts at -FLT_MAX: e^-inf = 0
+  for (int c = 0; c < classes; ++c) {
+    const float* xc = x + c * inner;
+    const float* tc = t + c * inner;
+    float* dxc = dx + c * inner;
+    const auto e = hn::Exp(d, hn::Max(hn::Sub(hn::LoadU(d, xc), vm), lowest));
+    hn::StoreU(hn::MulSub(k, e, scaled_b), d, dxc);  // scale (Q p_c - eps/C) for t_c = 0
+    const auto nonzero = hn::Ne(hn::LoadU(d, tc), zero);
+    if (!hn::AllFalse(d, nonzero)) {  // target terms: the shared math
+      ForEachSetLane(d, nonzero, [&](size_t j) {
+        dxc[j] = ElementGradient(LoadCoefficients(coefficients, first_row + j, rows), xc[j], tc[j],
+                                 w[c], scale);
+      });
     }
   }
-  for (; i < count; ++i) {
-    dx[i] = ElementGradient(LoadCoefficients(coefficients, first_row + i, rows), x[i], t[i], w,
-                            scale);
-  }
+  return true;
 }
 #endif  // HWY_TARGET == HWY_SCALAR
 
@@ -269,11 +285,11 @@ bool SimdSpatialRowSums(const float* x, const float* t, const double* w, int64_t
   return HWY_DYNAMIC_DISPATCH(SpatialRowSumsImpl)(x, t, w, inner, opt, max, sums);
 }
 
-void SimdSpatialGradient(const float* x, const float* t, double w, const double* coefficients,
-                         int64_t first_row, int64_t rows, int64_t count, double scale,
-                         float* dx) {
-  HWY_DYNAMIC_DISPATCH(SpatialGradientImpl)(x, t, w, coefficients, first_row, rows, count, scale,
-                                            dx);
+bool SimdSpatialGradient(const float* x, const float* t, const double* w, int64_t inner,
+                         int classes, const double* coefficients, int64_t first_row,
+                         int64_t rows, double scale, float* dx) {
+  return HWY_DYNAMIC_DISPATCH(SpatialGradientImpl)(x, t, w, inner, classes, coefficients,
+                                                   first_row, rows, scale, dx);
 }
 
 bool SimdRowSums(const float* x, const float* t, const double* w, const RowOptions& opt,

@@ -38,12 +38,13 @@ int SimdSpatialRows();
 bool SimdSpatialRowSums(const float* x, const float* t, const double* w, int64_t inner,
                         const RowOptions& opt, float* max, RowSums* sums);
 
-/// Pass 2 over `count` neighbouring elements of one (outer, class) plane of
-/// a spatial map: element i belongs to row first_row + i, whose coefficients
-/// are in the structure-of-arrays buffer of `rows` rows; w is the class's
-/// weight. Elements of rows with a non-finite max take the scalar math.
-void SimdSpatialGradient(const float* x, const float* t, double w, const double* coefficients,
-                         int64_t first_row, int64_t rows, int64_t count, double scale, float* dx);
+/// Pass 2 of SimdSpatialRows() neighbouring rows of a spatial map, all
+/// their classes: rows first_row.. of the structure-of-arrays coefficient
+/// buffer of `rows` rows. Returns false, having written nothing, when a row's
+/// max is not finite (the caller's scalar loop gives the limits).
+bool SimdSpatialGradient(const float* x, const float* t, const double* w, int64_t inner,
+                         int classes, const double* coefficients, int64_t first_row,
+                         int64_t rows, double scale, float* dx);
 
 }  // namespace multilabel
 }  // namespace xent
