@@ -40,7 +40,8 @@ build:
 	$(PY) -c "import caffe, caffe_xent; print('caffe-xent built:', 'CUDA' if caffe_xent._harness.cuda_build() else 'CPU-only')"
 
 cpp-test:
-	cd $(BUILD_DIR) && ./caffe_xent_cpp_tests
+	@# upstream's suites open their test data relative to the source root
+	cd $(BUILD_DIR)/caffe-upstream && ../caffe_xent_cpp_tests
 
 py-test:
 	$(PY) -m pytest tests $(PYTEST_ARGS)
