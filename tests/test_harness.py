@@ -36,8 +36,10 @@ def test_default_top_diff_of_a_loss_layer_is_its_loss_weight(dtype, rng):
     np.testing.assert_allclose(da, d / 4, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(db, -d / 4, rtol=1e-5, atol=1e-7)
 
+    # As in a Caffe net: the top holds the unweighted loss, and loss_weight
+    # is the top diff, so it scales the gradients.
     (loss2,), (da2, _) = run_layer('type: "EuclideanLoss" loss_weight: 3', [a, b])
-    np.testing.assert_allclose(loss2, 3 * loss, rtol=1e-6)
+    np.testing.assert_allclose(loss2, loss, rtol=1e-6)
     np.testing.assert_allclose(da2, 3 * da, rtol=1e-6)
 
 

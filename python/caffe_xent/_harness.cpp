@@ -17,9 +17,9 @@
 #include "caffe/blob.hpp"
 #include "caffe/common.hpp"
 #include "caffe/layer.hpp"
-#include "caffe/layer_factory.hpp"
 #include "caffe/proto/caffe.pb.h"
 #include "caffe/util/xent_device.hpp"
+#include "caffe/util/xent_registry.hpp"
 
 namespace py = pybind11;
 
@@ -79,13 +79,11 @@ py::tuple RunLayer(const std::string& layer_text, const std::vector<Array<Dtype>
   if (!google::protobuf::TextFormat::ParseFromString(layer_text, &param)) {
     throw std::invalid_argument("could not parse the layer as a LayerParameter in prototxt text");
   }
-  const typename caffe::LayerRegistry<Dtype>::CreatorRegistry& registry =
-      caffe::LayerRegistry<Dtype>::Registry();
-  if (registry.count(param.type()) == 0) {
+  if (!caffe::xent::HasLayerType<Dtype>(param.type())) {
     throw std::invalid_argument("unknown layer type \"" + param.type() + "\"");
   }
   caffe::Caffe::set_mode(use_gpu ? caffe::Caffe::GPU : caffe::Caffe::CPU);
-  caffe::shared_ptr<caffe::Layer<Dtype>> layer = caffe::LayerRegistry<Dtype>::CreateLayer(param);
+  caffe::shared_ptr<caffe::Layer<Dtype>> layer = caffe::xent::CreateLayer<Dtype>(param);
 
   std::vector<std::unique_ptr<caffe::Blob<Dtype>>> owned;
   std::vector<caffe::Blob<Dtype>*> bottom, top;
