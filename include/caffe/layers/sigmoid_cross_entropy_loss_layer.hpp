@@ -1,0 +1,161 @@
+#ifndef CAFFE_SIGMOID_CROSS_ENTROPY_LOSS_LAYER_HPP_
+#define CAFFE_SIGMOID_CROSS_ENTROPY_LOSS_LAYER_HPP_
+
+// caffe-xent's SigmoidCrossEntropyLoss: replaces upstream's layer of the same
+// type (this header shadows upstream's because our include/ comes first).
+
+#include <vector>
+
+#include "caffe/blob.hpp"
+#include "caffe/layer.hpp"
+#include "caffe/proto/caffe.pb.h"
+#include "caffe/syncedmem.hpp"
+
+#include "caffe/layers/loss_layer.hpp"
+
+namespace caffe {
+
+/**
+ * @brief Sigmoid cross-entropy (logistic) loss with positive weights, class
+ *        weights, focal modulation, label smoothing, per-element weights and
+ *        upstream's ignore_label / normalization: @f$
+ *          E = \frac{1}{\mathrm{norm}} \sum_i \ell_i, \quad
+ *          \ell_i = c_{k(i)}\, w_i\, \alpha_t\, (1 - p_t)^\gamma \left[
+ *              (1-\tau_i)\, x_i + l_i\, \mathrm{softplus}(-x_i) \right]
+ *        @f$
+ *        with @f$ \tau = t(1-\varepsilon) + \varepsilon/2 @f$,
+ *        @f$ l = 1 + (\mathrm{pos\_weight}_{k} - 1)\tau @f$,
+ *        @f$ p_t = \tau\sigma(x) + (1-\tau)(1-\sigma(x)) @f$,
+ *        @f$ \alpha_t = \alpha\tau + (1-\alpha)(1-\tau) @f$ (1 when α is off)
+ *        and @f$ k(i) @f$ the index of element i along the class axis.
+ *
+ * With every option at its default this is upstream's loss,
+ * @f$ \ell = \max(x,0) - x t + \log(1 + e^{-|x|}) @f$, with gradient
+ * @f$ \sigma(x) - t @f$; the element math (sigmoid_xent_math.hpp) is written
+ * as a sum of non-negative terms, so it is accurate to a few ulp, and sums
+ * are taken in double in a fixed order (same bits for any thread count).
+ *
+ * Normalizer (upstream's rules, max(1, ·)): FULL = K elements, VALID =
+ * elements whose target is not ignore_label, BATCH_SIZE = x.shape(0)
+ * (the default, as upstream), NONE = 1.
+ *
+ * Choices where SPEC is silent:
+ *  - a target is ignored when it equals ignore_label exactly (upstream casts
+ *    the target to int first, so with ignore_label 0 it ignored every target
+ *    in [0,1)); any other target must lie in [0,1] (NaN is refused);
+ *  - x and t (and w) must have the same count; their shapes may differ, as
+ *    upstream allows;
+ *  - with the default axis and a 1-axis x, there is one class (C = 1); an
+ *    axis set explicitly must be in range;
+ *  - with two tops and loss_weight unspecified (or given once), the second
+ *    top gets loss weight 0;
+ *  - ignored elements contribute 0 to the loss even when x is NaN.
+ *
+ * @param bottom input Blob vector (length 2 or 3)
+ *   -# any shape, K elements: the logits @f$ x \in [-\infty, +\infty] @f$
+ *   -# K elements: the targets @f$ t \in [0, 1] @f$ or == ignore_label
+ *   -# (optional) K elements: per-element weights @f$ w \ge 0 @f$
+ * @param top output Blob vector (length 1 or 2)
+ *   -# scalar: the loss @f$ E @f$
+ *   -# (optional) shape of x: the element losses @f$ \ell_i @f$ (weighted,
+ *      ignored elements 0, not normalized)
+ *
+ * Bad input (counts, blob numbers, parameters, targets out of range,
+ * negative weights) throws caffe::xent::XentError naming the layer, the
+ * bottom and the problem; nothing aborts the process.
+ */
+template <typename Dtype>
+class SigmoidCrossEntropyLossLayer : public LossLayer<Dtype> {
+ public:
+  explicit SigmoidCrossEntropyLossLayer(const LayerParameter& param)
+      : LossLayer<Dtype>(param) {}
+  virtual void LayerSetUp(const vector<Blob<Dtype>*>& bottom,
+      const vector<Blob<Dtype>*>& top);
+  virtual void Reshape(const vector<Blob<Dtype>*>& bottom,
+      const vector<Blob<Dtype>*>& top);
+
+  virtual inline const char* type() const { return "SigmoidCrossEntropyLoss"; }
+  /// Blob counts are checked in LayerSetUp with a thrown error (upstream's
+  /// CheckBlobCounts would CHECK-abort): 2 or 3 bottoms, 1 or 2 tops.
+  virtual inline int ExactNumBottomBlobs() const { return -1; }
+  virtual inline int MinBottomBlobs() const { return -1; }
+  virtual inline int MaxBottomBlobs() const { return -1; }
+  virtual inline int ExactNumTopBlobs() const { return -1; }
+  /// 1 so that a Net creates the loss top when none is named (AutoTopBlobs).
+  virtual inline int MinTopBlobs() const { return 1; }
+  virtual inline int MaxTopBlobs() const { return -1; }
+  /// Only the logits (bottom 0) can receive a gradient.
+  virtual inline bool AllowForceBackward(const int bottom_index) const {
+    return bottom_index == 0;
+  }
+
+ protected:
+  /// @copydoc SigmoidCrossEntropyLossLayer
+  virtual void Forward_cpu(const vector<Blob<Dtype>*>& bottom,
+      const vector<Blob<Dtype>*>& top);
+  virtual void Forward_gpu(const vector<Blob<Dtype>*>& bottom,
+      const vector<Blob<Dtype>*>& top);
+
+  /**
+   * @brief Gradient with respect to the logits, recomputed from x and t
+   *        (Forward caches nothing but the normalizer).
+   *
+   * @f$ \frac{\partial E}{\partial x_i} = \left(\frac{\lambda}{\mathrm{norm}}
+   *     + \lambda'_i\right) \frac{\partial \ell_i}{\partial x_i} @f$, with
+   * @f$ \lambda @f$ the diff of top[0] and @f$ \lambda'_i @f$ that of the
+   * optional per-element top; the exact derivative of the loss above, 0 for
+   * ignored elements. Targets and weights cannot be back-propagated to:
+   * propagate_down[1] or [2] throws.
+   */
+  virtual void Backward_cpu(const vector<Blob<Dtype>*>& top,
+      const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom);
+  virtual void Backward_gpu(const vector<Blob<Dtype>*>& top,
+      const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom);
+
+  /// Upstream's normalizer rule for the mode, max(1, ·). valid_count is the
+  /// number of non-ignored elements.
+  double get_normalizer(LossParameter_NormalizationMode normalization_mode,
+                        double valid_count) const;
+  /// Throws if propagate_down asks for a gradient into targets or weights.
+  void CheckPropagateDown(const vector<bool>& propagate_down) const;
+  /// Throws for bad targets or weights counted by a forward pass.
+  void CheckCounts(double bad_targets, double bad_weights) const;
+  /// True when no per-element option is on (the fast SIMD path applies).
+  bool plain() const { return plain_; }
+
+  /// Whether to ignore elements whose target equals ignore_label_.
+  bool has_ignore_label_;
+  /// The target value that marks an element as ignored.
+  Dtype ignore_label_;
+  /// How to normalize the loss.
+  LossParameter_NormalizationMode normalization_;
+  /// Normalizer of the last Forward, used by Backward.
+  double normalizer_;
+  /// x.shape(0), the BATCH_SIZE normalizer.
+  int outer_num_;
+  /// K, the number of elements: the FULL normalizer.
+  int count_;
+  /// Number of classes C = x.shape(axis) (1 for a 1-axis x with default axis).
+  int classes_;
+  /// Elements after the class axis: the class of element i is (i / inner_num_) % C.
+  int inner_num_;
+  /// Class axis, canonical.
+  int axis_;
+  /// pos_weight per class (C values), also used on the GPU.
+  Blob<Dtype> pos_weight_;
+  /// class_weight per class (C values), also used on the GPU.
+  Blob<Dtype> class_weight_;
+  /// Whether pos_weight_ / class_weight_ differ between classes.
+  bool per_class_;
+  /// Whether pos_weight, class_weight are all 1, focal and smoothing off.
+  bool plain_;
+  /// focal γ, focal α (negative = off), label smoothing ε.
+  Dtype focal_gamma_, focal_alpha_, label_smoothing_;
+  /// GPU: the per-block partial sums (loss, valid, bad targets, bad
+  /// weights): O(blocks) doubles.
+  shared_ptr<SyncedMemory> partial_sums_;
+};
+
+}  // namespace caffe
+
+#endif  // CAFFE_SIGMOID_CROSS_ENTROPY_LOSS_LAYER_HPP_

@@ -1,0 +1,115 @@
+#ifndef CAFFE_LAYERS_SIGMOID_XENT_MATH_HPP_
+#define CAFFE_LAYERS_SIGMOID_XENT_MATH_HPP_
+
+// Element math of SigmoidCrossEntropyLoss, written once for the CPU loop and
+// the CUDA kernel (XENT_HOST_DEVICE expands to __host__ __device__ under
+// nvcc). No Caffe types here: plain scalars in, scalars out.
+//
+// With τ = t(1-ε) + ε/2, a = 1-τ (weight of the negative term) and
+// b = pos_weight·τ (weight of the positive term):
+//
+//   bce = a·softplus(x) + b·softplus(-x)
+//       = l·log1p(e^-|x|) + (x >= 0 ? a·x : b·(-x)),   l = a + b = 1 + (pos_weight-1)·τ
+//
+// which is SPEC's (1-τ)x + l·softplus(-x) rearranged so that every term is
+// >= 0: a sum of non-negative terms has no cancellation, so the element loss
+// is accurate to a few ulp even where the seeds' form max(x,0) - x·t + ...
+// subtracts two large numbers. The derivative
+//
+//   ∂bce/∂x = a·σ(x) - b·σ(-x) = r·(x >= 0 ? a - b·e : a·e - b),  e = e^-|x|, r = 1/(1+e)
+//
+// never forms 1 - σ(x) (which loses all digits of σ(-x) for large x).
+
+#include <math.h>
+
+#include "caffe/layers/xent_common.hpp"
+
+namespace caffe {
+namespace xent {
+
+/// Overloads so one template body calls expf/exp etc. on both host and device.
+XENT_HOST_DEVICE float XentExp(float v) { return expf(v); }
+XENT_HOST_DEVICE double XentExp(double v) { return exp(v); }
+XENT_HOST_DEVICE float XentLog1p(float v) { return log1pf(v); }
+XENT_HOST_DEVICE double XentLog1p(double v) { return log1p(v); }
+XENT_HOST_DEVICE float XentPow(float base, float power) { return powf(base, power); }
+XENT_HOST_DEVICE double XentPow(double base, double power) { return pow(base, power); }
+
+/// weight·value where a zero weight means "this term is absent": 0·∞ gives 0
+/// (the limit of the loss as x → ±∞), not NaN.
+template <typename T>
+XENT_HOST_DEVICE T XentScale(T weight, T value) {
+  return weight == T(0) ? T(0) : weight * value;
+}
+
+/// Per-layer constants of the element math (from SigmoidCrossEntropyLossParameter).
+template <typename T>
+struct SigmoidXentConstants {
+  T keep;    ///< 1 - ε: τ = t·keep + shift
+  T shift;   ///< ε/2
+  T gamma;   ///< focal γ >= 0; 0 = no modulation
+  T alpha;   ///< focal α in [0,1]; negative = off (α_t = 1)
+};
+
+/// Is target t allowed: in [0,1] (NaN is not), or exactly the ignore label?
+/// Returns 1 for a counted element, 0 for an ignored one, -1 for a bad target.
+template <typename T>
+XENT_HOST_DEVICE int SigmoidXentTargetKind(T t, bool has_ignore_label, T ignore_label) {
+  if (has_ignore_label && t == ignore_label) return 0;
+  return (t >= T(0) && t <= T(1)) ? 1 : -1;
+}
+
+/// Element loss ℓ and, when grad != NULL, ∂ℓ/∂x, for logit x, target t in
+/// [0,1], positive weight pos_weight and weight = class_weight·w (both >= 0).
+///
+///   ℓ = weight · α_t · (1-p_t)^γ · bce
+///
+/// NaN x gives NaN loss and gradient; finite x gives finite values; x = ±∞
+/// gives the limits (the loss may be +∞ there, the gradient stays finite).
+template <typename T>
+XENT_HOST_DEVICE T SigmoidXentElement(T x, T t, T pos_weight, T weight,
+                                      const SigmoidXentConstants<T>& k, T* grad) {
+  if (x != x) {  // NaN in, NaN out: the selects below would otherwise hide it
+    if (grad) *grad = x;
+    return x;
+  }
+  const T tau = t * k.keep + k.shift;           // τ = t(1-ε) + ε/2
+  const T a = T(1) - tau;                        // weight of softplus(x)  = -log(1-σ(x))
+  const T b = pos_weight * tau;                  // weight of softplus(-x) = -log σ(x)
+  const bool positive = x >= T(0);
+  const T abs_x = positive ? x : -x;
+  const T e = XentExp(-abs_x);                   // e^-|x| in [0,1]: never exp of a positive number
+  const T log1p_e = XentLog1p(e);                // log1p(e^-|x|)
+  const T l = a + b;                             // l = 1 + (pos_weight-1)·τ
+  // bce = l·log1p(e^-|x|) + (x >= 0 ? a·x : b·|x|): every term >= 0.
+  const T bce = l * log1p_e + (positive ? XentScale(a, abs_x) : XentScale(b, abs_x));
+  const T r = T(1) / (T(1) + e);                 // σ(|x|)
+  if (k.gamma == T(0) && k.alpha < T(0)) {
+    if (grad) {
+      // ∂bce/∂x = a·σ(x) - b·σ(-x), with σ(x) = r, σ(-x) = e·r for x >= 0.
+      *grad = weight * (r * (positive ? a - b * e : a * e - b));
+    }
+    return XentScale(weight, bce);
+  }
+  const T sigma_pos = positive ? r : e * r;      // σ(x)
+  const T sigma_neg = positive ? e * r : r;      // σ(-x) = 1 - σ(x), no cancellation
+  const T alpha_t = k.alpha < T(0) ? T(1) : k.alpha * tau + (T(1) - k.alpha) * a;  // α·τ + (1-α)(1-τ)
+  const T q = tau * sigma_neg + a * sigma_pos;   // 1 - p_t = τ·σ(-x) + (1-τ)·σ(x), terms >= 0
+  const T modulator = k.gamma == T(0) ? T(1) : XentPow(q, k.gamma);  // (1-p_t)^γ
+  const T coefficient = weight * alpha_t;
+  if (grad) {
+    const T dbce = a * sigma_pos - b * sigma_neg;                    // ∂bce/∂x
+    // ∂(1-p_t)^γ/∂x = γ·(1-p_t)^γ · (1-2τ)·σ(x)σ(-x) / (1-p_t); 0 where 1-p_t = 0
+    // (its limit for γ > 0: σ(x)σ(-x)/(1-p_t) stays bounded by 1).
+    const T dmodulator = (k.gamma == T(0) || q == T(0))
+        ? T(0) : k.gamma * modulator * (T(1) - T(2) * tau) * (sigma_pos * sigma_neg / q);
+    // bce·∂mod: 0 when ∂mod = 0 even if bce = ∞ (x = -∞ with τ = 1).
+    *grad = coefficient * (modulator * dbce + XentScale(dmodulator, bce));
+  }
+  return XentScale(coefficient * modulator, bce);
+}
+
+}  // namespace xent
+}  // namespace caffe
+
+#endif  // CAFFE_LAYERS_SIGMOID_XENT_MATH_HPP_

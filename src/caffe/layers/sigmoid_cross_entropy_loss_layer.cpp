@@ -1,0 +1,308 @@
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "caffe/layers/sigmoid_cross_entropy_loss_layer.hpp"
+#include "caffe/layers/sigmoid_xent_math.hpp"
+#include "caffe/layers/xent_common.hpp"
+
+#include "sigmoid_xent_simd.hpp"
+
+namespace caffe {
+
+namespace {
+
+const char* BottomName(int index) {
+  return index == 0 ? "bottom[0] (logits)" : index == 1 ? "bottom[1] (targets)"
+                                                         : "bottom[2] (weights)";
+}
+
+}  // namespace
+
+template <typename Dtype>
+void SigmoidCrossEntropyLossLayer<Dtype>::LayerSetUp(
+    const vector<Blob<Dtype>*>& bottom, const vector<Blob<Dtype>*>& top) {
+  // Messages name the layer by type and name; a layer built directly from a
+  // LayerParameter without a type still says what it is.
+  if (!this->layer_param_.has_type()) this->layer_param_.set_type(type());
+  const LayerParameter& lp = this->layer_param_;
+  XENT_CHECK(lp, bottom.size() == 2 || bottom.size() == 3,
+             "needs 2 bottoms (logits, targets) or 3 (logits, targets, weights), got "
+             << bottom.size());
+  XENT_CHECK(lp, top.size() == 1 || top.size() == 2,
+             "needs 1 top (loss) or 2 (loss, per-element loss), got " << top.size());
+  LossLayer<Dtype>::LayerSetUp(bottom, top);  // default loss_weight 1 on top[0]
+  // The per-element top is an output, not a second loss: weight 0 unless
+  // given (Layer::SetLossWeights would abort on one weight for two tops).
+  if (top.size() == 2 && this->layer_param_.loss_weight_size() == 1) {
+    this->layer_param_.add_loss_weight(Dtype(0));
+  }
+  XENT_CHECK(lp, this->layer_param_.loss_weight_size() == static_cast<int>(top.size()),
+             "loss_weight is given " << this->layer_param_.loss_weight_size()
+             << " times for " << top.size() << " tops; give it once per top or not at all");
+
+  const SigmoidCrossEntropyLossParameter& p = lp.sigmoid_cross_entropy_loss_param();
+  focal_gamma_ = p.focal_gamma();
+  focal_alpha_ = p.focal_alpha();
+  label_smoothing_ = p.label_smoothing();
+  XENT_CHECK(lp, p.focal_gamma() >= 0.0f,
+             "focal_gamma = " << p.focal_gamma() << " is invalid; it must be >= 0");
+  XENT_CHECK(lp, p.focal_alpha() == -1.0f || (p.focal_alpha() >= 0.0f && p.focal_alpha() <= 1.0f),
+             "focal_alpha = " << p.focal_alpha() << " is invalid; it must be in [0, 1], or -1 (off)");
+  XENT_CHECK(lp, p.label_smoothing() >= 0.0f && p.label_smoothing() < 1.0f,
+             "label_smoothing = " << p.label_smoothing() << " is invalid; it must be in [0, 1)");
+
+  has_ignore_label_ = lp.loss_param().has_ignore_label();
+  ignore_label_ = has_ignore_label_ ? Dtype(lp.loss_param().ignore_label()) : Dtype(0);
+  if (lp.loss_param().has_normalization()) {
+    normalization_ = lp.loss_param().normalization();
+  } else if (lp.loss_param().has_normalize()) {
+    normalization_ = lp.loss_param().normalize() ? LossParameter_NormalizationMode_VALID
+                                                 : LossParameter_NormalizationMode_BATCH_SIZE;
+  } else {
+    normalization_ = LossParameter_NormalizationMode_BATCH_SIZE;  // upstream's default
+  }
+  normalizer_ = 1.0;
+  classes_ = -1;  // per-class vectors are expanded in Reshape, once C is known
+}
+
+template <typename Dtype>
+void SigmoidCrossEntropyLossLayer<Dtype>::Reshape(
+    const vector<Blob<Dtype>*>& bottom, const vector<Blob<Dtype>*>& top) {
+  const LayerParameter& lp = this->layer_param_;
+  const int count = bottom[0]->count();
+  for (int i = 1; i < static_cast<int>(bottom.size()); ++i) {
+    XENT_CHECK(lp, bottom[i]->count() == count,
+               BottomName(i) << " has " << bottom[i]->count() << " elements (shape "
+               << bottom[i]->shape_string() << ") but bottom[0] (logits) has " << count
+               << " (shape " << bottom[0]->shape_string() << "); they must have the same count");
+  }
+  const SigmoidCrossEntropyLossParameter& p = lp.sigmoid_cross_entropy_loss_param();
+  const int num_axes = bottom[0]->num_axes();
+  int classes = 1;
+  inner_num_ = 1;
+  axis_ = 0;
+  if (p.has_axis() || num_axes >= 2) {
+    XENT_CHECK(lp, p.axis() >= -num_axes && p.axis() < num_axes,
+               "sigmoid_cross_entropy_loss_param.axis = " << p.axis()
+               << " is out of range for bottom[0] (logits) of shape "
+               << bottom[0]->shape_string() << " (" << num_axes << " axes)");
+    axis_ = p.axis() < 0 ? p.axis() + num_axes : p.axis();
+    classes = bottom[0]->shape(axis_);
+    inner_num_ = bottom[0]->count(axis_ + 1);
+  }
+  outer_num_ = num_axes > 0 ? bottom[0]->shape(0) : 1;
+  count_ = count;
+  if (classes != classes_) {
+    classes_ = classes;
+    const std::vector<float> pos_weight =
+        xent::ExpandPerClass(lp, p.pos_weight(), std::max(classes, 1), "pos_weight");
+    const std::vector<float> class_weight =
+        xent::ExpandPerClass(lp, p.class_weight(), std::max(classes, 1), "class_weight");
+    pos_weight_.Reshape(std::vector<int>(1, static_cast<int>(pos_weight.size())));
+    class_weight_.Reshape(std::vector<int>(1, static_cast<int>(class_weight.size())));
+    bool uniform = true, ones = true;
+    for (size_t c = 0; c < pos_weight.size(); ++c) {
+      pos_weight_.mutable_cpu_data()[c] = pos_weight[c];
+      class_weight_.mutable_cpu_data()[c] = class_weight[c];
+      uniform = uniform && pos_weight[c] == pos_weight[0] && class_weight[c] == class_weight[0];
+      ones = ones && pos_weight[c] == 1.0f && class_weight[c] == 1.0f;
+    }
+    per_class_ = !uniform;
+    plain_ = ones && focal_gamma_ == Dtype(0) && focal_alpha_ < Dtype(0) &&
+             label_smoothing_ == Dtype(0);
+  }
+  top[0]->Reshape(std::vector<int>());  // the loss: a scalar
+  if (top.size() == 2) top[1]->ReshapeLike(*bottom[0]);
+}
+
+template <typename Dtype>
+double SigmoidCrossEntropyLossLayer<Dtype>::get_normalizer(
+    LossParameter_NormalizationMode normalization_mode, double valid_count) const {
+  double normalizer = 1.0;
+  switch (normalization_mode) {
+    case LossParameter_NormalizationMode_FULL:
+      normalizer = static_cast<double>(count_);
+      break;
+    case LossParameter_NormalizationMode_VALID:
+      normalizer = valid_count;
+      break;
+    case LossParameter_NormalizationMode_BATCH_SIZE:
+      normalizer = outer_num_;
+      break;
+    case LossParameter_NormalizationMode_NONE:
+      normalizer = 1.0;
+      break;
+    default:
+      XENT_CHECK(this->layer_param_, false, "unknown normalization mode "
+                 << LossParameter_NormalizationMode_Name(normalization_mode));
+  }
+  // Some users give no labels for some examples to turn a loss off in a
+  // multi-task setup: max(1, ·) prevents division by zero there.
+  return std::max(1.0, normalizer);
+}
+
+template <typename Dtype>
+void SigmoidCrossEntropyLossLayer<Dtype>::CheckCounts(double bad_targets,
+                                                      double bad_weights) const {
+  const LayerParameter& lp = this->layer_param_;
+  if (has_ignore_label_) {
+    XENT_CHECK(lp, bad_targets == 0,
+               "bottom[1] (targets) has " << static_cast<int64_t>(bad_targets)
+               << " values outside [0, 1] (or NaN) that are not ignore_label ("
+               << ignore_label_ << ")");
+  } else {
+    XENT_CHECK(lp, bad_targets == 0,
+               "bottom[1] (targets) has " << static_cast<int64_t>(bad_targets)
+               << " values outside [0, 1] (or NaN); set loss_param.ignore_label to skip elements");
+  }
+  XENT_CHECK(lp, bad_weights == 0,
+             "bottom[2] (weights) has " << static_cast<int64_t>(bad_weights)
+             << " negative (or NaN) values; weights must be >= 0");
+}
+
+template <typename Dtype>
+void SigmoidCrossEntropyLossLayer<Dtype>::CheckPropagateDown(
+    const vector<bool>& propagate_down) const {
+  for (size_t i = 1; i < propagate_down.size(); ++i) {
+    XENT_CHECK(this->layer_param_, !propagate_down[i],
+               "cannot back-propagate to " << BottomName(static_cast<int>(i))
+               << "; only bottom[0] (logits) gets a gradient");
+  }
+}
+
+template <typename Dtype>
+void SigmoidCrossEntropyLossLayer<Dtype>::Forward_cpu(
+    const vector<Blob<Dtype>*>& bottom, const vector<Blob<Dtype>*>& top) {
+  const int64_t count = bottom[0]->count();
+  const Dtype* x = bottom[0]->cpu_data();
+  const Dtype* t = bottom[1]->cpu_data();
+  const Dtype* w = bottom.size() == 3 ? bottom[2]->cpu_data() : NULL;
+  Dtype* element_loss = top.size() == 2 ? top[1]->mutable_cpu_data() : NULL;
+  const bool has_ignore = has_ignore_label_;
+  const Dtype ignore = ignore_label_;
+  const int64_t chunks = (count + xent::kReduceChunk - 1) / xent::kReduceChunk;
+  // Counts per fixed chunk (integers: their order does not matter).
+  std::vector<int64_t> counted(chunks), bad_targets(chunks), bad_weights(chunks);
+  const xent::SigmoidXentConstants<Dtype> k = {Dtype(1) - label_smoothing_,
+                                               label_smoothing_ / Dtype(2), focal_gamma_,
+                                               focal_alpha_};
+  const Dtype* pos_weight = pos_weight_.cpu_data();
+  const Dtype* class_weight = class_weight_.cpu_data();
+  const bool plain = plain_, per_class = per_class_;
+  const int64_t inner = inner_num_, classes = classes_;
+
+  const double loss = xent::DeterministicSum(count, [&](int64_t begin, int64_t end) -> double {
+    const int64_t chunk = begin / xent::kReduceChunk;
+    if (plain) {  // one fused SIMD pass
+      const xent::SigmoidXentPlainSums sums = xent::SigmoidXentPlainForward<Dtype>(
+          x + begin, t + begin, w ? w + begin : NULL, element_loss ? element_loss + begin : NULL,
+          end - begin, has_ignore, ignore);
+      counted[chunk] = sums.counted;
+      bad_targets[chunk] = sums.bad_targets;
+      bad_weights[chunk] = sums.bad_weights;
+      return sums.loss;
+    }
+    // General options: the shared element math, also one pass.
+    double sum = 0.0;
+    int64_t n_counted = 0, n_bad_targets = 0, n_bad_weights = 0;
+    int64_t inner_index = begin % inner, c = (begin / inner) % classes;
+    Dtype pw = pos_weight[per_class ? c : 0], cw = class_weight[per_class ? c : 0];
+    for (int64_t i = begin; i < end; ++i) {
+      const int kind = xent::SigmoidXentTargetKind(t[i], has_ignore, ignore);
+      const Dtype wi = w ? w[i] : Dtype(1);
+      n_bad_weights += !(wi >= Dtype(0));
+      n_bad_targets += kind < 0;
+      Dtype li = 0;
+      if (kind != 0) {
+        li = xent::SigmoidXentElement<Dtype>(x[i], t[i], pw, cw * wi, k, NULL);
+        sum += li;
+        ++n_counted;
+      }
+      if (element_loss) element_loss[i] = li;
+      if (per_class && ++inner_index == inner) {  // next class along the axis
+        inner_index = 0;
+        if (++c == classes) c = 0;
+        pw = pos_weight[c];
+        cw = class_weight[c];
+      }
+    }
+    counted[chunk] = n_counted;
+    bad_targets[chunk] = n_bad_targets;
+    bad_weights[chunk] = n_bad_weights;
+    return sum;
+  });
+
+  int64_t total_counted = 0, total_bad_targets = 0, total_bad_weights = 0;
+  for (int64_t c = 0; c < chunks; ++c) {
+    total_counted += counted[c];
+    total_bad_targets += bad_targets[c];
+    total_bad_weights += bad_weights[c];
+  }
+  CheckCounts(static_cast<double>(total_bad_targets), static_cast<double>(total_bad_weights));
+  normalizer_ = get_normalizer(normalization_, static_cast<double>(total_counted));
+  top[0]->mutable_cpu_data()[0] = static_cast<Dtype>(loss / normalizer_);
+}
+
+template <typename Dtype>
+void SigmoidCrossEntropyLossLayer<Dtype>::Backward_cpu(
+    const vector<Blob<Dtype>*>& top, const vector<bool>& propagate_down,
+    const vector<Blob<Dtype>*>& bottom) {
+  CheckPropagateDown(propagate_down);
+  if (!propagate_down[0]) return;
+  const int64_t count = bottom[0]->count();
+  const Dtype* x = bottom[0]->cpu_data();
+  const Dtype* t = bottom[1]->cpu_data();
+  const Dtype* w = bottom.size() == 3 ? bottom[2]->cpu_data() : NULL;
+  const Dtype* element_diff = top.size() == 2 ? top[1]->cpu_diff() : NULL;
+  Dtype* dx = bottom[0]->mutable_cpu_diff();
+  // dE/dx = ∂ℓ/∂x · (λ / normalizer + λ'_i)
+  const Dtype scale = static_cast<Dtype>(top[0]->cpu_diff()[0] / normalizer_);
+  const bool has_ignore = has_ignore_label_;
+  const Dtype ignore = ignore_label_;
+  const xent::SigmoidXentConstants<Dtype> k = {Dtype(1) - label_smoothing_,
+                                               label_smoothing_ / Dtype(2), focal_gamma_,
+                                               focal_alpha_};
+  const Dtype* pos_weight = pos_weight_.cpu_data();
+  const Dtype* class_weight = class_weight_.cpu_data();
+  const bool plain = plain_, per_class = per_class_;
+  const int64_t inner = inner_num_, classes = classes_;
+  const int64_t chunks = (count + xent::kReduceChunk - 1) / xent::kReduceChunk;
+#pragma omp parallel for schedule(static)
+  for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+    const int64_t begin = chunk * xent::kReduceChunk;
+    const int64_t end = std::min(count, begin + xent::kReduceChunk);
+    if (plain) {
+      xent::SigmoidXentPlainBackward<Dtype>(x + begin, t + begin, w ? w + begin : NULL,
+                                            element_diff ? element_diff + begin : NULL, scale,
+                                            dx + begin, end - begin, has_ignore, ignore);
+      continue;
+    }
+    int64_t inner_index = begin % inner, c = (begin / inner) % classes;
+    Dtype pw = pos_weight[per_class ? c : 0], cw = class_weight[per_class ? c : 0];
+    for (int64_t i = begin; i < end; ++i) {
+      Dtype grad = 0;
+      if (xent::SigmoidXentTargetKind(t[i], has_ignore, ignore) != 0) {
+        const Dtype wi = w ? w[i] : Dtype(1);
+        xent::SigmoidXentElement<Dtype>(x[i], t[i], pw, cw * wi, k, &grad);
+        grad *= element_diff ? scale + element_diff[i] : scale;
+      }
+      dx[i] = grad;
+      if (per_class && ++inner_index == inner) {
+        inner_index = 0;
+        if (++c == classes) c = 0;
+        pw = pos_weight[c];
+        cw = class_weight[c];
+      }
+    }
+  }
+}
+
+#ifdef CPU_ONLY
+STUB_GPU(SigmoidCrossEntropyLossLayer);
+#endif
+
+INSTANTIATE_CLASS(SigmoidCrossEntropyLossLayer);
+REGISTER_LAYER_CLASS(SigmoidCrossEntropyLoss);
+
+}  // namespace caffe
