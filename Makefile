@@ -32,7 +32,8 @@ build:
 	scripts/setup-system.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q "scikit-build-core>=0.10" "pybind11>=2.12" "numpy>=1.26" \
-	    "protobuf>=4.21,<6" "six>=1.16" "pytest>=8" "mpmath>=1.3" "h5py>=3.10"
+	    "protobuf>=4.21,<6" "six>=1.16" "pytest>=8" "mpmath>=1.3" "h5py>=3.10" \
+	    "scikit-learn>=1.3" "matplotlib>=3.7"
 	$(if $(WITH_CUDA),$(PIP) install -q "nvidia-cublas==13.0.2.14" "nvidia-curand==10.4.0.35" "nvidia-cuda-cccl==13.0.85")
 	mkdir -p build
 	@echo "building the custom Caffe (log: build/pip-install.log)"
@@ -51,6 +52,14 @@ test: build
 	@# be installed those tests are reported as skipped, with the reason.
 	$(PIP) install -q "torch==2.13.0" || echo "note: torch 2.13.0 not installable here"
 	$(MAKE) --no-print-directory cpp-test py-test
+
+demo: build
+	$(PY) examples/multilabel_digits/run_demo.py $(DEMO_ARGS)
+
+bench: build
+	$(PIP) install -q "torch==2.13.0" || echo "note: torch 2.13.0 not installable here: no PyTorch column"
+	scripts/build-pristine.sh
+	$(PY) bench/run.py --pristine build/pristine/stage --out docs/benchmarks.md $(BENCH_ARGS)
 
 clean:
 	rm -rf build
