@@ -6,10 +6,35 @@ holds the tools around it:
 - :func:`run_layer` runs one layer on numpy arrays (CPU or GPU), for tests and
   experiments;
 - :func:`gpu_available` tells whether the GPU path can run here;
-- :class:`LayerError` is what a layer's refusal of its input becomes.
+- :class:`LayerError` is what a layer's refusal of its input becomes;
+- :func:`class_weights` and :func:`pos_weight` compute ``class_weight`` and
+  ``pos_weight`` values for imbalanced data (also as the command
+  ``caffe-xent class-weights FILE.h5 --dataset label``);
+- :mod:`caffe_xent.python_layers` holds numpy Python layers
+  (``type: 'Python'``) with the native layers' loss and gradient, and
+  :mod:`caffe_xent.compat.loss_layers` the drop-in replacement for the seeds'
+  ``loss_layers.CustomSigmoidCrossEntropyLossLayer``.
+
+The native layers in a prototxt::
+
+    layer { name: "loss" type: "SigmoidCrossEntropyLoss" bottom: "score" bottom: "label"
+            top: "loss" sigmoid_cross_entropy_loss_param { pos_weight: 3 } }
+    layer { name: "loss" type: "MultiLabelSoftmaxLoss" bottom: "score" bottom: "labels"
+            top: "loss" multi_label_softmax_loss_param { label_smoothing: 0.1 } }
+
+and with NetSpec (``from caffe import layers as L``)::
+
+    n.loss = L.SigmoidCrossEntropyLoss(n.score, n.label,
+                                       sigmoid_cross_entropy_loss_param=dict(pos_weight=[3]))
+    n.loss = L.MultiLabelSoftmaxLoss(n.score, n.labels,
+                                     multi_label_softmax_loss_param=dict(label_smoothing=0.1))
+
+Errors of both layers reach pycaffe as ``ValueError`` (from ``caffe.Net(...)``,
+``net.forward()``, ``net.backward()``); the interpreter and other nets go on.
 """
 from ._errors import LayerError
 from ._run import gpu_available, run_layer
+from .weights import class_weights, pos_weight
 
-__all__ = ["LayerError", "gpu_available", "run_layer"]
+__all__ = ["LayerError", "class_weights", "gpu_available", "pos_weight", "run_layer"]
 __version__ = "0.1.0"
