@@ -1,100 +1,537 @@
-"""Throughput of SigmoidCrossEntropyLoss forward+backward, float32, CPU.
+"""SigmoidCrossEntropyLoss benchmark: throughput and accuracy, side by side.
 
-Ours through pycaffe (caffe.Net with Input layers, so no copies are timed),
-PyTorch's binary_cross_entropy_with_logits when torch is installed, and a
-numpy layer in the seeds' style. Prints M elements/s (best of --repeat).
+Peers:
+  ours      our layer, in this environment's `caffe` / `caffe_xent`
+  upstream  upstream Caffe's layer, from the pristine build's staged tree
+            (scripts/build-pristine.sh), imported in a subprocess with
+            PYTHONPATH=<stage>: both builds define the packages `caffe` and
+            `caffe_xent`, so they cannot share one process
+  PyTorch   torch.nn.functional.binary_cross_entropy_with_logits on the CPU,
+            torch.set_num_threads(os.cpu_count()), forward + autograd backward
+  numpy     a vectorized numpy layer in the seeds' style (throughput only)
 
-    PYTHONPATH=<stage> python bench/bench_sigmoid.py [--sizes 18 22 24]
+Every peer runs in its own fresh interpreter (a worker: this file with the
+first argument `worker`), so OpenMP runtimes and allocators do not mix.
 
-Not yet here (see issue 3): upstream's pristine layer, the GPU columns, the
-mpmath accuracy table and writing docs/benchmarks.md.
+    python bench/bench_sigmoid.py [--pristine build/pristine/stage]
+                                  [--sizes 18 22 24] [--repeat 5]
+                                  [--only throughput|accuracy]
+
+prints the markdown sections that bench/run.py puts in docs/benchmarks.md.
+Without --pristine the upstream columns say "not run".
 """
+from __future__ import annotations
+
 import argparse
+import ctypes
+import ctypes.util
+import glob
+import math
 import os
+import sys
 import tempfile
 import time
 
 import numpy as np
 
-os.environ.setdefault("GLOG_minloglevel", "2")  # quiet Net setup logs (before caffe loads)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import WorkerError, answer, best_time, run_worker  # noqa: E402
 
-NET = """
-force_backward: true
+os.environ.setdefault("GLOG_minloglevel", "2")  # quiet Net setup logs (before caffe loads)
+THIS = os.path.abspath(__file__)
+COLS = 4096  # throughput blobs are (N, 4096)
+GPU_BYTES_PER_ELEMENT = 20  # forward reads x, t (8 B); backward reads x, t, writes dx (12 B)
+LARGE_SHAPE = (64, 262144)  # issue 3's large-blob case
+GRID_TARGETS = (0.0, 0.1, 0.5, 0.9, 1.0)
+# The listed points are the issue's tiny and huge magnitudes; the log-spaced
+# ones (4 a decade) fill the range between them.
+GRID_MAGNITUDES = (0.0, 1e-8, 1e-3, 0.5, 1.0, 5.0, 20.0, 40.0, 90.0, 100.0, 700.0, 1e4)
+
+
+# ---- data ------------------------------------------------------------------
+
+def throughput_data(log2_count):
+    """(N, 4096) float32 logits N(0, 4²) and 10 % positive targets."""
+    rng = np.random.default_rng(log2_count)
+    n = 1 << log2_count
+    x = (rng.standard_normal(n, dtype=np.float32) * 4).reshape(-1, COLS)
+    t = (rng.random(n, dtype=np.float32) < 0.1).astype(np.float32).reshape(-1, COLS)
+    return x, t
+
+
+def large_data():
+    """Issue 3's large blob: (64, 262144) float32 N(0, 4²) logits, 10 % positives."""
+    rng = np.random.default_rng(2026)
+    x = (rng.standard_normal(LARGE_SHAPE) * 4).astype(np.float32)
+    t = (rng.random(LARGE_SHAPE) < 0.1).astype(np.float32)
+    return x, t
+
+
+def accuracy_grid(dtype):
+    """Flat (x, t) arrays: every grid logit with every grid target, in dtype.
+
+    The reference is computed at these rounded values, so the error measured
+    is the implementation's, not the rounding of the inputs.
+    """
+    magnitudes = np.union1d(GRID_MAGNITUDES, np.logspace(-8, 4, 49))
+    logits = np.union1d(-magnitudes, magnitudes).astype(dtype)
+    x, t = np.meshgrid(logits, np.asarray(GRID_TARGETS, dtype=dtype), indexing="ij")
+    return x.ravel().copy(), t.ravel().copy()
+
+
+# ---- the numpy layer (seeds' style: forward, then backward, vectorized) ------
+
+def numpy_forward_backward(x, t):
+    """Loss (batch-size normalized, as Caffe's default) and its gradient."""
+    batch = x.shape[0]
+    e = np.exp(-np.abs(x))  # e^{-|x|} <= 1: never exp of a positive number
+    # ℓ = max(x, 0) − x·t + log(1 + e^{−|x|})
+    loss = np.sum(np.maximum(x, 0) - x * t + np.log1p(e)) / batch
+    # σ(x) = 1/(1+e^{−x}) for x ≥ 0, e^{x}/(1+e^{x}) otherwise; ∂ℓ/∂x = σ(x) − t
+    sigmoid = np.where(x >= 0, 1, e) / (1 + e)
+    return loss, (sigmoid - t) / batch
+
+
+# ---- CUDA runtime through ctypes (GPU columns only) --------------------------
+
+def cuda_runtime():
+    """libcudart through ctypes, or None: the device copy bandwidth and the
+    synchronisation after a timed step need nothing more than this."""
+    names = [ctypes.util.find_library("cudart")]
+    for pattern in ("/usr/local/cuda/lib64/libcudart.so*",
+                    os.path.join(sys.prefix, "lib/python3*/site-packages/nvidia/*/lib/libcudart.so*")):
+        names += sorted(glob.glob(pattern))
+    for name in filter(None, names):
+        try:
+            return ctypes.CDLL(name)
+        except OSError:
+            continue
+    return None
+
+
+def copy_bandwidth(repeat):
+    """Device-to-device cudaMemcpy of 256 MiB: GB/s counting read + write."""
+    cudart = cuda_runtime()
+    if cudart is None:
+        raise RuntimeError("libcudart not found")
+    size = 1 << 28
+    src, dst = ctypes.c_void_p(), ctypes.c_void_p()
+    for buffer in (src, dst):
+        if cudart.cudaMalloc(ctypes.byref(buffer), ctypes.c_size_t(size)) != 0:
+            raise RuntimeError("cudaMalloc of %d bytes failed" % size)
+
+    def copy():
+        cudart.cudaMemcpy(dst, src, ctypes.c_size_t(size), 3)  # 3: cudaMemcpyDeviceToDevice
+        cudart.cudaDeviceSynchronize()
+    seconds = best_time(copy, repeat)
+    cudart.cudaFree(src)
+    cudart.cudaFree(dst)
+    return 2 * size / seconds / 1e9
+
+
+# ---- workers: one peer, one measurement, one fresh process -------------------
+
+NET = """force_backward: true
 layer { name: "x" type: "Input" top: "x" input_param { shape { dim: %d dim: %d } } }
 layer { name: "t" type: "Input" top: "t" input_param { shape { dim: %d dim: %d } } }
 layer { name: "loss" type: "SigmoidCrossEntropyLoss" bottom: "x" bottom: "t" top: "loss" }
 """
 
 
-def best(fn, repeat):
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
-def bench_ours(x, t, repeat):
+def caffe_step(x, t, device):
+    """One forward+backward of the layer in a pycaffe Net (Input bottoms, so
+    no copies are timed); on the GPU it waits for the device to finish."""
     import caffe
-    caffe.set_mode_cpu()
+    if device == "gpu":
+        caffe.set_mode_gpu()
+        caffe.set_device(0)
+        cudart = cuda_runtime()
+        if cudart is None:
+            raise RuntimeError("libcudart not found: cannot time the GPU")
+    else:
+        caffe.set_mode_cpu()
     rows, cols = x.shape
     with tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False) as f:
         f.write(NET % (rows, cols, rows, cols))
-    net = caffe.Net(f.name, caffe.TRAIN)
-    os.unlink(f.name)
+    try:
+        net = caffe.Net(f.name, caffe.TRAIN)
+    finally:
+        os.unlink(f.name)
     net.blobs["x"].data[...] = x
     net.blobs["t"].data[...] = t
 
     def step():
         net.forward()
         net.backward()
-    return best(step, repeat)
+        if device == "gpu":
+            cudart.cudaDeviceSynchronize()
+    return step
 
 
-def bench_torch(x, t, repeat):
-    try:
-        import torch
-    except ImportError:
-        return None
-    xt = torch.from_numpy(x).requires_grad_(True)
+def torch_step(x, t):
+    import torch
+    torch.set_num_threads(os.cpu_count())
+    tx = torch.from_numpy(x).requires_grad_(True)
     tt = torch.from_numpy(t)
+    batch = x.shape[0]
 
     def step():
-        xt.grad = None
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(xt, tt, reduction="sum")
+        tx.grad = None
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(tx, tt, reduction="sum") / batch
         loss.backward()
-    return best(step, repeat)
+    return step
 
 
-def bench_numpy(x, t, repeat):
-    def step():
-        # The seeds' Python layer: stable loss, then sigmoid(x) - t.
-        loss = np.sum(np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x))))
-        diff = 1 / (1 + np.exp(-x)) - t
-        return loss, diff
-    return best(step, repeat)
+def worker_info(_args):
+    import caffe
+    import caffe_xent
+    return {"caffe": os.path.dirname(caffe.__file__), "caffe_xent": os.path.dirname(caffe_xent.__file__),
+            "gpu": bool(caffe_xent.gpu_available())}
+
+
+def worker_throughput(args):
+    seconds = {}
+    for log2 in args.sizes:
+        x, t = throughput_data(log2)
+        if args.impl == "caffe":
+            step = caffe_step(x, t, args.device)
+        elif args.impl == "torch":
+            step = torch_step(x, t)
+        else:
+            step = lambda: numpy_forward_backward(x, t)  # noqa: E731
+        seconds[str(log2)] = best_time(step, args.repeat)
+        del step
+    result = {"seconds": seconds}
+    if args.impl == "torch":
+        import torch
+        result["version"] = torch.__version__
+        result["threads"] = torch.get_num_threads()
+    return result
+
+
+def worker_copy_bandwidth(args):
+    return {"gb_per_s": copy_bandwidth(args.repeat)}
+
+
+def layer_text(tops=1, normalization="NONE"):
+    return ('name: "xent" type: "SigmoidCrossEntropyLoss"' + ' top: "loss"'
+            + ' top: "element_loss"' * (tops == 2)
+            + " loss_param { normalization: %s }" % normalization)
+
+
+def worker_accuracy(args):
+    """Per-element loss and gradient at every grid point, float32 and float64.
+
+    caffe, mode single: one (1, 1) blob per point (the layer's scalar path).
+    caffe, mode blob: the whole grid as one blob, per-element losses from a
+    second top (ours only: upstream has no such top), so SIMD lanes run.
+    """
+    result = {}
+    for dtype in (np.float32, np.float64):
+        x, t = accuracy_grid(dtype)
+        if args.impl == "torch":
+            import torch
+            tx = torch.from_numpy(x).requires_grad_(True)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                tx, torch.from_numpy(t), reduction="none")
+            loss.sum().backward()
+            losses, grads = loss.detach().numpy(), tx.grad.numpy()
+        elif args.mode == "blob":
+            import caffe_xent
+            tops, diffs = caffe_xent.run_layer(layer_text(tops=2), [x[None], t[None]],
+                                               propagate_down=[True, False])
+            losses, grads = tops[1][0], diffs[0][0]
+        else:
+            import caffe_xent
+            losses, grads = np.empty_like(x), np.empty_like(x)
+            for i in range(x.size):
+                tops, diffs = caffe_xent.run_layer(layer_text(), [x[i:i + 1, None], t[i:i + 1, None]],
+                                                   propagate_down=[True, False])
+                losses[i], grads[i] = tops[0].reshape(-1)[0], diffs[0].reshape(-1)[0]
+        result[np.dtype(dtype).name] = {"loss": [float(v) for v in losses],
+                                        "grad": [float(v) for v in grads]}
+    return result
+
+
+def worker_large(args):
+    """Issue 3's large-blob loss in float32, batch-size normalized."""
+    x, t = large_data()
+    if args.impl == "torch":
+        import torch
+        torch.set_num_threads(os.cpu_count())
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            torch.from_numpy(x), torch.from_numpy(t), reduction="sum") / x.shape[0]
+        return {"loss": float(loss)}
+    import caffe_xent
+    tops, _ = caffe_xent.run_layer(layer_text(normalization="BATCH_SIZE"), [x, t],
+                                   propagate_down=[False, False])
+    return {"loss": float(tops[0].reshape(-1)[0])}
+
+
+WORKERS = {"info": worker_info, "throughput": worker_throughput, "accuracy": worker_accuracy,
+           "large": worker_large, "copy-bandwidth": worker_copy_bandwidth}
+
+
+def worker_main(argv):
+    parser = argparse.ArgumentParser(prog="bench_sigmoid.py worker")
+    parser.add_argument("job", choices=sorted(WORKERS))
+    parser.add_argument("--impl", choices=("caffe", "torch", "numpy"), default="caffe")
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    parser.add_argument("--mode", choices=("single", "blob"), default="single")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[18])
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args(argv)
+    answer(WORKERS[args.job](args))
+
+
+# ---- orchestration: run the workers, write markdown -------------------------
+
+class Peers:
+    """Runs workers for ours (this environment) and upstream (the stage)."""
+
+    def __init__(self, pristine):
+        self.pristine = pristine
+        self.info = {"ours": self._info(None)}
+        if pristine:
+            self.info["upstream"] = self._info(pristine)
+            if isinstance(self.info["upstream"], dict):
+                stage = os.path.realpath(pristine)
+                where = os.path.realpath(self.info["upstream"]["caffe"])
+                if not where.startswith(stage + os.sep):
+                    self.info["upstream"] = WorkerError(
+                        "PYTHONPATH=%s still imports caffe from %s" % (pristine, where))
+        else:
+            self.info["upstream"] = WorkerError("not run: no --pristine stage given")
+
+    @staticmethod
+    def _info(pythonpath):
+        try:
+            return run_worker([THIS, "worker", "info"], pythonpath=pythonpath, timeout=120)
+        except WorkerError as error:
+            return error
+
+    def run(self, peer, *args, timeout=1800):
+        """A worker's answer, or the WorkerError that explains its absence."""
+        if isinstance(self.info.get(peer), WorkerError):
+            return self.info[peer]
+        pythonpath = self.pristine if peer == "upstream" else None
+        try:
+            return run_worker([THIS, "worker"] + [str(a) for a in args], pythonpath=pythonpath,
+                              timeout=timeout)
+        except WorkerError as error:
+            return error
+
+
+def failure(error):
+    """One line of a WorkerError for a table footnote."""
+    lines = str(error).strip().splitlines()
+    return lines[-1] if lines else "failed"
+
+
+def throughput_markdown(peers, sizes, repeat):
+    sizes_args = ["--sizes"] + sizes + ["--repeat", repeat]
+    runs = {
+        "ours": peers.run("ours", "throughput", "--impl", "caffe", *sizes_args),
+        "upstream": peers.run("upstream", "throughput", "--impl", "caffe", *sizes_args),
+        "PyTorch": peers.run("ours", "throughput", "--impl", "torch", *sizes_args),
+        "numpy": peers.run("ours", "throughput", "--impl", "numpy", *sizes_args),
+    }
+
+    def rate(peer, log2):
+        run = runs[peer]
+        return float("nan") if isinstance(run, WorkerError) else (1 << log2) / run["seconds"][str(log2)] / 1e6
+
+    torch_note = ""
+    if not isinstance(runs["PyTorch"], WorkerError):
+        torch_note = " %s, %d threads" % (runs["PyTorch"]["version"], runs["PyTorch"]["threads"])
+    lines = ["### Throughput, CPU, float32, forward + backward",
+             "",
+             "Best of %d timed runs after one warm-up; (N, %d) blobs, logits N(0, 4²), 10 %% "
+             "positive targets. M el/s = million elements per second; a ratio is ours ÷ the peer "
+             "(above 1: ours is faster)." % (repeat, COLS),
+             "",
+             "| elements | ours M el/s | upstream M el/s | ours / upstream | PyTorch%s M el/s | "
+             "ours / PyTorch | numpy M el/s | ours / numpy |" % torch_note,
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for log2 in sizes:
+        ours = rate("ours", log2)
+        cells = ["2^%d (%d × %d)" % (log2, (1 << log2) // COLS, COLS), fmt_rate(ours)]
+        for peer in ("upstream", "PyTorch", "numpy"):
+            other = rate(peer, log2)
+            cells += [fmt_rate(other), fmt_ratio(ours / other)]
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = ["- %s: %s" % (peer, failure(run)) for peer, run in runs.items()
+             if isinstance(run, WorkerError)]
+    lines += [""] + notes if notes else []
+    lines += ["", gpu_markdown(peers, sizes, repeat)]
+    return "\n".join(lines)
+
+
+def gpu_markdown(peers, sizes, repeat):
+    ours_info = peers.info["ours"]
+    if isinstance(ours_info, WorkerError) or not ours_info["gpu"]:
+        return "GPU: not present"
+    sizes_args = ["--sizes"] + sizes + ["--repeat", repeat]
+    ours = peers.run("ours", "throughput", "--impl", "caffe", "--device", "gpu", *sizes_args)
+    upstream_info = peers.info["upstream"]
+    if isinstance(upstream_info, WorkerError) or not upstream_info["gpu"]:
+        upstream = WorkerError("not run: the pristine build has no usable GPU (it is built CPU-only)")
+    else:
+        upstream = peers.run("upstream", "throughput", "--impl", "caffe", "--device", "gpu",
+                             *sizes_args)
+    copy = peers.run("ours", "copy-bandwidth", "--repeat", max(repeat, 5))
+    copy_gbs = float("nan") if isinstance(copy, WorkerError) else copy["gb_per_s"]
+    lines = ["### Throughput, GPU, float32, forward + backward",
+             "",
+             "GB/s counts the %d bytes per element a forward + backward must move (x and t read "
+             "in forward; x and t read and dx written in backward), so it is comparable with the "
+             "device-to-device copy bandwidth, %s GB/s here (cudaMemcpy of 256 MiB, read + "
+             "write counted)." % (GPU_BYTES_PER_ELEMENT, "%.0f" % copy_gbs),
+             "",
+             "| elements | ours M el/s | ours GB/s | ours % of copy | upstream M el/s | "
+             "upstream GB/s | ours / upstream |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for log2 in sizes:
+        n = 1 << log2
+        ours_rate = float("nan") if isinstance(ours, WorkerError) else n / ours["seconds"][str(log2)]
+        up_rate = float("nan") if isinstance(upstream, WorkerError) else n / upstream["seconds"][str(log2)]
+        ours_gbs, up_gbs = (r * GPU_BYTES_PER_ELEMENT / 1e9 for r in (ours_rate, up_rate))
+        lines.append("| 2^%d | %s | %.0f | %.0f %% | %s | %.0f | %s |" % (
+            log2, fmt_rate(ours_rate / 1e6), ours_gbs, 100 * ours_gbs / copy_gbs,
+            fmt_rate(up_rate / 1e6), up_gbs, fmt_ratio(ours_rate / up_rate)))
+    notes = ["- %s: %s" % (name, failure(run)) for name, run in
+             (("ours", ours), ("upstream", upstream), ("copy bandwidth", copy))
+             if isinstance(run, WorkerError)]
+    return "\n".join(lines + ([""] + notes if notes else []))
+
+
+def fmt_rate(value):
+    return "—" if math.isnan(value) else "%.0f" % value if value >= 10 else "%.1f" % value
+
+
+def fmt_ratio(value):
+    return "—" if math.isnan(value) else "%.2f×" % value if value < 10 else "%.0f×" % value
+
+
+def mp_reference(x, t):
+    """(loss, gradient) of one element in mpmath at 50 digits.
+
+    ℓ = max(x,0) − x·t + log1p(e^{−|x|}): with 50 digits (≈166 bits) x·t of
+    two doubles and the difference are exact, and both terms are ≥ 0.
+    ∂ℓ/∂x = σ(x) − t, written as (1 − t) − σ(−x) for x ≥ 0: 1/(1+e^{−x}) − 1
+    at x = 178 would round σ to 1 at any fixed precision and return 0 for
+    the true −e^{−178}.
+    """
+    import mpmath
+    mx, mt = mpmath.mpf(x), mpmath.mpf(t)
+    loss = max(mx, 0) - mx * mt + mpmath.log1p(mpmath.exp(-abs(mx)))
+    e = mpmath.exp(-abs(mx))  # σ(−|x|) = e^{−|x|} / (1 + e^{−|x|})
+    grad = (1 - mt) - e / (1 + e) if mx >= 0 else e / (1 + e) - mt
+    return loss, grad
+
+
+def relative_errors(got, reference, floor):
+    """|got − ref| / max(|ref|, floor) per element; inf where got is NaN or inf."""
+    import mpmath
+    errors = []
+    for value, ref in zip(got, reference):
+        if not math.isfinite(value):
+            errors.append(float("inf"))
+        else:
+            errors.append(float(abs(mpmath.mpf(value) - ref) / max(abs(ref), floor)))
+    return errors
+
+
+def accuracy_markdown(peers):
+    import mpmath
+    mpmath.mp.dps = 50
+    runs = {
+        "ours, whole grid as one blob (SIMD path)": peers.run("ours", "accuracy", "--mode", "blob"),
+        "ours, one element per call": peers.run("ours", "accuracy", "--mode", "single"),
+        "upstream, one element per call": peers.run("upstream", "accuracy", "--mode", "single"),
+        "PyTorch": peers.run("ours", "accuracy", "--impl", "torch"),
+    }
+    x32, _ = accuracy_grid(np.float32)
+    lines = ["### Accuracy against mpmath (50 digits), per element",
+             "",
+             "Grid: %d logits, ± {%s} and 4 log-spaced points a decade from 1e-8 to 1e4, times "
+             "targets {%s}: %d points per dtype. Inputs are rounded to the dtype first and the "
+             "reference is computed at the rounded values. Error = |got − ref| / max(|ref|, "
+             "floor), floor = the dtype's smallest normal number (%.3g for float32, %.3g for "
+             "float64): below it the format itself cannot hold a relative precision. Normalization "
+             "NONE, so each figure is one element's loss or ∂ℓ/∂x."
+             % (x32.size // len(GRID_TARGETS), ", ".join("%g" % v for v in GRID_MAGNITUDES),
+                ", ".join("%g" % v for v in GRID_TARGETS), x32.size,
+                np.finfo(np.float32).tiny, np.finfo(np.float64).tiny),
+             "",
+             "| implementation | dtype | largest rel. error, loss | at (x, t) | "
+             "largest rel. error, gradient | at (x, t) |",
+             "|---|---|---:|---|---:|---|"]
+    notes = []
+    for dtype in (np.float32, np.float64):
+        x, t = accuracy_grid(dtype)
+        references = [mp_reference(float(a), float(b)) for a, b in zip(x, t)]
+        floor = mpmath.mpf(float(np.finfo(dtype).tiny))
+        for name, run in runs.items():
+            if isinstance(run, WorkerError):
+                if dtype == np.float32:
+                    notes.append("- %s: %s" % (name, failure(run)))
+                continue
+            got = run[np.dtype(dtype).name]
+            cells = [name, np.dtype(dtype).name]
+            for key, index in (("loss", 0), ("grad", 1)):
+                errors = relative_errors(got[key], [r[index] for r in references], floor)
+                worst = int(np.argmax(errors))
+                cells += [fmt_error(errors[worst]), "(%.3g, %.3g)" % (x[worst], t[worst])]
+            lines.append("| " + " | ".join(cells) + " |")
+    lines += [""] + notes if notes else []
+    lines += ["", large_blob_markdown(peers)]
+    return "\n".join(lines)
+
+
+def fmt_error(value):
+    return "NaN/inf" if not math.isfinite(value) else "0" if value == 0 else "%.2g" % value
+
+
+def large_blob_markdown(peers):
+    x, t = large_data()
+    x64, t64 = x.astype(np.float64), t.astype(np.float64)
+    per_element = np.maximum(x64, 0) - x64 * t64 + np.log1p(np.exp(-np.abs(x64)))
+    truth = math.fsum(per_element.ravel().tolist()) / x.shape[0]
+    del per_element, x64, t64
+    runs = {"ours": peers.run("ours", "large"), "upstream": peers.run("upstream", "large"),
+            "PyTorch": peers.run("ours", "large", "--impl", "torch")}
+    lines = ["### Loss of a large float32 blob",
+             "",
+             "Issue 3's case: a (%d, %d) float32 blob (%d elements), logits N(0, 4²), 10 %% "
+             "positives, normalization BATCH_SIZE (upstream's default). Truth: float64 "
+             "per-element losses summed exactly (math.fsum): %.6f."
+             % (LARGE_SHAPE + (x.size, truth)),
+             "",
+             "| implementation | loss | relative error |",
+             "|---|---:|---:|"]
+    for name, run in runs.items():
+        if isinstance(run, WorkerError):
+            lines.append("| %s | — | %s |" % (name, failure(run)))
+        else:
+            lines.append("| %s | %.6f | %.2g |" % (name, run["loss"], abs(run["loss"] - truth) / truth))
+    return "\n".join(lines)
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__)
+    if len(sys.argv) > 1 and sys.argv[1] == "worker":
+        return worker_main(sys.argv[2:])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--pristine", help="the pristine build's staged tree (build/pristine/stage)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[18, 22, 24], help="log2 element counts")
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=5, help="timed runs per measurement (best is kept)")
+    parser.add_argument("--only", choices=("throughput", "accuracy"))
     args = parser.parse_args()
-    rng = np.random.default_rng(0)
-    print("%-10s %12s %12s %12s %10s" % ("elements", "ours M/s", "torch M/s", "numpy M/s", "ours/torch"))
-    for log2 in args.sizes:
-        n = 1 << log2
-        x = (rng.standard_normal(n) * 4).astype(np.float32).reshape(1024, -1)
-        t = (rng.uniform(size=n) < 0.1).astype(np.float32).reshape(1024, -1)
-        ours = bench_ours(x, t, args.repeat)
-        torch_time = bench_torch(x, t, args.repeat)
-        numpy_time = bench_numpy(x, t, max(1, args.repeat // 2))
-        rate = lambda s: n / s / 1e6 if s else float("nan")  # noqa: E731
-        print("%-10s %12.0f %12.0f %12.0f %10.2f" % ("2^%d" % log2, rate(ours), rate(torch_time),
-                                                   rate(numpy_time),
-                                                   (torch_time / ours) if torch_time else float("nan")))
+    peers = Peers(args.pristine)
+    if args.only != "accuracy":
+        print(throughput_markdown(peers, args.sizes, args.repeat) + "\n")
+    if args.only != "throughput":
+        print(accuracy_markdown(peers))
 
 
 if __name__ == "__main__":
