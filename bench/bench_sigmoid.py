@@ -7,7 +7,8 @@ Peers:
             PYTHONPATH=<stage>: both builds define the packages `caffe` and
             `caffe_xent`, so they cannot share one process
   PyTorch   torch.nn.functional.binary_cross_entropy_with_logits on the CPU,
-            torch.set_num_threads(os.cpu_count()), forward + autograd backward
+            forward + autograd backward, torch.set_num_threads(os.cpu_count()),
+            or OMP_NUM_THREADS when that is set (Caffe's OpenMP follows it too)
   numpy     a vectorized numpy layer in the seeds' style (throughput only)
 
 Every peer runs in its own fresh interpreter (a worker: this file with the
@@ -168,9 +169,14 @@ def caffe_step(x, t, device):
     return step
 
 
+def torch_threads():
+    """OMP_NUM_THREADS when set (the count Caffe's OpenMP uses too), else every core."""
+    return int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count())
+
+
 def torch_step(x, t):
     import torch
-    torch.set_num_threads(os.cpu_count())
+    torch.set_num_threads(torch_threads())
     tx = torch.from_numpy(x).requires_grad_(True)
     tt = torch.from_numpy(t)
     batch = x.shape[0]
@@ -258,7 +264,7 @@ def worker_large(args):
     x, t = large_data()
     if args.impl == "torch":
         import torch
-        torch.set_num_threads(os.cpu_count())
+        torch.set_num_threads(torch_threads())
         loss = torch.nn.functional.binary_cross_entropy_with_logits(
             torch.from_numpy(x), torch.from_numpy(t), reduction="sum") / x.shape[0]
         return {"loss": float(loss)}

@@ -1,0 +1,157 @@
+"""The benchmark command (`make bench`): every benchmark, one report.
+
+Runs bench/bench_sigmoid.py's throughput and accuracy tables (ours vs
+upstream's pristine build vs PyTorch vs numpy) and bench/bench_multilabel.py,
+and writes them with the machine facts and this command to a markdown file:
+
+    .venv/bin/python bench/run.py --pristine build/pristine/stage --out docs/benchmarks.md
+                                  [--sizes 18 22 24] [--repeat 5] [--multilabel-repeats 5]
+
+A part that fails puts its error message in its section; the run goes on.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+import bench_sigmoid  # noqa: E402
+from _common import cpu_model, git_commit, load_average  # noqa: E402
+
+MULTILABEL = os.path.join(HERE, "bench_multilabel.py")
+
+
+def command_line():
+    """This run's command as typed from the repository root."""
+    python = sys.executable
+    if python.startswith(ROOT + os.sep):
+        python = os.path.relpath(python, ROOT)
+    argv = [os.path.relpath(os.path.abspath(sys.argv[0]), ROOT)] + sys.argv[1:]
+    text = " ".join(shlex.quote(a) for a in [python] + argv)
+    return text + ("  (run by `make bench`)" if os.environ.get("MAKELEVEL") else "")
+
+
+def multilabel_markdown(repeats, timeout):
+    """bench_multilabel.py's own markdown, or its error message."""
+    command = [sys.executable, MULTILABEL, "--repeats", str(repeats)]
+    shown = "python bench/bench_multilabel.py --repeats %d" % repeats
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                              env=dict(os.environ, GLOG_minloglevel="2"))
+        out, err, status = proc.stdout.strip(), proc.stderr.strip(), proc.returncode
+    except subprocess.TimeoutExpired as expired:
+        out = expired.stdout or ""  # bytes in some Python versions despite text=True
+        out = (out.decode(errors="replace") if isinstance(out, bytes) else out).strip()
+        err, status = "no answer within %d s" % timeout, None
+    lines = ["## MultiLabelSoftmaxLoss", "",
+             "Output of `%s` (float32, forward + backward, CPU; columns as that script "
+             "defines them):" % shown, ""]
+    if out:
+        # its table follows its header line directly; markdown needs a blank line there
+        table_at = next((i for i, line in enumerate(out.splitlines()) if line.startswith("|")), None)
+        body = out.splitlines()
+        if table_at:
+            body.insert(table_at, "")
+        lines += body + [""]
+    if status != 0 or "|" not in out:
+        tail = "\n".join(err.splitlines()[-15:]) or "(no error output)"
+        lines += ["**The multilabel benchmark did not complete** (%s):" %
+                  ("exit status %s" % status if status is not None else "timed out"),
+                  "", "```", tail, "```"]
+    return "\n".join(lines).rstrip()
+
+
+def machine_markdown(start_load, end_load, torch_threads):
+    omp = os.environ.get("OMP_NUM_THREADS")
+    try:
+        import torch
+        torch_text = "%s (CPU, %s threads)" % (torch.__version__, torch_threads)
+    except ImportError:
+        torch_text = "not installed"
+    rows = [
+        ("CPU", cpu_model()),
+        ("cores (os.cpu_count)", str(os.cpu_count())),
+        ("OMP_NUM_THREADS", omp if omp else "unset (OpenMP uses every core)"),
+        ("load average (1 / 5 / 15 min) at start", start_load),
+        ("load average (1 / 5 / 15 min) at end", end_load),
+        ("OS", "%s %s" % (platform.system(), platform.release())),
+        ("Python / numpy", "%s / %s" % (platform.python_version(), np.__version__)),
+        ("PyTorch", torch_text),
+        ("caffe-xent commit", git_commit(ROOT)),
+    ]
+    return "\n".join(["| | |", "|---|---|"] + ["| %s | %s |" % row for row in rows])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--pristine", help="the pristine build's staged tree (build/pristine/stage)")
+    parser.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"))
+    parser.add_argument("--sizes", type=int, nargs="+", default=[18, 22, 24], help="log2 element counts")
+    parser.add_argument("--repeat", type=int, default=5, help="timed runs per throughput figure (best kept)")
+    parser.add_argument("--multilabel-repeats", type=int, default=5)
+    parser.add_argument("--multilabel-timeout", type=int, default=900, help="seconds")
+    args = parser.parse_args()
+
+    started = datetime.datetime.now(datetime.timezone.utc)
+    start_load, clock = load_average(), time.monotonic()
+    peers = bench_sigmoid.Peers(args.pristine)
+    sections = []
+    for title, make in (("throughput", lambda: bench_sigmoid.throughput_markdown(peers, args.sizes, args.repeat)),
+                        ("accuracy", lambda: bench_sigmoid.accuracy_markdown(peers))):
+        print("bench: sigmoid %s ..." % title, file=sys.stderr, flush=True)
+        try:
+            sections.append(make())
+        except Exception as error:  # a broken section must not lose the others
+            sections.append("**The sigmoid %s benchmark failed:** `%s: %s`"
+                            % (title, type(error).__name__, error))
+    print("bench: multilabel ...", file=sys.stderr, flush=True)
+    multilabel = multilabel_markdown(args.multilabel_repeats, args.multilabel_timeout)
+    end_load = load_average()
+    minutes = (time.monotonic() - clock) / 60
+    torch_threads = bench_sigmoid.torch_threads()  # what the workers set
+
+    document = "\n".join([
+        "# Benchmarks",
+        "",
+        "Measured %s UTC in %.1f minutes by:" % (started.strftime("%Y-%m-%d %H:%M"), minutes),
+        "",
+        "    " + command_line(),
+        "",
+        "Every figure below was measured in that run; nothing is carried over from "
+        "elsewhere. See bench/README.md for what each column means.",
+        "",
+        "## Machine",
+        "",
+        machine_markdown(start_load, end_load, torch_threads),
+        "",
+        "## SigmoidCrossEntropyLoss",
+        "",
+        "upstream = BVLC Caffe's own layer from the pristine build (`scripts/build-pristine.sh`: "
+        "the same upstream source with only the toolchain patches, CPU-only), run through the "
+        "same pycaffe Net and `caffe_xent.run_layer` harness as ours.",
+        "",
+        "\n\n".join(sections),
+        "",
+        multilabel,
+        "",
+    ])
+    out = os.path.abspath(args.out)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        f.write(document)
+    print(document)
+    print("bench: wrote %s" % os.path.relpath(out, os.getcwd()), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
