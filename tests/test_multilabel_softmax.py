@@ -90,6 +90,7 @@ SHAPES = [  # (shape, axis)
     ((2, 3, 9), -1),
     ((4, 5, 3), 0),
     ((3, 2000), 1),
+    ((2, 3, 16, 20), 1),  # spatial SIMD tiles (256 rows) plus partial tiles
 ]
 OPTIONS = [
     {},

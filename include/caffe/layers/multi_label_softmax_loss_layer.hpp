@@ -49,6 +49,13 @@ namespace caffe {
  * a zero gradient even where its scores are NaN; ignore_label = 0 is refused
  * (0 is a negative class's target: nearly every row would be ignored).
  *
+ * CPU: rows in parallel (OpenMP) over fixed chunks; float rows and float
+ * spatial maps take a Highway SIMD path for the exps
+ * (multilabel_softmax_simd.cpp), the target terms always go through the
+ * shared row math (multilabel_softmax_math.hpp), which the CUDA kernels call
+ * too. Per row: the max, then one sweep for the sums (forward); one sweep
+ * for the gradient (backward).
+ *
  * Memory beyond the tops: O(rows) doubles (five per row: max, 1/S, Q and the
  * two target coefficients), kept from forward for backward; never the
  * bottom diffs as scratch.

@@ -46,35 +46,37 @@ inline bool RowSumsSimd(const double*, const double*, const double*, int, const 
   return false;
 }
 
-/// Most rows the spatial SIMD path takes at once (512-bit float vectors).
-const int kMaxSimdRows = 16;
-
-/// Rows per spatial SIMD block (float maps with inner > 1), 0 where none.
-inline int SpatialRowsSimd(const float*, int inner) {
-  const int rows = xent::multilabel::SimdSpatialRows();
-  return inner > 1 && rows <= kMaxSimdRows ? rows : 0;
+/// Rows of a spatial SIMD tile starting at row r, where rows [r, end) are
+/// left in the caller's range and `left_in_slice` in this outer slice: a
+/// multiple of the vector lanes, at most kSpatialTileRows; 0 where the
+/// scalar loop must take row r (double blobs, contiguous rows, no SIMD).
+inline int SpatialTileRows(const float*, int inner, int64_t left_in_range,
+                           int64_t left_in_slice) {
+  const int lanes = xent::multilabel::SimdSpatialLanes();
+  if (inner == 1 || lanes == 0) return 0;
+  const int64_t most = std::min<int64_t>(xent::multilabel::kSpatialTileRows,
+                                         std::min(left_in_range, left_in_slice));
+  return static_cast<int>(most - most % lanes);
 }
-inline int SpatialRowsSimd(const double*, int) { return 0; }
+inline int SpatialTileRows(const double*, int, int64_t, int64_t) { return 0; }
 
 inline bool SpatialRowSumsSimd(const float* x, const float* t, const double* w, int inner,
-                               const RowOptions& opt, float* m, RowSums* sums) {
-  return xent::multilabel::SimdSpatialRowSums(x, t, w, inner, opt, m, sums);
+                               const RowOptions& opt, int count, float* m, RowSums* sums) {
+  return xent::multilabel::SimdSpatialRowSums(x, t, w, inner, opt, count, m, sums);
 }
 inline bool SpatialRowSumsSimd(const double*, const double*, const double*, int,
-                               const RowOptions&, double*, RowSums*) {
+                               const RowOptions&, int, double*, RowSums*) {
   return false;
 }
 
-/// Pass 2 of a block of SpatialRowsSimd() rows of a spatial map (float);
-/// false where the caller must take the scalar loop.
 inline bool SpatialGradientSimd(const float* x, const float* t, const double* w, int inner,
                                 int classes, const double* coefficients, int64_t first_row,
-                                int64_t rows, double scale, float* dx) {
+                                int64_t rows, int count, double scale, float* dx) {
   return xent::multilabel::SimdSpatialGradient(x, t, w, inner, classes, coefficients, first_row,
-                                               rows, scale, dx);
+                                               rows, count, scale, dx);
 }
 inline bool SpatialGradientSimd(const double*, const double*, const double*, int, int,
-                                const double*, int64_t, int64_t, double, double*) {
+                                const double*, int64_t, int64_t, int, double, double*) {
   return false;
 }
 
@@ -114,18 +116,19 @@ RangeSums ForwardRows(const Dtype* x, const Dtype* t, const double* w, int64_t b
       for (int c = 0; c < C; ++c) prob[offset + c * inner] = Probability(coef, x[offset + c * inner]);
     }
   };
-  const int block = SpatialRowsSimd(x, inner);
+  const int kTile = xent::multilabel::kSpatialTileRows;
   for (int64_t r = begin; r < end;) {
     const int64_t offset = (r / inner) * C * inner + r % inner;
     const Dtype* xr = x + offset;
     const Dtype* tr = t + offset;
-    // Spatial maps: `block` neighbouring rows of the same outer index at once.
-    if (block > 0 && r + block <= end && r % inner + block <= inner) {
-      Dtype m[kMaxSimdRows];
-      RowSums sums[kMaxSimdRows];
-      if (SpatialRowSumsSimd(xr, tr, w, inner, opt, m, sums)) {
-        for (int j = 0; j < block; ++j) finish(r + j, m[j], sums[j]);
-        r += block;
+    // Spatial maps: a tile of neighbouring rows of the same outer index at once.
+    const int tile = SpatialTileRows(x, inner, end - r, inner - r % inner);
+    if (tile > 0) {
+      Dtype m[kTile];
+      RowSums sums[kTile];
+      if (SpatialRowSumsSimd(xr, tr, w, inner, opt, tile, m, sums)) {
+        for (int j = 0; j < tile; ++j) finish(r + j, m[j], sums[j]);
+        r += tile;
         continue;
       }
     }
@@ -323,29 +326,28 @@ void MultiLabelSoftmaxLossLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>&
       }
     }
   } else {
-    // Spatial maps: blocks of `block` neighbouring rows (same outer index),
-    // each over all its classes, so a row's coefficients are loaded once;
-    // the rest of each outer slice (and all of it without SIMD) row by row.
+    // Spatial maps: tiles of neighbouring rows (same outer index), each over
+    // all its classes plane by plane, so a row's coefficients are loaded once;
+    // where no SIMD tile applies, the same walk with the scalar math.
     const int64_t rows = static_cast<int64_t>(outer_num_) * inner;
-    const int simd_rows = SpatialRowsSimd(x, inner);
-    const int block = simd_rows > 0 ? simd_rows : 1;
-    const int64_t blocks_per_outer = (inner + block - 1) / block;
-    const int64_t blocks = static_cast<int64_t>(outer_num_) * blocks_per_outer;
+    const int kTile = xent::multilabel::kSpatialTileRows;
+    const int64_t tiles_per_outer = (inner + kTile - 1) / kTile;
+    const int64_t tiles = static_cast<int64_t>(outer_num_) * tiles_per_outer;
 #pragma omp parallel for schedule(static)
-    for (int64_t k = 0; k < blocks; ++k) {
-      const int64_t o = k / blocks_per_outer;
-      const int64_t i0 = (k % blocks_per_outer) * block;
-      const int64_t i1 = std::min<int64_t>(inner, i0 + block);
-      const int64_t offset = o * C * inner + i0;
-      if (simd_rows > 0 && i1 - i0 == simd_rows &&
-          SpatialGradientSimd(x + offset, t + offset, w, inner, C, coefficients, o * inner + i0,
-                              rows, scale, dx + offset)) {
-        continue;
+    for (int64_t k = 0; k < tiles; ++k) {
+      const int64_t o = k / tiles_per_outer;
+      const int64_t i_end = std::min<int64_t>(inner, (k % tiles_per_outer + 1) * kTile);
+      int64_t i = (k % tiles_per_outer) * kTile;
+      const int simd = SpatialTileRows(x, inner, i_end - i, i_end - i);
+      const int64_t offset = o * C * inner + i;
+      if (simd > 0 && SpatialGradientSimd(x + offset, t + offset, w, inner, C, coefficients,
+                                          o * inner + i, rows, simd, scale, dx + offset)) {
+        i += simd;
       }
       for (int c = 0; c < C; ++c) {
-        for (int64_t i = i0; i < i1; ++i) {
-          const RowCoefficients coef = LoadCoefficients(coefficients, o * inner + i, rows);
-          const int64_t e = (o * C + c) * inner + i;
+        for (int64_t j = i; j < i_end; ++j) {
+          const RowCoefficients coef = LoadCoefficients(coefficients, o * inner + j, rows);
+          const int64_t e = (o * C + c) * inner + j;
           dx[e] = ElementGradient(coef, x[e], t[e], w[c], scale);
         }
       }

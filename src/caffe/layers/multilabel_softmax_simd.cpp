@@ -153,7 +153,7 @@ void RowGradientImpl(const float* x, const float* t, const double* w,
   for (size_t c = full; c < C; ++c) dx[c] = ElementGradient(coef, x[c], t[c], w[c], scale);
 }
 
-int SpatialRowsImpl() {
+int SpatialLanesImpl() {
 #if HWY_TARGET == HWY_SCALAR
   return 0;  // nothing to gain over the scalar loop
 #else
@@ -163,55 +163,83 @@ int SpatialRowsImpl() {
 
 #if HWY_TARGET == HWY_SCALAR
 bool SpatialRowSumsImpl(const float*, const float*, const double*, int64_t, const RowOptions&,
-                        float*, RowSums*) {
+                        int, float*, RowSums*) {
   return false;
 }
 bool SpatialGradientImpl(const float*, const float*, const double*, int64_t, int,
-                         const double*, int64_t, int64_t, double, float*) {
+                         const double*, int64_t, int64_t, int, double, float*) {
   return false;
 }
 #else
+// A tile of up to kSpatialTileRows neighbouring rows is walked class by class
+// (plane by plane): each pass reads contiguous runs of every plane. Walking
+// one vector of rows through all classes instead touches C lines 4 * inner
+// bytes apart, which for power-of-two maps fall into one cache set and evict
+// each other between the two passes.
+
 bool SpatialRowSumsImpl(const float* x, const float* t, const double* w, int64_t inner,
-                        const RowOptions& opt, float* max_out, RowSums* sums) {
+                        const RowOptions& opt, int count, float* max_out, RowSums* sums) {
   const hn::ScalableTag<float> d;
-  const size_t lanes = hn::Lanes(d);
+  const int lanes = static_cast<int>(hn::Lanes(d));
   const int C = opt.classes;
   const auto zero = hn::Zero(d);
-  // Per-lane (= per-row) max, and the finiteness probe x * 0.
-  auto vm = hn::LoadU(d, x);
-  auto probe = hn::MulAdd(vm, zero, zero);
+  HWY_ALIGN float m[kSpatialTileRows];
+  // Pass 1: per-row max, and the finiteness probe x * 0.
+  auto probe = zero;
+  for (int v = 0; v < count; v += lanes) {
+    const auto xv = hn::LoadU(d, x + v);
+    hn::Store(xv, d, m + v);
+    probe = hn::MulAdd(xv, zero, probe);
+  }
   for (int c = 1; c < C; ++c) {
-    const auto v = hn::LoadU(d, x + c * inner);
-    vm = hn::Max(vm, v);
-    probe = hn::MulAdd(v, zero, probe);
+    const float* xc = x + c * inner;
+    for (int v = 0; v < count; v += lanes) {
+      const auto xv = hn::LoadU(d, xc + v);
+      hn::Store(hn::Max(hn::Load(d, m + v), xv), d, m + v);
+      probe = hn::MulAdd(xv, zero, probe);
+    }
   }
   if (!hn::AllTrue(d, hn::Eq(probe, probe))) return false;
-  HWY_ALIGN float m[HWY_MAX_BYTES / sizeof(float)];
-  hn::Store(vm, d, m);
-  DoubleVectorSum exp_sum, x_sum;
+  // Pass 2: S and sum x per row in double; target terms by the shared math.
+  const hn::Half<decltype(d)> dh;
+  const hn::Rebind<double, decltype(dh)> dd;
+  const int half = lanes / 2;
+  HWY_ALIGN double sum_exp[kSpatialTileRows];
+  HWY_ALIGN double x_sum[kSpatialTileRows];
   const bool smoothing = opt.smoothing != 0.0;
-  for (size_t j = 0; j < lanes; ++j) sums[j] = ZeroSums();
+  for (int j = 0; j < count; ++j) {
+    sums[j] = ZeroSums();
+    sum_exp[j] = x_sum[j] = 0.0;
+  }
   for (int c = 0; c < C; ++c) {
     const float* xc = x + c * inner;
     const float* tc = t + c * inner;
-    const auto v = hn::LoadU(d, xc);
-    exp_sum.Add(hn::Exp(d, hn::Sub(v, vm)));  // e^(x_c - m), per row
-    if (smoothing) x_sum.Add(v);
-    const auto nonzero = hn::Ne(hn::LoadU(d, tc), zero);
-    if (!hn::AllFalse(d, nonzero)) {
-      ForEachSetLane(d, nonzero, [&](size_t j) {
-        AccumulateTarget(m[j], xc[j], tc[j], w[c], opt, &sums[j]);
-      });
+    for (int v = 0; v < count; v += lanes) {
+      const auto xv = hn::LoadU(d, xc + v);
+      const auto e = hn::Exp(d, hn::Sub(xv, hn::Load(d, m + v)));  // e^(x_c - m) per row
+      hn::Store(hn::Add(hn::Load(dd, sum_exp + v), hn::PromoteTo(dd, hn::LowerHalf(dh, e))), dd,
+                sum_exp + v);
+      hn::Store(hn::Add(hn::Load(dd, sum_exp + v + half),
+                        hn::PromoteTo(dd, hn::UpperHalf(dh, e))), dd, sum_exp + v + half);
+      if (smoothing) {
+        hn::Store(hn::Add(hn::Load(dd, x_sum + v), hn::PromoteTo(dd, hn::LowerHalf(dh, xv))), dd,
+                  x_sum + v);
+        hn::Store(hn::Add(hn::Load(dd, x_sum + v + half),
+                          hn::PromoteTo(dd, hn::UpperHalf(dh, xv))), dd, x_sum + v + half);
+      }
+      const auto nonzero = hn::Ne(hn::LoadU(d, tc + v), zero);
+      if (!hn::AllFalse(d, nonzero)) {
+        ForEachSetLane(d, nonzero, [&](size_t j) {
+          AccumulateTarget(m[v + j], xc[v + j], tc[v + j], w[c], opt, &sums[v + j]);
+        });
+      }
     }
   }
-  double lane_sums[HWY_MAX_BYTES / sizeof(float)];
-  exp_sum.StoreLanes(lane_sums);
-  for (size_t j = 0; j < lanes; ++j) sums[j].sum_exp = lane_sums[j];
-  if (smoothing) {
-    x_sum.StoreLanes(lane_sums);
-    for (size_t j = 0; j < lanes; ++j) sums[j].gap_sum = static_cast<double>(C) * m[j] - lane_sums[j];
+  for (int j = 0; j < count; ++j) {
+    sums[j].sum_exp = sum_exp[j];
+    if (smoothing) sums[j].gap_sum = static_cast<double>(C) * m[j] - x_sum[j];  // sum (m - x_c)
+    max_out[j] = m[j];
   }
-  for (size_t j = 0; j < lanes; ++j) max_out[j] = m[j];
   return true;
 }
 
@@ -227,31 +255,41 @@ HWY_INLINE hn::Vec<D> LoadDoubles(D d, const double* p) {
 
 bool SpatialGradientImpl(const float* x, const float* t, const double* w, int64_t inner,
                          int classes, const double* coefficients, int64_t first_row,
-                         int64_t rows, double scale, float* dx) {
+                         int64_t rows, int count, double scale, float* dx) {
   const hn::ScalableTag<float> d;
+  const int lanes = static_cast<int>(hn::Lanes(d));
   const auto zero = hn::Zero(d);
-  const double* max = coefficients + 0 * rows + first_row;
-  const auto vm = LoadDoubles(d, max);
-  // A row with a non-finite max (+inf or NaN scores): the caller's scalar loop.
-  if (!hn::AllTrue(d, hn::Eq(hn::MulAdd(vm, zero, zero), zero))) return false;
   const auto vscale = hn::Set(d, static_cast<float>(scale));
-  // scale Q/S and scale eps/C per row; ignored rows have Q = b = 0: dx = 0.
-  const auto k = hn::Mul(vscale, hn::Mul(LoadDoubles(d, coefficients + 2 * rows + first_row),
-                                         LoadDoubles(d, coefficients + 1 * rows + first_row)));
-  const auto scaled_b = hn::Mul(vscale, LoadDoubles(d, coefficients + 4 * rows + first_row));
+  HWY_ALIGN float m[kSpatialTileRows], k[kSpatialTileRows], scaled_b[kSpatialTileRows];
+  auto probe = zero;
+  for (int v = 0; v < count; v += lanes) {
+    const int64_t r = first_row + v;
+    const auto vm = LoadDoubles(d, coefficients + 0 * rows + r);
+    probe = hn::MulAdd(vm, zero, probe);
+    hn::Store(vm, d, m + v);
+    // scale Q/S and scale eps/C per row; ignored rows have Q = b = 0: dx = 0.
+    hn::Store(hn::Mul(vscale, hn::Mul(LoadDoubles(d, coefficients + 2 * rows + r),
+                                      LoadDoubles(d, coefficients + 1 * rows + r))), d, k + v);
+    hn::Store(hn::Mul(vscale, LoadDoubles(d, coefficients + 4 * rows + r)), d, scaled_b + v);
+  }
+  // A row with a non-finite max (+inf or NaN scores): the caller's scalar loop.
+  if (!hn::AllTrue(d, hn::Eq(probe, zero))) return false;
   const auto lowest = hn::Set(d, -FLT_MAX);  // Exp's range starts at -FLT_MAX: e^-inf = 0
   for (int c = 0; c < classes; ++c) {
     const float* xc = x + c * inner;
     const float* tc = t + c * inner;
     float* dxc = dx + c * inner;
-    const auto e = hn::Exp(d, hn::Max(hn::Sub(hn::LoadU(d, xc), vm), lowest));
-    hn::StoreU(hn::MulSub(k, e, scaled_b), d, dxc);  // scale (Q p_c - eps/C) for t_c = 0
-    const auto nonzero = hn::Ne(hn::LoadU(d, tc), zero);
-    if (!hn::AllFalse(d, nonzero)) {  // target terms: the shared math
-      ForEachSetLane(d, nonzero, [&](size_t j) {
-        dxc[j] = ElementGradient(LoadCoefficients(coefficients, first_row + j, rows), xc[j], tc[j],
-                                 w[c], scale);
-      });
+    for (int v = 0; v < count; v += lanes) {
+      const auto e = hn::Exp(d, hn::Max(hn::Sub(hn::LoadU(d, xc + v), hn::Load(d, m + v)), lowest));
+      // scale (Q p_c - eps/C), the value for t_c = 0
+      hn::StoreU(hn::MulSub(hn::Load(d, k + v), e, hn::Load(d, scaled_b + v)), d, dxc + v);
+      const auto nonzero = hn::Ne(hn::LoadU(d, tc + v), zero);
+      if (!hn::AllFalse(d, nonzero)) {  // target terms: the shared math
+        ForEachSetLane(d, nonzero, [&](size_t j) {
+          dxc[v + j] = ElementGradient(LoadCoefficients(coefficients, first_row + v + j, rows),
+                                       xc[v + j], tc[v + j], w[c], scale);
+        });
+      }
     }
   }
   return true;
@@ -271,26 +309,7 @@ namespace multilabel {
 
 HWY_EXPORT(RowSumsImpl);
 HWY_EXPORT(RowGradientImpl);
-HWY_EXPORT(SpatialRowsImpl);
-HWY_EXPORT(SpatialRowSumsImpl);
-HWY_EXPORT(SpatialGradientImpl);
-
-int SimdSpatialRows() {
-  static const int rows = HWY_DYNAMIC_DISPATCH(SpatialRowsImpl)();
-  return rows;
-}
-
-bool SimdSpatialRowSums(const float* x, const float* t, const double* w, int64_t inner,
-                        const RowOptions& opt, float* max, RowSums* sums) {
-  return HWY_DYNAMIC_DISPATCH(SpatialRowSumsImpl)(x, t, w, inner, opt, max, sums);
-}
-
-bool SimdSpatialGradient(const float* x, const float* t, const double* w, int64_t inner,
-                         int classes, const double* coefficients, int64_t first_row,
-                         int64_t rows, double scale, float* dx) {
-  return HWY_DYNAMIC_DISPATCH(SpatialGradientImpl)(x, t, w, inner, classes, coefficients,
-                                                   first_row, rows, scale, dx);
-}
+HWY_EXPORT(SpatialLanesImpl);
 
 bool SimdRowSums(const float* x, const float* t, const double* w, const RowOptions& opt,
                  float* max, RowSums* sums) {
@@ -300,6 +319,26 @@ bool SimdRowSums(const float* x, const float* t, const double* w, const RowOptio
 void SimdRowGradient(const float* x, const float* t, const double* w,
                      const RowCoefficients& coef, double scale, int classes, float* dx) {
   HWY_DYNAMIC_DISPATCH(RowGradientImpl)(x, t, w, coef, scale, classes, dx);
+}
+
+HWY_EXPORT(SpatialRowSumsImpl);
+HWY_EXPORT(SpatialGradientImpl);
+
+int SimdSpatialLanes() {
+  static const int lanes = HWY_DYNAMIC_DISPATCH(SpatialLanesImpl)();
+  return lanes;
+}
+
+bool SimdSpatialRowSums(const float* x, const float* t, const double* w, int64_t inner,
+                        const RowOptions& opt, int count, float* max, RowSums* sums) {
+  return HWY_DYNAMIC_DISPATCH(SpatialRowSumsImpl)(x, t, w, inner, opt, count, max, sums);
+}
+
+bool SimdSpatialGradient(const float* x, const float* t, const double* w, int64_t inner,
+                         int classes, const double* coefficients, int64_t first_row,
+                         int64_t rows, int count, double scale, float* dx) {
+  return HWY_DYNAMIC_DISPATCH(SpatialGradientImpl)(x, t, w, inner, classes, coefficients,
+                                                   first_row, rows, count, scale, dx);
 }
 
 }  // namespace multilabel

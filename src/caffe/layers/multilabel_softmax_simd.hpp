@@ -27,24 +27,28 @@ bool SimdRowSums(const float* x, const float* t, const double* w, const RowOptio
 void SimdRowGradient(const float* x, const float* t, const double* w,
                      const RowCoefficients& coef, double scale, int classes, float* dx);
 
-/// Number of neighbouring rows the spatial functions below take at once (the
-/// float lanes of the CPU's vectors); 0 where they are not vectorized.
-int SimdSpatialRows();
+/// Most rows of a spatial map the functions below take per call.
+const int kSpatialTileRows = 256;
 
-/// Pass 1 of SimdSpatialRows() neighbouring rows of a spatial map (inner > 1):
-/// class c of row j is at x[c * inner + j]. Writes each row's max and sums
-/// (as AccumulateElement over its classes); returns false, having changed
+/// Float lanes of the CPU's vectors for the spatial functions below, 0 where
+/// they are not vectorized. A call's `count` is a multiple of it, at most
+/// kSpatialTileRows.
+int SimdSpatialLanes();
+
+/// Pass 1 of `count` neighbouring rows of a spatial map (inner > 1): class c
+/// of row j is at x[c * inner + j]. Writes each row's max and sums (as
+/// AccumulateElement over its classes); returns false, having changed
 /// nothing, when a score is not finite.
 bool SimdSpatialRowSums(const float* x, const float* t, const double* w, int64_t inner,
-                        const RowOptions& opt, float* max, RowSums* sums);
+                        const RowOptions& opt, int count, float* max, RowSums* sums);
 
-/// Pass 2 of SimdSpatialRows() neighbouring rows of a spatial map, all
-/// their classes: rows first_row.. of the structure-of-arrays coefficient
-/// buffer of `rows` rows. Returns false, having written nothing, when a row's
-/// max is not finite (the caller's scalar loop gives the limits).
+/// Pass 2 of `count` neighbouring rows of a spatial map, all their classes:
+/// rows first_row.. of the structure-of-arrays coefficient buffer of `rows`
+/// rows. Returns false, having written nothing, when a row's max is not
+/// finite (the caller's scalar loop gives the limits).
 bool SimdSpatialGradient(const float* x, const float* t, const double* w, int64_t inner,
                          int classes, const double* coefficients, int64_t first_row,
-                         int64_t rows, double scale, float* dx);
+                         int64_t rows, int count, double scale, float* dx);
 
 }  // namespace multilabel
 }  // namespace xent
