@@ -27,6 +27,7 @@ import argparse
 import ctypes
 import ctypes.util
 import glob
+import itertools
 import math
 import os
 import sys
@@ -144,8 +145,8 @@ def caffe_step(x, t, device):
     no copies are timed); on the GPU it waits for the device to finish."""
     import caffe
     if device == "gpu":
-        caffe.set_mode_gpu()
         caffe.set_device(0)
+        caffe.set_mode_gpu()
         cudart = cuda_runtime()
         if cudart is None:
             raise RuntimeError("libcudart not found: cannot time the GPU")
@@ -392,7 +393,8 @@ def gpu_markdown(peers, sizes, repeat):
              "GB/s counts the %d bytes per element a forward + backward must move (x and t read "
              "in forward; x and t read and dx written in backward), so it is comparable with the "
              "device-to-device copy bandwidth, %s GB/s here (cudaMemcpy of 256 MiB, read + "
-             "write counted)." % (GPU_BYTES_PER_ELEMENT, "%.0f" % copy_gbs),
+             "write counted). Times include pycaffe's per-call overhead, as on the CPU."
+             % (GPU_BYTES_PER_ELEMENT, fmt_rate(copy_gbs)),
              "",
              "| elements | ours M el/s | ours GB/s | ours % of copy | upstream M el/s | "
              "upstream GB/s | ours / upstream |",
@@ -402,9 +404,9 @@ def gpu_markdown(peers, sizes, repeat):
         ours_rate = float("nan") if isinstance(ours, WorkerError) else n / ours["seconds"][str(log2)]
         up_rate = float("nan") if isinstance(upstream, WorkerError) else n / upstream["seconds"][str(log2)]
         ours_gbs, up_gbs = (r * GPU_BYTES_PER_ELEMENT / 1e9 for r in (ours_rate, up_rate))
-        lines.append("| 2^%d | %s | %.0f | %.0f %% | %s | %.0f | %s |" % (
-            log2, fmt_rate(ours_rate / 1e6), ours_gbs, 100 * ours_gbs / copy_gbs,
-            fmt_rate(up_rate / 1e6), up_gbs, fmt_ratio(ours_rate / up_rate)))
+        lines.append("| 2^%d | %s | %s | %s %% | %s | %s | %s |" % (
+            log2, fmt_rate(ours_rate / 1e6), fmt_rate(ours_gbs), fmt_rate(100 * ours_gbs / copy_gbs),
+            fmt_rate(up_rate / 1e6), fmt_rate(up_gbs), fmt_ratio(ours_rate / up_rate)))
     notes = ["- %s: %s" % (name, failure(run)) for name, run in
              (("ours", ours), ("upstream", upstream), ("copy bandwidth", copy))
              if isinstance(run, WorkerError)]
@@ -503,7 +505,8 @@ def large_blob_markdown(peers):
     x, t = large_data()
     x64, t64 = x.astype(np.float64), t.astype(np.float64)
     per_element = np.maximum(x64, 0) - x64 * t64 + np.log1p(np.exp(-np.abs(x64)))
-    truth = math.fsum(per_element.ravel().tolist()) / x.shape[0]
+    # exact sum, fed a row at a time so no 16M-element Python list is built
+    truth = math.fsum(itertools.chain.from_iterable(row.tolist() for row in per_element)) / x.shape[0]
     del per_element, x64, t64
     runs = {"ours": peers.run("ours", "large"), "upstream": peers.run("upstream", "large"),
             "PyTorch": peers.run("ours", "large", "--impl", "torch")}
