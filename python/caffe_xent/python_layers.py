@@ -147,7 +147,7 @@ def _options(layer: str, given: Mapping[str, Any], defaults: Mapping[str, Any]) 
             array = np.array([_float32(v) for v in values], dtype=np.float64)
             bad = np.flatnonzero(~(array >= 0))
             if bad.size:
-                _fail(layer, "%s[%d] = %r is negative; weights must be >= 0"
+                _fail(layer, "%s[%d] = %g is negative; weights must be >= 0"
                       % (key, bad[0], array[bad[0]]))
             opts[key] = array
     if "focal_gamma" in defaults and not opts["focal_gamma"] >= 0:
@@ -262,7 +262,7 @@ def _sigmoid_compute(layer: str, opts: Dict[str, Any], x: np.ndarray, t: np.ndar
         _fail(layer, "bottom[1] (targets) has %d values outside [0, 1] (or NaN)%s; first at flat "
               "index %d: %r" % (np.count_nonzero(bad), (" that are not ignore_label (%d)" % ignore)
                                 if ignore is not None else "; set ignore_label to skip elements",
-                                np.flatnonzero(bad)[0], t[bad][0]))
+                                np.flatnonzero(bad)[0], float(t[bad][0])))
     weight_elements = np.ones_like(x)
     if w is not None:
         w = np.asarray(w, dtype=np.float64).reshape(-1)
@@ -300,6 +300,18 @@ def sigmoid_cross_entropy_loss(x, t, w=None, **options) -> Tuple[float, np.ndarr
     loss, grad, normalizer = _sigmoid_compute(layer, opts, x, np.asarray(t), None if w is None
                                               else np.asarray(w), "axis" in options)
     return float(np.sum(loss) / normalizer), (grad / normalizer).reshape(x.shape)
+
+
+def _zero_target_diffs(propagate_down, bottom) -> None:
+    """Targets and weights get no gradient: a zero diff where Caffe asks for one.
+
+    The native layers refuse such a request; a Python layer cannot, because it
+    cannot tell Caffe (AllowForceBackward) that these bottoms take no
+    gradient, so ``force_backward: true`` asks for every bottom's gradient.
+    """
+    for i in range(1, len(bottom)):
+        if propagate_down[i]:
+            bottom[i].diff[...] = 0
 
 
 class _JsonLayer(_LayerBase):
@@ -393,10 +405,7 @@ class SigmoidCrossEntropyLoss(_JsonLayer):
             top[1].data[...] = loss.reshape(top[1].data.shape)
 
     def backward(self, top, propagate_down, bottom):
-        for i in range(1, len(bottom)):
-            if propagate_down[i]:
-                _fail(self._name(), "cannot back-propagate to %s; only bottom[0] (logits) gets a "
-                      "gradient" % ("bottom[1] (targets)" if i == 1 else "bottom[2] (weights)"))
+        _zero_target_diffs(propagate_down, bottom)
         if not propagate_down[0]:
             return
         scale = float(top[0].diff.reshape(-1)[0]) / self._normalizer  # loss_weight / normalizer
@@ -547,8 +556,7 @@ class MultiLabelSoftmaxLoss(_JsonLayer):
             top[1].data[...] = prob
 
     def backward(self, top, propagate_down, bottom):
-        if len(propagate_down) > 1 and propagate_down[1]:
-            _fail(self._name(), "cannot back-propagate to bottom[1] (targets)")
+        _zero_target_diffs(propagate_down, bottom)
         if not propagate_down[0]:
             return
         scale = float(top[0].diff.reshape(-1)[0]) / self._normalizer  # loss_weight / normalizer
