@@ -1,0 +1,3 @@
+from caffe_xent.python_layers import SigmoidCrossEntropyLoss
+
+class CustomSigmoidCrossEntropyLossLayer(SigmoidCrossEntropyLoss): ...
