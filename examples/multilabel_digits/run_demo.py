@@ -1,0 +1,425 @@
+#!/usr/bin/env python3
+"""Train one small CNN on multi-label handwritten digits with both losses.
+
+    .venv/bin/python examples/multilabel_digits/run_demo.py [--gpu] [--out results]
+
+Steps: compose the data (digits_data.py) into OUT/data; train
+net_sigmoid.prototxt and net_softmax.prototxt with the custom `caffe train`
+command, a progress bar following its log; time the native sigmoid loss
+against the Python-layer one (net_sigmoid_python.prototxt) on the same net;
+evaluate every snapshot on the test set with pycaffe; print a table and write
+OUT/metrics.json and OUT/training.png. See README.md beside this file.
+"""
+import argparse
+import importlib
+import json
+import math
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import digits_data  # noqa: E402  (beside this file)
+import metrics  # noqa: E402
+
+# name -> (net prototxt, what turns the "score" blob into class scores, label)
+LOSSES = {
+    "sigmoid": ("net_sigmoid.prototxt", "sigmoid", "SigmoidCrossEntropyLoss"),
+    "softmax": ("net_softmax.prototxt", "softmax", "MultiLabelSoftmaxLoss (COUNT)"),
+}
+PYTHON_NET = "net_sigmoid_python.prototxt"
+PYTHON_LAYER_MODULE = "caffe_xent.python_layers"
+TEST_BATCH = 100  # the TEST-phase batch size in the net prototxt
+
+# glog lines of Solver::Step: "Iteration 40 (23.9 iter/s, 0.834s/20 iters), loss = 4.06"
+# and, after the last step, "Iteration 200, loss = 1.15"
+TRAIN_LINE = re.compile(r"Iteration (\d+)(?: \(([\d.]+) iter/s[^)]*\))?, loss = (\S+)")
+TEST_LINE = re.compile(r"Test net output #\d+: (\w+) = (\S+)")
+TESTING_LINE = re.compile(r"Iteration (\d+), Testing net")
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="results", help="output directory (default: results)")
+    parser.add_argument("--iters", type=int, default=None,
+                        help="training iterations per loss (default: max_iter of solver.prototxt)")
+    parser.add_argument("--speed-iters", type=int, default=160,
+                        help="iterations of each run of the native vs Python-layer timing (default: 160)")
+    parser.add_argument("--gpu", action="store_true",
+                        help="train and evaluate on GPU 0 when one is present (else a note, and the CPU)")
+    parser.add_argument("--train-size", type=int, default=6000, help="training canvases (default: 6000)")
+    parser.add_argument("--test-size", type=int, default=1000, help="test canvases (default: 1000)")
+    parser.add_argument("--seed", type=int, default=1,
+                        help="seed of the data and of the solver (default: 1)")
+    args = parser.parse_args(argv)
+    for name in ("iters", "speed_iters", "train_size", "test_size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    return args
+
+
+def fail(message, code=2):
+    print(f"run_demo.py: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def import_requirements():
+    """caffe (pycaffe), its protobuf messages and the demo's packages; exit 2 if any is missing."""
+    # pycaffe logs every net it builds (the demo loads one per snapshot) and,
+    # in a CUDA build on a machine without a GPU, an error line about cuBLAS
+    # that does not concern CPU mode: only FATAL lines here. Set before
+    # caffe's glog starts; the caffe tool gets its own environment.
+    os.environ.setdefault("GLOG_minloglevel", "3")
+    try:
+        caffe = importlib.import_module("caffe")
+        caffe_pb2 = importlib.import_module("caffe.proto.caffe_pb2")
+    except ImportError as error:
+        fail(f"caffe is not importable by {sys.executable} ({error}).\n"
+             "Build the custom Caffe first: `make build`, then run the demo with "
+             ".venv/bin/python, or simply `make demo`.")
+    for module, why in (("h5py", "to write the HDF5Data files"),
+                        ("sklearn", "for the bundled digits"),
+                        ("matplotlib", "for the plot")):
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            fail(f"{module} is needed {why} and is not importable ({error}); `make build` installs it.")
+    tool = os.path.join(os.path.dirname(sys.executable), "caffe")
+    if not os.access(tool, os.X_OK):
+        fail(f"the caffe command is not at {tool}: run the demo with the Python of the "
+             "environment that `make build` set up (.venv/bin/python).")
+    return caffe, caffe_pb2, tool
+
+
+class ProgressBar:
+    """One line on stderr, redrawn in place: a bar over iterations and the current loss.
+
+    Where stderr is not a terminal (a log file, a test) it prints a line at
+    every tenth of the run instead of redrawing.
+    """
+
+    def __init__(self, label, total, width=28):
+        self.label, self.total, self.width = label, total, width
+        self.interactive = sys.stderr.isatty()
+        self.start = time.monotonic()
+        self.next_tenth = 1
+
+    def update(self, iteration, loss):
+        fraction = min(1.0, iteration / self.total)
+        elapsed = time.monotonic() - self.start
+        filled = int(round(fraction * self.width))
+        line = (f"{self.label:<14} [{'#' * filled}{'.' * (self.width - filled)}] "
+                f"{iteration:>5}/{self.total} loss {loss:8.4f}  {elapsed:5.1f}s")
+        if self.interactive:
+            sys.stderr.write("\r" + line)
+            sys.stderr.flush()
+        elif fraction * 10 >= self.next_tenth or iteration >= self.total:
+            self.next_tenth = int(fraction * 10) + 1
+            print(line, file=sys.stderr, flush=True)
+
+    def close(self):
+        if self.interactive:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def write_solver(caffe_pb2, out, name, net, iters, snapshot, test_interval, test_iter, seed, gpu):
+    """OUT/solver_NAME.prototxt: solver.prototxt with this run's fields set."""
+    from google.protobuf import text_format
+    solver = caffe_pb2.SolverParameter()
+    with open(os.path.join(HERE, "solver.prototxt")) as f:
+        text_format.Merge(f.read(), solver)
+    solver.net = os.path.join(HERE, net)
+    solver.max_iter = iters
+    solver.snapshot = snapshot
+    solver.snapshot_after_train = snapshot > 0
+    solver.snapshot_prefix = os.path.join("snapshots", name)
+    solver.test_interval = test_interval
+    del solver.test_iter[:]
+    solver.test_iter.append(test_iter)
+    solver.display = min(solver.display, max(1, iters // 5))
+    solver.random_seed = seed
+    solver.solver_mode = caffe_pb2.SolverParameter.GPU if gpu else caffe_pb2.SolverParameter.CPU
+    path = os.path.join(out, f"solver_{name}.prototxt")
+    with open(path, "w") as f:
+        f.write(text_format.MessageToString(solver))
+    return path
+
+
+def train(tool, out, name, solver_path, iters, gpu, label):
+    """Run `caffe train` in OUT, following its log; returns the parsed run.
+
+    The full log is kept in OUT/logs/NAME.log. A failed run exits the demo
+    with the end of that log, unless it is the optional Python-layer run,
+    whose caller decides (returns None there).
+    """
+    command = [tool, "train", f"--solver={os.path.abspath(solver_path)}"]
+    if gpu:
+        command.append("--gpu=0")
+    # the tool logs to stderr only (no glog files in /tmp), every INFO line
+    env = dict(os.environ, GLOG_logtostderr="1", GLOG_minloglevel="0")
+    os.makedirs(os.path.join(out, "logs"), exist_ok=True)
+    log_path = os.path.join(out, "logs", f"{name}.log")
+    run = {"iteration": [], "loss": [], "rate": [], "test_iteration": [], "test_loss": []}
+    bar = ProgressBar(label, iters)
+    testing_at = None
+    start = time.monotonic()
+    with open(log_path, "w") as log, subprocess.Popen(
+            command, cwd=out, env=env, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True, errors="replace") as process:
+        try:
+            for line in process.stderr:
+                log.write(line)
+                match = TRAIN_LINE.search(line)
+                if match:
+                    iteration, loss = int(match.group(1)), float(match.group(3))
+                    run["iteration"].append(iteration)
+                    run["loss"].append(loss)
+                    if match.group(2) and iteration > 0:  # at 0 Caffe prints an uninitialised rate
+                        run["rate"].append(float(match.group(2)))
+                    bar.update(iteration, loss)
+                    continue
+                match = TESTING_LINE.search(line)
+                if match:
+                    testing_at = int(match.group(1))
+                    continue
+                match = TEST_LINE.search(line)
+                if match and match.group(1) == "loss" and testing_at is not None:
+                    run["test_iteration"].append(testing_at)
+                    run["test_loss"].append(float(match.group(2)))
+        except KeyboardInterrupt:
+            process.terminate()
+            raise
+        finally:
+            bar.close()
+    run["seconds"] = time.monotonic() - start
+    run["log"] = log_path
+    if process.returncode != 0:
+        with open(log_path) as f:
+            tail = "".join(f.readlines()[-15:])
+        return {"failed": f"`caffe train` exited with {process.returncode}; end of {log_path}:\n{tail}"}
+    # Caffe's own rate per display window; the median leaves out the windows
+    # that also held a test pass or a snapshot
+    run["iters_per_s"] = statistics.median(run["rate"]) if run["rate"] else iters / run["seconds"]
+    return run
+
+
+def deploy_net(caffe_pb2, net_path, batch):
+    """The train/test net with its data layers replaced by one Input and its loss removed."""
+    from google.protobuf import text_format
+    net = caffe_pb2.NetParameter()
+    with open(net_path) as f:
+        text_format.Merge(f.read(), net)
+    deploy = caffe_pb2.NetParameter(name=net.name)
+    data = deploy.layer.add(name="data", type="Input", top=["data"])
+    data.input_param.shape.add(dim=[batch, 1, digits_data.SIDE, digits_data.SIDE])
+    for layer in net.layer:
+        if layer.type == "HDF5Data" or "label" in layer.bottom:
+            continue
+        deploy.layer.add().CopyFrom(layer)
+    return text_format.MessageToString(deploy)
+
+
+def class_scores(score, kind):
+    """Sigmoid per class for the sigmoid net, softmax over classes for the softmax net."""
+    import numpy as np
+    score = score.astype(np.float64)
+    if kind == "sigmoid":
+        return 0.5 * (1.0 + np.tanh(0.5 * score))  # σ(x) without exp overflow
+    shifted = np.exp(score - score.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def evaluate_snapshots(caffe, caffe_pb2, out, name, net, kind, test):
+    """Test metrics of every snapshot of run NAME, in iteration order."""
+    data, labels = test
+    deploy_path = os.path.join(out, f"deploy_{name}.prototxt")
+    with open(deploy_path, "w") as f:
+        f.write(deploy_net(caffe_pb2, os.path.join(HERE, net), len(data)))
+    snapshot_dir = os.path.join(out, "snapshots")
+    pattern = re.compile(rf"^{name}_iter_(\d+)\.caffemodel$")
+    found = sorted((int(m.group(1)), m.group(0))
+                   for m in map(pattern.match, os.listdir(snapshot_dir)) if m)
+    curve = []
+    for iteration, filename in found:
+        model = caffe.Net(deploy_path, caffe.TEST, weights=os.path.join(snapshot_dir, filename))
+        model.blobs["data"].data[...] = data
+        score = model.forward()["score"]
+        curve.append((iteration, metrics.evaluate(class_scores(score, kind), labels)))
+    return curve
+
+
+def python_layer_unavailable():
+    """Why the Python-layer variant cannot run here, or None when it can."""
+    try:
+        module = importlib.import_module(PYTHON_LAYER_MODULE)
+    except ImportError as error:
+        return f"{PYTHON_LAYER_MODULE} is not importable in this build ({error})"
+    if not hasattr(module, "SigmoidCrossEntropyLoss"):
+        return f"{PYTHON_LAYER_MODULE} has no SigmoidCrossEntropyLoss"
+    return None
+
+
+def plot(out, results, chance):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    figure, (loss_axes, map_axes) = plt.subplots(1, 2, figsize=(11, 4))
+    for (name, result), color in zip(results.items(), ("tab:blue", "tab:orange")):
+        label = LOSSES[name][2]
+        curve = result["curve"]
+        loss_axes.plot(curve["train_iteration"], curve["train_loss"], color=color,
+                       label=f"{label}: train")
+        if curve["test_loss"]:
+            loss_axes.plot(curve["test_iteration"], curve["test_loss"], "o--", color=color,
+                           markersize=3, label=f"{label}: test")
+        map_axes.plot(curve["snapshot_iteration"], curve["test_mAP"], "o-", color=color,
+                      markersize=3, label=label)
+    map_axes.axhline(chance, color="gray", linestyle=":", label=f"chance ({chance:.2f})")
+    # the softmax loss cannot reach 0: its floor is the targets' entropy, log M
+    loss_axes.set(xlabel="iteration", ylabel="loss (each on its own scale)", title="Loss")
+    map_axes.set(xlabel="iteration", ylabel="test mAP (macro)", title="Test mAP", ylim=(0, 1))
+    for axes in (loss_axes, map_axes):
+        axes.grid(alpha=0.3)
+    loss_axes.legend(fontsize=8)
+    map_axes.legend(fontsize=8, loc="lower right")
+    figure.tight_layout()
+    path = os.path.join(out, "training.png")
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def print_table(results, speed, chance, test_size):
+    rows = [("loss", "mAP", "F1@best", "P@M", "train s", "iter/s")]
+    for name, result in results.items():
+        final = result["final"]
+        rows.append((LOSSES[name][2], f"{final['mAP']:.4f}", f"{final['F1']:.4f}",
+                     f"{final['P@M']:.4f}", f"{result['train_seconds']:.1f}",
+                     f"{result['iters_per_s']:.1f}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    print(f"\nTest set: {test_size} canvases from unseen handwriting; chance mAP {chance:.3f}")
+    for i, row in enumerate(rows):
+        print("  ".join(cell.ljust(w) if j == 0 else cell.rjust(w)
+                        for j, (cell, w) in enumerate(zip(row, widths))))
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+    print(f"\nSigmoid loss, native layer vs Python layer ({speed['iterations']} iterations each, "
+          "same net and solver):")
+    print(f"  native  {speed['native_iters_per_s']:.1f} iter/s")
+    if speed.get("python_iters_per_s") is not None:
+        ratio = speed["native_iters_per_s"] / speed["python_iters_per_s"]
+        print(f"  Python  {speed['python_iters_per_s']:.1f} iter/s   (native: {ratio:.2f}x)")
+    else:
+        print(f"  Python  skipped: {speed['python_skipped']}")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    caffe, caffe_pb2, tool = import_requirements()
+
+    gpu = False
+    if args.gpu:
+        import caffe_xent
+        if caffe_xent.gpu_available():
+            gpu = True
+            caffe.set_mode_gpu()
+            caffe.set_device(0)
+        else:
+            print("note: --gpu asked, but no CUDA device is visible (or the build is CPU-only): "
+                  "training on the CPU", file=sys.stderr)
+    out = os.path.abspath(args.out)
+    os.makedirs(os.path.join(out, "snapshots"), exist_ok=True)
+    demo_start = time.monotonic()
+
+    print(f"Composing {args.train_size} train and {args.test_size} test canvases "
+          f"(seed {args.seed}) into {os.path.join(out, 'data')}", file=sys.stderr)
+    dataset = digits_data.make_dataset(os.path.join(out, "data"), args.train_size,
+                                       args.test_size, args.seed)
+    test = dataset["test"]
+    chance = metrics.chance_map(test[1])
+
+    solver_defaults = caffe_pb2.SolverParameter()
+    from google.protobuf import text_format
+    with open(os.path.join(HERE, "solver.prototxt")) as f:
+        text_format.Merge(f.read(), solver_defaults)
+    iters = args.iters or solver_defaults.max_iter
+    # about ten snapshots (and test passes) per run, for the curves
+    interval = max(1, min(solver_defaults.snapshot, math.ceil(iters / 10)))
+    test_iter = math.ceil(args.test_size / TEST_BATCH)
+
+    results = {}
+    for name, (net, kind, label) in LOSSES.items():
+        solver = write_solver(caffe_pb2, out, name, net, iters, interval, interval, test_iter,
+                              args.seed, gpu)
+        run = train(tool, out, name, solver, iters, gpu, name)
+        if "failed" in run:
+            fail(f"training with {label} failed: {run['failed']}", code=1)
+        curve = evaluate_snapshots(caffe, caffe_pb2, out, name, net, kind, test)
+        if not curve or curve[-1][0] != iters:
+            fail(f"no final snapshot of the {label} run in {out}/snapshots", code=1)
+        results[name] = {
+            "loss_layer": label,
+            "final": curve[-1][1],
+            "train_seconds": run["seconds"],
+            "iters_per_s": run["iters_per_s"],
+            "curve": {
+                "train_iteration": run["iteration"], "train_loss": run["loss"],
+                "test_iteration": run["test_iteration"], "test_loss": run["test_loss"],
+                "snapshot_iteration": [i for i, _ in curve],
+                "test_mAP": [m["mAP"] for _, m in curve],
+            },
+        }
+
+    # Native vs Python-layer sigmoid loss: the same net and solver, no test
+    # passes or snapshots, run back to back
+    speed = {"iterations": args.speed_iters}
+    timed = [("speed_native", LOSSES["sigmoid"][0], "timing native")]
+    reason = python_layer_unavailable()
+    if reason is None:
+        timed.append(("speed_python", PYTHON_NET, "timing Python"))
+    else:
+        speed["python_skipped"] = reason
+        print(f"note: the Python-layer sigmoid run is skipped: {reason}", file=sys.stderr)
+    for name, net, label in timed:
+        # test_interval must be > 0: one past the end means no test pass
+        solver = write_solver(caffe_pb2, out, name, net, args.speed_iters, 0, args.speed_iters + 1,
+                              test_iter, args.seed, gpu)
+        run = train(tool, out, name, solver, args.speed_iters, gpu, label)
+        key = "native" if name == "speed_native" else "python"
+        if "failed" in run:
+            if key == "native":
+                fail(f"the native timing run failed: {run['failed']}", code=1)
+            speed["python_skipped"] = f"the Python-layer run failed: {run['failed']}"
+            print(f"note: {speed['python_skipped']}", file=sys.stderr)
+            continue
+        speed[f"{key}_iters_per_s"] = run["iters_per_s"]
+    speed.setdefault("python_iters_per_s", None)
+
+    plot_path = plot(out, results, chance)
+    summary = {
+        "config": {"iters": iters, "speed_iters": args.speed_iters, "train_size": args.train_size,
+                   "test_size": args.test_size, "seed": args.seed, "gpu": gpu,
+                   "canvas": [digits_data.SIDE, digits_data.SIDE],
+                   "snapshot_interval": interval},
+        "chance_mAP": chance,
+        "losses": results,
+        "speed": speed,
+        "total_seconds": time.monotonic() - demo_start,
+    }
+    with open(os.path.join(out, "metrics.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    print_table(results, speed, chance, args.test_size)
+    print(f"\nWrote {os.path.join(out, 'metrics.json')} and {plot_path} "
+          f"({summary['total_seconds']:.0f} s in all)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
