@@ -299,7 +299,11 @@ class Peers:
     def __init__(self, pristine):
         self.pristine = pristine
         self.info = {"ours": self._info(None)}
-        if pristine:
+        if pristine and not glob.glob(os.path.join(pristine, "caffe_xent", "_harness*.so")):
+            self.info["upstream"] = WorkerError(
+                "not run: %s holds no built pristine harness (caffe_xent/_harness*.so); "
+                "scripts/build-pristine.sh stages it" % pristine)
+        elif pristine:
             self.info["upstream"] = self._info(pristine)
             if isinstance(self.info["upstream"], dict):
                 stage = os.path.realpath(pristine)
