@@ -167,6 +167,7 @@ def caffe_step(x, t, device):
         net.backward()
         if device == "gpu":
             cudart.cudaDeviceSynchronize()
+        return float(net.blobs["loss"].data.reshape(-1)[0])
     return step
 
 
@@ -186,6 +187,7 @@ def torch_step(x, t):
         tx.grad = None
         loss = torch.nn.functional.binary_cross_entropy_with_logits(tx, tt, reduction="sum") / batch
         loss.backward()
+        return loss
     return step
 
 
@@ -197,7 +199,7 @@ def worker_info(_args):
 
 
 def worker_throughput(args):
-    seconds = {}
+    seconds, losses = {}, {}
     for log2 in args.sizes:
         x, t = throughput_data(log2)
         if args.impl == "caffe":
@@ -205,10 +207,11 @@ def worker_throughput(args):
         elif args.impl == "torch":
             step = torch_step(x, t)
         else:
-            step = lambda: numpy_forward_backward(x, t)  # noqa: E731
+            step = lambda: numpy_forward_backward(x, t)[0]  # noqa: E731
         seconds[str(log2)] = best_time(step, args.repeat)
+        losses[str(log2)] = float(step())  # outside the timing: proves every peer did the work
         del step
-    result = {"seconds": seconds}
+    result = {"seconds": seconds, "loss": losses}
     if args.impl == "torch":
         import torch
         result["version"] = torch.__version__
@@ -374,8 +377,23 @@ def throughput_markdown(peers, sizes, repeat):
     notes = ["- %s: %s" % (peer, failure(run)) for peer, run in runs.items()
              if isinstance(run, WorkerError)]
     lines += [""] + notes if notes else []
-    lines += ["", gpu_markdown(peers, sizes, repeat)]
+    lines += ["", loss_check(runs, sizes), "", gpu_markdown(peers, sizes, repeat)]
     return "\n".join(lines)
+
+
+def loss_check(runs, sizes):
+    """One line: how far each peer's loss on the timed blobs is from ours."""
+    ours = runs["ours"]
+    if isinstance(ours, WorkerError):
+        return "Loss check: not possible without ours."
+    spreads = []
+    for peer, run in runs.items():
+        if peer != "ours" and not isinstance(run, WorkerError):
+            spread = max(abs(run["loss"][str(n)] - ours["loss"][str(n)]) / abs(ours["loss"][str(n)])
+                         for n in sizes)
+            spreads.append("%s %.1g" % (peer, spread))
+    return ("Loss check (each peer's loss on the timed blobs vs ours, largest relative "
+            "difference): %s." % (", ".join(spreads) or "no peer ran"))
 
 
 def gpu_markdown(peers, sizes, repeat):
