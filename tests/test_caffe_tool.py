@@ -32,7 +32,7 @@ def test_device_query_without_gpu_is_a_message_not_a_crash():
     assert ("no CUDA-capable GPU" in out.stderr) or ("built without CUDA" in out.stderr)
 
 
-def test_train_a_tiny_net(tmp_path):
+def write_tiny_net(tmp_path):
     (tmp_path / "net.prototxt").write_text("""
         layer { name: "data" type: "DummyData" top: "x" top: "y"
                 dummy_data_param { shape { dim: 4 dim: 3 } shape { dim: 4 dim: 1 }
@@ -44,6 +44,18 @@ def test_train_a_tiny_net(tmp_path):
     (tmp_path / "solver.prototxt").write_text(
         'net: "net.prototxt"\nbase_lr: 0.01\nlr_policy: "fixed"\nmax_iter: 5\n'
         'display: 1\nsnapshot_after_train: false\nsolver_mode: CPU\n')
+
+
+def test_train_a_tiny_net(tmp_path):
+    write_tiny_net(tmp_path)
     out = run("train", "--solver=solver.prototxt", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "Optimization Done." in out.stderr
+
+
+@pytest.mark.skipif(GPU_AVAILABLE, reason="a GPU is present: --gpu 0 is valid there")
+def test_train_on_a_missing_gpu_is_a_message_not_a_crash(tmp_path):
+    write_tiny_net(tmp_path)
+    out = run("train", "--solver=solver.prototxt", "--gpu=0", cwd=tmp_path)
+    assert out.returncode == 1, (out.returncode, out.stderr[-2000:])  # exit 1, not SIGABRT
+    assert "caffe: error: --gpu" in out.stderr

@@ -8,6 +8,8 @@ import pytest
 
 import caffe
 
+from conftest import GPU_AVAILABLE
+
 
 def test_import_caffe_needs_no_scikit_image():
     # caffe/io.py used to import scikit-image at import time (patch 003).
@@ -59,3 +61,14 @@ def test_net_forward_backward_and_solver_step(tmp_path):
 def test_set_mode_gpu_exists():
     # The CUDA build exposes the GPU mode switch; running in it needs a GPU.
     assert callable(caffe.set_mode_gpu)
+
+
+@pytest.mark.skipif(GPU_AVAILABLE, reason="a GPU is present: GPU mode is available there")
+def test_gpu_mode_without_gpu_is_an_exception_and_python_survives():
+    # Patch 006: without the check, the first CUDA call aborted the process.
+    with pytest.raises(RuntimeError, match="GPU mode is not available"):
+        caffe.set_mode_gpu()
+    with pytest.raises(RuntimeError, match="GPU mode is not available"):
+        caffe.set_device(0)
+    caffe.set_mode_cpu()
+    assert len(caffe.layer_type_list()) > 40  # still alive and usable
