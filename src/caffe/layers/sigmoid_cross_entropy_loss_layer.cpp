@@ -268,7 +268,9 @@ void SigmoidCrossEntropyLossLayer<Dtype>::Backward_cpu(
   const bool plain = plain_, per_class = per_class_;
   const int64_t inner = inner_num_, classes = classes_;
   const int64_t chunks = (count + xent::kReduceChunk - 1) / xent::kReduceChunk;
-#pragma omp parallel for schedule(static)
+  // One chunk: no thread team (its start-up, and its threads spinning against
+  // OpenBLAS's, cost more than a small blob's work; DeterministicSum does the same).
+#pragma omp parallel for schedule(static) if (chunks > 1)
   for (int64_t chunk = 0; chunk < chunks; ++chunk) {
     const int64_t begin = chunk * xent::kReduceChunk;
     const int64_t end = std::min(count, begin + xent::kReduceChunk);
