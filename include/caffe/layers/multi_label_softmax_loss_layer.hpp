@@ -51,10 +51,13 @@ namespace caffe {
  *
  * CPU: rows in parallel (OpenMP) over fixed chunks; float rows and float
  * spatial maps take a Highway SIMD path for the exps
- * (multilabel_softmax_simd.cpp), the target terms always go through the
- * shared row math (multilabel_softmax_math.hpp), which the CUDA kernels call
- * too. Per row: the max, then one sweep for the sums (forward); one sweep
- * for the gradient (backward).
+ * (multilabel_softmax_simd.cpp). For contiguous rows the target terms go
+ * through the shared row math (multilabel_softmax_math.hpp), which the CUDA
+ * kernels call too; for spatial maps (short rows, a lane per row) the SIMD
+ * path evaluates the same formulas on vectors (see multilabel_softmax_simd.hpp).
+ * Per row: the max, then one sweep for the sums (forward); one sweep for the
+ * gradient (backward). Spatial maps go by tiles of neighbouring rows: forward
+ * reads each tile from the map once, into L1-sized local copies.
  *
  * Memory beyond the tops: O(rows) doubles (five per row: max, 1/S, Q and the
  * two target coefficients), kept from forward for backward; never the

@@ -48,24 +48,27 @@ inline bool RowSumsSimd(const double*, const double*, const double*, int, const 
 
 /// Rows of a spatial SIMD tile starting at row r, where rows [r, end) are
 /// left in the caller's range and `left_in_slice` in this outer slice: a
-/// multiple of the vector lanes, at most kSpatialTileRows; 0 where the
-/// scalar loop must take row r (double blobs, contiguous rows, no SIMD).
-inline int SpatialTileRows(const float*, int inner, int64_t left_in_range,
+/// multiple of the vector lanes, at most `most_rows`; 0 where the scalar
+/// loop must take row r (double blobs, contiguous rows, no SIMD).
+inline int SpatialTileRows(const float*, int inner, int most_rows, int64_t left_in_range,
                            int64_t left_in_slice) {
   const int lanes = xent::multilabel::SimdSpatialLanes();
   if (inner == 1 || lanes == 0) return 0;
-  const int64_t most = std::min<int64_t>(xent::multilabel::kSpatialTileRows,
-                                         std::min(left_in_range, left_in_slice));
+  const int64_t most = std::min<int64_t>(most_rows, std::min(left_in_range, left_in_slice));
   return static_cast<int>(most - most % lanes);
 }
-inline int SpatialTileRows(const double*, int, int64_t, int64_t) { return 0; }
+inline int SpatialTileRows(const double*, int, int, int64_t, int64_t) { return 0; }
 
-inline bool SpatialRowSumsSimd(const float* x, const float* t, const double* w, int inner,
-                               const RowOptions& opt, int count, float* m, RowSums* sums) {
-  return xent::multilabel::SimdSpatialRowSums(x, t, w, inner, opt, count, m, sums);
+inline bool SpatialForwardSimd(const float* x, const float* t, const double* w, int inner,
+                               const RowOptions& opt, int count, int64_t first_row, int64_t rows,
+                               double* coefficients, double* loss, double* valid,
+                               double* invalid) {
+  return xent::multilabel::SimdSpatialForward(x, t, w, inner, opt, count, first_row, rows,
+                                              coefficients, loss, valid, invalid);
 }
-inline bool SpatialRowSumsSimd(const double*, const double*, const double*, int,
-                               const RowOptions&, int, double*, RowSums*) {
+inline bool SpatialForwardSimd(const double*, const double*, const double*, int,
+                               const RowOptions&, int, int64_t, int64_t, double*, double*,
+                               double*, double*) {
   return false;
 }
 
@@ -116,18 +119,30 @@ RangeSums ForwardRows(const Dtype* x, const Dtype* t, const double* w, int64_t b
       for (int c = 0; c < C; ++c) prob[offset + c * inner] = Probability(coef, x[offset + c * inner]);
     }
   };
-  const int kTile = xent::multilabel::kSpatialTileRows;
+  const int tile_rows = inner > 1 ? xent::multilabel::SimdSpatialTileRows(C) : 0;
   for (int64_t r = begin; r < end;) {
     const int64_t offset = (r / inner) * C * inner + r % inner;
     const Dtype* xr = x + offset;
     const Dtype* tr = t + offset;
-    // Spatial maps: a tile of neighbouring rows of the same outer index at once.
-    const int tile = SpatialTileRows(x, inner, end - r, inner - r % inner);
+    // Spatial maps: a tile of neighbouring rows of the same outer index at
+    // once; its row losses are added in row order.
+    const int tile = SpatialTileRows(x, inner, tile_rows, end - r, inner - r % inner);
     if (tile > 0) {
-      Dtype m[kTile];
-      RowSums sums[kTile];
-      if (SpatialRowSumsSimd(xr, tr, w, inner, opt, tile, m, sums)) {
-        for (int j = 0; j < tile; ++j) finish(r + j, m[j], sums[j]);
+      double loss[xent::multilabel::kSpatialTileRows];
+      double valid, invalid;
+      if (SpatialForwardSimd(xr, tr, w, inner, opt, tile, r, rows, coefficients, loss, &valid,
+                             &invalid)) {
+        for (int j = 0; j < tile; ++j) range.loss += loss[j];
+        range.valid += valid;
+        range.invalid += invalid;
+        if (prob != NULL) {
+          for (int j = 0; j < tile; ++j) {
+            const RowCoefficients coef = LoadCoefficients(coefficients, r + j, rows);
+            for (int c = 0; c < C; ++c) {
+              prob[offset + j + c * inner] = Probability(coef, xr[j + c * inner]);
+            }
+          }
+        }
         r += tile;
         continue;
       }
@@ -338,7 +353,7 @@ void MultiLabelSoftmaxLossLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>&
       const int64_t o = k / tiles_per_outer;
       const int64_t i_end = std::min<int64_t>(inner, (k % tiles_per_outer + 1) * kTile);
       int64_t i = (k % tiles_per_outer) * kTile;
-      const int simd = SpatialTileRows(x, inner, i_end - i, i_end - i);
+      const int simd = SpatialTileRows(x, inner, kTile, i_end - i, i_end - i);
       const int64_t offset = o * C * inner + i;
       if (simd > 0 && SpatialGradientSimd(x + offset, t + offset, w, inner, C, coefficients,
                                           o * inner + i, rows, simd, scale, dx + offset)) {

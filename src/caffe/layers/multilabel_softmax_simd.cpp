@@ -7,6 +7,7 @@
 #define HWY_TARGET_INCLUDE "../src/caffe/layers/multilabel_softmax_simd.cpp"
 #include <hwy/foreach_target.h>  // NOLINT: must come before highway.h
 
+#include <hwy/cache_control.h>
 #include <hwy/highway.h>
 #include <hwy/contrib/math/math-inl.h>
 
@@ -64,6 +65,26 @@ struct DoubleVectorSum {
 };
 #endif
 
+/// e^x for x <= 0 (finite or -inf, never NaN): the result of the row math's
+/// shifted exps. On AVX-512 the reduction and polynomial of Highway's Exp
+/// (same error, within 1 ulp) with its two-step 2^k reconstruction and
+/// range test replaced by one vscalefps, which also rounds tiny results to
+/// subnormals instead of flushing them below e^-104: about 15 instead of 25
+/// instructions. Elsewhere Highway's Exp, with -inf kept in its valid range.
+template <class D, class V>
+HWY_INLINE V ExpNonPositive(D d, V x) {
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+  x = hn::Max(x, hn::Set(d, -104.0f));  // e^-104 is below half the smallest subnormal
+  const V k = hn::Round(hn::Mul(x, hn::Set(d, 1.442695040888963407359924681f)));
+  V r = hn::MulAdd(k, hn::Set(d, -0.693145751953125f), x);  // x - k ln 2, two parts
+  r = hn::MulAdd(k, hn::Set(d, -1.428606765330187045e-6f), r);
+  const V p = hn::Add(hn::impl::ExpImpl<float>().ExpPoly(d, r), hn::Set(d, 1.0f));
+  return V{_mm512_scalef_ps(p.raw, k.raw)};  // p 2^k
+#else
+  return hn::Exp(d, hn::Max(x, hn::Set(d, -FLT_MAX)));  // Exp's range starts at -FLT_MAX
+#endif
+}
+
 /// Calls body(j) for each lane j whose mask bit is set (at most 64 lanes of
 /// float): the scalar target terms then cost per non-zero target, not per lane.
 template <class D, class M, class Body>
@@ -111,7 +132,7 @@ bool RowSumsImpl(const float* x, const float* t, const double* w, const RowOptio
   const bool smoothing = opt.smoothing != 0.0;
   for (size_t c = 0; c < full; c += lanes) {
     const auto v = hn::LoadU(d, x + c);
-    exp_sum.Add(hn::Exp(d, hn::Sub(v, vm)));  // e^(x_c - m), x_c - m <= 0
+    exp_sum.Add(ExpNonPositive(d, hn::Sub(v, vm)));  // e^(x_c - m), x_c - m <= 0
     if (smoothing) x_sum.Add(v);
     const auto nonzero = hn::Ne(hn::LoadU(d, t + c), zero);  // also NaN and ignore_label
     if (!hn::AllFalse(d, nonzero)) {
@@ -136,12 +157,10 @@ void RowGradientImpl(const float* x, const float* t, const double* w,
   const size_t full = C - C % lanes;
   const auto zero = hn::Zero(d);
   const auto vm = hn::Set(d, static_cast<float>(coef.max));
-  // Exp's valid range starts at -FLT_MAX: a -inf score gives e^-FLT_MAX = 0.
-  const auto lowest = hn::Set(d, -FLT_MAX);
   const auto k = hn::Set(d, static_cast<float>(scale * coef.q_total * coef.inv_sum_exp));
   const auto scaled_b = hn::Set(d, static_cast<float>(scale * coef.b));
   for (size_t c = 0; c < full; c += lanes) {
-    const auto e = hn::Exp(d, hn::Max(hn::Sub(hn::LoadU(d, x + c), vm), lowest));
+    const auto e = ExpNonPositive(d, hn::Sub(hn::LoadU(d, x + c), vm));  // -inf: 0
     hn::StoreU(hn::MulSub(k, e, scaled_b), d, dx + c);  // scale (Q p_c - eps/C) for t_c = 0
     const auto nonzero = hn::Ne(hn::LoadU(d, t + c), zero);
     if (!hn::AllFalse(d, nonzero)) {
@@ -162,8 +181,9 @@ int SpatialLanesImpl() {
 }
 
 #if HWY_TARGET == HWY_SCALAR
-bool SpatialRowSumsImpl(const float*, const float*, const double*, int64_t, const RowOptions&,
-                        int, float*, RowSums*) {
+int SpatialTileRowsImpl(int) { return 0; }
+bool SpatialForwardImpl(const float*, const float*, const double*, int64_t, const RowOptions&,
+                        int, int64_t, int64_t, double*, double*, double*, double*) {
   return false;
 }
 bool SpatialGradientImpl(const float*, const float*, const double*, int64_t, int,
@@ -171,75 +191,166 @@ bool SpatialGradientImpl(const float*, const float*, const double*, int64_t, int
   return false;
 }
 #else
-// A tile of up to kSpatialTileRows neighbouring rows is walked class by class
-// (plane by plane): each pass reads contiguous runs of every plane. Walking
-// one vector of rows through all classes instead touches C lines 4 * inner
-// bytes apart, which for power-of-two maps fall into one cache set and evict
-// each other between the two passes.
+// Forward of a tile of neighbouring rows of a spatial map (class c of row j
+// at x[c * inner + j]) in two steps:
+//  1. plane by plane (contiguous runs of every plane, which the prefetchers
+//     follow): the per-row max, the finiteness probe, and a copy of the
+//     tile's scores and targets into contiguous local buffers. The planes are
+//     4 * inner bytes apart, for power-of-two maps the same cache sets: read
+//     twice from the map, a tile would evict itself between the two steps;
+//     read once, the second step runs from L1.
+//  2. vector of rows by vector of rows, all classes, from the local copies:
+//     every row sum in registers (double), then the row's loss and
+//     coefficients with the formulas of AccumulateTarget and FinishRow
+//     (multilabel_softmax_math.hpp) evaluated on vectors, term by term: no
+//     per-row scalar work, which at C = 21 cost more than the exps.
 
-bool SpatialRowSumsImpl(const float* x, const float* t, const double* w, int64_t inner,
-                        const RowOptions& opt, int count, float* max_out, RowSums* sums) {
+/// Floats of each local copy (scores, targets): 2 x 16 KiB, in L1.
+const int kLocalFloats = 4096;
+
+int SpatialTileRowsImpl(int classes) {
+  const int lanes = static_cast<int>(hn::Lanes(hn::ScalableTag<float>()));
+  const int fit = kLocalFloats / classes;  // rows whose copies fit the local buffers
+  const int rows = fit < kSpatialTileRows ? fit : kSpatialTileRows;
+  return rows < lanes ? lanes : rows - rows % lanes;  // too many classes: no copies
+}
+
+/// The row coefficients and loss of half a vector of rows (double lanes),
+/// as FinishRow: see there for the formulas.
+template <class DD, class VD = hn::Vec<DD>>
+HWY_INLINE void FinishRows(DD dd, const RowOptions& opt, VD max, VD sum_exp, VD positives,
+                           VD ignored, VD target_sum, VD weighted, VD weighted_gap, VD x_sum,
+                           double* coefficients, int64_t row, int64_t rows, double* loss,
+                           VD* valid_total) {
+  const VD zero = hn::Zero(dd);
+  const VD one = hn::Set(dd, 1.0);
+  const auto valid = hn::And(hn::Gt(positives, zero), hn::Eq(ignored, zero));  // RowIsValid
+  const VD norm = opt.target_normalization == kCount ? positives
+                : opt.target_normalization == kSum   ? target_sum
+                                                     : one;
+  const VD a = hn::Div(hn::Set(dd, 1.0 - opt.smoothing), norm);     // (1-eps)/norm
+  const VD q_total = hn::MulAdd(a, weighted, hn::Set(dd, opt.smoothing));  // Q
+  VD row_loss = hn::MulAdd(q_total, hn::Log(dd, sum_exp), hn::Mul(a, weighted_gap));
+  const double b = opt.smoothing / opt.classes;
+  if (opt.smoothing != 0.0) {  // + eps/C sum_c (m - x_c), sum_c (m - x_c) = C m - sum_c x_c
+    row_loss = hn::MulAdd(hn::Set(dd, b),
+                          hn::MulSub(hn::Set(dd, static_cast<double>(opt.classes)), max, x_sum),
+                          row_loss);
+  }
+  hn::StoreU(max, dd, coefficients + 0 * rows + row);
+  hn::StoreU(hn::Div(one, sum_exp), dd, coefficients + 1 * rows + row);
+  hn::StoreU(hn::IfThenElseZero(valid, q_total), dd, coefficients + 2 * rows + row);
+  hn::StoreU(hn::IfThenElseZero(valid, a), dd, coefficients + 3 * rows + row);
+  hn::StoreU(hn::IfThenElseZero(valid, hn::Set(dd, b)), dd, coefficients + 4 * rows + row);
+  hn::StoreU(hn::IfThenElseZero(valid, row_loss), dd, loss);
+  *valid_total = hn::Add(*valid_total, hn::IfThenElseZero(valid, one));
+}
+
+bool SpatialForwardImpl(const float* x, const float* t, const double* w, int64_t inner,
+                        const RowOptions& opt, int count, int64_t first_row, int64_t rows,
+                        double* coefficients, double* loss, double* valid, double* invalid) {
   const hn::ScalableTag<float> d;
-  const int lanes = static_cast<int>(hn::Lanes(d));
-  const int C = opt.classes;
-  const auto zero = hn::Zero(d);
-  HWY_ALIGN float m[kSpatialTileRows];
-  // Pass 1: per-row max, and the finiteness probe x * 0.
-  auto probe = zero;
-  for (int v = 0; v < count; v += lanes) {
-    const auto xv = hn::LoadU(d, x + v);
-    hn::Store(xv, d, m + v);
-    probe = hn::MulAdd(xv, zero, probe);
-  }
-  for (int c = 1; c < C; ++c) {
-    const float* xc = x + c * inner;
-    for (int v = 0; v < count; v += lanes) {
-      const auto xv = hn::LoadU(d, xc + v);
-      hn::Store(hn::Max(hn::Load(d, m + v), xv), d, m + v);
-      probe = hn::MulAdd(xv, zero, probe);
-    }
-  }
-  if (!hn::AllTrue(d, hn::Eq(probe, probe))) return false;
-  // Pass 2: S and sum x per row in double; target terms by the shared math.
   const hn::Half<decltype(d)> dh;
   const hn::Rebind<double, decltype(dh)> dd;
+  const int lanes = static_cast<int>(hn::Lanes(d));
   const int half = lanes / 2;
-  HWY_ALIGN double sum_exp[kSpatialTileRows];
-  HWY_ALIGN double x_sum[kSpatialTileRows];
-  const bool smoothing = opt.smoothing != 0.0;
-  for (int j = 0; j < count; ++j) {
-    sums[j] = ZeroSums();
-    sum_exp[j] = x_sum[j] = 0.0;
-  }
+  const int C = opt.classes;
+  const auto zero = hn::Zero(d);
+  const auto one = hn::Set(d, 1.0f);
+  // Step 1: per-row max, the finiteness probe x * 0, the local copies.
+  HWY_ALIGN float m[kSpatialTileRows];
+  HWY_ALIGN float local_x[kLocalFloats];
+  HWY_ALIGN float local_t[kLocalFloats];
+  const bool copy = static_cast<int64_t>(C) * count <= kLocalFloats;
+  auto probe = zero;
   for (int c = 0; c < C; ++c) {
     const float* xc = x + c * inner;
     const float* tc = t + c * inner;
     for (int v = 0; v < count; v += lanes) {
       const auto xv = hn::LoadU(d, xc + v);
-      const auto e = hn::Exp(d, hn::Sub(xv, hn::Load(d, m + v)));  // e^(x_c - m) per row
-      hn::Store(hn::Add(hn::Load(dd, sum_exp + v), hn::PromoteTo(dd, hn::LowerHalf(dh, e))), dd,
-                sum_exp + v);
-      hn::Store(hn::Add(hn::Load(dd, sum_exp + v + half),
-                        hn::PromoteTo(dd, hn::UpperHalf(dh, e))), dd, sum_exp + v + half);
-      if (smoothing) {
-        hn::Store(hn::Add(hn::Load(dd, x_sum + v), hn::PromoteTo(dd, hn::LowerHalf(dh, xv))), dd,
-                  x_sum + v);
-        hn::Store(hn::Add(hn::Load(dd, x_sum + v + half),
-                          hn::PromoteTo(dd, hn::UpperHalf(dh, xv))), dd, x_sum + v + half);
-      }
-      const auto nonzero = hn::Ne(hn::LoadU(d, tc + v), zero);
-      if (!hn::AllFalse(d, nonzero)) {
-        ForEachSetLane(d, nonzero, [&](size_t j) {
-          AccumulateTarget(m[v + j], xc[v + j], tc[v + j], w[c], opt, &sums[v + j]);
-        });
+      hn::Store(c == 0 ? xv : hn::Max(hn::Load(d, m + v), xv), d, m + v);
+      probe = hn::MulAdd(xv, zero, probe);
+      if (copy) {
+        hn::Store(xv, d, local_x + c * count + v);
+        hn::Store(hn::LoadU(d, tc + v), d, local_t + c * count + v);
       }
     }
   }
-  for (int j = 0; j < count; ++j) {
-    sums[j].sum_exp = sum_exp[j];
-    if (smoothing) sums[j].gap_sum = static_cast<double>(C) * m[j] - x_sum[j];  // sum (m - x_c)
-    max_out[j] = m[j];
+  if (!hn::AllTrue(d, hn::Eq(probe, probe))) return false;
+  const float* xs = copy ? local_x : x;
+  const float* ts = copy ? local_t : t;
+  const int64_t stride = copy ? count : inner;
+  // ignore_label as a float; one no float equals (never a match) when it has
+  // no float representation.
+  const bool has_ignore = opt.has_ignore_label &&
+      static_cast<double>(static_cast<float>(opt.ignore_label)) == opt.ignore_label;
+  const auto ignore = hn::Set(d, static_cast<float>(opt.ignore_label));
+  const bool smoothing = opt.smoothing != 0.0;
+  auto valid_total = hn::Zero(dd);
+  auto invalid_total = hn::Zero(dd);
+  // Step 2: a vector of rows at a time; every sum over the classes in class
+  // order, in registers.
+  for (int v = 0; v < count; v += lanes) {
+    const auto vm = hn::Load(d, m + v);
+    const auto m_low = hn::PromoteTo(dd, hn::LowerHalf(dh, vm));
+    const auto m_high = hn::PromoteTo(dd, hn::UpperHalf(dh, vm));
+    auto s_low = hn::Zero(dd), s_high = hn::Zero(dd);      // S
+    auto x_low = hn::Zero(dd), x_high = hn::Zero(dd);      // sum x (smoothing)
+    auto ts_low = hn::Zero(dd), ts_high = hn::Zero(dd);    // sum t
+    auto ws_low = hn::Zero(dd), ws_high = hn::Zero(dd);    // sum w t
+    auto wg_low = hn::Zero(dd), wg_high = hn::Zero(dd);    // sum w t (m - x)
+    auto positives = zero, ignored = zero, invalid_count = zero;  // counts: exact in float
+    for (int c = 0; c < C; ++c) {
+      if (copy) {  // the same place of the next tile: its step 1 then hits the cache
+        hwy::Prefetch(x + c * inner + count + v);
+        hwy::Prefetch(t + c * inner + count + v);
+      }
+      const auto xv = hn::LoadU(d, xs + c * stride + v);
+      const auto e = ExpNonPositive(d, hn::Sub(xv, vm));  // e^(x_c - m)
+      s_low = hn::Add(s_low, hn::PromoteTo(dd, hn::LowerHalf(dh, e)));
+      s_high = hn::Add(s_high, hn::PromoteTo(dd, hn::UpperHalf(dh, e)));
+      if (smoothing) {
+        x_low = hn::Add(x_low, hn::PromoteTo(dd, hn::LowerHalf(dh, xv)));
+        x_high = hn::Add(x_high, hn::PromoteTo(dd, hn::UpperHalf(dh, xv)));
+      }
+      const auto tv = hn::LoadU(d, ts + c * stride + v);
+      const auto nonzero = hn::Ne(tv, zero);  // also NaN and ignore_label
+      if (hn::AllFalse(d, nonzero)) continue;
+      // AccumulateTarget on a vector: ignore_label first, then t > 0, the rest
+      // (negative, NaN) invalid.
+      const auto ignore_lane = has_ignore ? hn::Eq(tv, ignore) : hn::Ne(zero, zero);
+      const auto positive = hn::AndNot(ignore_lane, hn::Gt(tv, zero));
+      if (has_ignore) ignored = hn::Add(ignored, hn::IfThenElseZero(ignore_lane, one));
+      const auto bad = hn::AndNot(hn::Or(positive, ignore_lane), nonzero);
+      invalid_count = hn::Add(invalid_count, hn::IfThenElseZero(bad, one));
+      positives = hn::Add(positives, hn::IfThenElseZero(positive, one));
+      const auto tp = hn::IfThenElseZero(positive, tv);
+      const auto wc = hn::Set(dd, w[c]);
+      const auto t_low = hn::PromoteTo(dd, hn::LowerHalf(dh, tp));
+      const auto t_high = hn::PromoteTo(dd, hn::UpperHalf(dh, tp));
+      ts_low = hn::Add(ts_low, t_low);
+      ts_high = hn::Add(ts_high, t_high);
+      const auto wt_low = hn::Mul(wc, t_low);  // exact: float * float fits a double
+      const auto wt_high = hn::Mul(wc, t_high);
+      ws_low = hn::Add(ws_low, wt_low);
+      ws_high = hn::Add(ws_high, wt_high);
+      // m - x is finite here (finite scores) and 0 for the max itself.
+      wg_low = hn::MulAdd(wt_low, hn::Sub(m_low, hn::PromoteTo(dd, hn::LowerHalf(dh, xv))), wg_low);
+      wg_high = hn::MulAdd(wt_high, hn::Sub(m_high, hn::PromoteTo(dd, hn::UpperHalf(dh, xv))),
+                           wg_high);
+    }
+    const int64_t row = first_row + v;
+    FinishRows(dd, opt, m_low, s_low, hn::PromoteTo(dd, hn::LowerHalf(dh, positives)),
+               hn::PromoteTo(dd, hn::LowerHalf(dh, ignored)), ts_low, ws_low, wg_low, x_low,
+               coefficients, row, rows, loss + v, &valid_total);
+    FinishRows(dd, opt, m_high, s_high, hn::PromoteTo(dd, hn::UpperHalf(dh, positives)),
+               hn::PromoteTo(dd, hn::UpperHalf(dh, ignored)), ts_high, ws_high, wg_high, x_high,
+               coefficients, row + half, rows, loss + v + half, &valid_total);
+    invalid_total = hn::Add(invalid_total, hn::Add(hn::PromoteTo(dd, hn::LowerHalf(dh, invalid_count)),
+                                                   hn::PromoteTo(dd, hn::UpperHalf(dh, invalid_count))));
   }
+  *valid = hn::GetLane(hn::SumOfLanes(dd, valid_total));      // integers: exact in any order
+  *invalid = hn::GetLane(hn::SumOfLanes(dd, invalid_total));
   return true;
 }
 
@@ -253,11 +364,25 @@ HWY_INLINE hn::Vec<D> LoadDoubles(D d, const double* p) {
   return hn::Combine(d, high, low);
 }
 
+/// ElementGradient on half a vector (double lanes) of one class of
+/// neighbouring rows r..: scale (Q p_c - q_c), p_c = e / S, q_c = a w_c t_c + b.
+template <class DD, class VD = hn::Vec<DD>>
+HWY_INLINE VD TargetGradient(DD dd, const double* coefficients, int64_t r, int64_t rows, VD e,
+                             VD t, double w, double scale) {
+  const VD p = hn::Mul(hn::LoadU(dd, coefficients + 1 * rows + r), e);
+  const VD q = hn::MulAdd(hn::Mul(hn::LoadU(dd, coefficients + 3 * rows + r), hn::Set(dd, w)), t,
+                          hn::LoadU(dd, coefficients + 4 * rows + r));
+  return hn::Mul(hn::Set(dd, scale), hn::MulSub(hn::LoadU(dd, coefficients + 2 * rows + r), p, q));
+}
+
 bool SpatialGradientImpl(const float* x, const float* t, const double* w, int64_t inner,
                          int classes, const double* coefficients, int64_t first_row,
                          int64_t rows, int count, double scale, float* dx) {
   const hn::ScalableTag<float> d;
+  const hn::Half<decltype(d)> dh;
+  const hn::Rebind<double, decltype(dh)> dd;
   const int lanes = static_cast<int>(hn::Lanes(d));
+  const int half = lanes / 2;
   const auto zero = hn::Zero(d);
   const auto vscale = hn::Set(d, static_cast<float>(scale));
   HWY_ALIGN float m[kSpatialTileRows], k[kSpatialTileRows], scaled_b[kSpatialTileRows];
@@ -274,22 +399,28 @@ bool SpatialGradientImpl(const float* x, const float* t, const double* w, int64_
   }
   // A row with a non-finite max (+inf or NaN scores): the caller's scalar loop.
   if (!hn::AllTrue(d, hn::Eq(probe, zero))) return false;
-  const auto lowest = hn::Set(d, -FLT_MAX);  // Exp's range starts at -FLT_MAX: e^-inf = 0
   for (int c = 0; c < classes; ++c) {
     const float* xc = x + c * inner;
     const float* tc = t + c * inner;
     float* dxc = dx + c * inner;
     for (int v = 0; v < count; v += lanes) {
-      const auto e = hn::Exp(d, hn::Max(hn::Sub(hn::LoadU(d, xc + v), hn::Load(d, m + v)), lowest));
+      const auto e = ExpNonPositive(d, hn::Sub(hn::LoadU(d, xc + v), hn::Load(d, m + v)));
       // scale (Q p_c - eps/C), the value for t_c = 0
-      hn::StoreU(hn::MulSub(hn::Load(d, k + v), e, hn::Load(d, scaled_b + v)), d, dxc + v);
-      const auto nonzero = hn::Ne(hn::LoadU(d, tc + v), zero);
-      if (!hn::AllFalse(d, nonzero)) {  // target terms: the shared math
-        ForEachSetLane(d, nonzero, [&](size_t j) {
-          dxc[v + j] = ElementGradient(LoadCoefficients(coefficients, first_row + v + j, rows),
-                                       xc[v + j], tc[v + j], w[c], scale);
-        });
+      auto g = hn::MulSub(hn::Load(d, k + v), e, hn::Load(d, scaled_b + v));
+      const auto tv = hn::LoadU(d, tc + v);
+      const auto nonzero = hn::Ne(tv, zero);
+      if (!hn::AllFalse(d, nonzero)) {  // target lanes: ElementGradient in double
+        const int64_t r = first_row + v;
+        const auto low = TargetGradient(dd, coefficients, r, rows,
+                                        hn::PromoteTo(dd, hn::LowerHalf(dh, e)),
+                                        hn::PromoteTo(dd, hn::LowerHalf(dh, tv)), w[c], scale);
+        const auto high = TargetGradient(dd, coefficients, r + half, rows,
+                                         hn::PromoteTo(dd, hn::UpperHalf(dh, e)),
+                                         hn::PromoteTo(dd, hn::UpperHalf(dh, tv)), w[c], scale);
+        g = hn::IfThenElse(nonzero, hn::Combine(d, hn::DemoteTo(dh, high), hn::DemoteTo(dh, low)),
+                           g);
       }
+      hn::StoreU(g, d, dxc + v);
     }
   }
   return true;
@@ -321,17 +452,24 @@ void SimdRowGradient(const float* x, const float* t, const double* w,
   HWY_DYNAMIC_DISPATCH(RowGradientImpl)(x, t, w, coef, scale, classes, dx);
 }
 
-HWY_EXPORT(SpatialRowSumsImpl);
+HWY_EXPORT(SpatialForwardImpl);
 HWY_EXPORT(SpatialGradientImpl);
+HWY_EXPORT(SpatialTileRowsImpl);
 
 int SimdSpatialLanes() {
   static const int lanes = HWY_DYNAMIC_DISPATCH(SpatialLanesImpl)();
   return lanes;
 }
 
-bool SimdSpatialRowSums(const float* x, const float* t, const double* w, int64_t inner,
-                        const RowOptions& opt, int count, float* max, RowSums* sums) {
-  return HWY_DYNAMIC_DISPATCH(SpatialRowSumsImpl)(x, t, w, inner, opt, count, max, sums);
+int SimdSpatialTileRows(int classes) {
+  return SimdSpatialLanes() == 0 ? 0 : HWY_DYNAMIC_DISPATCH(SpatialTileRowsImpl)(classes);
+}
+
+bool SimdSpatialForward(const float* x, const float* t, const double* w, int64_t inner,
+                        const RowOptions& opt, int count, int64_t first_row, int64_t rows,
+                        double* coefficients, double* loss, double* valid, double* invalid) {
+  return HWY_DYNAMIC_DISPATCH(SpatialForwardImpl)(x, t, w, inner, opt, count, first_row, rows,
+                                                  coefficients, loss, valid, invalid);
 }
 
 bool SimdSpatialGradient(const float* x, const float* t, const double* w, int64_t inner,

@@ -1,13 +1,22 @@
 #ifndef CAFFE_LAYERS_MULTILABEL_SOFTMAX_SIMD_HPP_
 #define CAFFE_LAYERS_MULTILABEL_SOFTMAX_SIMD_HPP_
 
-// CPU fast path of MultiLabelSoftmaxLoss for float rows that are contiguous
-// in memory ((N, C) scores, inner = 1): Highway's vectorized Exp, dispatched
-// at run time to the widest vectors of the CPU (multilabel_softmax_simd.cpp).
-// The exps and their sums are vectorized; the target terms are added by the
-// shared scalar math (multilabel_softmax_math.hpp) only for lanes whose
-// target is non-zero, so multi-hot and sparse targets cost almost nothing
-// and the formulas stay written once.
+// CPU fast path of MultiLabelSoftmaxLoss for float scores, dispatched at run
+// time to the widest vectors of the CPU (multilabel_softmax_simd.cpp).
+//
+// Contiguous rows ((N, C) scores, inner = 1): the exps and their sums are
+// vectorized; the target terms are added by the shared scalar math
+// (multilabel_softmax_math.hpp) only for lanes whose target is non-zero, so
+// multi-hot and sparse targets cost almost nothing.
+//
+// Spatial maps (inner > 1, a SIMD lane per row): rows are short (C = 21 for
+// segmentation), so per-row scalar work (the target terms of a positive in
+// nearly every row, FinishRow's log and division) cost more than the exps.
+// There the formulas of AccumulateTarget, FinishRow and ElementGradient are
+// evaluated on vectors, term by term in the same order and precision (double
+// sums in class order); the scalar math stays the reference, used for
+// double blobs, partial tiles and non-finite scores, and the tests hold
+// both to the same float64 truth.
 
 #include "caffe/layers/multilabel_softmax_math.hpp"
 
@@ -28,19 +37,28 @@ void SimdRowGradient(const float* x, const float* t, const double* w,
                      const RowCoefficients& coef, double scale, int classes, float* dx);
 
 /// Most rows of a spatial map the functions below take per call.
-const int kSpatialTileRows = 256;
+const int kSpatialTileRows = 1024;
 
 /// Float lanes of the CPU's vectors for the spatial functions below, 0 where
 /// they are not vectorized. A call's `count` is a multiple of it, at most
 /// kSpatialTileRows.
 int SimdSpatialLanes();
 
-/// Pass 1 of `count` neighbouring rows of a spatial map (inner > 1): class c
-/// of row j is at x[c * inner + j]. Writes each row's max and sums (as
-/// AccumulateElement over its classes); returns false, having changed
-/// nothing, when a score is not finite.
-bool SimdSpatialRowSums(const float* x, const float* t, const double* w, int64_t inner,
-                        const RowOptions& opt, int count, float* max, RowSums* sums);
+/// Rows of a spatial tile for SimdSpatialForward with `classes` classes: a
+/// multiple of SimdSpatialLanes(), at most kSpatialTileRows, small enough
+/// for the tile's local copies to stay in L1 (0 where not vectorized).
+int SimdSpatialTileRows(int classes);
+
+/// Forward of `count` neighbouring rows of a spatial map (inner > 1): class c
+/// of row j is at x[c * inner + j]; they are rows first_row.. of the
+/// structure-of-arrays coefficient buffer of `rows` rows. Writes each row's
+/// coefficients (as FinishRow) and loss[j] (0 for an ignored row), *valid =
+/// rows not ignored, *invalid = invalid targets; returns false, having
+/// written nothing, when a score is not finite (the caller's scalar loop
+/// gives the limits).
+bool SimdSpatialForward(const float* x, const float* t, const double* w, int64_t inner,
+                        const RowOptions& opt, int count, int64_t first_row, int64_t rows,
+                        double* coefficients, double* loss, double* valid, double* invalid);
 
 /// Pass 2 of `count` neighbouring rows of a spatial map, all their classes:
 /// rows first_row.. of the structure-of-arrays coefficient buffer of `rows`
