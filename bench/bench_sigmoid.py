@@ -15,7 +15,7 @@ Every peer runs in its own fresh interpreter (a worker: this file with the
 first argument `worker`), so OpenMP runtimes and allocators do not mix.
 
     python bench/bench_sigmoid.py [--pristine build/pristine/stage]
-                                  [--sizes 18 22 24] [--repeat 5]
+                                  [--sizes 18 22 24] [--repeat 20]
                                   [--only throughput|accuracy]
 
 prints the markdown sections that bench/run.py puts in docs/benchmarks.md.
@@ -598,7 +598,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pristine", help="the pristine build's staged tree (build/pristine/stage)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[18, 22, 24], help="log2 element counts")
-    parser.add_argument("--repeat", type=int, default=5, help="timed runs per measurement (best is kept)")
+    parser.add_argument("--repeat", type=int, default=20, help="timed runs per measurement (best is kept)")
     parser.add_argument("--only", choices=("throughput", "accuracy"))
     args = parser.parse_args()
     peers = Peers(args.pristine)

@@ -5,7 +5,7 @@ upstream's pristine build vs PyTorch vs numpy) and bench/bench_multilabel.py,
 and writes them with the machine facts and this command to a markdown file:
 
     .venv/bin/python bench/run.py --pristine build/pristine/stage --out docs/benchmarks.md
-                                  [--sizes 18 22 24] [--repeat 5] [--multilabel-repeats 5]
+                                  [--sizes 18 22 24] [--repeat 20] [--multilabel-repeats 10]
 
 A part that fails puts its error message in its section; the run goes on.
 """
@@ -71,7 +71,22 @@ def multilabel_markdown(repeats, timeout):
     return "\n".join(lines).rstrip()
 
 
-def machine_markdown(start_load, end_load, torch_threads):
+def build_text(info):
+    """Where a peer's caffe came from, and the HEAD of the checkout holding it."""
+    if isinstance(info, Exception):
+        return "not available: %s" % str(info).strip().splitlines()[-1]
+    path = os.path.realpath(info["caffe"])
+    checkout = path
+    while checkout != os.path.dirname(checkout) and not os.path.isdir(os.path.join(checkout, ".git")) \
+            and not os.path.isfile(os.path.join(checkout, ".git")):
+        checkout = os.path.dirname(checkout)
+    shown = os.path.relpath(path, ROOT) if path.startswith(ROOT + os.sep) else path
+    if checkout == os.path.dirname(checkout):
+        return "`%s`" % shown
+    return "`%s` (its checkout's HEAD: %s)" % (shown, git_commit(checkout))
+
+
+def machine_markdown(start_load, end_load, torch_threads, peers):
     omp = os.environ.get("OMP_NUM_THREADS")
     try:
         import torch
@@ -87,7 +102,9 @@ def machine_markdown(start_load, end_load, torch_threads):
         ("OS", "%s %s" % (platform.system(), platform.release())),
         ("Python / numpy", "%s / %s" % (platform.python_version(), np.__version__)),
         ("PyTorch", torch_text),
-        ("caffe-xent commit", git_commit(ROOT)),
+        ("ours: caffe imported from", build_text(peers.info["ours"])),
+        ("upstream: caffe imported from", build_text(peers.info["upstream"])),
+        ("benchmark scripts' checkout", git_commit(ROOT)),
     ]
     return "\n".join(["| | |", "|---|---|"] + ["| %s | %s |" % row for row in rows])
 
@@ -97,8 +114,8 @@ def main():
     parser.add_argument("--pristine", help="the pristine build's staged tree (build/pristine/stage)")
     parser.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"))
     parser.add_argument("--sizes", type=int, nargs="+", default=[18, 22, 24], help="log2 element counts")
-    parser.add_argument("--repeat", type=int, default=5, help="timed runs per throughput figure (best kept)")
-    parser.add_argument("--multilabel-repeats", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=20, help="timed runs per throughput figure (best kept)")
+    parser.add_argument("--multilabel-repeats", type=int, default=10)
     parser.add_argument("--multilabel-timeout", type=int, default=900, help="seconds")
     args = parser.parse_args()
 
@@ -132,7 +149,7 @@ def main():
         "",
         "## Machine",
         "",
-        machine_markdown(start_load, end_load, torch_threads),
+        machine_markdown(start_load, end_load, torch_threads, peers),
         "",
         "## SigmoidCrossEntropyLoss",
         "",
