@@ -155,7 +155,7 @@ def main():
         "",
         "upstream = BVLC Caffe's own layer from the pristine build (`scripts/build-pristine.sh`: "
         "the same upstream source with only the toolchain patches, CPU-only), run through the "
-        "same pycaffe Net and `caffe_xent.run_layer` harness as ours.",
+        "same pycaffe Net as ours (and `caffe_xent.run_layer` where that can reach it).",
         "",
         "\n\n".join(sections),
         "",
