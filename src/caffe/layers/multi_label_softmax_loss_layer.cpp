@@ -46,18 +46,18 @@ inline bool RowSumsSimd(const double*, const double*, const double*, int, const 
   return false;
 }
 
-/// Rows of a spatial SIMD tile starting at row r, where rows [r, end) are
-/// left in the caller's range and `left_in_slice` in this outer slice: a
-/// multiple of the vector lanes, at most `most_rows`; 0 where the scalar
+/// Rows of a spatial SIMD run or tile starting at row r, where rows [r, end)
+/// are left in the caller's range and `left_in_slice` in this outer slice:
+/// a multiple of the vector lanes, at most `most_rows`; 0 where the scalar
 /// loop must take row r (double blobs, contiguous rows, no SIMD).
-inline int SpatialTileRows(const float*, int inner, int most_rows, int64_t left_in_range,
-                           int64_t left_in_slice) {
+inline int SpatialTileRows(const float*, int inner, int64_t left_in_range,
+                           int64_t left_in_slice, int64_t most_rows = INT32_MAX) {
   const int lanes = xent::multilabel::SimdSpatialLanes();
   if (inner == 1 || lanes == 0) return 0;
   const int64_t most = std::min<int64_t>(most_rows, std::min(left_in_range, left_in_slice));
   return static_cast<int>(most - most % lanes);
 }
-inline int SpatialTileRows(const double*, int, int, int64_t, int64_t) { return 0; }
+inline int SpatialTileRows(const double*, int, int64_t, int64_t, int64_t = 0) { return 0; }
 
 inline bool SpatialForwardSimd(const float* x, const float* t, const double* w, int inner,
                                const RowOptions& opt, int count, int64_t first_row, int64_t rows,
@@ -119,33 +119,43 @@ RangeSums ForwardRows(const Dtype* x, const Dtype* t, const double* w, int64_t b
       for (int c = 0; c < C; ++c) prob[offset + c * inner] = Probability(coef, x[offset + c * inner]);
     }
   };
-  const int tile_rows = inner > 1 ? xent::multilabel::SimdSpatialTileRows(C) : 0;
   for (int64_t r = begin; r < end;) {
     const int64_t offset = (r / inner) * C * inner + r % inner;
     const Dtype* xr = x + offset;
     const Dtype* tr = t + offset;
-    // Spatial maps: a tile of neighbouring rows of the same outer index at
-    // once; its row losses are added in row order.
-    const int tile = SpatialTileRows(x, inner, tile_rows, end - r, inner - r % inner);
-    if (tile > 0) {
-      double loss[xent::multilabel::kSpatialTileRows];
-      double valid, invalid;
-      if (SpatialForwardSimd(xr, tr, w, inner, opt, tile, r, rows, coefficients, loss, &valid,
+    // Spatial maps: the rest of this outer slice in the range at once, by
+    // tiles of neighbouring rows.
+    const int run = SpatialTileRows(x, inner, end - r, inner - r % inner);
+    if (run > 0) {
+      double loss, valid, invalid;
+      if (SpatialForwardSimd(xr, tr, w, inner, opt, run, r, rows, coefficients, &loss, &valid,
                              &invalid)) {
-        for (int j = 0; j < tile; ++j) range.loss += loss[j];
+        range.loss += loss;
         range.valid += valid;
         range.invalid += invalid;
         if (prob != NULL) {
-          for (int j = 0; j < tile; ++j) {
+          for (int j = 0; j < run; ++j) {
             const RowCoefficients coef = LoadCoefficients(coefficients, r + j, rows);
             for (int c = 0; c < C; ++c) {
               prob[offset + j + c * inner] = Probability(coef, xr[j + c * inner]);
             }
           }
         }
-        r += tile;
+        r += run;
         continue;
       }
+      // A non-finite score: the whole run by the scalar loop.
+      for (const int64_t run_end = r + run; r < run_end; ++r) {
+        const int64_t o = (r / inner) * C * inner + r % inner;
+        RowSums sums = ZeroSums();
+        Dtype m = x[o];
+        for (int c = 1; c < C; ++c) m = MaxOf(m, x[o + c * inner]);
+        for (int c = 0; c < C; ++c) {
+          AccumulateElement(m, x[o + c * inner], t[o + c * inner], w[c], opt, &sums);
+        }
+        finish(r, m, sums);
+      }
+      continue;
     }
     RowSums sums = ZeroSums();
     Dtype m;
@@ -295,7 +305,10 @@ void MultiLabelSoftmaxLossLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& 
   // Fixed chunks of rows (a function of the shape, never of the thread
   // count); chunk sums are added in chunk order: the same bits for any
   // number of threads.
-  const int64_t chunk_rows = std::max<int64_t>(1, xent::kReduceChunk / classes_);
+  // Spatial maps take 8x longer chunks: runs of many SIMD tiles, whose loads
+  // overlap the previous tile's arithmetic (multilabel_softmax_simd.cpp).
+  const int64_t chunk_elements = (inner_num_ > 1 ? 8 : 1) * xent::kReduceChunk;
+  const int64_t chunk_rows = std::max<int64_t>(1, chunk_elements / classes_);
   const int64_t chunks = (rows + chunk_rows - 1) / chunk_rows;
   std::vector<RangeSums> partial(chunks);
   const int inner = inner_num_;
@@ -353,7 +366,7 @@ void MultiLabelSoftmaxLossLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>&
       const int64_t o = k / tiles_per_outer;
       const int64_t i_end = std::min<int64_t>(inner, (k % tiles_per_outer + 1) * kTile);
       int64_t i = (k % tiles_per_outer) * kTile;
-      const int simd = SpatialTileRows(x, inner, kTile, i_end - i, i_end - i);
+      const int simd = SpatialTileRows(x, inner, i_end - i, i_end - i, kTile);
       const int64_t offset = o * C * inner + i;
       if (simd > 0 && SpatialGradientSimd(x + offset, t + offset, w, inner, C, coefficients,
                                           o * inner + i, rows, simd, scale, dx + offset)) {

@@ -7,6 +7,7 @@
 #define HWY_TARGET_INCLUDE "../src/caffe/layers/multilabel_softmax_simd.cpp"
 #include <hwy/foreach_target.h>  // NOLINT: must come before highway.h
 
+#include <hwy/aligned_allocator.h>
 #include <hwy/cache_control.h>
 #include <hwy/highway.h>
 #include <hwy/contrib/math/math-inl.h>
@@ -181,7 +182,6 @@ int SpatialLanesImpl() {
 }
 
 #if HWY_TARGET == HWY_SCALAR
-int SpatialTileRowsImpl(int) { return 0; }
 bool SpatialForwardImpl(const float*, const float*, const double*, int64_t, const RowOptions&,
                         int, int64_t, int64_t, double*, double*, double*, double*) {
   return false;
@@ -191,11 +191,10 @@ bool SpatialGradientImpl(const float*, const float*, const double*, int64_t, int
   return false;
 }
 #else
-// Forward of a tile of neighbouring rows of a spatial map (class c of row j
-// at x[c * inner + j]) in two steps:
-//  1. plane by plane (contiguous runs of every plane, which the prefetchers
-//     follow): the per-row max, the finiteness probe, and a copy of the
-//     tile's scores and targets into contiguous local buffers. The planes are
+// Forward of a run of neighbouring rows of a spatial map (class c of row j
+// at x[c * inner + j]), tile by tile, in two steps per tile:
+//  1. a copy of the tile's scores and targets into contiguous local buffers,
+//     with the per-row max and the finiteness probe. The planes are
 //     4 * inner bytes apart, for power-of-two maps the same cache sets: read
 //     twice from the map, a tile would evict itself between the two steps;
 //     read once, the second step runs from L1.
@@ -204,15 +203,18 @@ bool SpatialGradientImpl(const float*, const float*, const double*, int64_t, int
 //     coefficients with the formulas of AccumulateTarget and FinishRow
 //     (multilabel_softmax_math.hpp) evaluated on vectors, term by term: no
 //     per-row scalar work, which at C = 21 cost more than the exps.
+// Step 1 of the next tile runs inside step 2 of this one (software
+// pipelining), so the loads from the map overlap the arithmetic; the tile
+// after it is prefetched.
 
-/// Floats of each local copy (scores, targets): 2 x 16 KiB, in L1.
+/// Floats of each local copy (scores, targets) of a tile: 2 x 16 KiB, in L1.
 const int kLocalFloats = 4096;
 
 int SpatialTileRowsImpl(int classes) {
   const int lanes = static_cast<int>(hn::Lanes(hn::ScalableTag<float>()));
   const int fit = kLocalFloats / classes;  // rows whose copies fit the local buffers
   const int rows = fit < kSpatialTileRows ? fit : kSpatialTileRows;
-  return rows < lanes ? lanes : rows - rows % lanes;  // too many classes: no copies
+  return rows < lanes ? lanes : rows - rows % lanes;  // many classes: copies beyond L1
 }
 
 /// The row coefficients and loss of half a vector of rows (double lanes),
@@ -246,40 +248,64 @@ HWY_INLINE void FinishRows(DD dd, const RowOptions& opt, VD max, VD sum_exp, VD 
   *valid_total = hn::Add(*valid_total, hn::IfThenElseZero(valid, one));
 }
 
+/// A tile's local copies: scores and targets class by class (class c of
+/// the tile's row j at [c * rows + j]) and the rows' max.
+struct LocalTile {
+  float* x;
+  float* t;
+  float* m;
+};
+
+/// This thread's local copies for two tiles of `tile_rows` rows of C
+/// classes (O(C * tile_rows) floats, kept between calls).
+HWY_INLINE void LocalTiles(int classes, int tile_rows, LocalTile* tiles) {
+  static thread_local hwy::AlignedFreeUniquePtr<float[]> buffer;
+  static thread_local size_t floats = 0;
+  const size_t per_tile = (2 * static_cast<size_t>(classes) + 1) * tile_rows;
+  if (floats < 2 * per_tile) {
+    buffer = hwy::AllocateAligned<float>(2 * per_tile);
+    floats = 2 * per_tile;
+  }
+  for (int i = 0; i < 2; ++i) {
+    float* base = buffer.get() + i * per_tile;
+    tiles[i].x = base;
+    tiles[i].t = base + static_cast<size_t>(classes) * tile_rows;
+    tiles[i].m = base + 2 * static_cast<size_t>(classes) * tile_rows;
+  }
+}
+
+/// Step 1 of a tile on its own (the first of a run), plane by plane; false
+/// when a score is not finite.
+template <class D>
+HWY_INLINE bool CopyTile(D d, const float* x, const float* t, int64_t inner, int classes,
+                         int count, LocalTile* tile) {
+  const int lanes = static_cast<int>(hn::Lanes(d));
+  const auto zero = hn::Zero(d);
+  auto probe = zero;  // x * 0 is NaN exactly for +-inf and NaN
+  for (int c = 0; c < classes; ++c) {
+    for (int v = 0; v < count; v += lanes) {
+      const auto xv = hn::LoadU(d, x + c * inner + v);
+      hn::Store(c == 0 ? xv : hn::Max(hn::Load(d, tile->m + v), xv), d, tile->m + v);
+      probe = hn::MulAdd(xv, zero, probe);
+      hn::Store(xv, d, tile->x + c * count + v);
+      hn::Store(hn::LoadU(d, t + c * inner + v), d, tile->t + c * count + v);
+    }
+  }
+  return hn::AllTrue(d, hn::Eq(probe, probe));
+}
+
 bool SpatialForwardImpl(const float* x, const float* t, const double* w, int64_t inner,
                         const RowOptions& opt, int count, int64_t first_row, int64_t rows,
-                        double* coefficients, double* loss, double* valid, double* invalid) {
+                        double* coefficients, double* loss_sum, double* valid, double* invalid) {
   const hn::ScalableTag<float> d;
   const hn::Half<decltype(d)> dh;
   const hn::Rebind<double, decltype(dh)> dd;
   const int lanes = static_cast<int>(hn::Lanes(d));
   const int half = lanes / 2;
   const int C = opt.classes;
+  const int tile_rows = SpatialTileRowsImpl(C);
   const auto zero = hn::Zero(d);
   const auto one = hn::Set(d, 1.0f);
-  // Step 1: per-row max, the finiteness probe x * 0, the local copies.
-  HWY_ALIGN float m[kSpatialTileRows];
-  HWY_ALIGN float local_x[kLocalFloats];
-  HWY_ALIGN float local_t[kLocalFloats];
-  const bool copy = static_cast<int64_t>(C) * count <= kLocalFloats;
-  auto probe = zero;
-  for (int c = 0; c < C; ++c) {
-    const float* xc = x + c * inner;
-    const float* tc = t + c * inner;
-    for (int v = 0; v < count; v += lanes) {
-      const auto xv = hn::LoadU(d, xc + v);
-      hn::Store(c == 0 ? xv : hn::Max(hn::Load(d, m + v), xv), d, m + v);
-      probe = hn::MulAdd(xv, zero, probe);
-      if (copy) {
-        hn::Store(xv, d, local_x + c * count + v);
-        hn::Store(hn::LoadU(d, tc + v), d, local_t + c * count + v);
-      }
-    }
-  }
-  if (!hn::AllTrue(d, hn::Eq(probe, probe))) return false;
-  const float* xs = copy ? local_x : x;
-  const float* ts = copy ? local_t : t;
-  const int64_t stride = copy ? count : inner;
   // ignore_label as a float; one no float equals (never a match) when it has
   // no float representation.
   const bool has_ignore = opt.has_ignore_label &&
@@ -288,67 +314,111 @@ bool SpatialForwardImpl(const float* x, const float* t, const double* w, int64_t
   const bool smoothing = opt.smoothing != 0.0;
   auto valid_total = hn::Zero(dd);
   auto invalid_total = hn::Zero(dd);
-  // Step 2: a vector of rows at a time; every sum over the classes in class
-  // order, in registers.
-  for (int v = 0; v < count; v += lanes) {
-    const auto vm = hn::Load(d, m + v);
-    const auto m_low = hn::PromoteTo(dd, hn::LowerHalf(dh, vm));
-    const auto m_high = hn::PromoteTo(dd, hn::UpperHalf(dh, vm));
-    auto s_low = hn::Zero(dd), s_high = hn::Zero(dd);      // S
-    auto x_low = hn::Zero(dd), x_high = hn::Zero(dd);      // sum x (smoothing)
-    auto ts_low = hn::Zero(dd), ts_high = hn::Zero(dd);    // sum t
-    auto ws_low = hn::Zero(dd), ws_high = hn::Zero(dd);    // sum w t
-    auto wg_low = hn::Zero(dd), wg_high = hn::Zero(dd);    // sum w t (m - x)
-    auto positives = zero, ignored = zero, invalid_count = zero;  // counts: exact in float
-    for (int c = 0; c < C; ++c) {
-      if (copy) {  // the same place of the next tile: its step 1 then hits the cache
-        hwy::Prefetch(x + c * inner + count + v);
-        hwy::Prefetch(t + c * inner + count + v);
+  double total = 0.0;
+  HWY_ALIGN double row_loss[HWY_MAX_BYTES / sizeof(double)];
+  LocalTile tiles[2];
+  LocalTiles(C, tile_rows, tiles);
+  int now = 0;
+  int size = count < tile_rows ? count : tile_rows;
+  if (!CopyTile(d, x, t, inner, C, size, &tiles[now])) return false;
+  for (int begin = 0; begin < count; begin += size, now ^= 1) {
+    size = count - begin < tile_rows ? count - begin : tile_rows;
+    const LocalTile cur = tiles[now];
+    const LocalTile next = tiles[now ^ 1];
+    // Step 1 of the next tile rides along: its loads from the map overlap
+    // this tile's arithmetic. The tile after it is prefetched.
+    const int next_begin = begin + size;
+    const int next_size = count - next_begin < tile_rows ? count - next_begin : tile_rows;
+    const float* xn = x + next_begin;
+    const float* tn = t + next_begin;
+    const float* xp = xn + tile_rows;
+    const float* tp_next = tn + tile_rows;
+    const bool prefetch = next_begin + tile_rows < count;
+    auto probe = zero;
+    // Step 2: a vector of rows at a time; every sum over the classes in
+    // class order, in registers.
+    for (int v = 0; v < size; v += lanes) {
+      const bool copy = v < next_size;
+      const auto vm = hn::Load(d, cur.m + v);
+      const auto m_low = hn::PromoteTo(dd, hn::LowerHalf(dh, vm));
+      const auto m_high = hn::PromoteTo(dd, hn::UpperHalf(dh, vm));
+      auto s_low = hn::Zero(dd), s_high = hn::Zero(dd);      // S
+      auto x_low = hn::Zero(dd), x_high = hn::Zero(dd);      // sum x (smoothing)
+      auto ts_low = hn::Zero(dd), ts_high = hn::Zero(dd);    // sum t
+      auto ws_low = hn::Zero(dd), ws_high = hn::Zero(dd);    // sum w t
+      auto wg_low = hn::Zero(dd), wg_high = hn::Zero(dd);    // sum w t (m - x)
+      auto positives = zero, ignored = zero, invalid_count = zero;  // counts: exact in float
+      auto next_max = hn::Set(d, -std::numeric_limits<float>::infinity());
+      for (int c = 0; c < C; ++c) {
+        if (copy) {
+          const auto xv = hn::LoadU(d, xn + c * inner + v);
+          next_max = hn::Max(next_max, xv);
+          probe = hn::MulAdd(xv, zero, probe);
+          hn::Store(xv, d, next.x + c * next_size + v);
+          hn::Store(hn::LoadU(d, tn + c * inner + v), d, next.t + c * next_size + v);
+          if (prefetch) {
+            hwy::Prefetch(xp + c * inner + v);
+            hwy::Prefetch(tp_next + c * inner + v);
+          }
+        }
+        const auto xv = hn::Load(d, cur.x + c * size + v);
+        const auto e = ExpNonPositive(d, hn::Sub(xv, vm));  // e^(x_c - m)
+        s_low = hn::Add(s_low, hn::PromoteTo(dd, hn::LowerHalf(dh, e)));
+        s_high = hn::Add(s_high, hn::PromoteTo(dd, hn::UpperHalf(dh, e)));
+        if (smoothing) {
+          x_low = hn::Add(x_low, hn::PromoteTo(dd, hn::LowerHalf(dh, xv)));
+          x_high = hn::Add(x_high, hn::PromoteTo(dd, hn::UpperHalf(dh, xv)));
+        }
+        const auto tv = hn::Load(d, cur.t + c * size + v);
+        const auto nonzero = hn::Ne(tv, zero);  // also NaN and ignore_label
+        if (hn::AllFalse(d, nonzero)) continue;
+        // AccumulateTarget on a vector: ignore_label first, then t > 0, the
+        // rest (negative, NaN) invalid.
+        const auto ignore_lane = has_ignore ? hn::Eq(tv, ignore) : hn::Ne(zero, zero);
+        const auto positive = hn::AndNot(ignore_lane, hn::Gt(tv, zero));
+        if (has_ignore) ignored = hn::Add(ignored, hn::IfThenElseZero(ignore_lane, one));
+        const auto bad = hn::AndNot(hn::Or(positive, ignore_lane), nonzero);
+        invalid_count = hn::Add(invalid_count, hn::IfThenElseZero(bad, one));
+        positives = hn::Add(positives, hn::IfThenElseZero(positive, one));
+        const auto tp = hn::IfThenElseZero(positive, tv);
+        const auto wc = hn::Set(dd, w[c]);
+        const auto t_low = hn::PromoteTo(dd, hn::LowerHalf(dh, tp));
+        const auto t_high = hn::PromoteTo(dd, hn::UpperHalf(dh, tp));
+        ts_low = hn::Add(ts_low, t_low);
+        ts_high = hn::Add(ts_high, t_high);
+        const auto wt_low = hn::Mul(wc, t_low);  // exact: float * float fits a double
+        const auto wt_high = hn::Mul(wc, t_high);
+        ws_low = hn::Add(ws_low, wt_low);
+        ws_high = hn::Add(ws_high, wt_high);
+        // m - x is finite here (finite scores) and 0 for the max itself.
+        wg_low = hn::MulAdd(wt_low, hn::Sub(m_low, hn::PromoteTo(dd, hn::LowerHalf(dh, xv))),
+                            wg_low);
+        wg_high = hn::MulAdd(wt_high, hn::Sub(m_high, hn::PromoteTo(dd, hn::UpperHalf(dh, xv))),
+                             wg_high);
       }
-      const auto xv = hn::LoadU(d, xs + c * stride + v);
-      const auto e = ExpNonPositive(d, hn::Sub(xv, vm));  // e^(x_c - m)
-      s_low = hn::Add(s_low, hn::PromoteTo(dd, hn::LowerHalf(dh, e)));
-      s_high = hn::Add(s_high, hn::PromoteTo(dd, hn::UpperHalf(dh, e)));
-      if (smoothing) {
-        x_low = hn::Add(x_low, hn::PromoteTo(dd, hn::LowerHalf(dh, xv)));
-        x_high = hn::Add(x_high, hn::PromoteTo(dd, hn::UpperHalf(dh, xv)));
+      if (copy) hn::Store(next_max, d, next.m + v);
+      const int64_t row = first_row + begin + v;
+      for (int h = 0; h < 2; ++h) {  // the two double halves, rows in order
+        FinishRows(dd, opt, h == 0 ? m_low : m_high, h == 0 ? s_low : s_high,
+                   hn::PromoteTo(dd, h == 0 ? hn::LowerHalf(dh, positives)
+                                            : hn::UpperHalf(dh, positives)),
+                   hn::PromoteTo(dd, h == 0 ? hn::LowerHalf(dh, ignored)
+                                            : hn::UpperHalf(dh, ignored)),
+                   h == 0 ? ts_low : ts_high, h == 0 ? ws_low : ws_high,
+                   h == 0 ? wg_low : wg_high, h == 0 ? x_low : x_high, coefficients,
+                   row + h * half, rows, row_loss, &valid_total);
+        for (int j = 0; j < half; ++j) total += row_loss[j];  // row order
       }
-      const auto tv = hn::LoadU(d, ts + c * stride + v);
-      const auto nonzero = hn::Ne(tv, zero);  // also NaN and ignore_label
-      if (hn::AllFalse(d, nonzero)) continue;
-      // AccumulateTarget on a vector: ignore_label first, then t > 0, the rest
-      // (negative, NaN) invalid.
-      const auto ignore_lane = has_ignore ? hn::Eq(tv, ignore) : hn::Ne(zero, zero);
-      const auto positive = hn::AndNot(ignore_lane, hn::Gt(tv, zero));
-      if (has_ignore) ignored = hn::Add(ignored, hn::IfThenElseZero(ignore_lane, one));
-      const auto bad = hn::AndNot(hn::Or(positive, ignore_lane), nonzero);
-      invalid_count = hn::Add(invalid_count, hn::IfThenElseZero(bad, one));
-      positives = hn::Add(positives, hn::IfThenElseZero(positive, one));
-      const auto tp = hn::IfThenElseZero(positive, tv);
-      const auto wc = hn::Set(dd, w[c]);
-      const auto t_low = hn::PromoteTo(dd, hn::LowerHalf(dh, tp));
-      const auto t_high = hn::PromoteTo(dd, hn::UpperHalf(dh, tp));
-      ts_low = hn::Add(ts_low, t_low);
-      ts_high = hn::Add(ts_high, t_high);
-      const auto wt_low = hn::Mul(wc, t_low);  // exact: float * float fits a double
-      const auto wt_high = hn::Mul(wc, t_high);
-      ws_low = hn::Add(ws_low, wt_low);
-      ws_high = hn::Add(ws_high, wt_high);
-      // m - x is finite here (finite scores) and 0 for the max itself.
-      wg_low = hn::MulAdd(wt_low, hn::Sub(m_low, hn::PromoteTo(dd, hn::LowerHalf(dh, xv))), wg_low);
-      wg_high = hn::MulAdd(wt_high, hn::Sub(m_high, hn::PromoteTo(dd, hn::UpperHalf(dh, xv))),
-                           wg_high);
+      invalid_total = hn::Add(invalid_total,
+                              hn::Add(hn::PromoteTo(dd, hn::LowerHalf(dh, invalid_count)),
+                                      hn::PromoteTo(dd, hn::UpperHalf(dh, invalid_count))));
     }
-    const int64_t row = first_row + v;
-    FinishRows(dd, opt, m_low, s_low, hn::PromoteTo(dd, hn::LowerHalf(dh, positives)),
-               hn::PromoteTo(dd, hn::LowerHalf(dh, ignored)), ts_low, ws_low, wg_low, x_low,
-               coefficients, row, rows, loss + v, &valid_total);
-    FinishRows(dd, opt, m_high, s_high, hn::PromoteTo(dd, hn::UpperHalf(dh, positives)),
-               hn::PromoteTo(dd, hn::UpperHalf(dh, ignored)), ts_high, ws_high, wg_high, x_high,
-               coefficients, row + half, rows, loss + v + half, &valid_total);
-    invalid_total = hn::Add(invalid_total, hn::Add(hn::PromoteTo(dd, hn::LowerHalf(dh, invalid_count)),
-                                                   hn::PromoteTo(dd, hn::UpperHalf(dh, invalid_count))));
+    // Rows of the next tile beyond this one's size: none (only the last
+    // tile is shorter). A non-finite score in the next tile: the caller's
+    // scalar loop redoes the whole run.
+    if (!hn::AllTrue(d, hn::Eq(probe, probe))) return false;
   }
+  *loss_sum = total;
   *valid = hn::GetLane(hn::SumOfLanes(dd, valid_total));      // integers: exact in any order
   *invalid = hn::GetLane(hn::SumOfLanes(dd, invalid_total));
   return true;
@@ -454,15 +524,10 @@ void SimdRowGradient(const float* x, const float* t, const double* w,
 
 HWY_EXPORT(SpatialForwardImpl);
 HWY_EXPORT(SpatialGradientImpl);
-HWY_EXPORT(SpatialTileRowsImpl);
 
 int SimdSpatialLanes() {
   static const int lanes = HWY_DYNAMIC_DISPATCH(SpatialLanesImpl)();
   return lanes;
-}
-
-int SimdSpatialTileRows(int classes) {
-  return SimdSpatialLanes() == 0 ? 0 : HWY_DYNAMIC_DISPATCH(SpatialTileRowsImpl)(classes);
 }
 
 bool SimdSpatialForward(const float* x, const float* t, const double* w, int64_t inner,

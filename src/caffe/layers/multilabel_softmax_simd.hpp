@@ -36,7 +36,7 @@ bool SimdRowSums(const float* x, const float* t, const double* w, const RowOptio
 void SimdRowGradient(const float* x, const float* t, const double* w,
                      const RowCoefficients& coef, double scale, int classes, float* dx);
 
-/// Most rows of a spatial map the functions below take per call.
+/// Most rows of a spatial tile (SimdSpatialGradient: per call).
 const int kSpatialTileRows = 1024;
 
 /// Float lanes of the CPU's vectors for the spatial functions below, 0 where
@@ -44,18 +44,14 @@ const int kSpatialTileRows = 1024;
 /// kSpatialTileRows.
 int SimdSpatialLanes();
 
-/// Rows of a spatial tile for SimdSpatialForward with `classes` classes: a
-/// multiple of SimdSpatialLanes(), at most kSpatialTileRows, small enough
-/// for the tile's local copies to stay in L1 (0 where not vectorized).
-int SimdSpatialTileRows(int classes);
-
-/// Forward of `count` neighbouring rows of a spatial map (inner > 1): class c
-/// of row j is at x[c * inner + j]; they are rows first_row.. of the
-/// structure-of-arrays coefficient buffer of `rows` rows. Writes each row's
-/// coefficients (as FinishRow) and loss[j] (0 for an ignored row), *valid =
-/// rows not ignored, *invalid = invalid targets; returns false, having
-/// written nothing, when a score is not finite (the caller's scalar loop
-/// gives the limits).
+/// Forward of `count` neighbouring rows of a spatial map (inner > 1; a
+/// multiple of SimdSpatialLanes(), any length): class c of row j is at
+/// x[c * inner + j]; they are rows first_row.. of the structure-of-arrays
+/// coefficient buffer of `rows` rows. Writes each row's coefficients (as
+/// FinishRow), *loss = the rows' losses added in row order, *valid = rows
+/// not ignored, *invalid = invalid targets. Returns false when a score is
+/// not finite; the caller's scalar loop then redoes all `count` rows (the
+/// coefficients of some may have been written).
 bool SimdSpatialForward(const float* x, const float* t, const double* w, int64_t inner,
                         const RowOptions& opt, int count, int64_t first_row, int64_t rows,
                         double* coefficients, double* loss, double* valid, double* invalid);
