@@ -86,19 +86,82 @@ HWY_INLINE V ExpNonPositive(D d, V x) {
 #endif
 }
 
-/// Calls body(j) for each lane j whose mask bit is set (at most 64 lanes of
-/// float): the scalar target terms then cost per non-zero target, not per lane.
-template <class D, class M, class Body>
-HWY_INLINE void ForEachSetLane(D d, M mask, Body body) {
-  uint8_t bytes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  hn::StoreMaskBits(d, mask, bytes);
-  uint64_t bits = 0;
-  for (int k = 7; k >= 0; --k) bits = (bits << 8) | bytes[k];
-  while (bits != 0) {
-    body(static_cast<size_t>(__builtin_ctzll(bits)));
-    bits &= bits - 1;
+#if HWY_TARGET != HWY_SCALAR
+/// AccumulateTarget on vectors: the target sums of a vector of elements in
+/// lanes, double sums as two halves, counts in float (exact below 2^24).
+/// Lanes are rows (spatial maps) or classes of one row (contiguous rows,
+/// totalled in lane order at the end of the row).
+struct TargetSums {
+  using DF = hn::ScalableTag<float>;
+  using DH = hn::Half<DF>;
+  using DD = hn::Rebind<double, DH>;
+  using VF = hn::Vec<DF>;
+  using VD = hn::Vec<DD>;
+  VD target_low, target_high;      // sum t
+  VD weighted_low, weighted_high;  // sum w t
+  VD gap_low, gap_high;            // sum w t (m - x)
+  VF positives, ignored, invalid;
+  bool has_ignore;
+  VF ignore;
+
+  /// ignore_label as a float; one that no float equals is never matched.
+  HWY_INLINE explicit TargetSums(const RowOptions& opt)
+      : target_low(hn::Zero(DD())), target_high(hn::Zero(DD())),
+        weighted_low(hn::Zero(DD())), weighted_high(hn::Zero(DD())),
+        gap_low(hn::Zero(DD())), gap_high(hn::Zero(DD())),
+        positives(hn::Zero(DF())), ignored(hn::Zero(DF())), invalid(hn::Zero(DF())),
+        has_ignore(opt.has_ignore_label &&
+                   static_cast<double>(static_cast<float>(opt.ignore_label)) == opt.ignore_label),
+        ignore(hn::Set(DF(), static_cast<float>(opt.ignore_label))) {}
+
+  /// Elements x, t (t != 0 in `nonzero` lanes), class weights w (two
+  /// halves), row max m (two halves; m - x finite: finite scores). As
+  /// AccumulateTarget: ignore_label first, then t > 0, the rest invalid.
+  template <class M>
+  HWY_INLINE void Add(VF x, VF t, M nonzero, VD w_low, VD w_high, VD m_low, VD m_high) {
+    const DF d;
+    const DH dh;
+    const DD dd;
+    const VF zero = hn::Zero(d);
+    const VF one = hn::Set(d, 1.0f);
+    const auto ignore_lane = has_ignore ? hn::Eq(t, ignore) : hn::Ne(zero, zero);
+    const auto positive = hn::AndNot(ignore_lane, hn::Gt(t, zero));
+    if (has_ignore) ignored = hn::Add(ignored, hn::IfThenElseZero(ignore_lane, one));
+    const auto bad = hn::AndNot(hn::Or(positive, ignore_lane), nonzero);  // < 0 or NaN
+    invalid = hn::Add(invalid, hn::IfThenElseZero(bad, one));
+    positives = hn::Add(positives, hn::IfThenElseZero(positive, one));
+    const VF tp = hn::IfThenElseZero(positive, t);
+    const VD t_low = hn::PromoteTo(dd, hn::LowerHalf(dh, tp));
+    const VD t_high = hn::PromoteTo(dd, hn::UpperHalf(dh, tp));
+    target_low = hn::Add(target_low, t_low);
+    target_high = hn::Add(target_high, t_high);
+    const VD wt_low = hn::Mul(w_low, t_low);  // exact: float * float fits a double
+    const VD wt_high = hn::Mul(w_high, t_high);
+    weighted_low = hn::Add(weighted_low, wt_low);
+    weighted_high = hn::Add(weighted_high, wt_high);
+    gap_low = hn::MulAdd(wt_low, hn::Sub(m_low, hn::PromoteTo(dd, hn::LowerHalf(dh, x))), gap_low);
+    gap_high = hn::MulAdd(wt_high, hn::Sub(m_high, hn::PromoteTo(dd, hn::UpperHalf(dh, x))),
+                          gap_high);
   }
+};
+
+/// Lanes of a double vector added in lane order.
+HWY_INLINE double LaneTotal(hn::Vec<TargetSums::DD> v) {
+  HWY_ALIGN double lanes[HWY_MAX_BYTES / sizeof(double)];
+  hn::Store(v, TargetSums::DD(), lanes);
+  double total = 0.0;
+  for (size_t i = 0; i < hn::Lanes(TargetSums::DD()); ++i) total += lanes[i];
+  return total;
 }
+HWY_INLINE double LaneTotal(hn::Vec<TargetSums::DD> low, hn::Vec<TargetSums::DD> high) {
+  return LaneTotal(low) + LaneTotal(high);
+}
+HWY_INLINE double LaneTotal(hn::Vec<TargetSums::DF> counts) {  // exact integers
+  const TargetSums::DH dh;
+  return LaneTotal(hn::PromoteTo(TargetSums::DD(), hn::LowerHalf(dh, counts)),
+                   hn::PromoteTo(TargetSums::DD(), hn::UpperHalf(dh, counts)));
+}
+#endif
 
 bool RowSumsImpl(const float* x, const float* t, const double* w, const RowOptions& opt,
                  float* max_out, RowSums* sums) {
@@ -131,17 +194,37 @@ bool RowSumsImpl(const float* x, const float* t, const double* w, const RowOptio
   const auto vm = hn::Set(d, m);
   DoubleVectorSum exp_sum, x_sum;
   const bool smoothing = opt.smoothing != 0.0;
+#if HWY_TARGET != HWY_SCALAR
+  // Target terms on vectors where a lane's target is non-zero (also NaN and
+  // ignore_label), totalled in lane order after the row.
+  TargetSums targets(opt);
+  const TargetSums::DD dd;
+  const size_t half = lanes / 2;
+  const auto m_double = hn::Set(dd, static_cast<double>(m));
+#endif
   for (size_t c = 0; c < full; c += lanes) {
     const auto v = hn::LoadU(d, x + c);
     exp_sum.Add(ExpNonPositive(d, hn::Sub(v, vm)));  // e^(x_c - m), x_c - m <= 0
     if (smoothing) x_sum.Add(v);
-    const auto nonzero = hn::Ne(hn::LoadU(d, t + c), zero);  // also NaN and ignore_label
+    const auto tv = hn::LoadU(d, t + c);
+    const auto nonzero = hn::Ne(tv, zero);  // also NaN and ignore_label
     if (!hn::AllFalse(d, nonzero)) {
-      ForEachSetLane(d, nonzero, [&](size_t j) {
-        AccumulateTarget(m, x[c + j], t[c + j], w[c + j], opt, sums);
-      });
+#if HWY_TARGET != HWY_SCALAR
+      targets.Add(v, tv, nonzero, hn::LoadU(dd, w + c), hn::LoadU(dd, w + c + half), m_double,
+                  m_double);
+#else
+      AccumulateTarget(m, x[c], t[c], w[c], opt, sums);
+#endif
     }
   }
+#if HWY_TARGET != HWY_SCALAR
+  sums->positives += LaneTotal(targets.positives);
+  sums->ignored += LaneTotal(targets.ignored);
+  sums->invalid += LaneTotal(targets.invalid);
+  sums->target_sum += LaneTotal(targets.target_low, targets.target_high);
+  sums->weighted += LaneTotal(targets.weighted_low, targets.weighted_high);
+  sums->weighted_gap += LaneTotal(targets.gap_low, targets.gap_high);
+#endif
   for (size_t c = full; c < C; ++c) AccumulateElement(m, x[c], t[c], w[c], opt, sums);
   sums->sum_exp += exp_sum.Total();
   // sum over the vector part of (m - x_c); needed only with label smoothing.
@@ -160,15 +243,43 @@ void RowGradientImpl(const float* x, const float* t, const double* w,
   const auto vm = hn::Set(d, static_cast<float>(coef.max));
   const auto k = hn::Set(d, static_cast<float>(scale * coef.q_total * coef.inv_sum_exp));
   const auto scaled_b = hn::Set(d, static_cast<float>(scale * coef.b));
+#if HWY_TARGET != HWY_SCALAR
+  const hn::Half<decltype(d)> dh;
+  const hn::Rebind<double, decltype(dh)> dd;
+  const size_t half = lanes / 2;
+  const auto inv_sum_exp = hn::Set(dd, coef.inv_sum_exp);
+  const auto q_total = hn::Set(dd, coef.q_total);
+  const auto a = hn::Set(dd, coef.a);
+  const auto b = hn::Set(dd, coef.b);
+  const auto scale_d = hn::Set(dd, scale);
+  // ElementGradient on double lanes: scale (Q p_c - q_c), p_c = e / S,
+  // q_c = a w_c t_c + b.
+  auto target_gradient = [&](hn::Vec<decltype(dd)> e, hn::Vec<decltype(dd)> tc,
+                             hn::Vec<decltype(dd)> wc) {
+    const auto q = hn::MulAdd(hn::Mul(a, wc), tc, b);
+    return hn::Mul(scale_d, hn::MulSub(q_total, hn::Mul(inv_sum_exp, e), q));
+  };
+#endif
   for (size_t c = 0; c < full; c += lanes) {
     const auto e = ExpNonPositive(d, hn::Sub(hn::LoadU(d, x + c), vm));  // -inf: 0
-    hn::StoreU(hn::MulSub(k, e, scaled_b), d, dx + c);  // scale (Q p_c - eps/C) for t_c = 0
-    const auto nonzero = hn::Ne(hn::LoadU(d, t + c), zero);
+    auto g = hn::MulSub(k, e, scaled_b);  // scale (Q p_c - eps/C) for t_c = 0
+    const auto tv = hn::LoadU(d, t + c);
+    const auto nonzero = hn::Ne(tv, zero);
     if (!hn::AllFalse(d, nonzero)) {
-      ForEachSetLane(d, nonzero, [&](size_t j) {
-        dx[c + j] = ElementGradient(coef, x[c + j], t[c + j], w[c + j], scale);
-      });
+#if HWY_TARGET != HWY_SCALAR
+      const auto low = target_gradient(hn::PromoteTo(dd, hn::LowerHalf(dh, e)),
+                                       hn::PromoteTo(dd, hn::LowerHalf(dh, tv)),
+                                       hn::LoadU(dd, w + c));
+      const auto high = target_gradient(hn::PromoteTo(dd, hn::UpperHalf(dh, e)),
+                                        hn::PromoteTo(dd, hn::UpperHalf(dh, tv)),
+                                        hn::LoadU(dd, w + c + half));
+      g = hn::IfThenElse(nonzero, hn::Combine(d, hn::DemoteTo(dh, high), hn::DemoteTo(dh, low)),
+                         g);
+#else
+      g = hn::Set(d, ElementGradient(coef, x[c], t[c], w[c], scale));
+#endif
     }
+    hn::StoreU(g, d, dx + c);
   }
   for (size_t c = full; c < C; ++c) dx[c] = ElementGradient(coef, x[c], t[c], w[c], scale);
 }
@@ -305,12 +416,6 @@ bool SpatialForwardImpl(const float* x, const float* t, const double* w, int64_t
   const int C = opt.classes;
   const int tile_rows = SpatialTileRowsImpl(C);
   const auto zero = hn::Zero(d);
-  const auto one = hn::Set(d, 1.0f);
-  // ignore_label as a float; one no float equals (never a match) when it has
-  // no float representation.
-  const bool has_ignore = opt.has_ignore_label &&
-      static_cast<double>(static_cast<float>(opt.ignore_label)) == opt.ignore_label;
-  const auto ignore = hn::Set(d, static_cast<float>(opt.ignore_label));
   const bool smoothing = opt.smoothing != 0.0;
   auto valid_total = hn::Zero(dd);
   auto invalid_total = hn::Zero(dd);
@@ -344,10 +449,7 @@ bool SpatialForwardImpl(const float* x, const float* t, const double* w, int64_t
       const auto m_high = hn::PromoteTo(dd, hn::UpperHalf(dh, vm));
       auto s_low = hn::Zero(dd), s_high = hn::Zero(dd);      // S
       auto x_low = hn::Zero(dd), x_high = hn::Zero(dd);      // sum x (smoothing)
-      auto ts_low = hn::Zero(dd), ts_high = hn::Zero(dd);    // sum t
-      auto ws_low = hn::Zero(dd), ws_high = hn::Zero(dd);    // sum w t
-      auto wg_low = hn::Zero(dd), wg_high = hn::Zero(dd);    // sum w t (m - x)
-      auto positives = zero, ignored = zero, invalid_count = zero;  // counts: exact in float
+      TargetSums targets(opt);  // lane j: row begin + v + j
       auto next_max = hn::Set(d, -std::numeric_limits<float>::infinity());
       for (int c = 0; c < C; ++c) {
         if (copy) {
@@ -372,46 +474,26 @@ bool SpatialForwardImpl(const float* x, const float* t, const double* w, int64_t
         const auto tv = hn::Load(d, cur.t + c * size + v);
         const auto nonzero = hn::Ne(tv, zero);  // also NaN and ignore_label
         if (hn::AllFalse(d, nonzero)) continue;
-        // AccumulateTarget on a vector: ignore_label first, then t > 0, the
-        // rest (negative, NaN) invalid.
-        const auto ignore_lane = has_ignore ? hn::Eq(tv, ignore) : hn::Ne(zero, zero);
-        const auto positive = hn::AndNot(ignore_lane, hn::Gt(tv, zero));
-        if (has_ignore) ignored = hn::Add(ignored, hn::IfThenElseZero(ignore_lane, one));
-        const auto bad = hn::AndNot(hn::Or(positive, ignore_lane), nonzero);
-        invalid_count = hn::Add(invalid_count, hn::IfThenElseZero(bad, one));
-        positives = hn::Add(positives, hn::IfThenElseZero(positive, one));
-        const auto tp = hn::IfThenElseZero(positive, tv);
         const auto wc = hn::Set(dd, w[c]);
-        const auto t_low = hn::PromoteTo(dd, hn::LowerHalf(dh, tp));
-        const auto t_high = hn::PromoteTo(dd, hn::UpperHalf(dh, tp));
-        ts_low = hn::Add(ts_low, t_low);
-        ts_high = hn::Add(ts_high, t_high);
-        const auto wt_low = hn::Mul(wc, t_low);  // exact: float * float fits a double
-        const auto wt_high = hn::Mul(wc, t_high);
-        ws_low = hn::Add(ws_low, wt_low);
-        ws_high = hn::Add(ws_high, wt_high);
-        // m - x is finite here (finite scores) and 0 for the max itself.
-        wg_low = hn::MulAdd(wt_low, hn::Sub(m_low, hn::PromoteTo(dd, hn::LowerHalf(dh, xv))),
-                            wg_low);
-        wg_high = hn::MulAdd(wt_high, hn::Sub(m_high, hn::PromoteTo(dd, hn::UpperHalf(dh, xv))),
-                             wg_high);
+        targets.Add(xv, tv, nonzero, wc, wc, m_low, m_high);
       }
       if (copy) hn::Store(next_max, d, next.m + v);
       const int64_t row = first_row + begin + v;
       for (int h = 0; h < 2; ++h) {  // the two double halves, rows in order
         FinishRows(dd, opt, h == 0 ? m_low : m_high, h == 0 ? s_low : s_high,
-                   hn::PromoteTo(dd, h == 0 ? hn::LowerHalf(dh, positives)
-                                            : hn::UpperHalf(dh, positives)),
-                   hn::PromoteTo(dd, h == 0 ? hn::LowerHalf(dh, ignored)
-                                            : hn::UpperHalf(dh, ignored)),
-                   h == 0 ? ts_low : ts_high, h == 0 ? ws_low : ws_high,
-                   h == 0 ? wg_low : wg_high, h == 0 ? x_low : x_high, coefficients,
-                   row + h * half, rows, row_loss, &valid_total);
+                   hn::PromoteTo(dd, h == 0 ? hn::LowerHalf(dh, targets.positives)
+                                            : hn::UpperHalf(dh, targets.positives)),
+                   hn::PromoteTo(dd, h == 0 ? hn::LowerHalf(dh, targets.ignored)
+                                            : hn::UpperHalf(dh, targets.ignored)),
+                   h == 0 ? targets.target_low : targets.target_high,
+                   h == 0 ? targets.weighted_low : targets.weighted_high,
+                   h == 0 ? targets.gap_low : targets.gap_high, h == 0 ? x_low : x_high,
+                   coefficients, row + h * half, rows, row_loss, &valid_total);
         for (int j = 0; j < half; ++j) total += row_loss[j];  // row order
       }
       invalid_total = hn::Add(invalid_total,
-                              hn::Add(hn::PromoteTo(dd, hn::LowerHalf(dh, invalid_count)),
-                                      hn::PromoteTo(dd, hn::UpperHalf(dh, invalid_count))));
+                              hn::Add(hn::PromoteTo(dd, hn::LowerHalf(dh, targets.invalid)),
+                                      hn::PromoteTo(dd, hn::UpperHalf(dh, targets.invalid))));
     }
     // Rows of the next tile beyond this one's size: none (only the last
     // tile is shorter). A non-finite score in the next tile: the caller's
@@ -474,6 +556,10 @@ bool SpatialGradientImpl(const float* x, const float* t, const double* w, int64_
     const float* tc = t + c * inner;
     float* dxc = dx + c * inner;
     for (int v = 0; v < count; v += lanes) {
+      // The same place of the next tile (the caller's next call), which comes
+      // back to this plane only after all the others: in cache by then.
+      hwy::Prefetch(xc + count + v);
+      hwy::Prefetch(tc + count + v);
       const auto e = ExpNonPositive(d, hn::Sub(hn::LoadU(d, xc + v), hn::Load(d, m + v)));
       // scale (Q p_c - eps/C), the value for t_c = 0
       auto g = hn::MulSub(hn::Load(d, k + v), e, hn::Load(d, scaled_b + v));
