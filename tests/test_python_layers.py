@@ -321,7 +321,8 @@ def test_shim_is_installed_as_top_level_loss_layers():
     from caffe_xent.compat import loss_layers as compat
     assert loss_layers.CustomSigmoidCrossEntropyLossLayer.__name__ == \
         compat.CustomSigmoidCrossEntropyLossLayer.__name__
-    assert os.path.basename(os.path.dirname(loss_layers.__file__)) == "site-packages"
+    import caffe_xent  # installed side by side: the top of the same package tree
+    assert os.path.dirname(loss_layers.__file__) == os.path.dirname(os.path.dirname(caffe_xent.__file__))
 
 # Seed 000's layer block, verbatim apart from the blob names of this net.
 SEED_000_LAYER = """
