@@ -106,3 +106,17 @@ def test_main_returns_the_exit_code(labels_file, capsys):
     assert cli.main(["class-weights", str(path)]) == 0
     assert cli.main(["class-weights", str(path.parent / "missing.h5")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_the_installed_script(labels_file, tmp_path):
+    path, _ = labels_file
+    script = os.path.join(os.path.dirname(sys.executable), "caffe-xent")
+    assert os.access(script, os.X_OK), "make build installs the caffe-xent command next to python"
+    ok = subprocess.run([script, "class-weights", str(path), "--dataset", "class"],
+                        capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert "class_weight: " in ok.stdout
+    missing = subprocess.run([script, "class-weights", str(tmp_path / "none.h5"), "--dataset", "label"],
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2
+    assert "none.h5" in missing.stderr and "Traceback" not in missing.stderr
