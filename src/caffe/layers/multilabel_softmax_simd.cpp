@@ -17,6 +17,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 #include "multilabel_softmax_simd.hpp"
 
@@ -423,6 +424,8 @@ bool SpatialForwardImpl(const float* x, const float* t, const double* w, int64_t
   HWY_ALIGN double row_loss[HWY_MAX_BYTES / sizeof(double)];
   LocalTile tiles[2];
   LocalTiles(C, tile_rows, tiles);
+  bool dense = false;  // whether the last vector of rows had targets in most classes
+  int hits = 0;
   int now = 0;
   int size = count < tile_rows ? count : tile_rows;
   if (!CopyTile(d, x, t, inner, C, size, &tiles[now])) return false;
@@ -451,33 +454,49 @@ bool SpatialForwardImpl(const float* x, const float* t, const double* w, int64_t
       auto x_low = hn::Zero(dd), x_high = hn::Zero(dd);      // sum x (smoothing)
       TargetSums targets(opt);  // lane j: row begin + v + j
       auto next_max = hn::Set(d, -std::numeric_limits<float>::infinity());
-      for (int c = 0; c < C; ++c) {
-        if (copy) {
-          const auto xv = hn::LoadU(d, xn + c * inner + v);
-          next_max = hn::Max(next_max, xv);
-          probe = hn::MulAdd(xv, zero, probe);
-          hn::Store(xv, d, next.x + c * next_size + v);
-          hn::Store(hn::LoadU(d, tn + c * inner + v), d, next.t + c * next_size + v);
-          if (prefetch) {
-            hwy::Prefetch(xp + c * inner + v);
-            hwy::Prefetch(tp_next + c * inner + v);
+      // Dense targets (a positive in most vectors, as a segmentation map's
+      // one-hot rows at C = 21): no branch on them, which would mispredict;
+      // sparse ones: skip the vectors without. Adding zero lanes changes no
+      // sum: the same bits either way.
+      auto classes = [&](auto dense_tag) {
+        constexpr bool kDense = decltype(dense_tag)::value;
+        for (int c = 0; c < C; ++c) {
+          if (copy) {
+            const auto xv = hn::LoadU(d, xn + c * inner + v);
+            next_max = hn::Max(next_max, xv);
+            probe = hn::MulAdd(xv, zero, probe);
+            hn::Store(xv, d, next.x + c * next_size + v);
+            hn::Store(hn::LoadU(d, tn + c * inner + v), d, next.t + c * next_size + v);
+            if (prefetch) {
+              hwy::Prefetch(xp + c * inner + v);
+              hwy::Prefetch(tp_next + c * inner + v);
+            }
           }
+          const auto xv = hn::Load(d, cur.x + c * size + v);
+          const auto e = ExpNonPositive(d, hn::Sub(xv, vm));  // e^(x_c - m)
+          s_low = hn::Add(s_low, hn::PromoteTo(dd, hn::LowerHalf(dh, e)));
+          s_high = hn::Add(s_high, hn::PromoteTo(dd, hn::UpperHalf(dh, e)));
+          if (smoothing) {
+            x_low = hn::Add(x_low, hn::PromoteTo(dd, hn::LowerHalf(dh, xv)));
+            x_high = hn::Add(x_high, hn::PromoteTo(dd, hn::UpperHalf(dh, xv)));
+          }
+          const auto tv = hn::Load(d, cur.t + c * size + v);
+          const auto nonzero = hn::Ne(tv, zero);  // also NaN and ignore_label
+          const bool any = !hn::AllFalse(d, nonzero);
+          hits += any;
+          if (!kDense && !any) continue;
+          const auto wc = hn::Set(dd, w[c]);
+          targets.Add(xv, tv, nonzero, wc, wc, m_low, m_high);
         }
-        const auto xv = hn::Load(d, cur.x + c * size + v);
-        const auto e = ExpNonPositive(d, hn::Sub(xv, vm));  // e^(x_c - m)
-        s_low = hn::Add(s_low, hn::PromoteTo(dd, hn::LowerHalf(dh, e)));
-        s_high = hn::Add(s_high, hn::PromoteTo(dd, hn::UpperHalf(dh, e)));
-        if (smoothing) {
-          x_low = hn::Add(x_low, hn::PromoteTo(dd, hn::LowerHalf(dh, xv)));
-          x_high = hn::Add(x_high, hn::PromoteTo(dd, hn::UpperHalf(dh, xv)));
-        }
-        const auto tv = hn::Load(d, cur.t + c * size + v);
-        const auto nonzero = hn::Ne(tv, zero);  // also NaN and ignore_label
-        if (hn::AllFalse(d, nonzero)) continue;
-        const auto wc = hn::Set(dd, w[c]);
-        targets.Add(xv, tv, nonzero, wc, wc, m_low, m_high);
+      };
+      if (dense) {
+        classes(std::true_type());
+      } else {
+        classes(std::false_type());
       }
       if (copy) hn::Store(next_max, d, next.m + v);
+      dense = 4 * hits > C;  // targets in more than a quarter of these vectors
+      hits = 0;
       const int64_t row = first_row + begin + v;
       for (int h = 0; h < 2; ++h) {  // the two double halves, rows in order
         FinishRows(dd, opt, h == 0 ? m_low : m_high, h == 0 ? s_low : s_high,
