@@ -51,10 +51,10 @@ namespace caffe {
  *
  * CPU: rows in parallel (OpenMP) over fixed chunks; float rows and float
  * spatial maps take a Highway SIMD path for the exps
- * (multilabel_softmax_simd.cpp). For contiguous rows the target terms go
- * through the shared row math (multilabel_softmax_math.hpp), which the CUDA
- * kernels call too; for spatial maps (short rows, a lane per row) the SIMD
- * path evaluates the same formulas on vectors (see multilabel_softmax_simd.hpp).
+ * (multilabel_softmax_simd.cpp), which evaluates the formulas of the shared
+ * row math (multilabel_softmax_math.hpp, also called by the CUDA kernels and
+ * the scalar CPU loop) on vectors, term by term (see
+ * multilabel_softmax_simd.hpp).
  * Per row: the max, then one sweep for the sums (forward); one sweep for the
  * gradient (backward). Spatial maps go by tiles of neighbouring rows: forward
  * reads each tile from the map once, into L1-sized local copies.

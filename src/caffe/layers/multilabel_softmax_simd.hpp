@@ -5,18 +5,22 @@
 // time to the widest vectors of the CPU (multilabel_softmax_simd.cpp).
 //
 // Contiguous rows ((N, C) scores, inner = 1): the exps and their sums are
-// vectorized; the target terms are added by the shared scalar math
-// (multilabel_softmax_math.hpp) only for lanes whose target is non-zero, so
-// multi-hot and sparse targets cost almost nothing.
+// vectorized; the target terms only for vectors holding a non-zero target,
+// so multi-hot and sparse targets cost little.
 //
 // Spatial maps (inner > 1, a SIMD lane per row): rows are short (C = 21 for
 // segmentation), so per-row scalar work (the target terms of a positive in
-// nearly every row, FinishRow's log and division) cost more than the exps.
-// There the formulas of AccumulateTarget, FinishRow and ElementGradient are
-// evaluated on vectors, term by term in the same order and precision (double
-// sums in class order); the scalar math stays the reference, used for
-// double blobs, partial tiles and non-finite scores, and the tests hold
-// both to the same float64 truth.
+// nearly every row, FinishRow's log and division) would cost more than the
+// exps; every row sum and the row's loss and coefficients are computed on
+// vectors.
+//
+// Both evaluate the formulas of AccumulateTarget, FinishRow and
+// ElementGradient (multilabel_softmax_math.hpp) on vectors, term by term in
+// the same precision (sums in double; a row's lane sums totalled in lane
+// order: a fixed order, the same bits for any thread count). The scalar math
+// stays the reference, used for double blobs, the tail of a row (C % lanes),
+// short spatial runs and non-finite scores, and the tests hold both to the
+// same float64 truth.
 
 #include "caffe/layers/multilabel_softmax_math.hpp"
 
@@ -40,8 +44,7 @@ void SimdRowGradient(const float* x, const float* t, const double* w,
 const int kSpatialTileRows = 1024;
 
 /// Float lanes of the CPU's vectors for the spatial functions below, 0 where
-/// they are not vectorized. A call's `count` is a multiple of it, at most
-/// kSpatialTileRows.
+/// they are not vectorized. A call's `count` is a multiple of it.
 int SimdSpatialLanes();
 
 /// Forward of `count` neighbouring rows of a spatial map (inner > 1; a
@@ -56,10 +59,11 @@ bool SimdSpatialForward(const float* x, const float* t, const double* w, int64_t
                         const RowOptions& opt, int count, int64_t first_row, int64_t rows,
                         double* coefficients, double* loss, double* valid, double* invalid);
 
-/// Pass 2 of `count` neighbouring rows of a spatial map, all their classes:
-/// rows first_row.. of the structure-of-arrays coefficient buffer of `rows`
-/// rows. Returns false, having written nothing, when a row's max is not
-/// finite (the caller's scalar loop gives the limits).
+/// Pass 2 of `count` (at most kSpatialTileRows) neighbouring rows of a
+/// spatial map, all their classes: rows first_row.. of the structure-of-arrays
+/// coefficient buffer of `rows` rows. Returns false, having written nothing,
+/// when a row's max is not finite (the caller's scalar loop gives the
+/// limits).
 bool SimdSpatialGradient(const float* x, const float* t, const double* w, int64_t inner,
                          int classes, const double* coefficients, int64_t first_row,
                          int64_t rows, int count, double scale, float* dx);
