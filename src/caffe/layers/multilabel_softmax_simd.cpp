@@ -203,20 +203,30 @@ bool RowSumsImpl(const float* x, const float* t, const double* w, const RowOptio
   const size_t half = lanes / 2;
   const auto m_double = hn::Set(dd, static_cast<double>(m));
 #endif
-  for (size_t c = 0; c < full; c += lanes) {
-    const auto v = hn::LoadU(d, x + c);
-    exp_sum.Add(ExpNonPositive(d, hn::Sub(v, vm)));  // e^(x_c - m), x_c - m <= 0
-    if (smoothing) x_sum.Add(v);
-    const auto tv = hn::LoadU(d, t + c);
-    const auto nonzero = hn::Ne(tv, zero);  // also NaN and ignore_label
-    if (!hn::AllFalse(d, nonzero)) {
+  // The loop compiled twice, with and without the smoothing sum, to keep the
+  // test out of it.
+  auto sweep = [&](auto smoothing_tag) {
+    constexpr bool kSmoothing = decltype(smoothing_tag)::value;
+    for (size_t c = 0; c < full; c += lanes) {
+      const auto v = hn::LoadU(d, x + c);
+      exp_sum.Add(ExpNonPositive(d, hn::Sub(v, vm)));  // e^(x_c - m), x_c - m <= 0
+      if (kSmoothing) x_sum.Add(v);
+      const auto tv = hn::LoadU(d, t + c);
+      const auto nonzero = hn::Ne(tv, zero);  // also NaN and ignore_label
+      if (!hn::AllFalse(d, nonzero)) {
 #if HWY_TARGET != HWY_SCALAR
-      targets.Add(v, tv, nonzero, hn::LoadU(dd, w + c), hn::LoadU(dd, w + c + half), m_double,
-                  m_double);
+        targets.Add(v, tv, nonzero, hn::LoadU(dd, w + c), hn::LoadU(dd, w + c + half), m_double,
+                    m_double);
 #else
-      AccumulateTarget(m, x[c], t[c], w[c], opt, sums);
+        AccumulateTarget(m, x[c], t[c], w[c], opt, sums);
 #endif
+      }
     }
+  };
+  if (smoothing) {
+    sweep(std::true_type());
+  } else {
+    sweep(std::false_type());
   }
 #if HWY_TARGET != HWY_SCALAR
   sums->positives += LaneTotal(targets.positives);
