@@ -15,12 +15,15 @@
 // vectors.
 //
 // Both evaluate the formulas of AccumulateTarget, FinishRow and
-// ElementGradient (multilabel_softmax_math.hpp) on vectors, term by term in
-// the same precision (sums in double; a row's lane sums totalled in lane
-// order: a fixed order, the same bits for any thread count). The scalar math
-// stays the reference, used for double blobs, the tail of a row (C % lanes),
-// short spatial runs and non-finite scores, and the tests hold both to the
-// same float64 truth.
+// ElementGradient (multilabel_softmax_math.hpp) on vectors, term by term:
+// sums in double as the scalar math (a row's lane sums totalled in lane
+// order: a fixed order, the same bits for any thread count); the gradient
+// in float, k e - (scale a w_c t_c + scale b) with per-row k = scale Q / S,
+// about 2 ulp of Q p + q (the scalar ElementGradient rounds once, from
+// double), except for spatial tiles holding an ignored row, which keep
+// double. The scalar math stays the reference, used for double blobs, the
+// tail of a row (C % lanes), short spatial runs and non-finite scores, and
+// the tests hold both to the same float64 truth.
 
 #include "caffe/layers/multilabel_softmax_math.hpp"
 
