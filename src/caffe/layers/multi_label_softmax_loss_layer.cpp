@@ -344,7 +344,9 @@ void MultiLabelSoftmaxLossLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>&
   if (inner == 1) {
     // (N, C) scores: rows are contiguous.
     const int64_t rows = outer_num_;
-#pragma omp parallel for schedule(static)
+    // Small blobs stay serial: a thread team costs more than their work, and
+    // its spinning threads slow OpenBLAS's on a busy machine (the demo's 64x10).
+#pragma omp parallel for schedule(static) if (rows * C > xent::kReduceChunk)
     for (int64_t r = 0; r < rows; ++r) {
       const RowCoefficients coef = LoadCoefficients(coefficients, r, rows);
       const int64_t offset = r * C;
@@ -361,7 +363,7 @@ void MultiLabelSoftmaxLossLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>&
     const int kTile = xent::multilabel::kSpatialTileRows;
     const int64_t tiles_per_outer = (inner + kTile - 1) / kTile;
     const int64_t tiles = static_cast<int64_t>(outer_num_) * tiles_per_outer;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * C > xent::kReduceChunk)
     for (int64_t k = 0; k < tiles; ++k) {
       const int64_t o = k / tiles_per_outer;
       const int64_t i_end = std::min<int64_t>(inner, (k % tiles_per_outer + 1) * kTile);
