@@ -58,11 +58,6 @@ def test_net_forward_backward_and_solver_step(tmp_path):
     assert last < 0.1 * first
 
 
-def test_set_mode_gpu_exists():
-    # The CUDA build exposes the GPU mode switch; running in it needs a GPU.
-    assert callable(caffe.set_mode_gpu)
-
-
 @pytest.mark.skipif(GPU_AVAILABLE, reason="a GPU is present: GPU mode is available there")
 def test_gpu_mode_without_gpu_is_an_exception_and_python_survives():
     # Patch 006: without the check, the first CUDA call aborted the process.
