@@ -190,7 +190,7 @@ def test_nan_propagates(dtype, device):
 
 
 def test_accuracy_against_mpmath(dtype):
-    mpmath = pytest.importorskip("mpmath")
+    import mpmath  # a test dependency (pyproject's test extra, installed by make)
     mpmath.mp.dps = 40
     xs = np.array([-1e4, -700, -90, -30, -17, -5, -1, -1e-3, 0, 1e-3, 1, 5, 17, 30, 90, 700, 1e4],
                   dtype=dtype)
@@ -212,6 +212,42 @@ def test_accuracy_against_mpmath(dtype):
             # its terms (the best possible near its root, where σ(x) = t).
             terms = float((1 - mt) * sig + mt * sig_neg)
             assert abs(float(grad) - float(exact_grad)) <= 4 * eps * terms + 4 * subnormal_step, (x, target)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("pos_weight", [1.0, 3.0], ids=["simd-path", "element-path"])
+def test_gradient_accurate_where_its_terms_cancel(dtype, pos_weight, rng):
+    """∂ℓ/∂x = (1-t)σ(x) - pw·t·σ(-x) at its root: t = σ(x)/(σ(x) + pw·σ(-x))
+    rounded to the dtype, so the exact derivative is only what that rounding
+    left, far below its two terms. Taken in the blob's precision the
+    difference would be all rounding error (float32 gave 0 at x = -1.8e-8,
+    t = 0.5); the layer takes it in double, so the bound is one rounding to
+    the dtype plus double's error on the terms: 2 ulp of the value
+    + 8·2^-53·terms."""
+    import mpmath
+    mpmath.mp.dps = 50
+    n = 400
+    x = np.concatenate([rng.standard_normal(n) * 4, rng.standard_normal(n) * 1e-3,
+                        10.0 ** rng.uniform(-12, -1, n) * rng.choice([-1, 1], n)]).astype(dtype)
+    x64 = x.astype(np.float64)
+    s, s_neg = 1 / (1 + np.exp(-x64)), 1 / (1 + np.exp(x64))
+    t = (s / (s + pos_weight * s_neg)).astype(dtype)
+    layer = layer_text(normalization="NONE", pos_weight=[pos_weight] if pos_weight != 1 else ())
+    _, diffs = caffe_xent.run_layer(layer, [x, t])
+    eps = float(np.finfo(dtype).eps)
+    strict = 0
+    for xi, ti, got in zip(x, t, diffs[0]):
+        mx, mt = mpmath.mpf(float(xi)), mpmath.mpf(float(ti))
+        first = (1 - mt) / (1 + mpmath.exp(-mx))
+        second = pos_weight * mt / (1 + mpmath.exp(mx))
+        exact = float(first - second)
+        bound = 2 * eps * abs(exact) + 8 * 2.0 ** -53 * float(first + second) + float(np.finfo(dtype).smallest_subnormal)
+        assert abs(float(got) - exact) <= bound, (xi, ti, got, exact)
+        strict += 2 * eps * abs(exact) >= 8 * 2.0 ** -53 * float(first + second)
+    if dtype == np.float32:
+        # Not vacuous: for most of these roots (about 80 %) the bound is a few ulp
+        # of the value itself, not of the (much larger) terms.
+        assert strict >= 2 * len(x) // 3
 
 
 def test_large_float32_blob_sum_is_accurate(rng):

@@ -231,6 +231,51 @@ TYPED_TEST(XentSigmoidCrossEntropyLossLayerTest, TestGradientMatchesReference) {
   }
 }
 
+TYPED_TEST(XentSigmoidCrossEntropyLossLayerTest, TestGradientWhereTermsCancel) {
+  // ∂ℓ/∂x = (1-t)σ(x) - pw·t·σ(-x) is a difference of two terms. Targets at
+  // its root, t = σ(x) / (σ(x) + pw·σ(-x)) rounded to Dtype, leave only the
+  // rounding of t: the exact derivative is tiny next to its terms. The layer
+  // takes such differences in double, so the bound is one rounding to Dtype
+  // plus double's error on the terms: 2 ulp of the value + 8·2^-53·terms.
+  // The reference is long double (64-bit significand), well inside that.
+  typedef typename TypeParam::Dtype Dtype;
+  const double magnitudes[] = {1e-9, 3e-8, 1e-5, 0.01, 0.3, 0.49, 0.7, 2, 4.5, 9, 15, 20};
+  std::vector<double> xs;
+  for (double m : magnitudes) {
+    xs.push_back(m);
+    xs.push_back(-m);
+  }
+  const int n = static_cast<int>(xs.size());
+  for (float pw : {1.f, 3.f}) {  // 1: the SIMD plain path; 3: the general element path
+    SCOPED_TRACE(pw);
+    Blob<Dtype> x(std::vector<int>{1, 1, n}), t(std::vector<int>{1, 1, n}), loss;
+    for (int i = 0; i < n; ++i) {
+      const long double xi = static_cast<Dtype>(xs[i]);
+      const long double s = 1 / (1 + std::exp(-xi)), s_neg = 1 / (1 + std::exp(xi));
+      x.mutable_cpu_data()[i] = static_cast<Dtype>(xi);
+      t.mutable_cpu_data()[i] = static_cast<Dtype>(s / (s + pw * s_neg));
+    }
+    LayerParameter param;
+    if (pw != 1.f) param.mutable_sigmoid_cross_entropy_loss_param()->add_pos_weight(pw);
+    param.mutable_loss_param()->set_normalization(LossParameter_NormalizationMode_NONE);
+    vector<Blob<Dtype>*> bottom{&x, &t}, top{&loss};
+    SigmoidCrossEntropyLossLayer<Dtype> layer(param);
+    layer.SetUp(bottom, top);
+    layer.Forward(bottom, top);
+    layer.Backward(top, vector<bool>{true, false}, bottom);
+    for (int i = 0; i < n; ++i) {
+      const long double xi = x.cpu_data()[i], ti = t.cpu_data()[i];
+      const long double s = 1 / (1 + std::exp(-xi)), s_neg = 1 / (1 + std::exp(xi));
+      const long double first = (1 - ti) * s, second = pw * ti * s_neg;
+      const double exact = static_cast<double>(first - second);
+      const double bound = 2 * std::numeric_limits<Dtype>::epsilon() * std::fabs(exact) +
+                           8 * std::ldexp(1.0, -53) * static_cast<double>(first + second) +
+                           std::numeric_limits<Dtype>::denorm_min();
+      EXPECT_NEAR(x.cpu_diff()[i], exact, bound) << "x = " << xs[i] << ", t = " << ti;
+    }
+  }
+}
+
 TYPED_TEST(XentSigmoidCrossEntropyLossLayerTest, TestGradientElementTop) {
   typedef typename TypeParam::Dtype Dtype;
   LayerParameter param;

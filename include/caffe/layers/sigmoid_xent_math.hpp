@@ -18,7 +18,10 @@
 //
 //   ∂bce/∂x = a·σ(x) - b·σ(-x) = r·(x >= 0 ? a - b·e : a·e - b),  e = e^-|x|, r = 1/(1+e)
 //
-// never forms 1 - σ(x) (which loses all digits of σ(-x) for large x).
+// never forms 1 - σ(x) (which loses all digits of σ(-x) for large x). Its two
+// products still cancel where σ(x) ≈ b/(a+b) (t ≈ σ(x) without pos_weight):
+// there SigmoidXentBceGrad recomputes the bracket in double, with
+// expm1(-|x|) for small |x| where e^-|x| would round away the digits of x.
 
 #include <math.h>
 
@@ -32,6 +35,8 @@ XENT_HOST_DEVICE float XentExp(float v) { return expf(v); }
 XENT_HOST_DEVICE double XentExp(double v) { return exp(v); }
 XENT_HOST_DEVICE float XentLog1p(float v) { return log1pf(v); }
 XENT_HOST_DEVICE double XentLog1p(double v) { return log1p(v); }
+XENT_HOST_DEVICE double XentAbs(double v) { return fabs(v); }
+XENT_HOST_DEVICE float XentAbs(float v) { return fabsf(v); }
 XENT_HOST_DEVICE float XentPow(float base, float power) { return powf(base, power); }
 XENT_HOST_DEVICE double XentPow(double base, double power) { return pow(base, power); }
 
@@ -40,6 +45,49 @@ XENT_HOST_DEVICE double XentPow(double base, double power) { return pow(base, po
 template <typename T>
 XENT_HOST_DEVICE T XentScale(T weight, T value) {
   return weight == T(0) ? T(0) : weight * value;
+}
+
+/// ∂bce/∂x = a·σ(x) - b·σ(-x) in double, for a = 1 - τ and b = pos_weight·τ
+/// given as the blob's values (a float τ or pos_weight makes both exact in
+/// double). With e = e^-|x| and m = e^-|x| - 1:
+///   x >= 0: r·(a - b·e) = r·((a - b) - b·m)
+///   x <  0: r·(a·e - b) = r·((a - b) + a·m),   r = 1/(1+e)
+/// The m form, for |x| < 1/16, keeps the digits of a small |x| (e rounds to
+/// 1 - |x| at 2^-53 absolute: all of them are lost at |x| < 2^-53, half at
+/// 2^-26); the e form keeps e's relative precision for large |x|. Either way
+/// the bracket is within ~2^-53 of its terms, so a float32 result is
+/// correctly rounded unless σ(x) and τ agree to more than ~29 bits.
+XENT_HOST_DEVICE double SigmoidXentBceGradDouble(double x, double a, double b) {
+  const bool positive = x >= 0.0;
+  const double abs_x = fabs(x);
+  const double e = exp(-abs_x);
+  double bracket;
+  if (abs_x < 0.0625) {
+    const double m = expm1(-abs_x);
+    bracket = (a - b) + (positive ? -b : a) * m;
+  } else {
+    bracket = positive ? a - b * e : a * e - b;
+  }
+  return bracket / (1.0 + e);
+}
+
+/// ∂bce/∂x = a·σ(x) - b·σ(-x) = r·(x >= 0 ? a - b·e : a·e - b) from the
+/// element's e = e^-|x| and r = 1/(1+e), with tau and pos_weight for the
+/// exact a and b. In T it is within a few ulp of itself while the bracket
+/// keeps at least half of its larger term; below that (σ(x) near
+/// b/(a+b)) the difference is taken in double instead.
+template <typename T>
+XENT_HOST_DEVICE T SigmoidXentBceGrad(T x, T tau, T pos_weight, T a, T b, T e, T r) {
+  const bool positive = x >= T(0);
+  const T first = positive ? a : a * e;   // a·σ(x)/r
+  const T second = positive ? b * e : b;  // b·σ(-x)/r
+  const T bracket = first - second;
+  if (XentAbs(bracket) + XentAbs(bracket) < first + second) {  // false for NaN and 0/0
+    const double tau_d = static_cast<double>(tau);
+    return static_cast<T>(SigmoidXentBceGradDouble(
+        static_cast<double>(x), 1.0 - tau_d, static_cast<double>(pos_weight) * tau_d));
+  }
+  return r * bracket;
 }
 
 /// Per-layer constants of the element math (from SigmoidCrossEntropyLossParameter).
@@ -87,7 +135,7 @@ XENT_HOST_DEVICE T SigmoidXentElement(T x, T t, T pos_weight, T weight,
   if (k.gamma == T(0) && k.alpha < T(0)) {
     if (grad) {
       // ∂bce/∂x = a·σ(x) - b·σ(-x), with σ(x) = r, σ(-x) = e·r for x >= 0.
-      *grad = weight * (r * (positive ? a - b * e : a * e - b));
+      *grad = weight * SigmoidXentBceGrad(x, tau, pos_weight, a, b, e, r);
     }
     return XentScale(weight, bce);
   }
@@ -98,7 +146,7 @@ XENT_HOST_DEVICE T SigmoidXentElement(T x, T t, T pos_weight, T weight,
   const T modulator = k.gamma == T(0) ? T(1) : XentPow(q, k.gamma);  // (1-p_t)^γ
   const T coefficient = weight * alpha_t;
   if (grad) {
-    const T dbce = a * sigma_pos - b * sigma_neg;                    // ∂bce/∂x
+    const T dbce = SigmoidXentBceGrad(x, tau, pos_weight, a, b, e, r);  // ∂bce/∂x
     // ∂(1-p_t)^γ/∂x = γ·(1-p_t)^γ · (1-2τ)·σ(x)σ(-x) / (1-p_t); 0 where 1-p_t = 0
     // (its limit for γ > 0: σ(x)σ(-x)/(1-p_t) stays bounded by 1).
     const T dmodulator = (k.gamma == T(0) || q == T(0))

@@ -190,25 +190,118 @@ SigmoidXentPlainSums PlainForward(const T* x, const T* t, const T* w, T* element
            : PlainForwardLoop<false, false>(x, t, w, element_loss, n, ignore_label);
 }
 
+/// The bracket of ∂ℓ/∂x = (1-t)·σ(x) - t·σ(-x) = bracket/(1+e) in double,
+/// lane by lane as SigmoidXentBceGradDouble (sigmoid_xent_math.hpp) takes it;
+/// dd: a vector of doubles. For |x| < 1/16, m = e^-|x| - 1 comes from its
+/// Taylor series cut after z⁹/9! (z = -|x|; the rest is below 2^-57 of m),
+/// cheaper than a second Exp.
+template <class DD, class VD = hn::Vec<DD>>
+HWY_INLINE VD BracketDouble(DD dd, VD x, VD t) {
+  const VD one = hn::Set(dd, 1.0);
+  const VD z = hn::Neg(hn::Abs(x));
+  const VD e = hn::Exp(dd, z);
+  VD p = hn::Set(dd, 1.0 / 362880);                                // 1/9!
+  const double inverse_factorials[] = {1.0 / 40320, 1.0 / 5040, 1.0 / 720, 1.0 / 120,
+                                       1.0 / 24, 1.0 / 6, 1.0 / 2, 1.0};
+  for (double c : inverse_factorials) p = hn::MulAdd(p, z, hn::Set(dd, c));
+  const VD m = hn::Mul(p, z);                                      // e^z - 1, |z| < 1/16
+  const VD a = hn::Sub(one, t);                                    // exact for a float t
+  const auto positive = hn::Ge(x, hn::Zero(dd));
+  // small |x|: (a - t) + (x >= 0 ? -t : a)·m;  else x >= 0 ? a - t·e : a·e - t
+  const VD small = hn::MulAdd(hn::IfThenElse(positive, hn::Neg(t), a), m, hn::Sub(a, t));
+  const VD large = hn::IfThenElse(positive, hn::NegMulAdd(t, e, a), hn::MulSub(a, e, t));
+  return hn::IfThenElse(hn::Lt(z, hn::Set(dd, -0.0625)), large, small);
+}
+
 /// One vector of the plain backward: ∂ℓ/∂x · factor, 0 in ignored lanes.
-template <class D, class V = hn::Vec<D>>
+/// Sets `cancels` to the lanes whose value must be retaken in double and
+/// `multiplier` to what that bracket is multiplied by (r·w·factor).
+template <class D, class V = hn::Vec<D>, class M = hn::Mask<D>>
 HWY_INLINE V BackwardVector(D d, V x, V t, const V* w, V factor, bool has_ignore_label,
-                            V ignore_label) {
+                            V ignore_label, M* cancels, V* multiplier) {
   const V zero = hn::Zero(d);
   const V one = hn::Set(d, 1);
   const V e = hn::Exp(d, hn::Neg(hn::Abs(x)));      // e^-|x|
-  const V r = hn::Div(one, hn::Add(one, e));        // σ(|x|)
+  V k = hn::Div(one, hn::Add(one, e));              // r = σ(|x|)
+  if (w) k = hn::Mul(*w, k);
+  k = hn::Mul(k, factor);
   const V a = hn::Sub(one, t);
+  const M positive = hn::Ge(x, zero);
   // σ(x) - t = (1-t)·σ(x) - t·σ(-x) = r·(x >= 0 ? (1-t) - t·e : (1-t)·e - t):
   // never 1 - σ, which would lose σ(-x) for large x.
-  const V bracket = hn::IfThenElse(hn::Ge(x, zero), hn::NegMulAdd(t, e, a), hn::MulSub(a, e, t));
-  V grad = hn::Mul(r, bracket);
-  if (w) grad = hn::Mul(*w, grad);
-  grad = hn::Mul(grad, factor);
+  const V bracket = hn::IfThenElse(positive, hn::NegMulAdd(t, e, a), hn::MulSub(a, e, t));
+  V grad = hn::Mul(bracket, k);
   grad = hn::IfThenElse(hn::IsNaN(x), x, grad);     // NaN in, NaN out
-  if (has_ignore_label) grad = hn::IfThenZeroElse(hn::Eq(t, ignore_label), grad);
+  // Where the two terms cancel to less than half their sum (σ(x) ≈ t; soft
+  // targets only: with t = 0 or 1 one term is 0) the caller retakes the
+  // bracket in double. False for NaN.
+  const V terms = hn::IfThenElse(positive, hn::MulAdd(t, e, a), hn::MulAdd(a, e, t));
+  *cancels = hn::Lt(hn::Add(hn::Abs(bracket), hn::Abs(bracket)), terms);
+  *multiplier = k;
+  if (has_ignore_label) {
+    const M ignored = hn::Eq(t, ignore_label);
+    grad = hn::IfThenZeroElse(ignored, grad);
+    *cancels = hn::AndNot(ignored, *cancels);
+  }
   return grad;
 }
+
+/// Elements whose bracket cancels, gathered (compressed) while the fast pass
+/// runs and retaken in double vectors when the buffer fills and at the end:
+/// only those elements pay for double, whatever their neighbours are. Each
+/// element's result depends on its own x, t and multiplier only.
+template <typename T>
+class CancellingElements {
+ public:
+  using D = hn::ScalableTag<T>;
+  using DI = hn::RebindToSigned<D>;
+  using TI = hn::TFromD<DI>;
+
+  explicit CancellingElements(T* dx) : dx_(dx) {}
+
+  HWY_INLINE void Add(D d, hn::Mask<D> m, hn::Vec<D> x, hn::Vec<D> t, hn::Vec<D> k, int64_t i) {
+    // Compress in registers, then a plain store: the memory form of AVX-512's
+    // compress store is microcoded and slow on some CPUs (AMD Zen 4).
+    const DI di;
+    hn::StoreU(hn::Compress(x, m), d, x_ + pending_);
+    hn::StoreU(hn::Compress(t, m), d, t_ + pending_);
+    hn::StoreU(hn::Compress(k, m), d, k_ + pending_);
+    hn::StoreU(hn::Compress(hn::Iota(di, static_cast<TI>(i)), hn::RebindMask(di, m)), di,
+               index_ + pending_);
+    pending_ += hn::CountTrue(d, m);
+    if (pending_ > kCapacity) Flush();
+  }
+
+  void Flush() {
+    const hn::ScalableTag<double> dd;
+    const hn::Rebind<T, decltype(dd)> dt;  // T lanes, as many as dd has
+    const size_t lanes = hn::Lanes(dd);
+    // Whole vectors: lanes past pending_ hold stale or zero values whose
+    // results are not written anywhere.
+    for (size_t j = 0; j < pending_; j += lanes) {
+      hn::Vec<decltype(dt)> bracket;
+      if constexpr (sizeof(T) == 8) {
+        bracket = BracketDouble(dd, hn::LoadU(dd, x_ + j), hn::LoadU(dd, t_ + j));
+      } else {
+        bracket = hn::DemoteTo(dt, BracketDouble(dd, hn::PromoteTo(dd, hn::LoadU(dt, x_ + j)),
+                                                 hn::PromoteTo(dd, hn::LoadU(dt, t_ + j))));
+      }
+      hn::StoreU(hn::Mul(bracket, hn::LoadU(dt, k_ + j)), dt, result_ + j);
+    }
+    for (size_t j = 0; j < pending_; ++j) dx_[index_[j]] = result_[j];
+    pending_ = 0;
+  }
+
+ private:
+  // Add stores a whole vector past the count; Flush reads
+  // whole double vectors (at most as many lanes as a T vector).
+  static constexpr size_t kCapacity = 1024;
+  static constexpr size_t kSize = kCapacity + 2 * HWY_MAX_BYTES / sizeof(T);
+  T* dx_;
+  size_t pending_ = 0;
+  HWY_ALIGN T x_[kSize] = {}, t_[kSize] = {}, k_[kSize] = {}, result_[kSize];
+  HWY_ALIGN TI index_[kSize];
+};
 
 template <typename T>
 void PlainBackward(const T* HWY_RESTRICT x, const T* HWY_RESTRICT t, const T* HWY_RESTRICT w,
@@ -216,16 +309,22 @@ void PlainBackward(const T* HWY_RESTRICT x, const T* HWY_RESTRICT t, const T* HW
                    bool has_ignore_label, T ignore_label_value) {
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
+  using M = hn::Mask<decltype(d)>;
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
   const V ignore_label = hn::Set(d, ignore_label_value);
   const V scale_v = hn::Set(d, scale);
+  CancellingElements<T> cancelling(dx);
   int64_t i = 0;
   for (; i + lanes <= n; i += lanes) {
     V wv;
     if (w) wv = hn::LoadU(d, w + i);
     const V factor = element_diff ? hn::Add(scale_v, hn::LoadU(d, element_diff + i)) : scale_v;
-    hn::StoreU(BackwardVector(d, hn::LoadU(d, x + i), hn::LoadU(d, t + i), w ? &wv : nullptr,
-                              factor, has_ignore_label, ignore_label), d, dx + i);
+    const V xv = hn::LoadU(d, x + i), tv = hn::LoadU(d, t + i);
+    M cancels;
+    V k;
+    hn::StoreU(BackwardVector(d, xv, tv, w ? &wv : nullptr, factor, has_ignore_label,
+                              ignore_label, &cancels, &k), d, dx + i);
+    if (HWY_UNLIKELY(!hn::AllFalse(d, cancels))) cancelling.Add(d, cancels, xv, tv, k, i);
   }
   if (i < n) {
     const int64_t rest = n - i;
@@ -236,12 +335,16 @@ void PlainBackward(const T* HWY_RESTRICT x, const T* HWY_RESTRICT t, const T* HW
     std::copy(t + i, t + n, tb);
     if (w) std::copy(w + i, w + n, wb);
     if (element_diff) std::copy(element_diff + i, element_diff + n, eb);
-    const V wv = hn::Load(d, wb);
-    hn::Store(BackwardVector(d, hn::Load(d, xb), hn::Load(d, tb), w ? &wv : nullptr,
-                             hn::Add(scale_v, hn::Load(d, eb)), has_ignore_label, ignore_label),
-              d, gb);
+    const V wv = hn::Load(d, wb), xv = hn::Load(d, xb), tv = hn::Load(d, tb);
+    M cancels;
+    V k;
+    hn::Store(BackwardVector(d, xv, tv, w ? &wv : nullptr, hn::Add(scale_v, hn::Load(d, eb)),
+                             has_ignore_label, ignore_label, &cancels, &k), d, gb);
     std::copy(gb, gb + rest, dx + i);
+    cancels = hn::And(cancels, hn::FirstN(d, static_cast<size_t>(rest)));
+    if (!hn::AllFalse(d, cancels)) cancelling.Add(d, cancels, xv, tv, k, i);
   }
+  cancelling.Flush();
 }
 
 // Non-template entry points, one per target, for HWY_EXPORT.
