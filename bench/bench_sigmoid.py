@@ -52,12 +52,17 @@ GRID_MAGNITUDES = (0.0, 1e-8, 1e-3, 0.5, 1.0, 5.0, 20.0, 40.0, 90.0, 100.0, 700.
 
 # ---- data ------------------------------------------------------------------
 
-def throughput_data(log2_count):
-    """(N, 4096) float32 logits N(0, 4²) and 10 % positive targets."""
+def throughput_data(log2_count, soft=False):
+    """(N, 4096) float32 logits N(0, 4²) and 10 % positive targets, or soft
+    targets uniform in [0, 1] (the case where ours retakes the gradient of
+    about one element in five in double, see docs/sigmoid_cross_entropy_loss.md)."""
     rng = np.random.default_rng(log2_count)
     n = 1 << log2_count
     x = (rng.standard_normal(n, dtype=np.float32) * 4).reshape(-1, COLS)
-    t = (rng.random(n, dtype=np.float32) < 0.1).astype(np.float32).reshape(-1, COLS)
+    if soft:
+        t = rng.random(n, dtype=np.float32).reshape(-1, COLS)
+    else:
+        t = (rng.random(n, dtype=np.float32) < 0.1).astype(np.float32).reshape(-1, COLS)
     return x, t
 
 
@@ -207,7 +212,7 @@ def worker_info(_args):
 def worker_throughput(args):
     seconds, losses = {}, {}
     for log2 in args.sizes:
-        x, t = throughput_data(log2)
+        x, t = throughput_data(log2, args.targets == "soft")
         if args.impl == "caffe":
             step = caffe_step(x, t, args.device)
         elif args.impl == "torch":
@@ -321,6 +326,7 @@ def worker_main(argv):
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument("--mode", choices=("single", "blob"), default="single")
     parser.add_argument("--sizes", type=int, nargs="+", default=[18])
+    parser.add_argument("--targets", choices=("hard", "soft"), default="hard")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
     answer(WORKERS[args.job](args))
@@ -374,17 +380,22 @@ def failure(error):
     return lines[-1] if lines else "failed"
 
 
-def throughput_markdown(peers, sizes, repeat):
-    sizes_args = ["--sizes"] + sizes + ["--repeat", repeat]
-    runs = {
-        "ours": peers.run("ours", "throughput", "--impl", "caffe", *sizes_args),
-        "upstream": peers.run("upstream", "throughput", "--impl", "caffe", *sizes_args),
-        "PyTorch": peers.run("ours", "throughput", "--impl", "torch", *sizes_args),
-        "numpy": peers.run("ours", "throughput", "--impl", "numpy", *sizes_args),
-    }
+SOFT_LOG2 = 22  # the soft-target row: issue 3's 4M-element size
 
-    def rate(peer, log2):
-        run = runs[peer]
+
+def throughput_markdown(peers, sizes, repeat):
+    def run_all(*args):
+        return {
+            "ours": peers.run("ours", "throughput", "--impl", "caffe", *args),
+            "upstream": peers.run("upstream", "throughput", "--impl", "caffe", *args),
+            "PyTorch": peers.run("ours", "throughput", "--impl", "torch", *args),
+            "numpy": peers.run("ours", "throughput", "--impl", "numpy", *args),
+        }
+    runs = run_all("--sizes", *sizes, "--repeat", repeat)
+    soft_runs = run_all("--sizes", SOFT_LOG2, "--repeat", repeat, "--targets", "soft")
+
+    def rate(peer, log2, table=runs):
+        run = table[peer]
         return float("nan") if isinstance(run, WorkerError) else (1 << log2) / run["seconds"][str(log2)] / 1e6
 
     torch_note = ""
@@ -393,8 +404,9 @@ def throughput_markdown(peers, sizes, repeat):
     lines = ["### Throughput, CPU, float32, forward + backward",
              "",
              "Best of %d timed runs after one warm-up; (N, %d) blobs, logits N(0, 4²), 10 %% "
-             "positive targets. M el/s = million elements per second; a ratio is ours ÷ the peer "
-             "(above 1: ours is faster)." % (repeat, COLS),
+             "positive targets (last row: soft targets, uniform in [0, 1]). M el/s = million "
+             "elements per second; a ratio is ours ÷ the peer (above 1: ours is faster)."
+             % (repeat, COLS),
              "",
              "| elements | ours M el/s | upstream M el/s | ours / upstream | PyTorch%s M el/s | "
              "ours / PyTorch | numpy M el/s | ours / numpy |" % torch_note,
@@ -406,8 +418,14 @@ def throughput_markdown(peers, sizes, repeat):
             other = rate(peer, log2)
             cells += [fmt_rate(other), fmt_ratio(ours / other)]
         lines.append("| " + " | ".join(cells) + " |")
-    notes = ["- %s: %s" % (peer, failure(run)) for peer, run in runs.items()
-             if isinstance(run, WorkerError)]
+    ours = rate("ours", SOFT_LOG2, soft_runs)
+    cells = ["2^%d, soft targets" % SOFT_LOG2, fmt_rate(ours)]
+    for peer in ("upstream", "PyTorch", "numpy"):
+        other = rate(peer, SOFT_LOG2, soft_runs)
+        cells += [fmt_rate(other), fmt_ratio(ours / other)]
+    lines.append("| " + " | ".join(cells) + " |")
+    notes = ["- %s: %s" % (peer, failure(run)) for table in (runs, soft_runs)
+             for peer, run in table.items() if isinstance(run, WorkerError)]
     lines += [""] + notes if notes else []
     lines += ["", loss_check(runs, sizes), "", gpu_markdown(peers, sizes, repeat)]
     return "\n".join(lines)
