@@ -23,7 +23,11 @@ from sigmoid_reference import layer_text, reference  # noqa: E402
 LOSS_RTOL = {np.float32: 2e-6, np.float64: 1e-12}
 GRAD_RTOL = {np.float32: 4e-7, np.float64: 1e-14}
 
-SHAPES = [(7,), (4, 5), (3, 4, 2, 3), (2, 3, 1, 5)]
+# The CPU SIMD path reads per-class options a vector at a time: element by
+# element over one period when a class's run along the inner axes is short
+# (the first four), from runs of one class when it is long (>= 64 elements):
+# (2, 3, 7, 11) has runs of 77 that end inside vectors, (2, 2, 64) aligned ones.
+SHAPES = [(7,), (4, 5), (3, 4, 2, 3), (2, 3, 1, 5), (2, 3, 7, 11), (2, 2, 64)]
 
 OPTIONS = {
     "plain": {},

@@ -14,6 +14,9 @@
 #include "caffe/layers/loss_layer.hpp"
 
 namespace caffe {
+namespace xent {
+template <typename T> struct SigmoidXentOptions;
+}  // namespace xent
 
 /**
  * @brief Sigmoid cross-entropy (logistic) loss with positive weights, class
@@ -149,6 +152,15 @@ class SigmoidCrossEntropyLossLayer : public LossLayer<Dtype> {
   bool per_class_;
   /// Whether pos_weight, class_weight are all 1, focal and smoothing off.
   bool plain_;
+  /// Whether the CPU SIMD path applies: every option but the focal term.
+  bool simd_;
+  /// CPU SIMD path when inner_num_ is small (or the weights are uniform):
+  /// pos_weight / class_weight element by element over one period of
+  /// C·inner_num_ elements (1 when uniform), padded; period_ = 0: not used.
+  std::vector<Dtype> pos_weight_period_, class_weight_period_;
+  int64_t period_;
+  /// The SIMD path's options from the members above.
+  xent::SigmoidXentOptions<Dtype> SimdOptions() const;
   /// focal γ, focal α (negative = off), label smoothing ε.
   Dtype focal_gamma_, focal_alpha_, label_smoothing_;
   /// GPU: the per-block partial sums (loss, valid, bad targets, bad

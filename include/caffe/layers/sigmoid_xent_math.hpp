@@ -73,16 +73,16 @@ XENT_HOST_DEVICE double SigmoidXentBceGradDouble(double x, double a, double b) {
 
 /// ∂bce/∂x = a·σ(x) - b·σ(-x) = r·(x >= 0 ? a - b·e : a·e - b) from the
 /// element's e = e^-|x| and r = 1/(1+e), with tau and pos_weight for the
-/// exact a and b. In T it is within a few ulp of itself while the bracket
-/// keeps at least half of its larger term; below that (σ(x) near
-/// b/(a+b)) the difference is taken in double instead.
+/// exact a and b. In T it is within a few ulp of itself while |bracket| is
+/// at least half the term without e (a for x >= 0, b for x < 0: then the
+/// term with e is at most 3·|bracket|); below that (σ(x) near b/(a+b)) the
+/// difference is taken in double instead. The SIMD path
+/// (sigmoid_xent_simd.cpp) uses the same test.
 template <typename T>
 XENT_HOST_DEVICE T SigmoidXentBceGrad(T x, T tau, T pos_weight, T a, T b, T e, T r) {
   const bool positive = x >= T(0);
-  const T first = positive ? a : a * e;   // a·σ(x)/r
-  const T second = positive ? b * e : b;  // b·σ(-x)/r
-  const T bracket = first - second;
-  if (XentAbs(bracket) + XentAbs(bracket) < first + second) {  // false for NaN and 0/0
+  const T bracket = positive ? a - b * e : a * e - b;
+  if (XentAbs(bracket) + XentAbs(bracket) < (positive ? a : b)) {  // false for NaN
     const double tau_d = static_cast<double>(tau);
     return static_cast<T>(SigmoidXentBceGradDouble(
         static_cast<double>(x), 1.0 - tau_d, static_cast<double>(pos_weight) * tau_d));

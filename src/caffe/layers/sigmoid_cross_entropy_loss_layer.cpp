@@ -64,6 +64,8 @@ void SigmoidCrossEntropyLossLayer<Dtype>::LayerSetUp(
   }
   normalizer_ = 1.0;
   classes_ = -1;  // per-class vectors are expanded in Reshape, once C is known
+  period_ = -1;
+  simd_ = focal_gamma_ == Dtype(0) && focal_alpha_ < Dtype(0);
 }
 
 template <typename Dtype>
@@ -111,9 +113,43 @@ void SigmoidCrossEntropyLossLayer<Dtype>::Reshape(
     per_class_ = !uniform;
     plain_ = ones && focal_gamma_ == Dtype(0) && focal_alpha_ < Dtype(0) &&
              label_smoothing_ == Dtype(0);
+    period_ = -1;
+  }
+  // The SIMD path reads per-class values a vector at a time: for runs of one
+  // class shorter than kPeriodInner it takes them from arrays laid out
+  // element by element over one period (O(kPeriodInner·C) values).
+  const int64_t kPeriodInner = 64;
+  const int64_t period = (plain_ || !simd_) ? 0
+                         : !per_class_ ? 1
+                         : inner_num_ < kPeriodInner ? int64_t(classes_) * inner_num_ : 0;
+  if (period != period_) {
+    period_ = period;
+    const int64_t size = period > 0 ? period + xent::kSigmoidXentPeriodPad : 0;
+    pos_weight_period_.resize(size);
+    class_weight_period_.resize(size);
+    for (int64_t j = 0; j < size; ++j) {
+      const int64_t c = (j % period) / inner_num_;
+      pos_weight_period_[j] = pos_weight_.cpu_data()[c];
+      class_weight_period_[j] = class_weight_.cpu_data()[c];
+    }
   }
   top[0]->Reshape(std::vector<int>());  // the loss: a scalar
   if (top.size() == 2) top[1]->ReshapeLike(*bottom[0]);
+}
+
+template <typename Dtype>
+xent::SigmoidXentOptions<Dtype> SigmoidCrossEntropyLossLayer<Dtype>::SimdOptions() const {
+  xent::SigmoidXentOptions<Dtype> o;
+  o.pos_weight = pos_weight_.cpu_data();
+  o.class_weight = class_weight_.cpu_data();
+  o.inner = inner_num_;
+  o.classes = classes_;
+  o.pos_weight_period = period_ > 0 ? pos_weight_period_.data() : NULL;
+  o.class_weight_period = period_ > 0 ? class_weight_period_.data() : NULL;
+  o.period = std::max<int64_t>(period_, 0);
+  o.keep = Dtype(1) - label_smoothing_;
+  o.shift = label_smoothing_ / Dtype(2);
+  return o;
 }
 
 template <typename Dtype>
@@ -189,21 +225,23 @@ void SigmoidCrossEntropyLossLayer<Dtype>::Forward_cpu(
                                                focal_alpha_};
   const Dtype* pos_weight = pos_weight_.cpu_data();
   const Dtype* class_weight = class_weight_.cpu_data();
-  const bool plain = plain_, per_class = per_class_;
+  const bool simd = simd_, per_class = per_class_;
   const int64_t inner = inner_num_, classes = classes_;
+  const xent::SigmoidXentOptions<Dtype> options = SimdOptions();
+  const xent::SigmoidXentOptions<Dtype>* simd_options = plain_ ? NULL : &options;
 
   const double loss = xent::DeterministicSum(count, [&](int64_t begin, int64_t end) -> double {
     const int64_t chunk = begin / xent::kReduceChunk;
-    if (plain) {  // one fused SIMD pass
-      const xent::SigmoidXentPlainSums sums = xent::SigmoidXentPlainForward<Dtype>(
+    if (simd) {  // one fused SIMD pass
+      const xent::SigmoidXentSums sums = xent::SigmoidXentSimdForward<Dtype>(
           x + begin, t + begin, w ? w + begin : NULL, element_loss ? element_loss + begin : NULL,
-          end - begin, has_ignore, ignore);
+          end - begin, begin, simd_options, has_ignore, ignore);
       counted[chunk] = sums.counted;
       bad_targets[chunk] = sums.bad_targets;
       bad_weights[chunk] = sums.bad_weights;
       return sums.loss;
     }
-    // General options: the shared element math, also one pass.
+    // The focal term: the shared element math, also one pass.
     double sum = 0.0;
     int64_t n_counted = 0, n_bad_targets = 0, n_bad_weights = 0;
     int64_t inner_index = begin % inner, c = (begin / inner) % classes;
@@ -265,8 +303,10 @@ void SigmoidCrossEntropyLossLayer<Dtype>::Backward_cpu(
                                                focal_alpha_};
   const Dtype* pos_weight = pos_weight_.cpu_data();
   const Dtype* class_weight = class_weight_.cpu_data();
-  const bool plain = plain_, per_class = per_class_;
+  const bool simd = simd_, per_class = per_class_;
   const int64_t inner = inner_num_, classes = classes_;
+  const xent::SigmoidXentOptions<Dtype> options = SimdOptions();
+  const xent::SigmoidXentOptions<Dtype>* simd_options = plain_ ? NULL : &options;
   const int64_t chunks = (count + xent::kReduceChunk - 1) / xent::kReduceChunk;
   // One chunk: no thread team (its start-up, and its threads spinning against
   // OpenBLAS's, cost more than a small blob's work; DeterministicSum does the same).
@@ -274,10 +314,11 @@ void SigmoidCrossEntropyLossLayer<Dtype>::Backward_cpu(
   for (int64_t chunk = 0; chunk < chunks; ++chunk) {
     const int64_t begin = chunk * xent::kReduceChunk;
     const int64_t end = std::min(count, begin + xent::kReduceChunk);
-    if (plain) {
-      xent::SigmoidXentPlainBackward<Dtype>(x + begin, t + begin, w ? w + begin : NULL,
-                                            element_diff ? element_diff + begin : NULL, scale,
-                                            dx + begin, end - begin, has_ignore, ignore);
+    if (simd) {
+      xent::SigmoidXentSimdBackward<Dtype>(x + begin, t + begin, w ? w + begin : NULL,
+                                           element_diff ? element_diff + begin : NULL, scale,
+                                           dx + begin, end - begin, begin, simd_options,
+                                           has_ignore, ignore);
       continue;
     }
     int64_t inner_index = begin % inner, c = (begin / inner) % classes;

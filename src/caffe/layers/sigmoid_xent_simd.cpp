@@ -79,27 +79,86 @@ struct DoubleSum {
 template <class D, class V = hn::Vec<D>>
 HWY_INLINE V Log1pUnit(D d, V e) {
   if constexpr (sizeof(hn::TFromD<D>) == 4) {
-    const V s = hn::Div(e, hn::Add(hn::Set(d, 2.0f), e));   // s = e/(2+e)
-    const V z = hn::Mul(s, s);
-    V p = hn::Set(d, 1.0f / 13);
-    p = hn::MulAdd(p, z, hn::Set(d, 1.0f / 11));
-    p = hn::MulAdd(p, z, hn::Set(d, 1.0f / 9));
-    p = hn::MulAdd(p, z, hn::Set(d, 1.0f / 7));
-    p = hn::MulAdd(p, z, hn::Set(d, 1.0f / 5));
-    p = hn::MulAdd(p, z, hn::Set(d, 1.0f / 3));
+    // 2s = 2e/(2+e) directly: e/(2+e) would halve a subnormal e and lose its
+    // last bit, which pos_weight then multiplies. The series runs in
+    // (2s)² = 4s², its coefficients divided by powers of 4 (exact).
+    const V s2 = hn::Div(hn::Add(e, e), hn::Add(hn::Set(d, 2.0f), e));
+    const V z = hn::Mul(s2, s2);                              // 4s²
+    V p = hn::Set(d, 1.0f / (13 * 4096));
+    p = hn::MulAdd(p, z, hn::Set(d, 1.0f / (11 * 1024)));
+    p = hn::MulAdd(p, z, hn::Set(d, 1.0f / (9 * 256)));
+    p = hn::MulAdd(p, z, hn::Set(d, 1.0f / (7 * 64)));
+    p = hn::MulAdd(p, z, hn::Set(d, 1.0f / (5 * 16)));
+    p = hn::MulAdd(p, z, hn::Set(d, 1.0f / (3 * 4)));
     p = hn::MulAdd(p, z, hn::Set(d, 1.0f));
-    return hn::Mul(hn::Add(s, s), p);                         // 2s·(1 + z/3 + ...)
+    return hn::Mul(s2, p);                                    // 2s·(1 + z/3 + ...)
   } else {
     return hn::Log1p(d, e);
   }
 }
 
-/// One vector of the plain forward. `lanes`: which lanes hold elements.
-/// Returns ℓ (0 in ignored lanes); sets the count masks. kIgnore, kWeights:
+/// Per-lane pos_weight and class_weight of consecutive vectors, element i
+/// having class (i / inner) % classes (SigmoidXentOptions).
+template <typename T>
+class PerClass {
+ public:
+  PerClass(const SigmoidXentOptions<T>& o, int64_t first)
+      : o_(&o), offset_(o.period > 0 ? first % o.period : 0),
+        c_(o.period > 0 ? 0 : (first / o.inner) % o.classes),
+        left_(o.period > 0 ? 0 : o.inner - first % o.inner) {}
+
+  template <class D, class V = hn::Vec<D>>
+  HWY_INLINE void Next(D d, V* pos_weight, V* class_weight) {
+    const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+    if (o_->period > 0) {  // small inner: the values element by element, one period, padded
+      *pos_weight = hn::LoadU(d, o_->pos_weight_period + offset_);
+      *class_weight = hn::LoadU(d, o_->class_weight_period + offset_);
+      offset_ += lanes;
+      if (offset_ >= o_->period) offset_ %= o_->period;
+      return;
+    }
+    if (left_ >= lanes) {  // within one class's run
+      *pos_weight = hn::Set(d, o_->pos_weight[c_]);
+      *class_weight = hn::Set(d, o_->class_weight[c_]);
+      left_ -= lanes;
+      if (left_ == 0) NextClass();
+      return;
+    }
+    HWY_ALIGN T pw[HWY_MAX_BYTES / sizeof(T)], cw[HWY_MAX_BYTES / sizeof(T)];
+    for (int64_t j = 0; j < lanes; ++j) {  // a run ends inside this vector
+      pw[j] = o_->pos_weight[c_];
+      cw[j] = o_->class_weight[c_];
+      if (--left_ == 0) NextClass();
+    }
+    *pos_weight = hn::Load(d, pw);
+    *class_weight = hn::Load(d, cw);
+  }
+
+ private:
+  void NextClass() {
+    c_ = c_ + 1 == o_->classes ? 0 : c_ + 1;
+    left_ = o_->inner;
+  }
+  const SigmoidXentOptions<T>* o_;
+  int64_t offset_, c_, left_;
+};
+
+/// τ, a = 1 - τ (weight of softplus(x)) and b = pos_weight·τ (of softplus(-x))
+/// of one vector; without options (kOptions false) τ = t, b = t.
+template <bool kOptions, class D, class V = hn::Vec<D>>
+HWY_INLINE void Weights(D d, V t, V pos_weight, V keep, V shift, V* tau, V* a, V* b) {
+  *tau = kOptions ? hn::MulAdd(t, keep, shift) : t;
+  *a = hn::Sub(hn::Set(d, 1), *tau);
+  *b = kOptions ? hn::Mul(pos_weight, *tau) : *tau;
+}
+
+/// One vector of the forward. `lanes`: which lanes hold elements. Returns ℓ
+/// (0 in ignored lanes); sets the count masks. kIgnore, kWeights, kOptions:
 /// compile-time switches so the plain case carries no unused work.
-template <bool kIgnore, bool kWeights, class D, class V = hn::Vec<D>, class M = hn::Mask<D>>
-HWY_INLINE V ForwardVector(D d, V x, V t, V w, M lanes, V ignore_label, M* counted,
-                           M* bad_target, M* bad_weight) {
+template <bool kIgnore, bool kWeights, bool kOptions, class D, class V = hn::Vec<D>,
+          class M = hn::Mask<D>>
+HWY_INLINE V ForwardVector(D d, V x, V t, V w, V pos_weight, V class_weight, V keep, V shift,
+                           M lanes, V ignore_label, M* counted, M* bad_target, M* bad_weight) {
   const V zero = hn::Zero(d);
   const V one = hn::Set(d, 1);
   const M in_range = hn::And(hn::Ge(t, zero), hn::Le(t, one));  // false for NaN
@@ -113,29 +172,37 @@ HWY_INLINE V ForwardVector(D d, V x, V t, V w, M lanes, V ignore_label, M* count
   }
   if (kWeights) *bad_weight = hn::AndNot(hn::Ge(w, zero), lanes);
 
+  V tau, a, b;
+  Weights<kOptions>(d, t, pos_weight, keep, shift, &tau, &a, &b);
   const V abs_x = hn::Abs(x);
   const V e = hn::Exp(d, hn::Neg(abs_x));           // e^-|x| in [0,1]
   const V log1p_e = Log1pUnit(d, e);                // log1p(e^-|x|)
   const M positive = hn::Ge(x, zero);
-  // bce = log1p(e^-|x|) + (x >= 0 ? (1-t)·x : t·|x|); a zero weight drops
-  // the term (0·∞ = 0 at x = ±∞).
-  const V coefficient = hn::IfThenElse(positive, hn::Sub(one, t), t);
+  // bce = (a + b)·log1p(e^-|x|) + (x >= 0 ? a·x : b·|x|); a zero weight drops
+  // the term (0·∞ = 0 at x = ±∞). Without options a + b = 1.
+  const V coefficient = hn::IfThenElse(positive, a, b);
   const V linear = hn::IfThenZeroElse(hn::Eq(coefficient, zero), hn::Mul(coefficient, abs_x));
-  V loss = hn::Add(log1p_e, linear);
-  if (kWeights) loss = hn::IfThenZeroElse(hn::Eq(w, zero), hn::Mul(w, loss));
+  V loss = kOptions ? hn::MulAdd(hn::Add(a, b), log1p_e, linear) : hn::Add(log1p_e, linear);
+  if (kOptions || kWeights) {
+    const V weight = kOptions && kWeights ? hn::Mul(class_weight, w) : kOptions ? class_weight : w;
+    loss = hn::IfThenZeroElse(hn::Eq(weight, zero), hn::Mul(weight, loss));
+  }
   loss = hn::IfThenElse(hn::IsNaN(x), x, loss);     // NaN in, NaN out
   return kIgnore ? hn::IfThenElseZero(*counted, loss) : loss;
 }
 
-template <bool kIgnore, bool kWeights, typename T>
-SigmoidXentPlainSums PlainForwardLoop(const T* HWY_RESTRICT x, const T* HWY_RESTRICT t,
-                                      const T* HWY_RESTRICT w, T* HWY_RESTRICT element_loss,
-                                      int64_t n, T ignore_label_value) {
+template <bool kIgnore, bool kWeights, bool kOptions, typename T>
+SigmoidXentSums ForwardLoop(const T* HWY_RESTRICT x, const T* HWY_RESTRICT t,
+                            const T* HWY_RESTRICT w, T* HWY_RESTRICT element_loss, int64_t n,
+                            int64_t first, const SigmoidXentOptions<T>* options,
+                            T ignore_label_value) {
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
   using M = hn::Mask<decltype(d)>;
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
   const V ignore_label = hn::Set(d, ignore_label_value);
+  const V keep = hn::Set(d, kOptions ? options->keep : T(1));
+  const V shift = hn::Set(d, kOptions ? options->shift : T(0));
   const M all = hn::FirstN(d, lanes);
   DoubleSum<decltype(d)> sum(d);
   int64_t counted = 0, bad_targets = 0, bad_weights = 0;
@@ -145,12 +212,18 @@ SigmoidXentPlainSums PlainForwardLoop(const T* HWY_RESTRICT x, const T* HWY_REST
     bad_targets += hn::CountTrue(d, bt);
     if (kWeights) bad_weights += hn::CountTrue(d, bw);
   };
+  SigmoidXentOptions<T> none = {};  // not read without options
+  none.inner = none.classes = 1;
+  PerClass<T> per_class(kOptions ? *options : none, first);
+  V pw = hn::Set(d, 1), cw = hn::Set(d, 1);
   int64_t i = 0;
   for (; i + lanes <= n; i += lanes) {
     const V wv = kWeights ? hn::LoadU(d, w + i) : hn::Zero(d);
+    if (kOptions) per_class.Next(d, &pw, &cw);
     M c, bt, bw;
-    const V loss = ForwardVector<kIgnore, kWeights>(d, hn::LoadU(d, x + i), hn::LoadU(d, t + i),
-                                                    wv, all, ignore_label, &c, &bt, &bw);
+    const V loss = ForwardVector<kIgnore, kWeights, kOptions>(
+        d, hn::LoadU(d, x + i), hn::LoadU(d, t + i), wv, pw, cw, keep, shift, all, ignore_label,
+        &c, &bt, &bw);
     if (element_loss) hn::StoreU(loss, d, element_loss + i);
     accumulate(loss, c, bt, bw);
   }
@@ -162,16 +235,18 @@ SigmoidXentPlainSums PlainForwardLoop(const T* HWY_RESTRICT x, const T* HWY_REST
     std::copy(x + i, x + n, xb);
     std::copy(t + i, t + n, tb);
     if (kWeights) std::copy(w + i, w + n, wb);
+    if (kOptions) per_class.Next(d, &pw, &cw);
     M c, bt, bw;
     const M valid = hn::FirstN(d, rest);
-    V loss = ForwardVector<kIgnore, kWeights>(d, hn::Load(d, xb), hn::Load(d, tb),
-                                              hn::Load(d, wb), valid, ignore_label, &c, &bt, &bw);
+    V loss = ForwardVector<kIgnore, kWeights, kOptions>(
+        d, hn::Load(d, xb), hn::Load(d, tb), hn::Load(d, wb), pw, cw, keep, shift, valid,
+        ignore_label, &c, &bt, &bw);
     loss = hn::IfThenElseZero(valid, loss);
     hn::Store(loss, d, lb);
     if (element_loss) std::copy(lb, lb + rest, element_loss + i);
     accumulate(loss, c, bt, bw);
   }
-  SigmoidXentPlainSums sums;
+  SigmoidXentSums sums;
   sums.loss = sum.Total();
   sums.counted = kIgnore ? counted : n;
   sums.bad_targets = bad_targets;
@@ -179,24 +254,36 @@ SigmoidXentPlainSums PlainForwardLoop(const T* HWY_RESTRICT x, const T* HWY_REST
   return sums;
 }
 
-template <typename T>
-SigmoidXentPlainSums PlainForward(const T* x, const T* t, const T* w, T* element_loss,
-                                  int64_t n, bool has_ignore_label, T ignore_label) {
+template <bool kOptions, typename T>
+SigmoidXentSums ForwardWith(const T* x, const T* t, const T* w, T* element_loss, int64_t n,
+                            int64_t first, const SigmoidXentOptions<T>* o, bool has_ignore_label,
+                            T ignore) {
   if (has_ignore_label) {
-    return w ? PlainForwardLoop<true, true>(x, t, w, element_loss, n, ignore_label)
-             : PlainForwardLoop<true, false>(x, t, w, element_loss, n, ignore_label);
+    return w ? ForwardLoop<true, true, kOptions>(x, t, w, element_loss, n, first, o, ignore)
+             : ForwardLoop<true, false, kOptions>(x, t, w, element_loss, n, first, o, ignore);
   }
-  return w ? PlainForwardLoop<false, true>(x, t, w, element_loss, n, ignore_label)
-           : PlainForwardLoop<false, false>(x, t, w, element_loss, n, ignore_label);
+  return w ? ForwardLoop<false, true, kOptions>(x, t, w, element_loss, n, first, o, ignore)
+           : ForwardLoop<false, false, kOptions>(x, t, w, element_loss, n, first, o, ignore);
 }
 
-/// The bracket of ∂ℓ/∂x = (1-t)·σ(x) - t·σ(-x) = bracket/(1+e) in double,
-/// lane by lane as SigmoidXentBceGradDouble (sigmoid_xent_math.hpp) takes it;
-/// dd: a vector of doubles. For |x| < 1/16, m = e^-|x| - 1 comes from its
-/// Taylor series cut after z⁹/9! (z = -|x|; the rest is below 2^-57 of m),
-/// cheaper than a second Exp.
+template <typename T>
+SigmoidXentSums Forward(const T* x, const T* t, const T* w, T* element_loss, int64_t n,
+                        int64_t first, const SigmoidXentOptions<T>* options,
+                        bool has_ignore_label, T ignore_label) {
+  return options ? ForwardWith<true>(x, t, w, element_loss, n, first, options, has_ignore_label,
+                                     ignore_label)
+                 : ForwardWith<false>(x, t, w, element_loss, n, first, options, has_ignore_label,
+                                      ignore_label);
+}
+
+/// The bracket of ∂bce/∂x = a·σ(x) - b·σ(-x) = bracket/(1+e) in double, for
+/// a = 1 - τ and b = pos_weight·τ (exact in double for float τ, pos_weight),
+/// lane by lane as SigmoidXentBceGradDouble (sigmoid_xent_math.hpp) takes
+/// it; dd: a vector of doubles. For |x| < 1/16, m = e^-|x| - 1 comes from
+/// its Taylor series cut after z⁹/9! (z = -|x|; the rest is below 2^-57 of
+/// m), cheaper than a second Exp.
 template <class DD, class VD = hn::Vec<DD>>
-HWY_INLINE VD BracketDouble(DD dd, VD x, VD t) {
+HWY_INLINE VD BracketDouble(DD dd, VD x, VD tau, VD pos_weight) {
   const VD one = hn::Set(dd, 1.0);
   const VD z = hn::Neg(hn::Abs(x));
   const VD e = hn::Exp(dd, z);
@@ -205,43 +292,55 @@ HWY_INLINE VD BracketDouble(DD dd, VD x, VD t) {
                                        1.0 / 24, 1.0 / 6, 1.0 / 2, 1.0};
   for (double c : inverse_factorials) p = hn::MulAdd(p, z, hn::Set(dd, c));
   const VD m = hn::Mul(p, z);                                      // e^z - 1, |z| < 1/16
-  const VD a = hn::Sub(one, t);                                    // exact for a float t
+  const VD a = hn::Sub(one, tau);
+  const VD b = hn::Mul(pos_weight, tau);
   const auto positive = hn::Ge(x, hn::Zero(dd));
-  // small |x|: (a - t) + (x >= 0 ? -t : a)·m;  else x >= 0 ? a - t·e : a·e - t
-  const VD small = hn::MulAdd(hn::IfThenElse(positive, hn::Neg(t), a), m, hn::Sub(a, t));
-  const VD large = hn::IfThenElse(positive, hn::NegMulAdd(t, e, a), hn::MulSub(a, e, t));
+  // small |x|: (a - b) + (x >= 0 ? -b : a)·m;  else x >= 0 ? a - b·e : a·e - b
+  const VD small = hn::MulAdd(hn::IfThenElse(positive, hn::Neg(b), a), m, hn::Sub(a, b));
+  const VD large = hn::IfThenElse(positive, hn::NegMulAdd(b, e, a), hn::MulSub(a, e, b));
   return hn::IfThenElse(hn::Lt(z, hn::Set(dd, -0.0625)), large, small);
 }
 
-/// One vector of the plain backward: ∂ℓ/∂x · factor, 0 in ignored lanes.
-/// Sets `cancels` to the lanes whose value must be retaken in double and
-/// `multiplier` to what that bracket is multiplied by (r·w·factor).
-template <class D, class V = hn::Vec<D>, class M = hn::Mask<D>>
-HWY_INLINE V BackwardVector(D d, V x, V t, const V* w, V factor, bool has_ignore_label,
-                            V ignore_label, M* cancels, V* multiplier) {
+/// One vector of the backward: ∂ℓ/∂x · factor, 0 in ignored lanes. With
+/// kCheck, sets `cancels` to the lanes whose bracket must be retaken in
+/// double, and tau and `multiplier` (r·weight·factor) for that; without,
+/// ORs a·b into `soft` instead (nonzero bits: some lane has both terms, so
+/// might cancel; 0 for targets 0 and 1), two vector ops instead of four.
+template <bool kOptions, bool kCheck, class D, class V = hn::Vec<D>, class M = hn::Mask<D>>
+HWY_INLINE V BackwardVector(D d, V x, V t, const V* w, V pos_weight, V class_weight, V keep,
+                            V shift, V factor, bool has_ignore_label, V ignore_label,
+                            M* cancels, V* tau, V* multiplier, V* soft) {
   const V zero = hn::Zero(d);
   const V one = hn::Set(d, 1);
-  const V e = hn::Exp(d, hn::Neg(hn::Abs(x)));      // e^-|x|
-  V k = hn::Div(one, hn::Add(one, e));              // r = σ(|x|)
+  V a, b;
+  Weights<kOptions>(d, t, pos_weight, keep, shift, tau, &a, &b);
+  const V e = hn::Exp(d, hn::Or(x, hn::Set(d, hn::TFromD<D>(-0.0))));  // e^-|x| (sign bit set)
+  V k = hn::Div(factor, hn::Add(one, e));           // r·factor, r = σ(|x|)
+  if (kOptions) k = hn::Mul(class_weight, k);
   if (w) k = hn::Mul(*w, k);
-  k = hn::Mul(k, factor);
-  const V a = hn::Sub(one, t);
   const M positive = hn::Ge(x, zero);
-  // σ(x) - t = (1-t)·σ(x) - t·σ(-x) = r·(x >= 0 ? (1-t) - t·e : (1-t)·e - t):
-  // never 1 - σ, which would lose σ(-x) for large x.
-  const V bracket = hn::IfThenElse(positive, hn::NegMulAdd(t, e, a), hn::MulSub(a, e, t));
+  // a·σ(x) - b·σ(-x) = r·(x >= 0 ? a - b·e : a·e - b): never 1 - σ, which
+  // would lose σ(-x) for large x.
+  const V bracket = hn::IfThenElse(positive, hn::NegMulAdd(b, e, a), hn::MulSub(a, e, b));
   V grad = hn::Mul(bracket, k);
   grad = hn::IfThenElse(hn::IsNaN(x), x, grad);     // NaN in, NaN out
-  // Where the two terms cancel to less than half their sum (σ(x) ≈ t; soft
-  // targets only: with t = 0 or 1 one term is 0) the caller retakes the
-  // bracket in double. False for NaN.
-  const V terms = hn::IfThenElse(positive, hn::MulAdd(t, e, a), hn::MulAdd(a, e, t));
-  *cancels = hn::Lt(hn::Add(hn::Abs(bracket), hn::Abs(bracket)), terms);
+  // Where the two terms cancel (σ(x) ≈ b/(a+b); soft targets or smoothing
+  // only: with τ = 0 or 1 one term is 0) the caller retakes the bracket in
+  // double. The test: |bracket| below half the term without e (a for x >= 0,
+  // b for x < 0). When it fails, the term with e is at most 3·|bracket|, so
+  // the float bracket is within a few ulp; four vector ops, as the loop is
+  // bound by their count. False for NaN.
+  if (kCheck) {
+    *cancels = hn::Lt(hn::Add(hn::Abs(bracket), hn::Abs(bracket)),
+                      hn::IfThenElse(positive, a, b));
+  } else {
+    *soft = hn::Or(*soft, hn::Mul(a, b));
+  }
   *multiplier = k;
   if (has_ignore_label) {
     const M ignored = hn::Eq(t, ignore_label);
     grad = hn::IfThenZeroElse(ignored, grad);
-    *cancels = hn::AndNot(ignored, *cancels);
+    if (kCheck) *cancels = hn::AndNot(ignored, *cancels);
   }
   return grad;
 }
@@ -249,7 +348,7 @@ HWY_INLINE V BackwardVector(D d, V x, V t, const V* w, V factor, bool has_ignore
 /// Elements whose bracket cancels, gathered (compressed) while the fast pass
 /// runs and retaken in double vectors when the buffer fills and at the end:
 /// only those elements pay for double, whatever their neighbours are. Each
-/// element's result depends on its own x, t and multiplier only.
+/// element's result depends on its own inputs only.
 template <typename T>
 class CancellingElements {
  public:
@@ -259,12 +358,14 @@ class CancellingElements {
 
   explicit CancellingElements(T* dx) : dx_(dx) {}
 
-  HWY_INLINE void Add(D d, hn::Mask<D> m, hn::Vec<D> x, hn::Vec<D> t, hn::Vec<D> k, int64_t i) {
+  HWY_INLINE void Add(D d, hn::Mask<D> m, hn::Vec<D> x, hn::Vec<D> tau, hn::Vec<D> pos_weight,
+                      hn::Vec<D> k, int64_t i) {
     // Compress in registers, then a plain store: the memory form of AVX-512's
     // compress store is microcoded and slow on some CPUs (AMD Zen 4).
     const DI di;
     hn::StoreU(hn::Compress(x, m), d, x_ + pending_);
-    hn::StoreU(hn::Compress(t, m), d, t_ + pending_);
+    hn::StoreU(hn::Compress(tau, m), d, tau_ + pending_);
+    hn::StoreU(hn::Compress(pos_weight, m), d, pos_weight_ + pending_);
     hn::StoreU(hn::Compress(k, m), d, k_ + pending_);
     hn::StoreU(hn::Compress(hn::Iota(di, static_cast<TI>(i)), hn::RebindMask(di, m)), di,
                index_ + pending_);
@@ -276,15 +377,22 @@ class CancellingElements {
     const hn::ScalableTag<double> dd;
     const hn::Rebind<T, decltype(dd)> dt;  // T lanes, as many as dd has
     const size_t lanes = hn::Lanes(dd);
-    // Whole vectors: lanes past pending_ hold stale or zero values whose
-    // results are not written anywhere.
+    // Whole vectors; the lanes past pending_ get zeros, their results are
+    // not written anywhere.
+    const size_t end = (pending_ + lanes - 1) / lanes * lanes;
+    std::fill(x_ + pending_, x_ + end, T(0));
+    std::fill(tau_ + pending_, tau_ + end, T(0));
+    std::fill(pos_weight_ + pending_, pos_weight_ + end, T(0));
+    std::fill(k_ + pending_, k_ + end, T(0));
     for (size_t j = 0; j < pending_; j += lanes) {
       hn::Vec<decltype(dt)> bracket;
       if constexpr (sizeof(T) == 8) {
-        bracket = BracketDouble(dd, hn::LoadU(dd, x_ + j), hn::LoadU(dd, t_ + j));
+        bracket = BracketDouble(dd, hn::LoadU(dd, x_ + j), hn::LoadU(dd, tau_ + j),
+                                hn::LoadU(dd, pos_weight_ + j));
       } else {
         bracket = hn::DemoteTo(dt, BracketDouble(dd, hn::PromoteTo(dd, hn::LoadU(dt, x_ + j)),
-                                                 hn::PromoteTo(dd, hn::LoadU(dt, t_ + j))));
+                                                 hn::PromoteTo(dd, hn::LoadU(dt, tau_ + j)),
+                                                 hn::PromoteTo(dd, hn::LoadU(dt, pos_weight_ + j))));
       }
       hn::StoreU(hn::Mul(bracket, hn::LoadU(dt, k_ + j)), dt, result_ + j);
     }
@@ -293,80 +401,159 @@ class CancellingElements {
   }
 
  private:
-  // Add stores a whole vector past the count; Flush reads
-  // whole double vectors (at most as many lanes as a T vector).
+  // Add stores a whole vector past the count; Flush reads whole double
+  // vectors (at most as many lanes as a T vector).
   static constexpr size_t kCapacity = 1024;
   static constexpr size_t kSize = kCapacity + 2 * HWY_MAX_BYTES / sizeof(T);
   T* dx_;
   size_t pending_ = 0;
-  HWY_ALIGN T x_[kSize] = {}, t_[kSize] = {}, k_[kSize] = {}, result_[kSize];
+  HWY_ALIGN T x_[kSize], tau_[kSize], pos_weight_[kSize], k_[kSize], result_[kSize];
   HWY_ALIGN TI index_[kSize];
 };
 
+/// The backward's inputs (see SigmoidXentSimdBackward).
 template <typename T>
-void PlainBackward(const T* HWY_RESTRICT x, const T* HWY_RESTRICT t, const T* HWY_RESTRICT w,
-                   const T* HWY_RESTRICT element_diff, T scale, T* HWY_RESTRICT dx, int64_t n,
-                   bool has_ignore_label, T ignore_label_value) {
+struct BackwardArgs {
+  const T* x;
+  const T* t;
+  const T* w;             ///< may be NULL
+  const T* element_diff;  ///< may be NULL
+  T scale;
+  T* dx;
+  bool has_ignore_label;
+  T ignore_label;
+  T keep, shift;          ///< τ = t·keep + shift (options only)
+};
+
+/// Vector i of the backward from xs, ts, ws, eds (the blob's arrays, or a
+/// padded copy of the tail): its gradient, and what a retake in double needs.
+template <bool kOptions, bool kCheck, class D, typename T = hn::TFromD<D>,
+          class V = hn::Vec<D>, class M = hn::Mask<D>>
+HWY_INLINE V VectorAt(D d, const BackwardArgs<T>& a, int64_t i, const T* xs, const T* ts,
+                      const T* ws, const T* eds, PerClass<T>* per_class, M* cancels, V* xv,
+                      V* tau, V* pw, V* k, V* soft) {
+  const V scale = hn::Set(d, a.scale);
+  V cw = hn::Set(d, 1), wv;
+  *pw = cw;
+  if (kOptions) per_class->Next(d, pw, &cw);
+  if (a.w) wv = hn::LoadU(d, ws + i);
+  const V factor = a.element_diff ? hn::Add(scale, hn::LoadU(d, eds + i)) : scale;
+  *xv = hn::LoadU(d, xs + i);
+  return BackwardVector<kOptions, kCheck>(d, *xv, hn::LoadU(d, ts + i), a.w ? &wv : nullptr, *pw,
+                                          cw, hn::Set(d, a.keep), hn::Set(d, a.shift), factor,
+                                          a.has_ignore_label, hn::Set(d, a.ignore_label),
+                                          cancels, tau, k, soft);
+}
+
+/// The hot loop over whole vectors [begin, end): stores the gradients.
+/// kCheck: hands the lanes to retake in double to `cancelling`; otherwise
+/// returns whether any lane might cancel (a soft target), and the block
+/// must be run again with kCheck. Hard targets take the loop without the
+/// test: it is bound by its count of vector ops, and it has no call inside
+/// (with one, even never made, its constants can leave registers, as every
+/// vector register is caller-saved).
+template <bool kOptions, bool kCheck, typename T>
+HWY_NOINLINE int BackwardBlock(const BackwardArgs<T>& a, int64_t begin, int64_t end,
+                               PerClass<T>* per_class, CancellingElements<T>* cancelling) {
+  const hn::ScalableTag<T> d;
+  using V = hn::Vec<decltype(d)>;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  V soft = hn::Zero(d);
+  for (int64_t i = begin; i < end; i += lanes) {
+    hn::Mask<decltype(d)> cancels;
+    V xv, tau, pw, k;
+    hn::StoreU(VectorAt<kOptions, kCheck>(d, a, i, a.x, a.t, a.w, a.element_diff, per_class,
+                                          &cancels, &xv, &tau, &pw, &k, &soft), d, a.dx + i);
+    if (kCheck && !hn::AllFalse(d, cancels)) cancelling->Add(d, cancels, xv, tau, pw, k, i);
+  }
+  if (kCheck) return 0;
+  const hn::RebindToUnsigned<decltype(d)> du;
+  return !hn::AllTrue(du, hn::Eq(hn::BitCast(du, soft), hn::Zero(du)));
+}
+
+template <bool kOptions, typename T>
+void BackwardWith(const BackwardArgs<T>& a, int64_t n, int64_t first,
+                  const SigmoidXentOptions<T>* options) {
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
   using M = hn::Mask<decltype(d)>;
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
-  const V ignore_label = hn::Set(d, ignore_label_value);
-  const V scale_v = hn::Set(d, scale);
-  CancellingElements<T> cancelling(dx);
-  int64_t i = 0;
-  for (; i + lanes <= n; i += lanes) {
-    V wv;
-    if (w) wv = hn::LoadU(d, w + i);
-    const V factor = element_diff ? hn::Add(scale_v, hn::LoadU(d, element_diff + i)) : scale_v;
-    const V xv = hn::LoadU(d, x + i), tv = hn::LoadU(d, t + i);
-    M cancels;
-    V k;
-    hn::StoreU(BackwardVector(d, xv, tv, w ? &wv : nullptr, factor, has_ignore_label,
-                              ignore_label, &cancels, &k), d, dx + i);
-    if (HWY_UNLIKELY(!hn::AllFalse(d, cancels))) cancelling.Add(d, cancels, xv, tv, k, i);
+  SigmoidXentOptions<T> none = {};  // not read without options
+  none.inner = none.classes = 1;
+  const SigmoidXentOptions<T>& o = kOptions ? *options : none;
+  CancellingElements<T> cancelling(a.dx);
+  const int64_t whole = n - n % lanes;
+  PerClass<T> per_class(o, first);
+  // Hard targets (0 and 1) never cancel: blocks run without the test until
+  // one shows a soft target; that block is run again with it, and so is the
+  // rest of the range (soft targets seldom come alone).
+  const int64_t kBlock = 256 * lanes;
+  int64_t block = 0;
+  for (; block < whole; block += kBlock) {
+    const PerClass<T> block_start = per_class;
+    if (BackwardBlock<kOptions, false>(a, block, std::min(whole, block + kBlock), &per_class,
+                                       &cancelling)) {
+      per_class = block_start;
+      break;
+    }
   }
-  if (i < n) {
-    const int64_t rest = n - i;
+  if (block < whole) BackwardBlock<kOptions, true>(a, block, whole, &per_class, &cancelling);
+  if (whole < n) {  // tail: the same vector code on a padded copy
+    const int64_t rest = n - whole;
     HWY_ALIGN T xb[HWY_MAX_BYTES / sizeof(T)] = {}, tb[HWY_MAX_BYTES / sizeof(T)] = {},
                 wb[HWY_MAX_BYTES / sizeof(T)] = {}, eb[HWY_MAX_BYTES / sizeof(T)] = {},
                 gb[HWY_MAX_BYTES / sizeof(T)];
-    std::copy(x + i, x + n, xb);
-    std::copy(t + i, t + n, tb);
-    if (w) std::copy(w + i, w + n, wb);
-    if (element_diff) std::copy(element_diff + i, element_diff + n, eb);
-    const V wv = hn::Load(d, wb), xv = hn::Load(d, xb), tv = hn::Load(d, tb);
+    std::copy(a.x + whole, a.x + n, xb);
+    std::copy(a.t + whole, a.t + n, tb);
+    if (a.w) std::copy(a.w + whole, a.w + n, wb);
+    if (a.element_diff) std::copy(a.element_diff + whole, a.element_diff + n, eb);
     M cancels;
-    V k;
-    hn::Store(BackwardVector(d, xv, tv, w ? &wv : nullptr, hn::Add(scale_v, hn::Load(d, eb)),
-                             has_ignore_label, ignore_label, &cancels, &k), d, gb);
-    std::copy(gb, gb + rest, dx + i);
+    V xv, tau, pw, k, soft;
+    hn::Store(VectorAt<kOptions, true>(d, a, 0, xb, tb, wb, eb, &per_class, &cancels, &xv, &tau,
+                                       &pw, &k, &soft), d, gb);
+    std::copy(gb, gb + rest, a.dx + whole);
     cancels = hn::And(cancels, hn::FirstN(d, static_cast<size_t>(rest)));
-    if (!hn::AllFalse(d, cancels)) cancelling.Add(d, cancels, xv, tv, k, i);
+    if (!hn::AllFalse(d, cancels)) cancelling.Add(d, cancels, xv, tau, pw, k, whole);
   }
   cancelling.Flush();
 }
 
+template <typename T>
+void Backward(const T* x, const T* t, const T* w, const T* element_diff, T scale, T* dx,
+              int64_t n, int64_t first, const SigmoidXentOptions<T>* options,
+              bool has_ignore_label, T ignore_label) {
+  const BackwardArgs<T> a = {x, t, w, element_diff, scale, dx, has_ignore_label, ignore_label,
+                             options ? options->keep : T(1), options ? options->shift : T(0)};
+  if (options) {
+    BackwardWith<true>(a, n, first, options);
+  } else {
+    BackwardWith<false>(a, n, first, options);
+  }
+}
+
 // Non-template entry points, one per target, for HWY_EXPORT.
-SigmoidXentPlainSums PlainForwardFloat(const float* x, const float* t, const float* w,
-                                       float* element_loss, int64_t n, bool has_ignore_label,
-                                       float ignore_label) {
-  return PlainForward(x, t, w, element_loss, n, has_ignore_label, ignore_label);
+SigmoidXentSums ForwardFloat(const float* x, const float* t, const float* w, float* element_loss,
+                             int64_t n, int64_t first, const SigmoidXentOptions<float>* options,
+                             bool has_ignore_label, float ignore_label) {
+  return Forward(x, t, w, element_loss, n, first, options, has_ignore_label, ignore_label);
 }
-SigmoidXentPlainSums PlainForwardDouble(const double* x, const double* t, const double* w,
-                                        double* element_loss, int64_t n, bool has_ignore_label,
-                                        double ignore_label) {
-  return PlainForward(x, t, w, element_loss, n, has_ignore_label, ignore_label);
+SigmoidXentSums ForwardDouble(const double* x, const double* t, const double* w,
+                              double* element_loss, int64_t n, int64_t first,
+                              const SigmoidXentOptions<double>* options, bool has_ignore_label,
+                              double ignore_label) {
+  return Forward(x, t, w, element_loss, n, first, options, has_ignore_label, ignore_label);
 }
-void PlainBackwardFloat(const float* x, const float* t, const float* w, const float* element_diff,
-                        float scale, float* dx, int64_t n, bool has_ignore_label,
-                        float ignore_label) {
-  PlainBackward(x, t, w, element_diff, scale, dx, n, has_ignore_label, ignore_label);
+void BackwardFloat(const float* x, const float* t, const float* w, const float* element_diff,
+                   float scale, float* dx, int64_t n, int64_t first,
+                   const SigmoidXentOptions<float>* options, bool has_ignore_label,
+                   float ignore_label) {
+  Backward(x, t, w, element_diff, scale, dx, n, first, options, has_ignore_label, ignore_label);
 }
-void PlainBackwardDouble(const double* x, const double* t, const double* w,
-                         const double* element_diff, double scale, double* dx, int64_t n,
-                         bool has_ignore_label, double ignore_label) {
-  PlainBackward(x, t, w, element_diff, scale, dx, n, has_ignore_label, ignore_label);
+void BackwardDouble(const double* x, const double* t, const double* w,
+                    const double* element_diff, double scale, double* dx, int64_t n,
+                    int64_t first, const SigmoidXentOptions<double>* options,
+                    bool has_ignore_label, double ignore_label) {
+  Backward(x, t, w, element_diff, scale, dx, n, first, options, has_ignore_label, ignore_label);
 }
 
 }  // namespace HWY_NAMESPACE
@@ -378,40 +565,43 @@ HWY_AFTER_NAMESPACE();
 namespace caffe {
 namespace xent {
 
-HWY_EXPORT(PlainForwardFloat);
-HWY_EXPORT(PlainForwardDouble);
-HWY_EXPORT(PlainBackwardFloat);
-HWY_EXPORT(PlainBackwardDouble);
+HWY_EXPORT(ForwardFloat);
+HWY_EXPORT(ForwardDouble);
+HWY_EXPORT(BackwardFloat);
+HWY_EXPORT(BackwardDouble);
 
 template <>
-SigmoidXentPlainSums SigmoidXentPlainForward<float>(const float* x, const float* t,
-                                                    const float* w, float* element_loss,
-                                                    int64_t n, bool has_ignore_label,
-                                                    float ignore_label) {
-  return HWY_DYNAMIC_DISPATCH(PlainForwardFloat)(x, t, w, element_loss, n, has_ignore_label,
-                                                 ignore_label);
-}
-template <>
-SigmoidXentPlainSums SigmoidXentPlainForward<double>(const double* x, const double* t,
-                                                     const double* w, double* element_loss,
-                                                     int64_t n, bool has_ignore_label,
-                                                     double ignore_label) {
-  return HWY_DYNAMIC_DISPATCH(PlainForwardDouble)(x, t, w, element_loss, n, has_ignore_label,
-                                                  ignore_label);
-}
-template <>
-void SigmoidXentPlainBackward<float>(const float* x, const float* t, const float* w,
-                                     const float* element_diff, float scale, float* dx,
-                                     int64_t n, bool has_ignore_label, float ignore_label) {
-  HWY_DYNAMIC_DISPATCH(PlainBackwardFloat)(x, t, w, element_diff, scale, dx, n,
-                                           has_ignore_label, ignore_label);
-}
-template <>
-void SigmoidXentPlainBackward<double>(const double* x, const double* t, const double* w,
-                                      const double* element_diff, double scale, double* dx,
-                                      int64_t n, bool has_ignore_label, double ignore_label) {
-  HWY_DYNAMIC_DISPATCH(PlainBackwardDouble)(x, t, w, element_diff, scale, dx, n,
+SigmoidXentSums SigmoidXentSimdForward<float>(const float* x, const float* t, const float* w,
+                                              float* element_loss, int64_t n, int64_t first,
+                                              const SigmoidXentOptions<float>* options,
+                                              bool has_ignore_label, float ignore_label) {
+  return HWY_DYNAMIC_DISPATCH(ForwardFloat)(x, t, w, element_loss, n, first, options,
                                             has_ignore_label, ignore_label);
+}
+template <>
+SigmoidXentSums SigmoidXentSimdForward<double>(const double* x, const double* t, const double* w,
+                                               double* element_loss, int64_t n, int64_t first,
+                                               const SigmoidXentOptions<double>* options,
+                                               bool has_ignore_label, double ignore_label) {
+  return HWY_DYNAMIC_DISPATCH(ForwardDouble)(x, t, w, element_loss, n, first, options,
+                                             has_ignore_label, ignore_label);
+}
+template <>
+void SigmoidXentSimdBackward<float>(const float* x, const float* t, const float* w,
+                                    const float* element_diff, float scale, float* dx, int64_t n,
+                                    int64_t first, const SigmoidXentOptions<float>* options,
+                                    bool has_ignore_label, float ignore_label) {
+  HWY_DYNAMIC_DISPATCH(BackwardFloat)(x, t, w, element_diff, scale, dx, n, first, options,
+                                      has_ignore_label, ignore_label);
+}
+template <>
+void SigmoidXentSimdBackward<double>(const double* x, const double* t, const double* w,
+                                     const double* element_diff, double scale, double* dx,
+                                     int64_t n, int64_t first,
+                                     const SigmoidXentOptions<double>* options,
+                                     bool has_ignore_label, double ignore_label) {
+  HWY_DYNAMIC_DISPATCH(BackwardDouble)(x, t, w, element_diff, scale, dx, n, first, options,
+                                       has_ignore_label, ignore_label);
 }
 
 }  // namespace xent

@@ -1,12 +1,12 @@
 #ifndef CAFFE_LAYERS_SIGMOID_XENT_SIMD_HPP_
 #define CAFFE_LAYERS_SIGMOID_XENT_SIMD_HPP_
 
-// CPU fast path of SigmoidCrossEntropyLoss for the plain loss (pos_weight,
-// class_weight 1, no focal term, no smoothing; per-element weights, ignore
-// label and the per-element top allowed): one fused pass per range with
-// Highway's SIMD Exp/Log1p, chosen at run time for the CPU it runs on
-// (sigmoid_xent_simd.cpp). The math is that of sigmoid_xent_math.hpp's
-// SigmoidXentElement with pos_weight = 1, vectorized.
+// CPU fast path of SigmoidCrossEntropyLoss for every option but the focal
+// term: pos_weight, class_weight (per class or broadcast), label smoothing,
+// per-element weights, the ignore label and the per-element top. One fused
+// pass per range with Highway's SIMD Exp/Log1p, chosen at run time for the
+// CPU it runs on (sigmoid_xent_simd.cpp). The math is that of
+// sigmoid_xent_math.hpp's SigmoidXentElement without focal, vectorized.
 
 #include <cstdint>
 
@@ -14,26 +14,49 @@ namespace caffe {
 namespace xent {
 
 /// What one forward range adds up: the loss in double and three counts.
-struct SigmoidXentPlainSums {
+struct SigmoidXentSums {
   double loss;           ///< Σ ℓ over counted elements
   int64_t counted;       ///< elements whose target is not the ignore label
   int64_t bad_targets;   ///< targets outside [0,1] that are not the ignore label
   int64_t bad_weights;   ///< weights < 0 or NaN
 };
 
-/// Forward over n elements: the sums; when element_loss != NULL also writes
-/// each ℓ (0 for ignored elements). w may be NULL (all weights 1).
+/// The options of the weighted path. Element i (counting from the blob's
+/// start) has class (i / inner) % classes. When inner is small the caller
+/// passes the per-class values repeated element by element over one period
+/// (classes·inner elements) plus kSigmoidXentPeriodPad more, wrapping round
+/// (period > 0); otherwise period = 0 and the per-class arrays are used.
 template <typename T>
-SigmoidXentPlainSums SigmoidXentPlainForward(const T* x, const T* t, const T* w,
-                                             T* element_loss, int64_t n,
-                                             bool has_ignore_label, T ignore_label);
+struct SigmoidXentOptions {
+  const T* pos_weight;           ///< per class (period = 0)
+  const T* class_weight;         ///< per class (period = 0)
+  int64_t inner, classes;        ///< class layout (period = 0)
+  const T* pos_weight_period;    ///< period + pad values (period > 0)
+  const T* class_weight_period;  ///< period + pad values (period > 0)
+  int64_t period;
+  T keep;                        ///< 1 - ε: τ = t·keep + shift
+  T shift;                       ///< ε/2
+};
+/// Padding of the period arrays: at least one vector of any target.
+const int64_t kSigmoidXentPeriodPad = 64;
+
+/// Forward over n elements starting at element `first` of the blob (x, t,
+/// w, element_loss point at that element): the sums; when element_loss !=
+/// NULL also writes each ℓ (0 for ignored elements). w may be NULL (all
+/// weights 1); options NULL means the plain loss (no option set).
+template <typename T>
+SigmoidXentSums SigmoidXentSimdForward(const T* x, const T* t, const T* w, T* element_loss,
+                                       int64_t n, int64_t first,
+                                       const SigmoidXentOptions<T>* options,
+                                       bool has_ignore_label, T ignore_label);
 
 /// Backward over n elements: dx = ∂ℓ/∂x · (scale + element_diff[i]), 0 for
-/// ignored elements. w and element_diff may be NULL.
+/// ignored elements. w and element_diff may be NULL; options as in forward.
 template <typename T>
-void SigmoidXentPlainBackward(const T* x, const T* t, const T* w, const T* element_diff,
-                              T scale, T* dx, int64_t n, bool has_ignore_label,
-                              T ignore_label);
+void SigmoidXentSimdBackward(const T* x, const T* t, const T* w, const T* element_diff,
+                             T scale, T* dx, int64_t n, int64_t first,
+                             const SigmoidXentOptions<T>* options, bool has_ignore_label,
+                             T ignore_label);
 
 }  // namespace xent
 }  // namespace caffe
