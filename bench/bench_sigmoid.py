@@ -145,10 +145,18 @@ layer { name: "loss" type: "SigmoidCrossEntropyLoss" bottom: "x" bottom: "t" top
 """
 
 
-def caffe_net(shape, normalization=None):
+def pos_weights(classes):
+    """The pos_weight row's per-class weights: 0.5 to 4, one per column."""
+    return np.linspace(0.5, 4.0, classes, dtype=np.float32)
+
+
+def caffe_net(shape, normalization=None, pos_weight=None):
     """A pycaffe float Net: Input x and t of `shape`, the loss layer, force_backward."""
     import caffe
     param = "loss_param { normalization: %s }" % normalization if normalization else ""
+    if pos_weight is not None:
+        param += " sigmoid_cross_entropy_loss_param { %s }" % " ".join(
+            "pos_weight: %r" % float(v) for v in pos_weight)
     with tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False) as f:
         f.write(NET % (shape + shape + (param,)))
     try:
@@ -157,7 +165,7 @@ def caffe_net(shape, normalization=None):
         os.unlink(f.name)
 
 
-def caffe_step(x, t, device):
+def caffe_step(x, t, device, pos_weight=None):
     """One forward+backward of the layer in a pycaffe Net (Input bottoms, so
     no copies are timed); on the GPU it waits for the device to finish."""
     import caffe
@@ -169,7 +177,7 @@ def caffe_step(x, t, device):
             raise RuntimeError("libcudart not found: cannot time the GPU")
     else:
         caffe.set_mode_cpu()
-    net = caffe_net(x.shape)
+    net = caffe_net(x.shape, pos_weight=pos_weight)
     net.blobs["x"].data[...] = x
     net.blobs["t"].data[...] = t
 
@@ -187,16 +195,18 @@ def torch_threads():
     return int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count())
 
 
-def torch_step(x, t):
+def torch_step(x, t, pos_weight=None):
     import torch
     torch.set_num_threads(torch_threads())
     tx = torch.from_numpy(x).requires_grad_(True)
     tt = torch.from_numpy(t)
+    pw = None if pos_weight is None else torch.from_numpy(pos_weight)
     batch = x.shape[0]
 
     def step():
         tx.grad = None
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(tx, tt, reduction="sum") / batch
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            tx, tt, reduction="sum", pos_weight=pw) / batch
         loss.backward()
         return loss
     return step
@@ -213,10 +223,13 @@ def worker_throughput(args):
     seconds, losses = {}, {}
     for log2 in args.sizes:
         x, t = throughput_data(log2, args.targets == "soft")
+        pw = pos_weights(COLS) if args.pos_weight else None
         if args.impl == "caffe":
-            step = caffe_step(x, t, args.device)
+            step = caffe_step(x, t, args.device, pw)
         elif args.impl == "torch":
-            step = torch_step(x, t)
+            step = torch_step(x, t, pw)
+        elif pw is not None:
+            raise ValueError("the numpy layer has no pos_weight")
         else:
             step = lambda: numpy_forward_backward(x, t)[0]  # noqa: E731
         seconds[str(log2)] = best_time(step, args.repeat)
@@ -327,6 +340,7 @@ def worker_main(argv):
     parser.add_argument("--mode", choices=("single", "blob"), default="single")
     parser.add_argument("--sizes", type=int, nargs="+", default=[18])
     parser.add_argument("--targets", choices=("hard", "soft"), default="hard")
+    parser.add_argument("--pos-weight", action="store_true", help="per-class pos_weight (ours, PyTorch)")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
     answer(WORKERS[args.job](args))
@@ -393,6 +407,10 @@ def throughput_markdown(peers, sizes, repeat):
         }
     runs = run_all("--sizes", *sizes, "--repeat", repeat)
     soft_runs = run_all("--sizes", SOFT_LOG2, "--repeat", repeat, "--targets", "soft")
+    # Upstream's layer and the numpy layer have no pos_weight: ours and PyTorch only.
+    pw_args = ("throughput", "--sizes", SOFT_LOG2, "--repeat", repeat, "--pos-weight")
+    pw_runs = {"ours": peers.run("ours", *pw_args, "--impl", "caffe"),
+               "PyTorch": peers.run("ours", *pw_args, "--impl", "torch")}
 
     def rate(peer, log2, table=runs):
         run = table[peer]
@@ -404,9 +422,10 @@ def throughput_markdown(peers, sizes, repeat):
     lines = ["### Throughput, CPU, float32, forward + backward",
              "",
              "Best of %d timed runs after one warm-up; (N, %d) blobs, logits N(0, 4²), 10 %% "
-             "positive targets (last row: soft targets, uniform in [0, 1]). M el/s = million "
-             "elements per second; a ratio is ours ÷ the peer (above 1: ours is faster)."
-             % (repeat, COLS),
+             "positive targets; soft targets: uniform in [0, 1]; pos_weight: one per class "
+             "(column), 0.5 to 4, which upstream's layer and the numpy layer do not have. "
+             "M el/s = million elements per second; a ratio is ours ÷ the peer (above 1: ours "
+             "is faster)." % (repeat, COLS),
              "",
              "| elements | ours M el/s | upstream M el/s | ours / upstream | PyTorch%s M el/s | "
              "ours / PyTorch | numpy M el/s | ours / numpy |" % torch_note,
@@ -424,7 +443,12 @@ def throughput_markdown(peers, sizes, repeat):
         other = rate(peer, SOFT_LOG2, soft_runs)
         cells += [fmt_rate(other), fmt_ratio(ours / other)]
     lines.append("| " + " | ".join(cells) + " |")
-    notes = ["- %s: %s" % (peer, failure(run)) for table in (runs, soft_runs)
+    ours = rate("ours", SOFT_LOG2, pw_runs)
+    torch_rate = rate("PyTorch", SOFT_LOG2, pw_runs)
+    lines.append("| " + " | ".join(["2^%d, pos_weight" % SOFT_LOG2, fmt_rate(ours), "n/a", "n/a",
+                                     fmt_rate(torch_rate), fmt_ratio(ours / torch_rate), "n/a",
+                                     "n/a"]) + " |")
+    notes = ["- %s: %s" % (peer, failure(run)) for table in (runs, soft_runs, pw_runs)
              for peer, run in table.items() if isinstance(run, WorkerError)]
     lines += [""] + notes if notes else []
     lines += ["", loss_check(runs, sizes), "", gpu_markdown(peers, sizes, repeat)]
