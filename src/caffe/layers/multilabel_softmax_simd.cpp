@@ -89,7 +89,8 @@ HWY_INLINE RowShift<V> MakeRowShift(D d, V m) {
 }
 
 /// e^(x - m) for x <= m, |m| < kMaxRowMax, with the argument exact: within
-/// about 1 ulp (the polynomial's) for every x - m. Rounding x - m to float
+/// ~1.75 ulp for every x - m (the polynomial's 1 ulp, and the reduced
+/// argument's roundings below 3 * 2^-26 absolute). Rounding x - m to float
 /// first, as a plain float exp would need, is off by up to ulp(x - m) / 2:
 /// e^(x - m) off by |x - m| 2^-25 relative, ~30 ulp at x - m = -60.
 /// Cody and Waite's reduction taken from x and m, not from x - m:
@@ -201,6 +202,21 @@ HWY_INLINE double LaneTotal(hn::Vec<TargetSums::DF> counts) {  // exact integers
 }
 #endif
 
+/// Float lanes of the widest vectors.
+const size_t kMaxLanes = HWY_MAX_BYTES / sizeof(float);
+
+/// Copies the last n < lanes elements of a row into vectors' worth of
+/// scores, targets and class weights, padded with scores `pad`, targets 0
+/// and weights 0.
+HWY_INLINE void PadTail(const float* x, const float* t, const double* w, size_t n, size_t lanes,
+                        float pad, float* x_pad, float* t_pad, double* w_pad) {
+  for (size_t i = 0; i < lanes; ++i) {
+    x_pad[i] = i < n ? x[i] : pad;
+    t_pad[i] = i < n ? t[i] : 0.0f;
+    w_pad[i] = i < n ? w[i] : 0.0;
+  }
+}
+
 bool RowSumsImpl(const float* x, const float* t, const double* w, const RowOptions& opt,
                  float* max_out, RowSums* sums) {
   const hn::ScalableTag<float> d;
@@ -241,25 +257,27 @@ bool RowSumsImpl(const float* x, const float* t, const double* w, const RowOptio
   const size_t half = lanes / 2;
   const auto m_double = hn::Set(dd, static_cast<double>(m));
 #endif
+  // One vector of elements (scores xp, targets tp, class weights wp).
+  auto add_vector = [&](const float* xp, const float* tp, const double* wp, auto smoothing_tag) {
+    constexpr bool kSmoothing = decltype(smoothing_tag)::value;
+    const auto v = hn::LoadU(d, xp);
+    exp_sum.Add(ShiftedExpVec(d, v, shift));  // e^(x_c - m)
+    if (kSmoothing) x_sum.Add(v);
+    const auto tv = hn::LoadU(d, tp);
+    const auto nonzero = hn::Ne(tv, zero);  // also NaN and ignore_label
+    if (!hn::AllFalse(d, nonzero)) {
+#if HWY_TARGET != HWY_SCALAR
+      targets.Add(v, tv, nonzero, hn::LoadU(dd, wp), hn::LoadU(dd, wp + half), m_double,
+                  m_double);
+#else
+      AccumulateTarget(m, *xp, *tp, *wp, opt, sums);
+#endif
+    }
+  };
   // The loop compiled twice, with and without the smoothing sum, to keep the
   // test out of it.
   auto sweep = [&](auto smoothing_tag) {
-    constexpr bool kSmoothing = decltype(smoothing_tag)::value;
-    for (size_t c = 0; c < full; c += lanes) {
-      const auto v = hn::LoadU(d, x + c);
-      exp_sum.Add(ShiftedExpVec(d, v, shift));  // e^(x_c - m)
-      if (kSmoothing) x_sum.Add(v);
-      const auto tv = hn::LoadU(d, t + c);
-      const auto nonzero = hn::Ne(tv, zero);  // also NaN and ignore_label
-      if (!hn::AllFalse(d, nonzero)) {
-#if HWY_TARGET != HWY_SCALAR
-        targets.Add(v, tv, nonzero, hn::LoadU(dd, w + c), hn::LoadU(dd, w + c + half), m_double,
-                    m_double);
-#else
-        AccumulateTarget(m, x[c], t[c], w[c], opt, sums);
-#endif
-      }
-    }
+    for (size_t c = 0; c < full; c += lanes) add_vector(x + c, t + c, w + c, smoothing_tag);
   };
   if (smoothing) {
     sweep(std::true_type());
@@ -267,6 +285,19 @@ bool RowSumsImpl(const float* x, const float* t, const double* w, const RowOptio
     sweep(std::false_type());
   }
 #if HWY_TARGET != HWY_SCALAR
+  // The last C % lanes elements: one more vector, from copies padded with
+  // targets 0 and scores at shift.low, whose e^(x - m) is exactly 0 (below
+  // half the smallest subnormal). Cheaper than as many scalar exps.
+  if (full < C) {
+    HWY_ALIGN float x_pad[kMaxLanes], t_pad[kMaxLanes];
+    HWY_ALIGN double w_pad[kMaxLanes];
+    PadTail(x + full, t + full, w + full, C - full, lanes, hn::GetLane(shift.low), x_pad, t_pad,
+            w_pad);
+    add_vector(x_pad, t_pad, w_pad, std::false_type());
+    if (smoothing) {
+      for (size_t c = full; c < C; ++c) sums->gap_sum += Gap(m, x[c]);
+    }
+  }
   sums->positives += LaneTotal(targets.positives);
   sums->ignored += LaneTotal(targets.ignored);
   sums->invalid += LaneTotal(targets.invalid);
@@ -274,7 +305,6 @@ bool RowSumsImpl(const float* x, const float* t, const double* w, const RowOptio
   sums->weighted += LaneTotal(targets.weighted_low, targets.weighted_high);
   sums->weighted_gap += LaneTotal(targets.gap_low, targets.gap_high);
 #endif
-  for (size_t c = full; c < C; ++c) AccumulateElement(m, x[c], t[c], w[c], opt, sums);
   sums->sum_exp += exp_sum.Total();
   // sum over the vector part of (m - x_c); needed only with label smoothing.
   if (smoothing) sums->gap_sum += static_cast<double>(full) * m - x_sum.Total();
@@ -303,25 +333,36 @@ void RowGradientImpl(const float* x, const float* t, const double* w,
   const size_t half = lanes / 2;
   const auto scaled_a = hn::Set(d, static_cast<float>(scale * coef.a));
 #endif
-  for (size_t c = 0; c < full; c += lanes) {
-    const auto e = ShiftedExpVec(d, hn::LoadU(d, x + c), shift);  // e^(x_c - m); -inf: 0
+  // One vector of elements (scores xp, targets tp, class weights wp).
+  auto gradient = [&](const float* xp, const float* tp, const double* wp) {
+    const auto e = ShiftedExpVec(d, hn::LoadU(d, xp), shift);  // e^(x_c - m); -inf: 0
     auto g = hn::MulSub(k, e, scaled_b);  // scale (Q p_c - eps/C) for t_c = 0
-    const auto tv = hn::LoadU(d, t + c);
+    const auto tv = hn::LoadU(d, tp);
     const auto nonzero = hn::Ne(tv, zero);
     if (!hn::AllFalse(d, nonzero)) {
 #if HWY_TARGET != HWY_SCALAR
       // scale (Q p_c - q_c) = k e - (scale a w_c t_c + scale b), in float as
       // the t_c = 0 lanes (about 2 ulp of Q p + q); the same value there.
-      const auto wc = hn::Combine(d, hn::DemoteTo(dh, hn::LoadU(dd, w + c + half)),
-                                  hn::DemoteTo(dh, hn::LoadU(dd, w + c)));  // float weights: exact
+      const auto wc = hn::Combine(d, hn::DemoteTo(dh, hn::LoadU(dd, wp + half)),
+                                  hn::DemoteTo(dh, hn::LoadU(dd, wp)));  // float weights: exact
       g = hn::MulSub(k, e, hn::MulAdd(hn::Mul(scaled_a, wc), tv, scaled_b));
 #else
-      g = hn::Set(d, ElementGradient(coef, x[c], t[c], w[c], scale));
+      g = hn::Set(d, ElementGradient(coef, *xp, *tp, *wp, scale));
 #endif
     }
-    hn::StoreU(g, d, dx + c);
+    return g;
+  };
+  for (size_t c = 0; c < full; c += lanes) hn::StoreU(gradient(x + c, t + c, w + c), d, dx + c);
+#if HWY_TARGET != HWY_SCALAR
+  if (full < C) {  // the last C % lanes elements, as in RowSumsImpl
+    HWY_ALIGN float x_pad[kMaxLanes], t_pad[kMaxLanes], g_pad[kMaxLanes];
+    HWY_ALIGN double w_pad[kMaxLanes];
+    PadTail(x + full, t + full, w + full, C - full, lanes, hn::GetLane(shift.low), x_pad, t_pad,
+            w_pad);
+    hn::Store(gradient(x_pad, t_pad, w_pad), d, g_pad);
+    for (size_t c = full; c < C; ++c) dx[c] = g_pad[c - full];
   }
-  for (size_t c = full; c < C; ++c) dx[c] = ElementGradient(coef, x[c], t[c], w[c], scale);
+#endif
 }
 
 int SpatialLanesImpl() {
