@@ -111,9 +111,9 @@ XENT_HOST_DEVICE double Gap(Dtype m, Dtype x) {
 /// 1, also at +-inf.
 ///   float scores: x - m in double is exact (or within 2^-53 relative where
 ///   the two are far apart, and then e^(x - m) underflows anyway) and the
-///   exp is double: within ~1e-16 relative, so S, p and the gradient of the
-///   scalar path (tails, CUDA, the probabilities top) carry no float error
-///   before their final rounding. Rounding x - m to float first, as a float
+///   exp is double: within ~1e-16 relative, so where the scalar math runs
+///   (CUDA, the probabilities top, rows the SIMD paths leave to it) the
+///   exps carry no float error. Rounding x - m to float first, as a float
 ///   exp would need, makes e^(x - m) off by up to |x - m| * 2^-25 relative:
 ///   about 30 float ulps at x - m = -60.
 ///   double scores: x - m = d + lo exactly (TwoSum), e^(x - m) = e^d (1 + lo)

@@ -26,9 +26,10 @@
 // in float, k e - (scale a w_c t_c + scale b) with per-row k = scale Q / S,
 // about 2 ulp of Q p + q (the scalar ElementGradient rounds once, from
 // double), except for spatial tiles holding an ignored row, which keep
-// double. The scalar math stays the reference, used for double blobs, the
-// tail of a row (C % lanes), short spatial runs and non-finite scores, and
-// the tests hold both to the same float64 truth.
+// double. The last C % lanes elements of a contiguous row are one more
+// vector, from padded copies. The scalar math stays the reference, used for
+// double blobs, short spatial runs, non-finite scores and |max| >= 32640,
+// and the tests hold both to the same float64 truth.
 
 #include "caffe/layers/multilabel_softmax_math.hpp"
 
