@@ -202,6 +202,108 @@ def test_huge_number_of_classes(device, rng):
     check({}, x, t, np.float32, device)
 
 
+def float32_ulps(got, ref):
+    """|got - ref| in float32 ulps of ref (np.spacing of |ref| as float32)."""
+    spacing = np.spacing(np.abs(ref).astype(np.float32)).astype(np.float64)
+    return np.abs(got.astype(np.float64) - ref) / spacing
+
+
+def softmax_terms(x, t, axis, target_normalization):
+    """Q p_c and q_c in float64, for rows without class weights, smoothing or
+    ignored rows (what test_float32_within_few_ulps uses)."""
+    xm = np.moveaxis(x.astype(np.float64), axis, -1)
+    tm = np.moveaxis(t.astype(np.float64), axis, -1)
+    norm = (tm > 0).sum(-1, keepdims=True) if target_normalization == "COUNT" else 1.0
+    q = tm / norm
+    e = np.exp(xm - xm.max(-1, keepdims=True))
+    qp = q.sum(-1, keepdims=True) * e / e.sum(-1, keepdims=True)
+    return np.moveaxis(qp, -1, axis), np.moveaxis(q, -1, axis)
+
+
+def cancelling_targets(rng, x, t, axis, delta):
+    """Soft targets where ~10% of the classes, and each row's top class (where
+    its p <= 1/2), get t_c = Q p_c (1 +- delta) at the fixed point of
+    Q = sum_c t_c (normalization NONE): Q p_c - q_c cancels to ~delta."""
+    xm = np.moveaxis(x.astype(np.float64), axis, -1)
+    tm = np.moveaxis(t.astype(np.float64), axis, -1).copy()
+    e = np.exp(xm - xm.max(-1, keepdims=True))
+    p = e / e.sum(-1, keepdims=True)
+    chosen = rng.random(tm.shape) < 0.1
+    top = np.argmax(xm, -1)[..., None]
+    np.put_along_axis(chosen, top, np.take_along_axis(p, top, -1) <= 0.5, axis=-1)
+    chosen &= np.cumsum(np.where(chosen, p, 0), -1) <= 0.5  # keep Q finite: sum p <= 1/2
+    q_total = np.where(chosen, 0, tm).sum(-1, keepdims=True) / (1 - np.where(chosen, p, 0).sum(-1, keepdims=True))
+    sign = rng.choice([-1.0, 1.0], size=tm.shape)
+    tm = np.where(chosen, q_total * p * (1 + delta * sign), tm)
+    return np.moveaxis(tm, -1, axis)
+
+
+FEW_ULPS_CASES = {  # name: (shape, axis, scores, targets, target_normalization)
+    "wide scores": ((64, 1000), 1, "N(0, 20^2)", "soft", "COUNT"),
+    "offset scores": ((64, 1000), 1, "1000 + N(0, 5^2)", "multi-hot", "COUNT"),
+    "huge offset (scalar path)": ((8, 300), 1, "-1e5 + N(0, 5^2)", "soft", "COUNT"),
+    "long rows": ((4, 17000), 1, "N(0, 10^2)", "soft", "COUNT"),
+    "spatial wide scores": ((4, 21, 16, 16), 1, "N(0, 20^2)", "soft", "NONE"),
+    "cancelling targets": ((64, 1000), 1, "N(0, 3^2)", "cancelling", "NONE"),
+    "spatial cancelling targets": ((4, 21, 16, 16), 1, "N(0, 3^2)", "cancelling", "NONE"),
+}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("case", sorted(FEW_ULPS_CASES))
+def test_float32_within_few_ulps(case, device, rng):
+    # Each float32 gradient element and probability against float64 math on
+    # the same float32 inputs, in float32 ulps of the float64 value.
+    # Error budget of the float paths, u = 2^-24 relative:
+    #   e^(x - m): the argument exact (x - m is never rounded to float first),
+    #     so only the exp's polynomial (1 ulp) and the reduced argument's
+    #     roundings (< 3 * 2^-26 absolute): < 1.75 u;
+    #   S = sum of those, in double: < 1.75 u;
+    #   gradient Q p - q = k e - q', k = scale Q / S rounded to float (0.5 u),
+    #     q' = (scale a w) t + scale b in float (< 2 u), one rounding of the
+    #     result (0.5 ulp): |error| < 4 u Q p + 2 u q + 0.5 ulp.
+    # Where q = 0 (negative classes) that is < 4.5 ulp of the value; where
+    # |Q p - q| >= (Q p + q) / 2 (no cancellation) < 8.5 ulp; where Q p and q
+    # cancel only the absolute bound holds: < 4 u (Q p + q) + 0.5 ulp, i.e.
+    # 2 float32 eps of the terms. (A relative bound there would need S to
+    # more digits than float exps give: see docs/multi_label_softmax_loss.md.)
+    #   probabilities: e^(x - m) / S with a double exp: < 1.75 u + 0.5 ulp.
+    # Rounding x - m to float first breaks these by up to |x - m| 2^-25:
+    # ~60 ulps at N(0, 20^2).
+    shape, axis, scores, targets, target_normalization = FEW_ULPS_CASES[case]
+    x = rng.standard_normal(shape) * {"N(0, 20^2)": 20, "N(0, 10^2)": 10, "N(0, 3^2)": 3}.get(scores, 5)
+    x += {"1000 + N(0, 5^2)": 1000.0, "-1e5 + N(0, 5^2)": -1e5}.get(scores, 0.0)
+    x = x.astype(np.float32)
+    if targets == "multi-hot":
+        t = multi_hot(rng, shape, axis)
+    else:
+        t = soft_targets(rng, shape)
+        np.moveaxis(t, axis, -1)[..., 0] += 0.5  # no row without a positive
+    if targets == "cancelling":
+        t = cancelling_targets(rng, x, t, axis, delta=2.0 ** -10)
+    t = t.astype(np.float32)
+    options = {"axis": axis, "target_normalization": target_normalization}
+    (loss, prob), (dx, _) = caffe_xent.run_layer(prototxt(tops=("loss", "prob"), **options),
+                                                 [x, t], device=device)
+    expected, grad, _ = reference(x, t, **options)
+    np.testing.assert_allclose(loss, expected, rtol=1e-6, atol=0)
+    qp, q = softmax_terms(x, t, axis, target_normalization)
+    normalizer = x.size / shape[axis]  # VALID: every row
+    qp, q = qp / normalizer, q / normalizer
+    ulps = float32_ulps(dx, grad)
+    cancelling = np.abs(qp - q) < 0.5 * (qp + q)
+    if targets == "cancelling":
+        assert cancelling.sum() > 0.05 * x.size / shape[axis]  # the case is there
+    assert ulps[q == 0].max() <= 4.5, ulps[q == 0].max()
+    assert ulps[~cancelling].max() <= 8.5, ulps[~cancelling].max()
+    bound = 2 * FLOAT32_EPS * (qp + q) + 0.5 * np.spacing(np.abs(grad).astype(np.float32))
+    assert np.all(np.abs(dx - grad)[cancelling] <= bound[cancelling])
+    xm = np.moveaxis(x.astype(np.float64), axis, -1)
+    e = np.exp(xm - xm.max(-1, keepdims=True))
+    p = np.moveaxis(e / e.sum(-1, keepdims=True), -1, axis)
+    assert float32_ulps(prob, p).max() <= 2.25, float32_ulps(prob, p).max()
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_infinite_and_nan_scores(device):
     # +inf on the only target: the limit, loss 0; -inf elsewhere: p = 0.

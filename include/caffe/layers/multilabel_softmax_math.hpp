@@ -107,16 +107,31 @@ XENT_HOST_DEVICE double Gap(Dtype m, Dtype x) {
   return x == m ? 0.0 : static_cast<double>(m) - static_cast<double>(x);
 }
 
-/// exp in the blob's precision: expf for float (within 1 ulp on host and
-/// device), exp for double.
-XENT_HOST_DEVICE float ExpOf(float v) { return expf(v); }
-XENT_HOST_DEVICE double ExpOf(double v) { return exp(v); }
-
-/// e^(x_c - m) in the blob's precision (float exp is within 1 ulp; the sum
-/// is in double). The max itself contributes exactly 1, also at +-inf.
-template <typename Dtype>
-XENT_HOST_DEVICE double ShiftedExp(Dtype m, Dtype x) {
-  return x == m ? 1.0 : static_cast<double>(ExpOf(static_cast<Dtype>(x - m)));
+/// e^(x_c - m) with an exact argument; the max itself contributes exactly
+/// 1, also at +-inf.
+///   float scores: x - m in double is exact (or within 2^-53 relative where
+///   the two are far apart, and then e^(x - m) underflows anyway) and the
+///   exp is double: within ~1e-16 relative, so where the scalar math runs
+///   (CUDA, the probabilities top, rows the SIMD paths leave to it) the
+///   exps carry no float error. Rounding x - m to float first, as a float
+///   exp would need, makes e^(x - m) off by up to |x - m| * 2^-25 relative:
+///   about 30 float ulps at x - m = -60.
+///   double scores: x - m = d + lo exactly (TwoSum), e^(x - m) = e^d (1 + lo)
+///   to within lo^2, so the argument adds no error for any |x - m|.
+XENT_HOST_DEVICE double ShiftedExp(float m, float x) {
+  return x == m ? 1.0 : exp(static_cast<double>(x) - static_cast<double>(m));
+}
+XENT_HOST_DEVICE double ShiftedExp(double m, double x) {
+  if (x == m) return 1.0;
+  const double d = x - m;
+  const double e = exp(d);
+  // TwoSum: lo = (x - m) - d exactly (no ordering of |x|, |m| needed).
+  const double xv = d + m;  // the part of d that came from x
+  const double mv = xv - d;
+  const double lo = (x - xv) + (mv - m);
+  // Non-finite d (an infinite score, or x - m beyond the double range): no
+  // correction; e is then 0, 1 or NaN as the limit says.
+  return lo - lo == 0.0 ? fma(e, lo, e) : e;  // e^d (1 + lo)
 }
 
 /// Pass 1, the target part of one element: x_c, t_c (class weight w_c)

@@ -12,7 +12,6 @@
 #include <hwy/highway.h>
 #include <hwy/contrib/math/math-inl.h>
 
-#include <cfloat>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -67,23 +66,62 @@ struct DoubleVectorSum {
 };
 #endif
 
-/// e^x for x <= 0 (finite or -inf, never NaN): the result of the row math's
-/// shifted exps. On AVX-512 the reduction and polynomial of Highway's Exp
-/// (same error, within 1 ulp) with its two-step 2^k reconstruction and
-/// range test replaced by one vscalefps, which also rounds tiny results to
-/// subnormals instead of flushing them below e^-104: about 15 instead of 25
-/// instructions. Elsewhere Highway's Exp, with -inf kept in its valid range.
+/// Largest |row max| of the vector paths (see RowShift); rows beyond it
+/// take the scalar math.
+const float kMaxRowMax = 32640.0f;  // 2^15 - 128
+
+/// The row max m in the form the shifted exps use (per row, or per lane of
+/// rows): m = hi + lo, hi = m rounded to a multiple of 2^-9, lo = m - hi
+/// (exact, |lo| <= 2^-10); low = hi - 104, below which e^(x - m) < e^-104
+/// rounds to 0 in float; m_log2e = hi / ln 2, rounded (only to pick k).
+template <class V>
+struct RowShift {
+  V hi, lo, low, m_log2e;
+};
+template <class D, class V = hn::Vec<D>>
+HWY_INLINE RowShift<V> MakeRowShift(D d, V m) {
+  RowShift<V> shift;
+  shift.hi = hn::Mul(hn::Round(hn::Mul(m, hn::Set(d, 512.0f))), hn::Set(d, 1.0f / 512.0f));
+  shift.lo = hn::Sub(m, shift.hi);
+  shift.low = hn::Sub(shift.hi, hn::Set(d, 104.0f));
+  shift.m_log2e = hn::Mul(shift.hi, hn::Set(d, 1.442695040888963407359924681f));
+  return shift;
+}
+
+/// e^(x - m) for x <= m, |m| < kMaxRowMax, with the argument exact: within
+/// ~1.75 ulp for every x - m (the polynomial's 1 ulp, and the reduced
+/// argument's roundings below 3 * 2^-26 absolute). Rounding x - m to float
+/// first, as a plain float exp would need, is off by up to ulp(x - m) / 2:
+/// e^(x - m) off by |x - m| 2^-25 relative, ~30 ulp at x - m = -60.
+/// Cody and Waite's reduction taken from x and m, not from x - m:
+///   k = round((x - m) / ln 2), from x / ln 2 - hi / ln 2 (k only picks
+///       the interval, |r| stays within ln 2 / 2 + 2^-9: its rounding costs
+///       nothing);
+///   b = hi + k ln2_hi is exact: ln2_hi has 9 significant bits, so b is a
+///       multiple of 2^-9 below 2^15 in magnitude (|hi| < 2^15 - 127,
+///       |k ln2_hi| <= 104.1): 24 bits;
+///   r = (x - b) - (lo + k ln2_lo) = x - m - k ln 2: x - b, lo + k ln2_lo and
+///       their difference are all below 0.4 in magnitude, so each rounding
+///       is below 2^-26 absolute;
+///   e^(x - m) = 2^k e^r, e^r by Highway's polynomial (within 1 ulp).
+/// The max itself gives k = 0, r = 0 and exactly 1. x is first raised to
+/// `low`: e^(x - m) rounds to 0 below it, -inf scores give 0 and every
+/// intermediate stays finite. On AVX-512 2^k is one vscalefps (rounding tiny
+/// results once, to subnormals); elsewhere Highway's two-step 2^k.
 template <class D, class V>
-HWY_INLINE V ExpNonPositive(D d, V x) {
+HWY_INLINE V ShiftedExpVec(D d, V x, const RowShift<V>& shift) {
+  x = hn::Max(x, shift.low);
+  const V k = hn::Round(hn::MulSub(x, hn::Set(d, 1.442695040888963407359924681f),
+                                   shift.m_log2e));
+  const V b = hn::MulAdd(k, hn::Set(d, 0.693359375f), shift.hi);  // hi + k ln2_hi, exact
+  const V c = hn::MulAdd(k, hn::Set(d, -2.12194440e-4f), shift.lo);  // lo + k ln2_lo
+  const V r = hn::Sub(hn::Sub(x, b), c);                          // x - m - k ln 2
+  hn::impl::ExpImpl<float> impl;
+  const V p = hn::Add(impl.ExpPoly(d, r), hn::Set(d, 1.0f));      // e^r
 #if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
-  x = hn::Max(x, hn::Set(d, -104.0f));  // e^-104 is below half the smallest subnormal
-  const V k = hn::Round(hn::Mul(x, hn::Set(d, 1.442695040888963407359924681f)));
-  V r = hn::MulAdd(k, hn::Set(d, -0.693145751953125f), x);  // x - k ln 2, two parts
-  r = hn::MulAdd(k, hn::Set(d, -1.428606765330187045e-6f), r);
-  const V p = hn::Add(hn::impl::ExpImpl<float>().ExpPoly(d, r), hn::Set(d, 1.0f));
   return V{_mm512_scalef_ps(p.raw, k.raw)};  // p 2^k
 #else
-  return hn::Exp(d, hn::Max(x, hn::Set(d, -FLT_MAX)));  // Exp's range starts at -FLT_MAX
+  return impl.LoadExpShortRange(d, p, hn::ConvertTo(hn::RebindToSigned<D>(), k));
 #endif
 }
 
@@ -164,6 +202,21 @@ HWY_INLINE double LaneTotal(hn::Vec<TargetSums::DF> counts) {  // exact integers
 }
 #endif
 
+/// Float lanes of the widest vectors.
+const size_t kMaxLanes = HWY_MAX_BYTES / sizeof(float);
+
+/// Copies the last n < lanes elements of a row into vectors' worth of
+/// scores, targets and class weights, padded with scores `pad`, targets 0
+/// and weights 0.
+HWY_INLINE void PadTail(const float* x, const float* t, const double* w, size_t n, size_t lanes,
+                        float pad, float* x_pad, float* t_pad, double* w_pad) {
+  for (size_t i = 0; i < lanes; ++i) {
+    x_pad[i] = i < n ? x[i] : pad;
+    t_pad[i] = i < n ? t[i] : 0.0f;
+    w_pad[i] = i < n ? w[i] : 0.0;
+  }
+}
+
 bool RowSumsImpl(const float* x, const float* t, const double* w, const RowOptions& opt,
                  float* max_out, RowSums* sums) {
   const hn::ScalableTag<float> d;
@@ -189,10 +242,11 @@ bool RowSumsImpl(const float* x, const float* t, const double* w, const RowOptio
     scalar_probe += x[c] * 0.0f;
   }
   if (!hn::AllTrue(d, hn::Eq(probe, probe)) || scalar_probe != 0.0f) return false;
+  if (!(std::fabs(m) < kMaxRowMax)) return false;  // huge scores: the scalar math
 
   // S = sum e^(x - m) and sum x in double; target terms by the shared math,
   // only where a lane's target is non-zero (also NaN and ignore_label).
-  const auto vm = hn::Set(d, m);
+  const auto shift = MakeRowShift(d, hn::Set(d, m));
   DoubleVectorSum exp_sum, x_sum;
   const bool smoothing = opt.smoothing != 0.0;
 #if HWY_TARGET != HWY_SCALAR
@@ -203,25 +257,27 @@ bool RowSumsImpl(const float* x, const float* t, const double* w, const RowOptio
   const size_t half = lanes / 2;
   const auto m_double = hn::Set(dd, static_cast<double>(m));
 #endif
+  // One vector of elements (scores xp, targets tp, class weights wp).
+  auto add_vector = [&](const float* xp, const float* tp, const double* wp, auto smoothing_tag) {
+    constexpr bool kSmoothing = decltype(smoothing_tag)::value;
+    const auto v = hn::LoadU(d, xp);
+    exp_sum.Add(ShiftedExpVec(d, v, shift));  // e^(x_c - m)
+    if (kSmoothing) x_sum.Add(v);
+    const auto tv = hn::LoadU(d, tp);
+    const auto nonzero = hn::Ne(tv, zero);  // also NaN and ignore_label
+    if (!hn::AllFalse(d, nonzero)) {
+#if HWY_TARGET != HWY_SCALAR
+      targets.Add(v, tv, nonzero, hn::LoadU(dd, wp), hn::LoadU(dd, wp + half), m_double,
+                  m_double);
+#else
+      AccumulateTarget(m, *xp, *tp, *wp, opt, sums);
+#endif
+    }
+  };
   // The loop compiled twice, with and without the smoothing sum, to keep the
   // test out of it.
   auto sweep = [&](auto smoothing_tag) {
-    constexpr bool kSmoothing = decltype(smoothing_tag)::value;
-    for (size_t c = 0; c < full; c += lanes) {
-      const auto v = hn::LoadU(d, x + c);
-      exp_sum.Add(ExpNonPositive(d, hn::Sub(v, vm)));  // e^(x_c - m), x_c - m <= 0
-      if (kSmoothing) x_sum.Add(v);
-      const auto tv = hn::LoadU(d, t + c);
-      const auto nonzero = hn::Ne(tv, zero);  // also NaN and ignore_label
-      if (!hn::AllFalse(d, nonzero)) {
-#if HWY_TARGET != HWY_SCALAR
-        targets.Add(v, tv, nonzero, hn::LoadU(dd, w + c), hn::LoadU(dd, w + c + half), m_double,
-                    m_double);
-#else
-        AccumulateTarget(m, x[c], t[c], w[c], opt, sums);
-#endif
-      }
-    }
+    for (size_t c = 0; c < full; c += lanes) add_vector(x + c, t + c, w + c, smoothing_tag);
   };
   if (smoothing) {
     sweep(std::true_type());
@@ -229,6 +285,19 @@ bool RowSumsImpl(const float* x, const float* t, const double* w, const RowOptio
     sweep(std::false_type());
   }
 #if HWY_TARGET != HWY_SCALAR
+  // The last C % lanes elements: one more vector, from copies padded with
+  // targets 0 and scores at shift.low, whose e^(x - m) is exactly 0 (below
+  // half the smallest subnormal). Cheaper than as many scalar exps.
+  if (full < C) {
+    HWY_ALIGN float x_pad[kMaxLanes], t_pad[kMaxLanes];
+    HWY_ALIGN double w_pad[kMaxLanes];
+    PadTail(x + full, t + full, w + full, C - full, lanes, hn::GetLane(shift.low), x_pad, t_pad,
+            w_pad);
+    add_vector(x_pad, t_pad, w_pad, std::false_type());
+    if (smoothing) {
+      for (size_t c = full; c < C; ++c) sums->gap_sum += Gap(m, x[c]);
+    }
+  }
   sums->positives += LaneTotal(targets.positives);
   sums->ignored += LaneTotal(targets.ignored);
   sums->invalid += LaneTotal(targets.invalid);
@@ -236,7 +305,6 @@ bool RowSumsImpl(const float* x, const float* t, const double* w, const RowOptio
   sums->weighted += LaneTotal(targets.weighted_low, targets.weighted_high);
   sums->weighted_gap += LaneTotal(targets.gap_low, targets.gap_high);
 #endif
-  for (size_t c = full; c < C; ++c) AccumulateElement(m, x[c], t[c], w[c], opt, sums);
   sums->sum_exp += exp_sum.Total();
   // sum over the vector part of (m - x_c); needed only with label smoothing.
   if (smoothing) sums->gap_sum += static_cast<double>(full) * m - x_sum.Total();
@@ -251,7 +319,12 @@ void RowGradientImpl(const float* x, const float* t, const double* w,
   const size_t C = static_cast<size_t>(classes);
   const size_t full = C - C % lanes;
   const auto zero = hn::Zero(d);
-  const auto vm = hn::Set(d, static_cast<float>(coef.max));
+  const float m = static_cast<float>(coef.max);
+  if (!(std::fabs(m) < kMaxRowMax)) {  // huge scores: the scalar math
+    for (size_t c = 0; c < C; ++c) dx[c] = ElementGradient(coef, x[c], t[c], w[c], scale);
+    return;
+  }
+  const auto shift = MakeRowShift(d, hn::Set(d, m));
   const auto k = hn::Set(d, static_cast<float>(scale * coef.q_total * coef.inv_sum_exp));
   const auto scaled_b = hn::Set(d, static_cast<float>(scale * coef.b));
 #if HWY_TARGET != HWY_SCALAR
@@ -260,25 +333,36 @@ void RowGradientImpl(const float* x, const float* t, const double* w,
   const size_t half = lanes / 2;
   const auto scaled_a = hn::Set(d, static_cast<float>(scale * coef.a));
 #endif
-  for (size_t c = 0; c < full; c += lanes) {
-    const auto e = ExpNonPositive(d, hn::Sub(hn::LoadU(d, x + c), vm));  // -inf: 0
+  // One vector of elements (scores xp, targets tp, class weights wp).
+  auto gradient = [&](const float* xp, const float* tp, const double* wp) {
+    const auto e = ShiftedExpVec(d, hn::LoadU(d, xp), shift);  // e^(x_c - m); -inf: 0
     auto g = hn::MulSub(k, e, scaled_b);  // scale (Q p_c - eps/C) for t_c = 0
-    const auto tv = hn::LoadU(d, t + c);
+    const auto tv = hn::LoadU(d, tp);
     const auto nonzero = hn::Ne(tv, zero);
     if (!hn::AllFalse(d, nonzero)) {
 #if HWY_TARGET != HWY_SCALAR
       // scale (Q p_c - q_c) = k e - (scale a w_c t_c + scale b), in float as
       // the t_c = 0 lanes (about 2 ulp of Q p + q); the same value there.
-      const auto wc = hn::Combine(d, hn::DemoteTo(dh, hn::LoadU(dd, w + c + half)),
-                                  hn::DemoteTo(dh, hn::LoadU(dd, w + c)));  // float weights: exact
+      const auto wc = hn::Combine(d, hn::DemoteTo(dh, hn::LoadU(dd, wp + half)),
+                                  hn::DemoteTo(dh, hn::LoadU(dd, wp)));  // float weights: exact
       g = hn::MulSub(k, e, hn::MulAdd(hn::Mul(scaled_a, wc), tv, scaled_b));
 #else
-      g = hn::Set(d, ElementGradient(coef, x[c], t[c], w[c], scale));
+      g = hn::Set(d, ElementGradient(coef, *xp, *tp, *wp, scale));
 #endif
     }
-    hn::StoreU(g, d, dx + c);
+    return g;
+  };
+  for (size_t c = 0; c < full; c += lanes) hn::StoreU(gradient(x + c, t + c, w + c), d, dx + c);
+#if HWY_TARGET != HWY_SCALAR
+  if (full < C) {  // the last C % lanes elements, as in RowSumsImpl
+    HWY_ALIGN float x_pad[kMaxLanes], t_pad[kMaxLanes], g_pad[kMaxLanes];
+    HWY_ALIGN double w_pad[kMaxLanes];
+    PadTail(x + full, t + full, w + full, C - full, lanes, hn::GetLane(shift.low), x_pad, t_pad,
+            w_pad);
+    hn::Store(gradient(x_pad, t_pad, w_pad), d, g_pad);
+    for (size_t c = full; c < C; ++c) dx[c] = g_pad[c - full];
   }
-  for (size_t c = full; c < C; ++c) dx[c] = ElementGradient(coef, x[c], t[c], w[c], scale);
+#endif
 }
 
 int SpatialLanesImpl() {
@@ -439,11 +523,14 @@ bool SpatialForwardImpl(const float* x, const float* t, const double* w, int64_t
     const float* tp_next = tn + tile_rows;
     const bool prefetch = next_begin + tile_rows < count;
     auto probe = zero;
+    auto huge = hn::Ne(zero, zero);  // rows with |max| >= kMaxRowMax
     // Step 2: a vector of rows at a time; every sum over the classes in
     // class order, in registers.
     for (int v = 0; v < size; v += lanes) {
       const bool copy = v < next_size;
       const auto vm = hn::Load(d, cur.m + v);
+      const auto shift = MakeRowShift(d, vm);
+      huge = hn::Or(huge, hn::Not(hn::Lt(hn::Abs(vm), hn::Set(d, kMaxRowMax))));
       const auto m_low = hn::PromoteTo(dd, hn::LowerHalf(dh, vm));
       const auto m_high = hn::PromoteTo(dd, hn::UpperHalf(dh, vm));
       auto s_low = hn::Zero(dd), s_high = hn::Zero(dd);      // S
@@ -469,7 +556,7 @@ bool SpatialForwardImpl(const float* x, const float* t, const double* w, int64_t
             }
           }
           const auto xv = hn::Load(d, cur.x + c * size + v);
-          const auto e = ExpNonPositive(d, hn::Sub(xv, vm));  // e^(x_c - m)
+          const auto e = ShiftedExpVec(d, xv, shift);  // e^(x_c - m)
           s_low = hn::Add(s_low, hn::PromoteTo(dd, hn::LowerHalf(dh, e)));
           s_high = hn::Add(s_high, hn::PromoteTo(dd, hn::UpperHalf(dh, e)));
           if (smoothing) {
@@ -514,6 +601,7 @@ bool SpatialForwardImpl(const float* x, const float* t, const double* w, int64_t
     // tile is shorter). A non-finite score in the next tile: the caller's
     // scalar loop redoes the whole run.
     if (!hn::AllTrue(d, hn::Eq(probe, probe))) return false;
+    if (!hn::AllFalse(d, huge)) return false;  // huge scores: the scalar math
   }
   *loss_sum = total;
   *valid = hn::GetLane(hn::SumOfLanes(dd, valid_total));      // integers: exact in any order
@@ -552,15 +640,21 @@ bool SpatialGradientImpl(const float* x, const float* t, const double* w, int64_
   const int half = lanes / 2;
   const auto zero = hn::Zero(d);
   const auto vscale = hn::Set(d, static_cast<float>(scale));
-  HWY_ALIGN float m[kSpatialTileRows], k[kSpatialTileRows], scaled_b[kSpatialTileRows];
-  HWY_ALIGN float scaled_a[kSpatialTileRows];
+  HWY_ALIGN float k[kSpatialTileRows], scaled_b[kSpatialTileRows], scaled_a[kSpatialTileRows];
+  // Each row's max as hi + lo (RowShift; the rest of it is recomputed from
+  // hi, cheaper than two more loads per element).
+  HWY_ALIGN float hi[kSpatialTileRows], lo[kSpatialTileRows];
   auto probe = zero;
+  auto huge = hn::Ne(zero, zero);  // rows with |max| >= kMaxRowMax
   auto ignored = hn::Ne(hn::Zero(dd), hn::Zero(dd));  // none yet
   for (int v = 0; v < count; v += lanes) {
     const int64_t r = first_row + v;
     const auto vm = LoadDoubles(d, coefficients + 0 * rows + r);
     probe = hn::MulAdd(vm, zero, probe);
-    hn::Store(vm, d, m + v);
+    huge = hn::Or(huge, hn::Not(hn::Lt(hn::Abs(vm), hn::Set(d, kMaxRowMax))));
+    const auto shift = MakeRowShift(d, vm);
+    hn::Store(shift.hi, d, hi + v);
+    hn::Store(shift.lo, d, lo + v);
     // scale Q/S, scale eps/C and scale (1-eps)/norm per row; ignored rows have
     // Q = a = b = 0: dx = 0.
     hn::Store(hn::Mul(vscale, hn::Mul(LoadDoubles(d, coefficients + 2 * rows + r),
@@ -571,8 +665,18 @@ bool SpatialGradientImpl(const float* x, const float* t, const double* w, int64_
     const auto a_high = hn::LoadU(dd, coefficients + 3 * rows + r + half);
     ignored = hn::Or(ignored, hn::Or(hn::Eq(a_low, hn::Zero(dd)), hn::Eq(a_high, hn::Zero(dd))));
   }
-  // A row with a non-finite max (+inf or NaN scores): the caller's scalar loop.
-  if (!hn::AllTrue(d, hn::Eq(probe, zero))) return false;
+  // A row with a non-finite max (+inf or NaN scores) or a huge one: the
+  // caller's scalar loop.
+  if (!hn::AllTrue(d, hn::Eq(probe, zero)) || !hn::AllFalse(d, huge)) return false;
+  // RowShift of the rows v.. (lanes), from the tile's arrays.
+  auto shift_at = [&](int v) {
+    RowShift<hn::Vec<decltype(d)>> shift;
+    shift.hi = hn::Load(d, hi + v);
+    shift.lo = hn::Load(d, lo + v);
+    shift.low = hn::Sub(shift.hi, hn::Set(d, 104.0f));  // as MakeRowShift
+    shift.m_log2e = hn::Mul(shift.hi, hn::Set(d, 1.442695040888963407359924681f));
+    return shift;
+  };
   if (hn::AllFalse(dd, ignored)) {
     // No ignored row (a > 0 in every row): every lane by one float formula,
     // no branch: scale (Q p_c - q_c) = k e - (scale a w_c t_c + scale b),
@@ -587,7 +691,7 @@ bool SpatialGradientImpl(const float* x, const float* t, const double* w, int64_
       for (int v = 0; v < count; v += lanes) {
         hwy::Prefetch(xc + count + v);  // as below
         hwy::Prefetch(tc + count + v);
-        const auto e = ExpNonPositive(d, hn::Sub(hn::LoadU(d, xc + v), hn::Load(d, m + v)));
+        const auto e = ShiftedExpVec(d, hn::LoadU(d, xc + v), shift_at(v));
         const auto q = hn::MulAdd(hn::Mul(hn::Load(d, scaled_a + v), wc), hn::LoadU(d, tc + v),
                                   hn::Load(d, scaled_b + v));
         hn::StoreU(hn::MulSub(hn::Load(d, k + v), e, q), d, dxc + v);
@@ -604,7 +708,7 @@ bool SpatialGradientImpl(const float* x, const float* t, const double* w, int64_
       // back to this plane only after all the others: in cache by then.
       hwy::Prefetch(xc + count + v);
       hwy::Prefetch(tc + count + v);
-      const auto e = ExpNonPositive(d, hn::Sub(hn::LoadU(d, xc + v), hn::Load(d, m + v)));
+      const auto e = ShiftedExpVec(d, hn::LoadU(d, xc + v), shift_at(v));
       // scale (Q p_c - eps/C), the value for t_c = 0
       auto g = hn::MulSub(hn::Load(d, k + v), e, hn::Load(d, scaled_b + v));
       const auto tv = hn::LoadU(d, tc + v);

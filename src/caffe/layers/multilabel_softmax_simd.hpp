@@ -14,6 +14,11 @@
 // exps; every row sum and the row's loss and coefficients are computed on
 // vectors.
 //
+// Every e^(x - m) has its argument exact (x - m is never rounded to float
+// before the exp: see ShiftedExpVec), so it is within ~1.75 float ulps for
+// any x - m; rows whose |max| reaches 32640, where that construction runs
+// out of bits, take the scalar math.
+//
 // Both evaluate the formulas of AccumulateTarget, FinishRow and
 // ElementGradient (multilabel_softmax_math.hpp) on vectors, term by term:
 // sums in double as the scalar math (a row's lane sums totalled in lane
@@ -21,9 +26,10 @@
 // in float, k e - (scale a w_c t_c + scale b) with per-row k = scale Q / S,
 // about 2 ulp of Q p + q (the scalar ElementGradient rounds once, from
 // double), except for spatial tiles holding an ignored row, which keep
-// double. The scalar math stays the reference, used for double blobs, the
-// tail of a row (C % lanes), short spatial runs and non-finite scores, and
-// the tests hold both to the same float64 truth.
+// double. The last C % lanes elements of a contiguous row are one more
+// vector, from padded copies. The scalar math stays the reference, used for
+// double blobs, short spatial runs, non-finite scores and |max| >= 32640,
+// and the tests hold both to the same float64 truth.
 
 #include "caffe/layers/multilabel_softmax_math.hpp"
 
@@ -33,8 +39,9 @@ namespace multilabel {
 
 /// Pass 1 of one contiguous float row x[0..C), t[0..C): the max and the row
 /// sums, as AccumulateElement over the row. Returns false, having changed
-/// nothing, when the row holds a non-finite score: the caller then takes the
-/// scalar path, which gives the limits for +-inf and NaN for NaN.
+/// nothing, when the row holds a non-finite score (the caller then takes the
+/// scalar path, which gives the limits for +-inf and NaN for NaN) or its
+/// |max| is 32640 or more.
 bool SimdRowSums(const float* x, const float* t, const double* w, const RowOptions& opt,
                  float* max, RowSums* sums);
 
@@ -56,8 +63,9 @@ int SimdSpatialLanes();
 /// coefficient buffer of `rows` rows. Writes each row's coefficients (as
 /// FinishRow), *loss = the rows' losses added in row order, *valid = rows
 /// not ignored, *invalid = invalid targets. Returns false when a score is
-/// not finite; the caller's scalar loop then redoes all `count` rows (the
-/// coefficients of some may have been written).
+/// not finite or a row's |max| is 32640 or more; the caller's scalar loop
+/// then redoes all `count` rows (the coefficients of some may have been
+/// written).
 bool SimdSpatialForward(const float* x, const float* t, const double* w, int64_t inner,
                         const RowOptions& opt, int count, int64_t first_row, int64_t rows,
                         double* coefficients, double* loss, double* valid, double* invalid);
@@ -66,7 +74,7 @@ bool SimdSpatialForward(const float* x, const float* t, const double* w, int64_t
 /// spatial map, all their classes: rows first_row.. of the structure-of-arrays
 /// coefficient buffer of `rows` rows. Returns false, having written nothing,
 /// when a row's max is not finite (the caller's scalar loop gives the
-/// limits).
+/// limits) or its |max| is 32640 or more.
 bool SimdSpatialGradient(const float* x, const float* t, const double* w, int64_t inner,
                          int classes, const double* coefficients, int64_t first_row,
                          int64_t rows, int count, double scale, float* dx);
