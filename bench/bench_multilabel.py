@@ -10,6 +10,11 @@ Peers at the issue's shapes, float32:
 Prints a markdown table (M elements/s and ratios) to stdout:
   [OMP_NUM_THREADS=k] .venv/bin/python bench/bench_multilabel.py [--repeats N] [--shapes 256x1000,...]
 OMP_NUM_THREADS, when set, applies to Caffe's OpenMP and to torch.set_num_threads.
+
+Each peer and shape runs in its own fresh interpreter (this file with the
+first argument `worker`): Caffe's libgomp and PyTorch's bundled OpenMP
+runtime in one process each keep threads spinning, and on a busy 2-core
+machine that once cut both to ~1 % of their speed.
 """
 from __future__ import annotations
 
@@ -22,7 +27,11 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from multilabel_reference import seed_layer_forward_backward  # noqa: E402
+from _common import WorkerError, answer, run_worker  # noqa: E402
+
+THIS = os.path.abspath(__file__)
 
 SHAPES = [(256, 1000), (64, 17000), (8, 21, 128, 128)]
 
@@ -38,7 +47,9 @@ def best_time(fn, repeats):
     return best
 
 
-def make_data(shape, rng):
+def make_data(shape):
+    """The same data in every worker: the generator is seeded by the shape."""
+    rng = np.random.default_rng(list(shape))
     x = (rng.standard_normal(shape) * 3).astype(np.float32)
     t = (rng.random(shape) < 0.01).astype(np.float32)
     xm = np.moveaxis(t, 1, -1)
@@ -88,45 +99,70 @@ def bench_torch(x, t, repeats):
     return best_time(run, repeats)
 
 
+def worker(peer, shape_text, repeats):
+    """One peer at one shape, in this (fresh) process: seconds per step."""
+    shape = tuple(int(v) for v in shape_text.split("x"))
+    x, t = make_data(shape)
+    result = {}
+    if peer == "torch":
+        import torch
+        if "OMP_NUM_THREADS" in os.environ:  # the same thread count as Caffe's
+            torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+        result["version"] = torch.__version__
+        result["seconds"] = bench_torch(x, t, repeats)
+    elif peer == "seeds":
+        result["seconds"] = best_time(lambda: seed_layer_forward_backward(x, t), 1)
+    else:
+        import caffe
+        caffe.set_mode_cpu()
+        with tempfile.TemporaryDirectory() as tmp:
+            bench = bench_ours if peer == "ours" else bench_upstream
+            result["seconds"] = bench(x, t, repeats, tmp)
+    answer(result)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--shapes", default=",".join("x".join(map(str, s)) for s in SHAPES))
     args = parser.parse_args()
-    import caffe
-    caffe.set_mode_cpu()
     print("CPU threads: OMP_NUM_THREADS=%s, os.cpu_count()=%d, load average %s"
           % (os.environ.get("OMP_NUM_THREADS", "unset"), os.cpu_count(),
              " ".join("%.1f" % v for v in os.getloadavg())))
-    try:
-        import torch
-        torch_version = torch.__version__
-        if "OMP_NUM_THREADS" in os.environ:  # the same thread count for both
-            torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-    except ImportError:
-        torch = None
-        torch_version = "not installed"
-    rng = np.random.default_rng(0)
+    rows, torch_version, notes = [], "not installed", []
+    for text in args.shapes.split(","):
+        n = np.prod([int(v) for v in text.split("x")]) / 1e6
+        rates = {}
+        for peer in ("ours", "torch", "upstream", "seeds"):
+            if peer == "seeds" and len(text.split("x")) != 2:
+                continue
+            try:
+                result = run_worker([THIS, "worker", peer, text, str(args.repeats)])
+            except WorkerError as error:
+                lines = str(error).strip().splitlines()
+                notes.append("- %s at %s: %s" % (peer, text, lines[-1] if lines else "failed"))
+                rates[peer] = float("nan")
+                continue
+            torch_version = result.get("version", torch_version)
+            rates[peer] = n / result["seconds"]
+        ours = rates["ours"]
+        if "seeds" in rates:
+            seeds_text, seeds_ratio = "%.1f" % rates["seeds"], "%.0f×" % (ours / rates["seeds"])
+        else:
+            seeds_text, seeds_ratio = "n/a (2-D only)", "n/a"
+        rows.append("| %s | %.0f | %.0f | %.2f× | %.0f | %.1f× | %s | %s |"
+                    % (text, ours, rates["torch"], ours / rates["torch"], rates["upstream"],
+                       ours / rates["upstream"], seeds_text, seeds_ratio))
     print("| shape | ours M el/s | PyTorch %s M el/s | ours / PyTorch | upstream SoftmaxWithLoss "
           "M el/s | ours / upstream | seeds' Python layer M el/s | ours / seeds |" % torch_version)
     print("|---|---|---|---|---|---|---|---|")
-    with tempfile.TemporaryDirectory() as tmp:
-        for text in args.shapes.split(","):
-            shape = tuple(int(v) for v in text.split("x"))
-            x, t = make_data(shape, rng)
-            n = x.size / 1e6
-            ours = n / bench_ours(x, t, args.repeats, tmp)
-            peer = n / bench_torch(x, t, args.repeats) if torch else float("nan")
-            upstream = n / bench_upstream(x, t, args.repeats, tmp)
-            if len(shape) == 2:
-                seeds = n / best_time(lambda: seed_layer_forward_backward(x, t), 1)
-                seeds_text, seeds_ratio = "%.1f" % seeds, "%.0f×" % (ours / seeds)
-            else:
-                seeds_text, seeds_ratio = "n/a (2-D only)", "n/a"
-            print("| %s | %.0f | %.0f | %.2f× | %.0f | %.1f× | %s | %s |"
-                  % (text, ours, peer, ours / peer, upstream, ours / upstream, seeds_text,
-                     seeds_ratio))
+    print("\n".join(rows))
+    if notes:
+        print("\n" + "\n".join(notes))
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) > 1 and sys.argv[1] == "worker":
+        worker(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    else:
+        main()
