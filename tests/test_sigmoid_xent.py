@@ -41,6 +41,10 @@ OPTIONS = {
     "smoothing": {"label_smoothing": 0.1},
     "everything": {"_per_class": "both", "focal_gamma": 1.5, "focal_alpha": 0.75,
                    "label_smoothing": 0.2, "_weights": True, "ignore_label": -1},
+    # Whole focal γ (up to 8) runs on the CPU's SIMD path, others element by element.
+    "focal_alpha_only": {"focal_alpha": 0.25},
+    "everything_whole_gamma": {"_per_class": "both", "focal_gamma": 3.0, "focal_alpha": 0.75,
+                               "label_smoothing": 0.2, "_weights": True, "ignore_label": -1},
 }
 
 

@@ -45,6 +45,10 @@ std::vector<XentCase> Cases() {
       {"focal_gamma_half", {}, {}, 0.5f, -1.f, 0.f, false, false},
       {"smoothing", {}, {}, 0.f, -1.f, 0.1f, false, false},
       {"everything", {2.f, 1.f, 0.5f, 3.f}, {1.f, 2.f, 0.5f, 1.f}, 1.5f, 0.75f, 0.2f, true, true},
+      // Whole focal γ: the CPU's SIMD path (a fractional one: the element loop).
+      {"focal_alpha_only", {}, {}, 0.f, 0.25f, 0.f, false, false},
+      {"everything_whole_gamma", {2.f, 1.f, 0.5f, 3.f}, {1.f, 2.f, 0.5f, 1.f}, 3.f, 0.75f, 0.2f,
+       true, true},
   };
 }
 

@@ -152,7 +152,8 @@ class SigmoidCrossEntropyLossLayer : public LossLayer<Dtype> {
   bool per_class_;
   /// Whether pos_weight, class_weight are all 1, focal and smoothing off.
   bool plain_;
-  /// Whether the CPU SIMD path applies: every option but the focal term.
+  /// Whether the CPU SIMD path applies: every option, a focal γ only when it
+  /// is a whole number up to xent::kSigmoidXentMaxFocalPower.
   bool simd_;
   /// CPU SIMD path when inner_num_ is small (or the weights are uniform):
   /// pos_weight / class_weight element by element over one period of

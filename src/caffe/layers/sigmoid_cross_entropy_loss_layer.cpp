@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -65,7 +66,10 @@ void SigmoidCrossEntropyLossLayer<Dtype>::LayerSetUp(
   normalizer_ = 1.0;
   classes_ = -1;  // per-class vectors are expanded in Reshape, once C is known
   period_ = -1;
-  simd_ = focal_gamma_ == Dtype(0) && focal_alpha_ < Dtype(0);
+  // The SIMD path takes the focal term when γ is a whole number up to
+  // kSigmoidXentMaxFocalPower (q^γ by multiplication, as accurate as powf).
+  simd_ = focal_gamma_ == std::floor(focal_gamma_) &&
+          focal_gamma_ <= Dtype(xent::kSigmoidXentMaxFocalPower);
 }
 
 template <typename Dtype>
@@ -149,6 +153,8 @@ xent::SigmoidXentOptions<Dtype> SigmoidCrossEntropyLossLayer<Dtype>::SimdOptions
   o.period = std::max<int64_t>(period_, 0);
   o.keep = Dtype(1) - label_smoothing_;
   o.shift = label_smoothing_ / Dtype(2);
+  o.focal_power = static_cast<int>(focal_gamma_);
+  o.focal_alpha = focal_alpha_;
   return o;
 }
 
@@ -241,7 +247,8 @@ void SigmoidCrossEntropyLossLayer<Dtype>::Forward_cpu(
       bad_weights[chunk] = sums.bad_weights;
       return sums.loss;
     }
-    // The focal term: the shared element math, also one pass.
+    // A focal γ that is not a whole number up to 8: the shared element math,
+    // also one pass.
     double sum = 0.0;
     int64_t n_counted = 0, n_bad_targets = 0, n_bad_weights = 0;
     int64_t inner_index = begin % inner, c = (begin / inner) % classes;

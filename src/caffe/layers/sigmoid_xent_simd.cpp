@@ -152,13 +152,55 @@ HWY_INLINE void Weights(D d, V t, V pos_weight, V keep, V shift, V* tau, V* a, V
   *b = kOptions ? hn::Mul(pos_weight, *tau) : *tau;
 }
 
+/// The focal term's constants: α_t = c_tau·τ + c_a·(1-τ) + c_one (α off:
+/// c_one = 1, the others 0) and the whole power γ.
+template <class D>
+struct FocalVectors {
+  hn::Vec<D> c_tau, c_a, c_one;
+  int power;
+};
+
+template <class D, typename T = hn::TFromD<D>>
+FocalVectors<D> MakeFocal(D d, const SigmoidXentOptions<T>* o) {
+  const bool alpha = o && o->focal_alpha >= T(0);
+  return {hn::Set(d, alpha ? o->focal_alpha : T(0)),
+          hn::Set(d, alpha ? T(1) - o->focal_alpha : T(0)), hn::Set(d, alpha ? T(0) : T(1)),
+          o ? o->focal_power : 0};
+}
+
+/// q^n for a whole n >= 0, by repeated squaring (q² is one rounding).
+template <class D, class V = hn::Vec<D>>
+HWY_INLINE V WholePower(D d, V q, int n) {
+  V result = hn::Set(d, 1);
+  while (n > 0) {
+    if (n & 1) result = hn::Mul(result, q);
+    n >>= 1;
+    if (n > 0) q = hn::Mul(q, q);
+  }
+  return result;
+}
+
+/// The focal pieces of one vector: σ(x), σ(-x), α_t and q = 1 - p_t.
+template <class D, class V = hn::Vec<D>, class M = hn::Mask<D>>
+HWY_INLINE void FocalParts(D d, const FocalVectors<D>& focal, M positive, V e, V tau, V a,
+                           V* sigma_pos, V* sigma_neg, V* alpha_t, V* q) {
+  const V r = hn::Div(hn::Set(d, 1), hn::Add(hn::Set(d, 1), e));
+  const V er = hn::Mul(e, r);
+  *sigma_pos = hn::IfThenElse(positive, r, er);    // σ(x)
+  *sigma_neg = hn::IfThenElse(positive, er, r);    // σ(-x), no 1 - σ(x)
+  *alpha_t = hn::MulAdd(focal.c_tau, tau, hn::MulAdd(focal.c_a, a, focal.c_one));
+  *q = hn::MulAdd(tau, *sigma_neg, hn::Mul(a, *sigma_pos));  // τσ(-x) + (1-τ)σ(x), terms >= 0
+}
+
 /// One vector of the forward. `lanes`: which lanes hold elements. Returns ℓ
-/// (0 in ignored lanes); sets the count masks. kIgnore, kWeights, kOptions:
-/// compile-time switches so the plain case carries no unused work.
-template <bool kIgnore, bool kWeights, bool kOptions, class D, class V = hn::Vec<D>,
+/// (0 in ignored lanes); sets the count masks. kIgnore, kWeights, kOptions,
+/// kFocal (implies kOptions): compile-time switches so the plain case
+/// carries no unused work.
+template <bool kIgnore, bool kWeights, bool kOptions, bool kFocal, class D, class V = hn::Vec<D>,
           class M = hn::Mask<D>>
 HWY_INLINE V ForwardVector(D d, V x, V t, V w, V pos_weight, V class_weight, V keep, V shift,
-                           M lanes, V ignore_label, M* counted, M* bad_target, M* bad_weight) {
+                           const FocalVectors<D>& focal, M lanes, V ignore_label, M* counted,
+                           M* bad_target, M* bad_weight) {
   const V zero = hn::Zero(d);
   const V one = hn::Set(d, 1);
   const M in_range = hn::And(hn::Ge(t, zero), hn::Le(t, one));  // false for NaN
@@ -184,14 +226,19 @@ HWY_INLINE V ForwardVector(D d, V x, V t, V w, V pos_weight, V class_weight, V k
   const V linear = hn::IfThenZeroElse(hn::Eq(coefficient, zero), hn::Mul(coefficient, abs_x));
   V loss = kOptions ? hn::MulAdd(hn::Add(a, b), log1p_e, linear) : hn::Add(log1p_e, linear);
   if (kOptions || kWeights) {
-    const V weight = kOptions && kWeights ? hn::Mul(class_weight, w) : kOptions ? class_weight : w;
+    V weight = kOptions && kWeights ? hn::Mul(class_weight, w) : kOptions ? class_weight : w;
+    if (kFocal) {  // ℓ = weight·α_t·q^γ·bce
+      V sigma_pos, sigma_neg, alpha_t, q;
+      FocalParts(d, focal, positive, e, tau, a, &sigma_pos, &sigma_neg, &alpha_t, &q);
+      weight = hn::Mul(hn::Mul(weight, alpha_t), WholePower(d, q, focal.power));
+    }
     loss = hn::IfThenZeroElse(hn::Eq(weight, zero), hn::Mul(weight, loss));
   }
   loss = hn::IfThenElse(hn::IsNaN(x), x, loss);     // NaN in, NaN out
   return kIgnore ? hn::IfThenElseZero(*counted, loss) : loss;
 }
 
-template <bool kIgnore, bool kWeights, bool kOptions, typename T>
+template <bool kIgnore, bool kWeights, bool kOptions, bool kFocal, typename T>
 SigmoidXentSums ForwardLoop(const T* HWY_RESTRICT x, const T* HWY_RESTRICT t,
                             const T* HWY_RESTRICT w, T* HWY_RESTRICT element_loss, int64_t n,
                             int64_t first, const SigmoidXentOptions<T>* options,
@@ -203,6 +250,7 @@ SigmoidXentSums ForwardLoop(const T* HWY_RESTRICT x, const T* HWY_RESTRICT t,
   const V ignore_label = hn::Set(d, ignore_label_value);
   const V keep = hn::Set(d, kOptions ? options->keep : T(1));
   const V shift = hn::Set(d, kOptions ? options->shift : T(0));
+  const auto focal = MakeFocal(d, kFocal ? options : nullptr);
   const M all = hn::FirstN(d, lanes);
   DoubleSum<decltype(d)> sum(d);
   int64_t counted = 0, bad_targets = 0, bad_weights = 0;
@@ -221,9 +269,9 @@ SigmoidXentSums ForwardLoop(const T* HWY_RESTRICT x, const T* HWY_RESTRICT t,
     const V wv = kWeights ? hn::LoadU(d, w + i) : hn::Zero(d);
     if (kOptions) per_class.Next(d, &pw, &cw);
     M c, bt, bw;
-    const V loss = ForwardVector<kIgnore, kWeights, kOptions>(
-        d, hn::LoadU(d, x + i), hn::LoadU(d, t + i), wv, pw, cw, keep, shift, all, ignore_label,
-        &c, &bt, &bw);
+    const V loss = ForwardVector<kIgnore, kWeights, kOptions, kFocal>(
+        d, hn::LoadU(d, x + i), hn::LoadU(d, t + i), wv, pw, cw, keep, shift, focal, all,
+        ignore_label, &c, &bt, &bw);
     if (element_loss) hn::StoreU(loss, d, element_loss + i);
     accumulate(loss, c, bt, bw);
   }
@@ -238,8 +286,8 @@ SigmoidXentSums ForwardLoop(const T* HWY_RESTRICT x, const T* HWY_RESTRICT t,
     if (kOptions) per_class.Next(d, &pw, &cw);
     M c, bt, bw;
     const M valid = hn::FirstN(d, rest);
-    V loss = ForwardVector<kIgnore, kWeights, kOptions>(
-        d, hn::Load(d, xb), hn::Load(d, tb), hn::Load(d, wb), pw, cw, keep, shift, valid,
+    V loss = ForwardVector<kIgnore, kWeights, kOptions, kFocal>(
+        d, hn::Load(d, xb), hn::Load(d, tb), hn::Load(d, wb), pw, cw, keep, shift, focal, valid,
         ignore_label, &c, &bt, &bw);
     loss = hn::IfThenElseZero(valid, loss);
     hn::Store(loss, d, lb);
@@ -254,26 +302,39 @@ SigmoidXentSums ForwardLoop(const T* HWY_RESTRICT x, const T* HWY_RESTRICT t,
   return sums;
 }
 
-template <bool kOptions, typename T>
+template <bool kOptions, bool kFocal, typename T>
 SigmoidXentSums ForwardWith(const T* x, const T* t, const T* w, T* element_loss, int64_t n,
                             int64_t first, const SigmoidXentOptions<T>* o, bool has_ignore_label,
                             T ignore) {
   if (has_ignore_label) {
-    return w ? ForwardLoop<true, true, kOptions>(x, t, w, element_loss, n, first, o, ignore)
-             : ForwardLoop<true, false, kOptions>(x, t, w, element_loss, n, first, o, ignore);
+    return w ? ForwardLoop<true, true, kOptions, kFocal>(x, t, w, element_loss, n, first, o,
+                                                         ignore)
+             : ForwardLoop<true, false, kOptions, kFocal>(x, t, w, element_loss, n, first, o,
+                                                          ignore);
   }
-  return w ? ForwardLoop<false, true, kOptions>(x, t, w, element_loss, n, first, o, ignore)
-           : ForwardLoop<false, false, kOptions>(x, t, w, element_loss, n, first, o, ignore);
+  return w ? ForwardLoop<false, true, kOptions, kFocal>(x, t, w, element_loss, n, first, o,
+                                                        ignore)
+           : ForwardLoop<false, false, kOptions, kFocal>(x, t, w, element_loss, n, first, o,
+                                                         ignore);
+}
+
+template <typename T>
+bool HasFocal(const SigmoidXentOptions<T>* o) {
+  return o && (o->focal_power > 0 || o->focal_alpha >= T(0));
 }
 
 template <typename T>
 SigmoidXentSums Forward(const T* x, const T* t, const T* w, T* element_loss, int64_t n,
                         int64_t first, const SigmoidXentOptions<T>* options,
                         bool has_ignore_label, T ignore_label) {
-  return options ? ForwardWith<true>(x, t, w, element_loss, n, first, options, has_ignore_label,
-                                     ignore_label)
-                 : ForwardWith<false>(x, t, w, element_loss, n, first, options, has_ignore_label,
-                                      ignore_label);
+  if (HasFocal(options)) {
+    return ForwardWith<true, true>(x, t, w, element_loss, n, first, options, has_ignore_label,
+                                   ignore_label);
+  }
+  return options ? ForwardWith<true, false>(x, t, w, element_loss, n, first, options,
+                                            has_ignore_label, ignore_label)
+                 : ForwardWith<false, false>(x, t, w, element_loss, n, first, options,
+                                             has_ignore_label, ignore_label);
 }
 
 /// The bracket of ∂bce/∂x = a·σ(x) - b·σ(-x) = bracket/(1+e) in double, for
@@ -306,23 +367,53 @@ HWY_INLINE VD BracketDouble(DD dd, VD x, VD tau, VD pos_weight) {
 /// double, and tau and `multiplier` (r·weight·factor) for that; without,
 /// ORs a·b into `soft` instead (nonzero bits: some lane has both terms, so
 /// might cancel; 0 for targets 0 and 1), two vector ops instead of four.
-template <bool kOptions, bool kCheck, class D, class V = hn::Vec<D>, class M = hn::Mask<D>>
+template <bool kOptions, bool kFocal, bool kCheck, class D, class V = hn::Vec<D>,
+          class M = hn::Mask<D>>
 HWY_INLINE V BackwardVector(D d, V x, V t, const V* w, V pos_weight, V class_weight, V keep,
-                            V shift, V factor, bool has_ignore_label, V ignore_label,
-                            M* cancels, V* tau, V* multiplier, V* soft) {
+                            V shift, const FocalVectors<D>& focal, V factor,
+                            bool has_ignore_label, V ignore_label, M* cancels, V* tau,
+                            V* multiplier, V* addend, V* soft) {
   const V zero = hn::Zero(d);
   const V one = hn::Set(d, 1);
   V a, b;
   Weights<kOptions>(d, t, pos_weight, keep, shift, tau, &a, &b);
   const V e = hn::Exp(d, hn::Or(x, hn::Set(d, hn::TFromD<D>(-0.0))));  // e^-|x| (sign bit set)
-  V k = hn::Div(factor, hn::Add(one, e));           // r·factor, r = σ(|x|)
-  if (kOptions) k = hn::Mul(class_weight, k);
-  if (w) k = hn::Mul(*w, k);
   const M positive = hn::Ge(x, zero);
   // a·σ(x) - b·σ(-x) = r·(x >= 0 ? a - b·e : a·e - b): never 1 - σ, which
   // would lose σ(-x) for large x.
   const V bracket = hn::IfThenElse(positive, hn::NegMulAdd(b, e, a), hn::MulSub(a, e, b));
-  V grad = hn::Mul(bracket, k);
+  V k, grad;
+  if (kFocal) {
+    // ∂ℓ/∂x = c·(q^γ·∂bce/∂x + bce·γq^(γ-1)·(1-2τ)·σ(x)σ(-x)), c = weight·α_t:
+    // here bracket·k + addend, k = r·c·q^γ·factor (sigmoid_xent_math.hpp).
+    V sigma_pos, sigma_neg, alpha_t, q;
+    FocalParts(d, focal, positive, e, *tau, a, &sigma_pos, &sigma_neg, &alpha_t, &q);
+    V c = hn::Mul(alpha_t, factor);
+    c = hn::Mul(class_weight, c);
+    if (w) c = hn::Mul(*w, c);
+    const V q_lower = WholePower(d, q, focal.power - 1);     // q^(γ-1)
+    const V modulator = focal.power > 0 ? hn::Mul(q_lower, q) : one;
+    k = hn::Mul(hn::Div(c, hn::Add(one, e)), modulator);
+    V dmodulator = zero;
+    if (focal.power > 0) {
+      dmodulator = hn::Mul(hn::Mul(hn::Set(d, hn::TFromD<D>(focal.power)), q_lower),
+                           hn::Mul(hn::NegMulAdd(hn::Set(d, 2), *tau, one),
+                                   hn::Mul(sigma_pos, sigma_neg)));
+    }
+    const V abs_x = hn::Abs(x);
+    const V coefficient = hn::IfThenElse(positive, a, b);
+    const V linear = hn::IfThenZeroElse(hn::Eq(coefficient, zero), hn::Mul(coefficient, abs_x));
+    const V bce = hn::MulAdd(hn::Add(a, b), Log1pUnit(d, e), linear);
+    // bce·∂mod is 0 where ∂mod is, even at bce = ∞.
+    *addend = hn::Mul(c, hn::IfThenZeroElse(hn::Eq(dmodulator, zero), hn::Mul(dmodulator, bce)));
+    grad = hn::MulAdd(bracket, k, *addend);
+  } else {
+    k = hn::Div(factor, hn::Add(one, e));           // r·factor, r = σ(|x|)
+    if (kOptions) k = hn::Mul(class_weight, k);
+    if (w) k = hn::Mul(*w, k);
+    *addend = zero;
+    grad = hn::Mul(bracket, k);
+  }
   grad = hn::IfThenElse(hn::IsNaN(x), x, grad);     // NaN in, NaN out
   // Where the two terms cancel (σ(x) ≈ b/(a+b); soft targets or smoothing
   // only: with τ = 0 or 1 one term is 0) the caller retakes the bracket in
@@ -359,7 +450,7 @@ class CancellingElements {
   explicit CancellingElements(T* dx) : dx_(dx) {}
 
   HWY_INLINE void Add(D d, hn::Mask<D> m, hn::Vec<D> x, hn::Vec<D> tau, hn::Vec<D> pos_weight,
-                      hn::Vec<D> k, int64_t i) {
+                      hn::Vec<D> k, hn::Vec<D> addend, int64_t i) {
     // Compress in registers, then a plain store: the memory form of AVX-512's
     // compress store is microcoded and slow on some CPUs (AMD Zen 4).
     const DI di;
@@ -367,6 +458,7 @@ class CancellingElements {
     hn::StoreU(hn::Compress(tau, m), d, tau_ + pending_);
     hn::StoreU(hn::Compress(pos_weight, m), d, pos_weight_ + pending_);
     hn::StoreU(hn::Compress(k, m), d, k_ + pending_);
+    hn::StoreU(hn::Compress(addend, m), d, addend_ + pending_);
     hn::StoreU(hn::Compress(hn::Iota(di, static_cast<TI>(i)), hn::RebindMask(di, m)), di,
                index_ + pending_);
     pending_ += hn::CountTrue(d, m);
@@ -384,6 +476,7 @@ class CancellingElements {
     std::fill(tau_ + pending_, tau_ + end, T(0));
     std::fill(pos_weight_ + pending_, pos_weight_ + end, T(0));
     std::fill(k_ + pending_, k_ + end, T(0));
+    std::fill(addend_ + pending_, addend_ + end, T(0));
     for (size_t j = 0; j < pending_; j += lanes) {
       hn::Vec<decltype(dt)> bracket;
       if constexpr (sizeof(T) == 8) {
@@ -394,7 +487,8 @@ class CancellingElements {
                                                  hn::PromoteTo(dd, hn::LoadU(dt, tau_ + j)),
                                                  hn::PromoteTo(dd, hn::LoadU(dt, pos_weight_ + j))));
       }
-      hn::StoreU(hn::Mul(bracket, hn::LoadU(dt, k_ + j)), dt, result_ + j);
+      hn::StoreU(hn::MulAdd(bracket, hn::LoadU(dt, k_ + j), hn::LoadU(dt, addend_ + j)), dt,
+                 result_ + j);
     }
     for (size_t j = 0; j < pending_; ++j) dx_[index_[j]] = result_[j];
     pending_ = 0;
@@ -407,7 +501,8 @@ class CancellingElements {
   static constexpr size_t kSize = kCapacity + 2 * HWY_MAX_BYTES / sizeof(T);
   T* dx_;
   size_t pending_ = 0;
-  HWY_ALIGN T x_[kSize], tau_[kSize], pos_weight_[kSize], k_[kSize], result_[kSize];
+  HWY_ALIGN T x_[kSize], tau_[kSize], pos_weight_[kSize], k_[kSize], addend_[kSize],
+      result_[kSize];
   HWY_ALIGN TI index_[kSize];
 };
 
@@ -423,15 +518,17 @@ struct BackwardArgs {
   bool has_ignore_label;
   T ignore_label;
   T keep, shift;          ///< τ = t·keep + shift (options only)
+  const SigmoidXentOptions<T>* options;  ///< NULL: the plain loss
 };
 
 /// Vector i of the backward from xs, ts, ws, eds (the blob's arrays, or a
 /// padded copy of the tail): its gradient, and what a retake in double needs.
-template <bool kOptions, bool kCheck, class D, typename T = hn::TFromD<D>,
+template <bool kOptions, bool kFocal, bool kCheck, class D, typename T = hn::TFromD<D>,
           class V = hn::Vec<D>, class M = hn::Mask<D>>
-HWY_INLINE V VectorAt(D d, const BackwardArgs<T>& a, int64_t i, const T* xs, const T* ts,
-                      const T* ws, const T* eds, PerClass<T>* per_class, M* cancels, V* xv,
-                      V* tau, V* pw, V* k, V* soft) {
+HWY_INLINE V VectorAt(D d, const BackwardArgs<T>& a, const FocalVectors<D>& focal, int64_t i,
+                      const T* xs, const T* ts, const T* ws, const T* eds,
+                      PerClass<T>* per_class, M* cancels, V* xv, V* tau, V* pw, V* k,
+                      V* addend, V* soft) {
   const V scale = hn::Set(d, a.scale);
   V cw = hn::Set(d, 1), wv;
   *pw = cw;
@@ -439,10 +536,10 @@ HWY_INLINE V VectorAt(D d, const BackwardArgs<T>& a, int64_t i, const T* xs, con
   if (a.w) wv = hn::LoadU(d, ws + i);
   const V factor = a.element_diff ? hn::Add(scale, hn::LoadU(d, eds + i)) : scale;
   *xv = hn::LoadU(d, xs + i);
-  return BackwardVector<kOptions, kCheck>(d, *xv, hn::LoadU(d, ts + i), a.w ? &wv : nullptr, *pw,
-                                          cw, hn::Set(d, a.keep), hn::Set(d, a.shift), factor,
-                                          a.has_ignore_label, hn::Set(d, a.ignore_label),
-                                          cancels, tau, k, soft);
+  return BackwardVector<kOptions, kFocal, kCheck>(
+      d, *xv, hn::LoadU(d, ts + i), a.w ? &wv : nullptr, *pw, cw, hn::Set(d, a.keep),
+      hn::Set(d, a.shift), focal, factor, a.has_ignore_label, hn::Set(d, a.ignore_label),
+      cancels, tau, k, addend, soft);
 }
 
 /// The hot loop over whole vectors [begin, end): stores the gradients.
@@ -452,26 +549,30 @@ HWY_INLINE V VectorAt(D d, const BackwardArgs<T>& a, int64_t i, const T* xs, con
 /// test: it is bound by its count of vector ops, and it has no call inside
 /// (with one, even never made, its constants can leave registers, as every
 /// vector register is caller-saved).
-template <bool kOptions, bool kCheck, typename T>
+template <bool kOptions, bool kFocal, bool kCheck, typename T>
 HWY_NOINLINE int BackwardBlock(const BackwardArgs<T>& a, int64_t begin, int64_t end,
                                PerClass<T>* per_class, CancellingElements<T>* cancelling) {
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  const auto focal = MakeFocal(d, kFocal ? a.options : nullptr);
   V soft = hn::Zero(d);
   for (int64_t i = begin; i < end; i += lanes) {
     hn::Mask<decltype(d)> cancels;
-    V xv, tau, pw, k;
-    hn::StoreU(VectorAt<kOptions, kCheck>(d, a, i, a.x, a.t, a.w, a.element_diff, per_class,
-                                          &cancels, &xv, &tau, &pw, &k, &soft), d, a.dx + i);
-    if (kCheck && !hn::AllFalse(d, cancels)) cancelling->Add(d, cancels, xv, tau, pw, k, i);
+    V xv, tau, pw, k, addend;
+    hn::StoreU(VectorAt<kOptions, kFocal, kCheck>(d, a, focal, i, a.x, a.t, a.w, a.element_diff,
+                                                  per_class, &cancels, &xv, &tau, &pw, &k,
+                                                  &addend, &soft), d, a.dx + i);
+    if (kCheck && !hn::AllFalse(d, cancels)) {
+      cancelling->Add(d, cancels, xv, tau, pw, k, addend, i);
+    }
   }
   if (kCheck) return 0;
   const hn::RebindToUnsigned<decltype(d)> du;
   return !hn::AllTrue(du, hn::Eq(hn::BitCast(du, soft), hn::Zero(du)));
 }
 
-template <bool kOptions, typename T>
+template <bool kOptions, bool kFocal, typename T>
 void BackwardWith(const BackwardArgs<T>& a, int64_t n, int64_t first,
                   const SigmoidXentOptions<T>* options) {
   const hn::ScalableTag<T> d;
@@ -491,13 +592,15 @@ void BackwardWith(const BackwardArgs<T>& a, int64_t n, int64_t first,
   int64_t block = 0;
   for (; block < whole; block += kBlock) {
     const PerClass<T> block_start = per_class;
-    if (BackwardBlock<kOptions, false>(a, block, std::min(whole, block + kBlock), &per_class,
-                                       &cancelling)) {
+    if (BackwardBlock<kOptions, kFocal, false>(a, block, std::min(whole, block + kBlock),
+                                               &per_class, &cancelling)) {
       per_class = block_start;
       break;
     }
   }
-  if (block < whole) BackwardBlock<kOptions, true>(a, block, whole, &per_class, &cancelling);
+  if (block < whole) {
+    BackwardBlock<kOptions, kFocal, true>(a, block, whole, &per_class, &cancelling);
+  }
   if (whole < n) {  // tail: the same vector code on a padded copy
     const int64_t rest = n - whole;
     HWY_ALIGN T xb[HWY_MAX_BYTES / sizeof(T)] = {}, tb[HWY_MAX_BYTES / sizeof(T)] = {},
@@ -508,12 +611,14 @@ void BackwardWith(const BackwardArgs<T>& a, int64_t n, int64_t first,
     if (a.w) std::copy(a.w + whole, a.w + n, wb);
     if (a.element_diff) std::copy(a.element_diff + whole, a.element_diff + n, eb);
     M cancels;
-    V xv, tau, pw, k, soft;
-    hn::Store(VectorAt<kOptions, true>(d, a, 0, xb, tb, wb, eb, &per_class, &cancels, &xv, &tau,
-                                       &pw, &k, &soft), d, gb);
+    V xv, tau, pw, k, addend, soft;
+    const auto focal = MakeFocal(d, kFocal ? options : nullptr);
+    hn::Store(VectorAt<kOptions, kFocal, true>(d, a, focal, 0, xb, tb, wb, eb, &per_class,
+                                               &cancels, &xv, &tau, &pw, &k, &addend, &soft),
+              d, gb);
     std::copy(gb, gb + rest, a.dx + whole);
     cancels = hn::And(cancels, hn::FirstN(d, static_cast<size_t>(rest)));
-    if (!hn::AllFalse(d, cancels)) cancelling.Add(d, cancels, xv, tau, pw, k, whole);
+    if (!hn::AllFalse(d, cancels)) cancelling.Add(d, cancels, xv, tau, pw, k, addend, whole);
   }
   cancelling.Flush();
 }
@@ -523,11 +628,14 @@ void Backward(const T* x, const T* t, const T* w, const T* element_diff, T scale
               int64_t n, int64_t first, const SigmoidXentOptions<T>* options,
               bool has_ignore_label, T ignore_label) {
   const BackwardArgs<T> a = {x, t, w, element_diff, scale, dx, has_ignore_label, ignore_label,
-                             options ? options->keep : T(1), options ? options->shift : T(0)};
-  if (options) {
-    BackwardWith<true>(a, n, first, options);
+                             options ? options->keep : T(1), options ? options->shift : T(0),
+                             options};
+  if (HasFocal(options)) {
+    BackwardWith<true, true>(a, n, first, options);
+  } else if (options) {
+    BackwardWith<true, false>(a, n, first, options);
   } else {
-    BackwardWith<false>(a, n, first, options);
+    BackwardWith<false, false>(a, n, first, options);
   }
 }
 

@@ -1,12 +1,13 @@
 #ifndef CAFFE_LAYERS_SIGMOID_XENT_SIMD_HPP_
 #define CAFFE_LAYERS_SIGMOID_XENT_SIMD_HPP_
 
-// CPU fast path of SigmoidCrossEntropyLoss for every option but the focal
-// term: pos_weight, class_weight (per class or broadcast), label smoothing,
-// per-element weights, the ignore label and the per-element top. One fused
+// CPU fast path of SigmoidCrossEntropyLoss: pos_weight, class_weight (per
+// class or broadcast), label smoothing, the focal term with a whole γ up to
+// kSigmoidXentMaxFocalPower, per-element weights, the ignore label and the
+// per-element top. One fused
 // pass per range with Highway's SIMD Exp/Log1p, chosen at run time for the
 // CPU it runs on (sigmoid_xent_simd.cpp). The math is that of
-// sigmoid_xent_math.hpp's SigmoidXentElement without focal, vectorized.
+// sigmoid_xent_math.hpp's SigmoidXentElement, vectorized.
 
 #include <cstdint>
 
@@ -36,7 +37,12 @@ struct SigmoidXentOptions {
   int64_t period;
   T keep;                        ///< 1 - ε: τ = t·keep + shift
   T shift;                       ///< ε/2
+  int focal_power;               ///< focal γ, a whole number (0: no modulation)
+  T focal_alpha;                 ///< focal α in [0, 1]; negative: off
 };
+/// The largest whole focal γ the SIMD path takes (q^γ by multiplication);
+/// other γ go to the scalar element loop.
+const int kSigmoidXentMaxFocalPower = 8;
 /// Padding of the period arrays: at least one vector of any target.
 const int64_t kSigmoidXentPeriodPad = 64;
 
