@@ -150,13 +150,18 @@ def pos_weights(classes):
     return np.linspace(0.5, 4.0, classes, dtype=np.float32)
 
 
-def caffe_net(shape, normalization=None, pos_weight=None):
+FOCAL_GAMMA, FOCAL_ALPHA = 2.0, 0.25  # the focal row: RetinaNet's values
+
+
+def caffe_net(shape, normalization=None, pos_weight=None, focal=False):
     """A pycaffe float Net: Input x and t of `shape`, the loss layer, force_backward."""
     import caffe
     param = "loss_param { normalization: %s }" % normalization if normalization else ""
-    if pos_weight is not None:
-        param += " sigmoid_cross_entropy_loss_param { %s }" % " ".join(
-            "pos_weight: %r" % float(v) for v in pos_weight)
+    fields = ["pos_weight: %r" % float(v) for v in (() if pos_weight is None else pos_weight)]
+    if focal:
+        fields += ["focal_gamma: %r" % FOCAL_GAMMA, "focal_alpha: %r" % FOCAL_ALPHA]
+    if fields:
+        param += " sigmoid_cross_entropy_loss_param { %s }" % " ".join(fields)
     with tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False) as f:
         f.write(NET % (shape + shape + (param,)))
     try:
@@ -165,7 +170,7 @@ def caffe_net(shape, normalization=None, pos_weight=None):
         os.unlink(f.name)
 
 
-def caffe_step(x, t, device, pos_weight=None):
+def caffe_step(x, t, device, pos_weight=None, focal=False):
     """One forward+backward of the layer in a pycaffe Net (Input bottoms, so
     no copies are timed); on the GPU it waits for the device to finish."""
     import caffe
@@ -177,7 +182,7 @@ def caffe_step(x, t, device, pos_weight=None):
             raise RuntimeError("libcudart not found: cannot time the GPU")
     else:
         caffe.set_mode_cpu()
-    net = caffe_net(x.shape, pos_weight=pos_weight)
+    net = caffe_net(x.shape, pos_weight=pos_weight, focal=focal)
     net.blobs["x"].data[...] = x
     net.blobs["t"].data[...] = t
 
@@ -195,7 +200,19 @@ def torch_threads():
     return int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count())
 
 
-def torch_step(x, t, pos_weight=None):
+def torch_focal_loss(x, t):
+    """torchvision.ops.sigmoid_focal_loss's formula (PyTorch has no fused
+    focal loss), summed."""
+    import torch
+    p = torch.sigmoid(x)
+    ce = torch.nn.functional.binary_cross_entropy_with_logits(x, t, reduction="none")
+    p_t = p * t + (1 - p) * (1 - t)
+    loss = ce * ((1 - p_t) ** FOCAL_GAMMA)
+    alpha_t = FOCAL_ALPHA * t + (1 - FOCAL_ALPHA) * (1 - t)
+    return (alpha_t * loss).sum()
+
+
+def torch_step(x, t, pos_weight=None, focal=False):
     import torch
     torch.set_num_threads(torch_threads())
     tx = torch.from_numpy(x).requires_grad_(True)
@@ -205,8 +222,11 @@ def torch_step(x, t, pos_weight=None):
 
     def step():
         tx.grad = None
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(
-            tx, tt, reduction="sum", pos_weight=pw) / batch
+        if focal:
+            loss = torch_focal_loss(tx, tt) / batch
+        else:
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                tx, tt, reduction="sum", pos_weight=pw) / batch
         loss.backward()
         return loss
     return step
@@ -225,11 +245,11 @@ def worker_throughput(args):
         x, t = throughput_data(log2, args.targets == "soft")
         pw = pos_weights(COLS) if args.pos_weight else None
         if args.impl == "caffe":
-            step = caffe_step(x, t, args.device, pw)
+            step = caffe_step(x, t, args.device, pw, args.focal)
         elif args.impl == "torch":
-            step = torch_step(x, t, pw)
-        elif pw is not None:
-            raise ValueError("the numpy layer has no pos_weight")
+            step = torch_step(x, t, pw, args.focal)
+        elif pw is not None or args.focal:
+            raise ValueError("the numpy layer has no pos_weight or focal term")
         else:
             step = lambda: numpy_forward_backward(x, t)[0]  # noqa: E731
         seconds[str(log2)] = best_time(step, args.repeat)
@@ -341,6 +361,7 @@ def worker_main(argv):
     parser.add_argument("--sizes", type=int, nargs="+", default=[18])
     parser.add_argument("--targets", choices=("hard", "soft"), default="hard")
     parser.add_argument("--pos-weight", action="store_true", help="per-class pos_weight (ours, PyTorch)")
+    parser.add_argument("--focal", action="store_true", help="focal γ 2, α 0.25 (ours, PyTorch)")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
     answer(WORKERS[args.job](args))
@@ -411,6 +432,9 @@ def throughput_markdown(peers, sizes, repeat):
     pw_args = ("throughput", "--sizes", SOFT_LOG2, "--repeat", repeat, "--pos-weight")
     pw_runs = {"ours": peers.run("ours", *pw_args, "--impl", "caffe"),
                "PyTorch": peers.run("ours", *pw_args, "--impl", "torch")}
+    focal_args = ("throughput", "--sizes", SOFT_LOG2, "--repeat", repeat, "--focal")
+    focal_runs = {"ours": peers.run("ours", *focal_args, "--impl", "caffe"),
+                  "PyTorch": peers.run("ours", *focal_args, "--impl", "torch")}
 
     def rate(peer, log2, table=runs):
         run = table[peer]
@@ -423,9 +447,11 @@ def throughput_markdown(peers, sizes, repeat):
              "",
              "Best of %d timed runs after one warm-up; (N, %d) blobs, logits N(0, 4²), 10 %% "
              "positive targets; soft targets: uniform in [0, 1]; pos_weight: one per class "
-             "(column), 0.5 to 4, which upstream's layer and the numpy layer do not have. "
+             "(column), 0.5 to 4; focal: γ %g, α %g, PyTorch composing "
+             "torchvision.ops.sigmoid_focal_loss's formula (it has no fused focal loss). "
+             "Upstream's layer and the numpy layer have neither pos_weight nor focal. "
              "M el/s = million elements per second; a ratio is ours ÷ the peer (above 1: ours "
-             "is faster)." % (repeat, COLS),
+             "is faster)." % (repeat, COLS, FOCAL_GAMMA, FOCAL_ALPHA),
              "",
              "| elements | ours M el/s | upstream M el/s | ours / upstream | PyTorch%s M el/s | "
              "ours / PyTorch | numpy M el/s | ours / numpy |" % torch_note,
@@ -443,29 +469,35 @@ def throughput_markdown(peers, sizes, repeat):
         other = rate(peer, SOFT_LOG2, soft_runs)
         cells += [fmt_rate(other), fmt_ratio(ours / other)]
     lines.append("| " + " | ".join(cells) + " |")
-    ours = rate("ours", SOFT_LOG2, pw_runs)
-    torch_rate = rate("PyTorch", SOFT_LOG2, pw_runs)
-    lines.append("| " + " | ".join(["2^%d, pos_weight" % SOFT_LOG2, fmt_rate(ours), "n/a", "n/a",
-                                     fmt_rate(torch_rate), fmt_ratio(ours / torch_rate), "n/a",
-                                     "n/a"]) + " |")
-    notes = ["- %s: %s" % (peer, failure(run)) for table in (runs, soft_runs, pw_runs)
+    for label, table in (("pos_weight", pw_runs), ("focal", focal_runs)):
+        ours = rate("ours", SOFT_LOG2, table)
+        torch_rate = rate("PyTorch", SOFT_LOG2, table)
+        lines.append("| " + " | ".join(["2^%d, %s" % (SOFT_LOG2, label), fmt_rate(ours), "n/a",
+                                         "n/a", fmt_rate(torch_rate),
+                                         fmt_ratio(ours / torch_rate), "n/a", "n/a"]) + " |")
+    notes = ["- %s: %s" % (peer, failure(run))
+             for table in (runs, soft_runs, pw_runs, focal_runs)
              for peer, run in table.items() if isinstance(run, WorkerError)]
     lines += [""] + notes if notes else []
-    lines += ["", loss_check(runs, sizes), "", gpu_markdown(peers, sizes, repeat)]
+    lines += ["", loss_check(runs, sizes) + " " + loss_check(soft_runs, [SOFT_LOG2], "soft targets")
+              + " " + loss_check(pw_runs, [SOFT_LOG2], "pos_weight") + " "
+              + loss_check(focal_runs, [SOFT_LOG2], "focal"), "", gpu_markdown(peers, sizes, repeat)]
     return "\n".join(lines)
 
 
-def loss_check(runs, sizes):
-    """One line: how far each peer's loss on the timed blobs is from ours."""
+def loss_check(runs, sizes, label=None):
+    """One sentence: how far each peer's loss on the timed blobs is from ours."""
     ours = runs["ours"]
     if isinstance(ours, WorkerError):
-        return "Loss check: not possible without ours."
+        return "Loss check%s: not possible without ours." % (" (%s)" % label if label else "")
     spreads = []
     for peer, run in runs.items():
         if peer != "ours" and not isinstance(run, WorkerError):
             spread = max(abs(run["loss"][str(n)] - ours["loss"][str(n)]) / abs(ours["loss"][str(n)])
                          for n in sizes)
             spreads.append("%s %.1g" % (peer, spread))
+    if label:
+        return "%s: %s." % (label, ", ".join(spreads) or "no peer ran")
     return ("Loss check (each peer's loss on the timed blobs vs ours, largest relative "
             "difference): %s." % (", ".join(spreads) or "no peer ran"))
 
