@@ -16,6 +16,7 @@
 namespace caffe {
 namespace xent {
 template <typename T> struct SigmoidXentOptions;
+template <typename T> struct SigmoidXentConstants;
 }  // namespace xent
 
 /**
@@ -160,8 +161,11 @@ class SigmoidCrossEntropyLossLayer : public LossLayer<Dtype> {
   /// C·inner_num_ elements (1 when uniform), padded; period_ = 0: not used.
   std::vector<Dtype> pos_weight_period_, class_weight_period_;
   int64_t period_;
-  /// The SIMD path's options from the members above.
+  /// The SIMD path's options from the members above (the element loop
+  /// reads its per-class arrays and layout too).
   xent::SigmoidXentOptions<Dtype> SimdOptions() const;
+  /// The element math's constants (sigmoid_xent_math.hpp).
+  xent::SigmoidXentConstants<Dtype> Constants() const;
   /// focal γ, focal α (negative = off), label smoothing ε.
   Dtype focal_gamma_, focal_alpha_, label_smoothing_;
   /// GPU: the per-block partial sums (loss, valid, bad targets, bad

@@ -141,6 +141,41 @@ void SigmoidCrossEntropyLossLayer<Dtype>::Reshape(
   if (top.size() == 2) top[1]->ReshapeLike(*bottom[0]);
 }
 
+namespace {
+
+/// pos_weight and class_weight of consecutive elements of the element loop,
+/// from element `begin` on: element i has class (i / inner) % classes.
+template <typename Dtype>
+class ClassCursor {
+ public:
+  ClassCursor(const xent::SigmoidXentOptions<Dtype>& o, bool per_class, int64_t begin)
+      : o_(o), per_class_(per_class), inner_index_(begin % o.inner),
+        c_(per_class ? (begin / o.inner) % o.classes : 0) {}
+  Dtype pos_weight() const { return o_.pos_weight[c_]; }
+  Dtype class_weight() const { return o_.class_weight[c_]; }
+  void Next() {
+    if (per_class_ && ++inner_index_ == o_.inner) {  // next class along the axis
+      inner_index_ = 0;
+      if (++c_ == o_.classes) c_ = 0;
+    }
+  }
+
+ private:
+  const xent::SigmoidXentOptions<Dtype>& o_;
+  bool per_class_;
+  int64_t inner_index_, c_;
+};
+
+}  // namespace
+
+template <typename Dtype>
+xent::SigmoidXentConstants<Dtype> SigmoidCrossEntropyLossLayer<Dtype>::Constants() const {
+  const xent::SigmoidXentConstants<Dtype> k = {Dtype(1) - label_smoothing_,
+                                               label_smoothing_ / Dtype(2), focal_gamma_,
+                                               focal_alpha_};
+  return k;
+}
+
 template <typename Dtype>
 xent::SigmoidXentOptions<Dtype> SigmoidCrossEntropyLossLayer<Dtype>::SimdOptions() const {
   xent::SigmoidXentOptions<Dtype> o;
@@ -226,19 +261,13 @@ void SigmoidCrossEntropyLossLayer<Dtype>::Forward_cpu(
   const int64_t chunks = (count + xent::kReduceChunk - 1) / xent::kReduceChunk;
   // Counts per fixed chunk (integers: their order does not matter).
   std::vector<int64_t> counted(chunks), bad_targets(chunks), bad_weights(chunks);
-  const xent::SigmoidXentConstants<Dtype> k = {Dtype(1) - label_smoothing_,
-                                               label_smoothing_ / Dtype(2), focal_gamma_,
-                                               focal_alpha_};
-  const Dtype* pos_weight = pos_weight_.cpu_data();
-  const Dtype* class_weight = class_weight_.cpu_data();
-  const bool simd = simd_, per_class = per_class_;
-  const int64_t inner = inner_num_, classes = classes_;
+  const xent::SigmoidXentConstants<Dtype> k = Constants();
   const xent::SigmoidXentOptions<Dtype> options = SimdOptions();
   const xent::SigmoidXentOptions<Dtype>* simd_options = plain_ ? NULL : &options;
 
   const double loss = xent::DeterministicSum(count, [&](int64_t begin, int64_t end) -> double {
     const int64_t chunk = begin / xent::kReduceChunk;
-    if (simd) {  // one fused SIMD pass
+    if (simd_) {  // one fused SIMD pass
       const xent::SigmoidXentSums sums = xent::SigmoidXentSimdForward<Dtype>(
           x + begin, t + begin, w ? w + begin : NULL, element_loss ? element_loss + begin : NULL,
           end - begin, begin, simd_options, has_ignore, ignore);
@@ -251,26 +280,20 @@ void SigmoidCrossEntropyLossLayer<Dtype>::Forward_cpu(
     // also one pass.
     double sum = 0.0;
     int64_t n_counted = 0, n_bad_targets = 0, n_bad_weights = 0;
-    int64_t inner_index = begin % inner, c = (begin / inner) % classes;
-    Dtype pw = pos_weight[per_class ? c : 0], cw = class_weight[per_class ? c : 0];
-    for (int64_t i = begin; i < end; ++i) {
+    ClassCursor<Dtype> cls(options, per_class_, begin);
+    for (int64_t i = begin; i < end; ++i, cls.Next()) {
       const int kind = xent::SigmoidXentTargetKind(t[i], has_ignore, ignore);
       const Dtype wi = w ? w[i] : Dtype(1);
       n_bad_weights += !(wi >= Dtype(0));
       n_bad_targets += kind < 0;
       Dtype li = 0;
       if (kind != 0) {
-        li = xent::SigmoidXentElement<Dtype>(x[i], t[i], pw, cw * wi, k, NULL);
+        li = xent::SigmoidXentElement<Dtype>(x[i], t[i], cls.pos_weight(),
+                                             cls.class_weight() * wi, k, NULL);
         sum += li;
         ++n_counted;
       }
       if (element_loss) element_loss[i] = li;
-      if (per_class && ++inner_index == inner) {  // next class along the axis
-        inner_index = 0;
-        if (++c == classes) c = 0;
-        pw = pos_weight[c];
-        cw = class_weight[c];
-      }
     }
     counted[chunk] = n_counted;
     bad_targets[chunk] = n_bad_targets;
@@ -305,13 +328,7 @@ void SigmoidCrossEntropyLossLayer<Dtype>::Backward_cpu(
   const Dtype scale = static_cast<Dtype>(top[0]->cpu_diff()[0] / normalizer_);
   const bool has_ignore = has_ignore_label_;
   const Dtype ignore = ignore_label_;
-  const xent::SigmoidXentConstants<Dtype> k = {Dtype(1) - label_smoothing_,
-                                               label_smoothing_ / Dtype(2), focal_gamma_,
-                                               focal_alpha_};
-  const Dtype* pos_weight = pos_weight_.cpu_data();
-  const Dtype* class_weight = class_weight_.cpu_data();
-  const bool simd = simd_, per_class = per_class_;
-  const int64_t inner = inner_num_, classes = classes_;
+  const xent::SigmoidXentConstants<Dtype> k = Constants();
   const xent::SigmoidXentOptions<Dtype> options = SimdOptions();
   const xent::SigmoidXentOptions<Dtype>* simd_options = plain_ ? NULL : &options;
   const int64_t chunks = (count + xent::kReduceChunk - 1) / xent::kReduceChunk;
@@ -321,29 +338,23 @@ void SigmoidCrossEntropyLossLayer<Dtype>::Backward_cpu(
   for (int64_t chunk = 0; chunk < chunks; ++chunk) {
     const int64_t begin = chunk * xent::kReduceChunk;
     const int64_t end = std::min(count, begin + xent::kReduceChunk);
-    if (simd) {
+    if (simd_) {
       xent::SigmoidXentSimdBackward<Dtype>(x + begin, t + begin, w ? w + begin : NULL,
                                            element_diff ? element_diff + begin : NULL, scale,
                                            dx + begin, end - begin, begin, simd_options,
                                            has_ignore, ignore);
       continue;
     }
-    int64_t inner_index = begin % inner, c = (begin / inner) % classes;
-    Dtype pw = pos_weight[per_class ? c : 0], cw = class_weight[per_class ? c : 0];
-    for (int64_t i = begin; i < end; ++i) {
+    ClassCursor<Dtype> cls(options, per_class_, begin);
+    for (int64_t i = begin; i < end; ++i, cls.Next()) {
       Dtype grad = 0;
       if (xent::SigmoidXentTargetKind(t[i], has_ignore, ignore) != 0) {
         const Dtype wi = w ? w[i] : Dtype(1);
-        xent::SigmoidXentElement<Dtype>(x[i], t[i], pw, cw * wi, k, &grad);
+        xent::SigmoidXentElement<Dtype>(x[i], t[i], cls.pos_weight(), cls.class_weight() * wi,
+                                        k, &grad);
         grad *= element_diff ? scale + element_diff[i] : scale;
       }
       dx[i] = grad;
-      if (per_class && ++inner_index == inner) {
-        inner_index = 0;
-        if (++c == classes) c = 0;
-        pw = pos_weight[c];
-        cw = class_weight[c];
-      }
     }
   }
 }
