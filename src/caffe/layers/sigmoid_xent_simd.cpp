@@ -546,9 +546,8 @@ HWY_INLINE V VectorAt(D d, const BackwardArgs<T>& a, const FocalVectors<D>& foca
 /// kCheck: hands the lanes to retake in double to `cancelling`; otherwise
 /// returns whether any lane might cancel (a soft target), and the block
 /// must be run again with kCheck. Hard targets take the loop without the
-/// test: it is bound by its count of vector ops, and it has no call inside
-/// (with one, even never made, its constants can leave registers, as every
-/// vector register is caller-saved).
+/// test: the loop is bound by its count of vector ops, and the four-op test
+/// cost ~15 % of the plain backward (one thread, AMD Zen 4).
 template <bool kOptions, bool kFocal, bool kCheck, typename T>
 HWY_NOINLINE int BackwardBlock(const BackwardArgs<T>& a, int64_t begin, int64_t end,
                                PerClass<T>* per_class, CancellingElements<T>* cancelling) {
