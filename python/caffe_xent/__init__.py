@@ -4,7 +4,7 @@ The custom Caffe build itself is the ``caffe`` package (pycaffe); this package
 holds the tools around it:
 
 - :func:`run_layer` runs one layer on numpy arrays (CPU or GPU), for tests and
-  experiments;
+  experiments, and :func:`time_layer` times its Forward and Backward;
 - :func:`gpu_available` tells whether the GPU path can run here;
 - :class:`LayerError` is what a layer's refusal of its input becomes;
 - :func:`class_weights` and :func:`pos_weight` compute ``class_weight`` and
@@ -33,8 +33,9 @@ Errors of both layers reach pycaffe as ``ValueError`` (from ``caffe.Net(...)``,
 ``net.forward()``, ``net.backward()``); the interpreter and other nets go on.
 """
 from ._errors import LayerError
-from ._run import gpu_available, run_layer
+from ._run import gpu_available, run_layer, time_layer
 from .weights import class_weights, pos_weight
 
-__all__ = ["LayerError", "class_weights", "gpu_available", "pos_weight", "run_layer"]
+__all__ = ["LayerError", "class_weights", "gpu_available", "pos_weight", "run_layer",
+           "time_layer"]
 __version__ = "0.1.0"
