@@ -31,6 +31,11 @@ DEVICES = [
 DTYPES = [pytest.param(np.float32, id="float32"), pytest.param(np.float64, id="float64")]
 
 
+def pytest_report_header(config):
+    return "caffe-xent SIMD target: %s (this CPU runs: %s; CAFFE_XENT_SIMD chooses)" % (
+        caffe_xent.simd_target(), ", ".join(caffe_xent._harness.simd_targets()))
+
+
 @pytest.fixture(params=DEVICES)
 def device(request):
     return request.param

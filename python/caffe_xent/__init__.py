@@ -5,7 +5,9 @@ holds the tools around it:
 
 - :func:`run_layer` runs one layer on numpy arrays (CPU or GPU), for tests and
   experiments, and :func:`time_layer` times its Forward and Backward;
-- :func:`gpu_available` tells whether the GPU path can run here;
+- :func:`gpu_available` tells whether the GPU path can run here, and
+  :func:`simd_target` which SIMD path the CPU runs (``CAFFE_XENT_SIMD``
+  chooses another);
 - :class:`LayerError` is what a layer's refusal of its input becomes;
 - :func:`class_weights` and :func:`pos_weight` compute ``class_weight`` and
   ``pos_weight`` values for imbalanced data (also as the command
@@ -33,9 +35,9 @@ Errors of both layers reach pycaffe as ``ValueError`` (from ``caffe.Net(...)``,
 ``net.forward()``, ``net.backward()``); the interpreter and other nets go on.
 """
 from ._errors import LayerError
-from ._run import gpu_available, run_layer, time_layer
+from ._run import gpu_available, run_layer, simd_target, time_layer
 from .weights import class_weights, pos_weight
 
 __all__ = ["LayerError", "class_weights", "gpu_available", "pos_weight", "run_layer",
-           "time_layer"]
+           "simd_target", "time_layer"]
 __version__ = "0.1.0"

@@ -21,6 +21,7 @@
 #include "caffe/proto/caffe.pb.h"
 #include "caffe/util/xent_device.hpp"
 #include "caffe/util/xent_registry.hpp"
+#include "caffe/util/xent_simd.hpp"
 
 namespace py = pybind11;
 
@@ -212,4 +213,8 @@ PYBIND11_MODULE(_harness, m) {
         py::arg("use_gpu"), py::arg("iters"), py::arg("repeats"));
   m.def("gpu_count", &caffe::xent::GpuCount, "Number of CUDA devices (0 in a CPU-only build).");
   m.def("cuda_build", &caffe::xent::CudaBuild, "Whether this Caffe was built with CUDA.");
+  m.def("simd_target", &caffe::xent::SimdTarget, "The SIMD target the CPU loss paths use.");
+  m.def("simd_targets", &caffe::xent::SimdTargets, "SIMD targets this build and CPU run, best first.");
+  m.def("simd_target_request_error", &caffe::xent::SimdTargetRequestError,
+        "Why CAFFE_XENT_SIMD was not applied (empty when it was, or is unset).");
 }

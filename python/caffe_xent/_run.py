@@ -8,7 +8,7 @@ import numpy as np
 from . import _harness
 from ._errors import LayerError
 
-__all__ = ["run_layer", "time_layer", "gpu_available"]
+__all__ = ["run_layer", "time_layer", "gpu_available", "simd_target"]
 
 _RUNNERS = {np.dtype(np.float32): _harness.run_layer_float,
             np.dtype(np.float64): _harness.run_layer_double}
@@ -19,6 +19,17 @@ _TIMERS = {np.dtype(np.float32): _harness.time_layer_float,
 def gpu_available() -> bool:
     """True when this build has CUDA kernels and a CUDA device is visible."""
     return bool(_harness.cuda_build()) and _harness.gpu_count() > 0
+
+
+def simd_target() -> str:
+    """The SIMD target the layers' CPU paths use (Highway's name: AVX3 is
+    AVX-512, then AVX2, SSE4, SSSE3, SCALAR).
+
+    The best one the CPU runs, unless the environment variable
+    ``CAFFE_XENT_SIMD`` named another before caffe_xent (or caffe) was first
+    imported; a name the CPU cannot run is ignored with a line on stderr.
+    """
+    return _harness.simd_target()
 
 
 def run_layer(layer: str, bottoms: Sequence[np.ndarray], *, device: str = "cpu",
