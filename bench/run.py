@@ -100,6 +100,9 @@ def machine_markdown(start_load, end_load, torch_threads, peers):
         ("load average (1 / 5 / 15 min) at start", start_load),
         ("load average (1 / 5 / 15 min) at end", end_load),
         ("OS", "%s %s" % (platform.system(), platform.release())),
+        ("SIMD targets this CPU runs (ours: the first unless a table names another)",
+         ", ".join(peers.info["ours"].get("simd_targets", ["?"])) if isinstance(peers.info["ours"], dict)
+         else "?"),
         ("Python / numpy", "%s / %s" % (platform.python_version(), np.__version__)),
         ("PyTorch", torch_text),
         ("ours: caffe imported from", build_text(peers.info["ours"])),
