@@ -5,7 +5,7 @@ Peers at the issue's shapes, float32:
   torch     torch.nn.functional.cross_entropy with probability targets
             (targets pre-divided by M), forward + autograd backward
   upstream  Caffe's single-label SoftmaxWithLoss in the same Net setup (for scale)
-  seeds     the seeds' Python layer semantics (per-element loops), 2-D only
+  seeds     the original Python layer's semantics (per-element loops), 2-D only
 
 Prints a markdown table (M elements/s and ratios) to stdout:
   [OMP_NUM_THREADS=k] .venv/bin/python bench/bench_multilabel.py [--repeats N] [--shapes 256x1000,...]
@@ -174,7 +174,7 @@ def main():
                     % (text, ours, rates["torch"], ours / rates["torch"], rates["upstream"],
                        ours / rates["upstream"], seeds_text, seeds_ratio, per_target))
     print("| shape | ours (%s) M el/s | PyTorch %s M el/s | ours / PyTorch | upstream SoftmaxWithLoss "
-          "M el/s | ours / upstream | seeds' Python layer M el/s | ours / seeds |%s"
+          "M el/s | ours / upstream | original Python layer M el/s | ours / it |%s"
           % (default_target, torch_version,
              "".join(" ours %s M el/s | %s / PyTorch |" % (t, t) for t in extra_targets)))
     print("|---|---|---|---|---|---|---|---|" + "---|---|" * len(extra_targets))

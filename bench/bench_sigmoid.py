@@ -9,7 +9,7 @@ Peers:
   PyTorch   torch.nn.functional.binary_cross_entropy_with_logits on the CPU,
             forward + autograd backward, torch.set_num_threads(os.cpu_count()),
             or OMP_NUM_THREADS when that is set (Caffe's OpenMP follows it too)
-  numpy     a vectorized numpy layer in the seeds' style (throughput only)
+  numpy     a vectorized numpy layer in the original Python layer's style (throughput only)
 
 Every peer runs in its own fresh interpreter (a worker: this file with the
 first argument `worker`), so OpenMP runtimes and allocators do not mix.
@@ -86,7 +86,7 @@ def accuracy_grid(dtype):
     return x.ravel().copy(), t.ravel().copy()
 
 
-# ---- the numpy layer (seeds' style: forward, then backward, vectorized) ------
+# ---- the numpy layer (the original Python layer's style, vectorized) --------
 
 def numpy_forward_backward(x, t):
     """Loss (batch-size normalized, as Caffe's default) and its gradient."""

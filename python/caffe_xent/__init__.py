@@ -14,7 +14,7 @@ holds the tools around it:
   ``caffe-xent class-weights FILE.h5 --dataset label``);
 - :mod:`caffe_xent.python_layers` holds numpy Python layers
   (``type: 'Python'``) with the native layers' loss and gradient, and
-  :mod:`caffe_xent.compat.loss_layers` the drop-in replacement for the seeds'
+  :mod:`caffe_xent.compat.loss_layers` the drop-in replacement for the original
   ``loss_layers.CustomSigmoidCrossEntropyLossLayer``.
 
 The native layers in a prototxt::
