@@ -1,7 +1,8 @@
 // Bindings of the layer harness: run, or time, one Caffe layer on numpy
-// arrays. Only m.def calls, array <-> Blob copies and the timing loop live here; argument checking
-// with friendly messages is in caffe_xent/_run.py, and layers check their
-// own input (throwing std::exception, translated to caffe_xent.LayerError).
+// arrays. Only m.def calls, array <-> Blob copies and the timing loop live
+// here; argument checking with friendly messages is in caffe_xent/_run.py,
+// and layers check their own input (throwing std::exception, translated to
+// caffe_xent.LayerError).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
