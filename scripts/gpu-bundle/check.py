@@ -346,7 +346,8 @@ def write_report(out, state, results, started, args):
                   "GB/s counts the fewest bytes a pass must move: 20 B per element for both "
                   "layers (forward reads logits and targets, backward reads both and writes the "
                   "gradient); 'of copy' is that over the measured copy bandwidth. Peers: PyTorch "
-                  "%s on the machine's own python3." % state["bench"]["peers"].get("torch", "?"), ""]
+                  "%s on the machine's own python3. A ratio is ours' speed over the peer's (the "
+                  "peer's time over ours; above 1: ours is faster)." % state["bench"]["peers"].get("torch", "?"), ""]
         lines += bench_table(state["bench"])
         fixed = state["bench"]["ours"].get("fixed_cost_us")
         if fixed:
