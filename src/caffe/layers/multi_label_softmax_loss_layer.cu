@@ -176,6 +176,7 @@ __global__ void GradientKernel(int64_t count, const Dtype* x, const Dtype* t, co
 template <typename Dtype>
 void MultiLabelSoftmaxLossLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& bottom,
                                                     const vector<Blob<Dtype>*>& top) {
+  if (bottom[0]->count() == 0) return ForwardEmpty(bottom, top);
   const RowOptions opt = {classes_, target_normalization_, smoothing_, has_ignore_label_,
                           static_cast<double>(ignore_label_)};
   const int64_t rows = static_cast<int64_t>(outer_num_) * inner_num_;
@@ -204,7 +205,7 @@ void MultiLabelSoftmaxLossLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& 
     CUDA_POST_KERNEL_CHECK;
     xent::FinishSums(partials, blocks, kColumns, sums);
   }
-  if (sums[2] > 0) ThrowInvalidTarget(*bottom[1]);
+  if (sums[2] > 0) ThrowInvalidTarget(*bottom[1], sums[2]);
   normalizer_ = Normalizer(sums[1], bottom[0]->shape(0));
   top[0]->mutable_cpu_data()[0] = static_cast<Dtype>(sums[0] / normalizer_);
 }

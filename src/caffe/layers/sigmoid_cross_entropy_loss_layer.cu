@@ -55,7 +55,7 @@ __global__ void SigmoidXentForwardKernel(const SigmoidXentArgs<Dtype> a, Dtype* 
     const Dtype t = a.t[i];
     const int kind = xent::SigmoidXentTargetKind(t, a.has_ignore_label, a.ignore_label);
     const Dtype weight = a.w ? a.w[i] : Dtype(1);
-    bad_weights += !(weight >= Dtype(0));  // NaN counts as bad
+    bad_weights += !xent::XentIsValidWeight(weight);  // NaN and +inf count as bad
     bad_targets += kind < 0;
     Dtype element = 0;
     if (kind != 0) {
@@ -126,7 +126,7 @@ void SigmoidCrossEntropyLossLayer<Dtype>::Forward_gpu(
   CUDA_POST_KERNEL_CHECK;
   double sums[kColumns];
   xent::FinishSums(partial, xent::kReduceBlocks, kColumns, sums);
-  CheckCounts(sums[kBadTargets], sums[kBadWeights]);
+  CheckCounts(bottom, sums[kBadTargets], sums[kBadWeights]);
   normalizer_ = get_normalizer(normalization_, sums[kCounted]);
   top[0]->mutable_cpu_data()[0] = static_cast<Dtype>(sums[kLoss] / normalizer_);
 }
