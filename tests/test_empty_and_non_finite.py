@@ -118,11 +118,15 @@ def net_file(tmp_path, layer, shape, params=""):
     return str(path)
 
 
-@pytest.mark.parametrize("layer", sorted(LAYERS))
-def test_pycaffe_net_with_an_empty_batch(layer, tmp_path):
+def cpu_net(tmp_path, layer, shape):
     caffe = pytest.importorskip("caffe")
     caffe.set_mode_cpu()
-    net = caffe.Net(net_file(tmp_path, layer, (2, 3)), caffe.TRAIN)
+    return caffe.Net(net_file(tmp_path, layer, shape), caffe.TRAIN)
+
+
+@pytest.mark.parametrize("layer", sorted(LAYERS))
+def test_pycaffe_net_with_an_empty_batch(layer, tmp_path):
+    net = cpu_net(tmp_path, layer, (2, 3))
     net.blobs["x"].data[...] = 1
     net.blobs["t"].data[...] = np.eye(2, 3)
     assert net.forward()["loss"] > 0
@@ -136,9 +140,7 @@ def test_pycaffe_net_with_an_empty_batch(layer, tmp_path):
 
 @pytest.mark.parametrize("layer", sorted(LAYERS))
 def test_pycaffe_net_refuses_a_nan_target(layer, tmp_path):
-    caffe = pytest.importorskip("caffe")
-    caffe.set_mode_cpu()
-    net = caffe.Net(net_file(tmp_path, layer, (2, 12)), caffe.TRAIN)
+    net = cpu_net(tmp_path, layer, (2, 12))
     net.blobs["t"].data[...] = 1
     net.blobs["t"].data[1, 4] = np.nan
     with pytest.raises(ValueError, match=r"bottom\[1\] \(targets\) has 1 .* nan at flat index 16"):
@@ -146,10 +148,8 @@ def test_pycaffe_net_refuses_a_nan_target(layer, tmp_path):
 
 
 def test_pycaffe_refuses_a_shape_too_large_for_a_blob(tmp_path):
-    caffe = pytest.importorskip("caffe")
-    caffe.set_mode_cpu()
     with pytest.raises(ValueError, match="more than INT_MAX"):
-        caffe.Net(net_file(tmp_path, "SigmoidCrossEntropyLoss", (50000, 50000)), caffe.TRAIN)
+        cpu_net(tmp_path, "SigmoidCrossEntropyLoss", (50000, 50000))
 
 
 # ---- the caffe tool: a message and exit 1, never a core dump -------------------
