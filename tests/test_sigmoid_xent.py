@@ -314,6 +314,7 @@ BAD = [
     ("negative pos_weight", layer_text(pos_weight=[-1]), lambda x, t, w: [x, t], "pos_weight[0] = -1 is negative"),
     ("negative class_weight", layer_text(class_weight=[1, -2, 1, 1]), lambda x, t, w: [x, t], "class_weight[1]"),
     ("negative gamma", layer_text(focal_gamma=-0.5), lambda x, t, w: [x, t], "focal_gamma = -0.5"),
+    ("infinite gamma", layer_text(focal_gamma=float("inf")), lambda x, t, w: [x, t], "focal_gamma = inf"),
     ("alpha above 1", layer_text(focal_alpha=1.5), lambda x, t, w: [x, t], "focal_alpha = 1.5"),
     ("alpha negative", layer_text(focal_alpha=-0.5), lambda x, t, w: [x, t], "focal_alpha"),
     ("smoothing 1", layer_text(label_smoothing=1.0), lambda x, t, w: [x, t], "label_smoothing = 1"),

@@ -47,8 +47,8 @@ void SigmoidCrossEntropyLossLayer<Dtype>::LayerSetUp(
   focal_gamma_ = p.focal_gamma();
   focal_alpha_ = p.focal_alpha();
   label_smoothing_ = p.label_smoothing();
-  XENT_CHECK(lp, p.focal_gamma() >= 0.0f,
-             "focal_gamma = " << p.focal_gamma() << " is invalid; it must be >= 0");
+  XENT_CHECK(lp, xent::XentIsValidWeight(p.focal_gamma()),
+             "focal_gamma = " << p.focal_gamma() << " is invalid; it must be finite and >= 0");
   XENT_CHECK(lp, p.focal_alpha() == -1.0f || (p.focal_alpha() >= 0.0f && p.focal_alpha() <= 1.0f),
              "focal_alpha = " << p.focal_alpha() << " is invalid; it must be in [0, 1], or -1 (off)");
   XENT_CHECK(lp, p.label_smoothing() >= 0.0f && p.label_smoothing() < 1.0f,
