@@ -20,13 +20,14 @@ export PATH := $(PATH):/usr/local/cuda/bin
 BUILD_DIR := build/cmake
 PYTEST_ARGS ?=
 
-.PHONY: build test cpp-test py-test demo bench clean help
+.PHONY: build test cpp-test py-test demo bench gpu-bundle gpu-bundle-test clean help
 
 help:
 	@echo "make demo   set up everything, then train the multi-label demo"
 	@echo "make test   set up everything, then run the C++ and Python tests"
 	@echo "make build  set up .venv with the custom Caffe (CAFFE_XENT_CUDA=AUTO|ON|OFF)"
 	@echo "make bench  benchmarks side by side with the peers (writes docs/benchmarks.md)"
+	@echo "make gpu-bundle  the self-contained folder a GPU machine runs (see docs/gpu.md)"
 
 build:
 	scripts/setup-system.sh
@@ -35,6 +36,8 @@ build:
 	    "protobuf>=4.21,<6" "six>=1.16" "pytest>=8" "mpmath>=1.3" "h5py>=3.10" \
 	    "scikit-learn>=1.3" "matplotlib>=3.7" "hypothesis>=6.100"
 	$(if $(WITH_CUDA),$(PIP) install -q "nvidia-cublas==13.0.2.14" "nvidia-curand==10.4.0.35" "nvidia-cuda-cccl==13.0.85")
+	@# the GPU bundle carries these from .venv: parallel pytest workers for the GPU cases
+	$(if $(WITH_CUDA),$(PIP) install -q "pytest-xdist>=3.5" "hypothesis>=6.100")
 	mkdir -p build
 	@echo "building the custom Caffe (log: build/pip-install.log)"
 	$(PIP) install -v --no-build-isolation --no-deps . > build/pip-install.log 2>&1 || { tail -n 60 build/pip-install.log; exit 1; }
@@ -61,5 +64,15 @@ bench: build
 	scripts/build-pristine.sh
 	$(PY) bench/run.py --pristine build/pristine/stage --out docs/benchmarks.md $(BENCH_ARGS)
 
+# The GPU bundle (docs/gpu.md): from the normal CUDA build, one folder a bare
+# GPU machine runs with `gpu-bundle/run OUTDIR`.
+gpu-bundle: build
+	$(if $(WITH_CUDA),,$(error the GPU bundle needs the CUDA variant: nvcc not found or CAFFE_XENT_CUDA=OFF))
+	$(PY) scripts/gpu-bundle/make_bundle.py
+
+# Its CPU leg in a scrubbed environment (part of make test where nvcc exists).
+gpu-bundle-test:
+	$(PY) -m pytest tests/test_gpu_bundle.py $(PYTEST_ARGS)
+
 clean:
-	rm -rf build
+	rm -rf build gpu-bundle

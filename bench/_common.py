@@ -35,15 +35,18 @@ class WorkerError(RuntimeError):
     """A worker subprocess failed; the message carries its stderr tail."""
 
 
-def run_worker(args, *, pythonpath=None, timeout=900):
+def run_worker(args, *, pythonpath=None, timeout=900, simd=None):
     """Run `python <args>` in a fresh interpreter and return its answer().
 
     pythonpath, when given, is put first on PYTHONPATH: that is how a worker
     imports the pristine build's `caffe` and `caffe_xent` instead of ours
     (both builds define the same package names, so they cannot share one
-    process).
+    process). simd, when given, is the SIMD target the worker's layers run
+    (CAFFE_XENT_SIMD, read when libcaffe loads).
     """
     env = dict(os.environ)
+    if simd:
+        env["CAFFE_XENT_SIMD"] = simd
     env.setdefault("GLOG_minloglevel", "2")
     if pythonpath:
         env["PYTHONPATH"] = os.pathsep.join(
@@ -87,3 +90,11 @@ def git_commit(root):
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head + (" + local changes" if dirty else "")
+
+
+def measured_simd_targets(available):
+    """The SIMD targets a benchmark measures: every one this CPU runs from
+    the best down to AVX2 (the slower ones are tested, not benchmarked)."""
+    if "AVX2" not in available:
+        return list(available[:1])
+    return list(available[:available.index("AVX2") + 1])

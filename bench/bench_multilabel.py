@@ -5,7 +5,7 @@ Peers at the issue's shapes, float32:
   torch     torch.nn.functional.cross_entropy with probability targets
             (targets pre-divided by M), forward + autograd backward
   upstream  Caffe's single-label SoftmaxWithLoss in the same Net setup (for scale)
-  seeds     the seeds' Python layer semantics (per-element loops), 2-D only
+  seeds     the original Python layer's semantics (per-element loops), 2-D only
 
 Prints a markdown table (M elements/s and ratios) to stdout:
   [OMP_NUM_THREADS=k] .venv/bin/python bench/bench_multilabel.py [--repeats N] [--shapes 256x1000,...]
@@ -29,7 +29,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from multilabel_reference import seed_layer_forward_backward  # noqa: E402
-from _common import WorkerError, answer, run_worker  # noqa: E402
+from _common import WorkerError, answer, measured_simd_targets, run_worker  # noqa: E402
 
 THIS = os.path.abspath(__file__)
 
@@ -114,10 +114,12 @@ def worker(peer, shape_text, repeats):
         result["seconds"] = best_time(lambda: seed_layer_forward_backward(x, t), 1)
     else:
         import caffe
+        import caffe_xent
         caffe.set_mode_cpu()
         with tempfile.TemporaryDirectory() as tmp:
             bench = bench_ours if peer == "ours" else bench_upstream
             result["seconds"] = bench(x, t, repeats, tmp)
+        result["simd_target"] = caffe_xent.simd_target()
     answer(result)
 
 
@@ -125,37 +127,57 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--shapes", default=",".join("x".join(map(str, s)) for s in SHAPES))
+    parser.add_argument("--simd-targets", default=None,
+                        help="comma-separated SIMD targets to run ours on besides the default "
+                             "(default: every one this CPU runs from the best down to AVX2)")
     args = parser.parse_args()
+    if args.simd_targets is None:
+        import caffe_xent
+        args.simd_targets = ",".join(measured_simd_targets(caffe_xent._harness.simd_targets())[1:])
+    extra_targets = [t for t in args.simd_targets.split(",") if t]
     print("CPU threads: OMP_NUM_THREADS=%s, os.cpu_count()=%d, load average %s"
           % (os.environ.get("OMP_NUM_THREADS", "unset"), os.cpu_count(),
              " ".join("%.1f" % v for v in os.getloadavg())))
-    rows, torch_version, notes = [], "not installed", []
+    rows, torch_version, notes, default_target = [], "not installed", [], "?"
     for text in args.shapes.split(","):
         n = np.prod([int(v) for v in text.split("x")]) / 1e6
         rates = {}
-        for peer in ("ours", "torch", "upstream", "seeds"):
+        runs = [(peer, None) for peer in ("ours", "torch", "upstream", "seeds")]
+        runs += [("ours", target) for target in extra_targets]
+        for peer, target in runs:
             if peer == "seeds" and len(text.split("x")) != 2:
                 continue
+            key = peer if target is None else "ours " + target
             try:
-                result = run_worker([THIS, "worker", peer, text, str(args.repeats)])
+                result = run_worker([THIS, "worker", peer, text, str(args.repeats)], simd=target)
             except WorkerError as error:
                 lines = str(error).strip().splitlines()
-                notes.append("- %s at %s: %s" % (peer, text, lines[-1] if lines else "failed"))
-                rates[peer] = float("nan")
+                notes.append("- %s at %s: %s" % (key, text, lines[-1] if lines else "failed"))
+                rates[key] = float("nan")
                 continue
+            if target is not None and result.get("simd_target") != target:
+                notes.append("- %s at %s: the worker ran %s" % (key, text, result.get("simd_target")))
+                rates[key] = float("nan")
+                continue
+            if peer == "ours" and target is None:
+                default_target = result.get("simd_target", "?")
             torch_version = result.get("version", torch_version)
-            rates[peer] = n / result["seconds"]
+            rates[key] = n / result["seconds"]
         ours = rates["ours"]
         if "seeds" in rates:
             seeds_text, seeds_ratio = "%.1f" % rates["seeds"], "%.0f×" % (ours / rates["seeds"])
         else:
             seeds_text, seeds_ratio = "n/a (2-D only)", "n/a"
-        rows.append("| %s | %.0f | %.0f | %.2f× | %.0f | %.1f× | %s | %s |"
+        per_target = "".join(" %.0f | %.2f× |" % (rates["ours " + t], rates["ours " + t] / rates["torch"])
+                             for t in extra_targets)
+        rows.append("| %s | %.0f | %.0f | %.2f× | %.0f | %.1f× | %s | %s |%s"
                     % (text, ours, rates["torch"], ours / rates["torch"], rates["upstream"],
-                       ours / rates["upstream"], seeds_text, seeds_ratio))
-    print("| shape | ours M el/s | PyTorch %s M el/s | ours / PyTorch | upstream SoftmaxWithLoss "
-          "M el/s | ours / upstream | seeds' Python layer M el/s | ours / seeds |" % torch_version)
-    print("|---|---|---|---|---|---|---|---|")
+                       ours / rates["upstream"], seeds_text, seeds_ratio, per_target))
+    print("| shape | ours (%s) M el/s | PyTorch %s M el/s | ours / PyTorch | upstream SoftmaxWithLoss "
+          "M el/s | ours / upstream | original Python layer M el/s | ours / it |%s"
+          % (default_target, torch_version,
+             "".join(" ours %s M el/s | %s / PyTorch |" % (t, t) for t in extra_targets)))
+    print("|---|---|---|---|---|---|---|---|" + "---|---|" * len(extra_targets))
     print("\n".join(rows))
     if notes:
         print("\n" + "\n".join(notes))

@@ -9,7 +9,7 @@ Peers:
   PyTorch   torch.nn.functional.binary_cross_entropy_with_logits on the CPU,
             forward + autograd backward, torch.set_num_threads(os.cpu_count()),
             or OMP_NUM_THREADS when that is set (Caffe's OpenMP follows it too)
-  numpy     a vectorized numpy layer in the seeds' style (throughput only)
+  numpy     a vectorized numpy layer in the original Python layer's style (throughput only)
 
 Every peer runs in its own fresh interpreter (a worker: this file with the
 first argument `worker`), so OpenMP runtimes and allocators do not mix.
@@ -37,7 +37,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import WorkerError, answer, best_time, run_worker  # noqa: E402
+from _common import WorkerError, answer, best_time, measured_simd_targets, run_worker  # noqa: E402
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # quiet Net setup logs (before caffe loads)
 THIS = os.path.abspath(__file__)
@@ -86,7 +86,7 @@ def accuracy_grid(dtype):
     return x.ravel().copy(), t.ravel().copy()
 
 
-# ---- the numpy layer (seeds' style: forward, then backward, vectorized) ------
+# ---- the numpy layer (the original Python layer's style, vectorized) --------
 
 def numpy_forward_backward(x, t):
     """Loss (batch-size normalized, as Caffe's default) and its gradient."""
@@ -235,8 +235,12 @@ def torch_step(x, t, pos_weight=None, focal=False):
 def worker_info(_args):
     import caffe
     import caffe_xent
-    return {"caffe": os.path.dirname(caffe.__file__), "caffe_xent": os.path.dirname(caffe_xent.__file__),
+    info = {"caffe": os.path.dirname(caffe.__file__), "caffe_xent": os.path.dirname(caffe_xent.__file__),
             "gpu": bool(caffe_xent.gpu_available())}
+    if hasattr(caffe_xent._harness, "simd_targets"):  # ours; the pristine harness has it too
+        info["simd_target"] = caffe_xent._harness.simd_target()
+        info["simd_targets"] = caffe_xent._harness.simd_targets()
+    return info
 
 
 def worker_throughput(args):
@@ -256,6 +260,9 @@ def worker_throughput(args):
         losses[str(log2)] = float(step())  # outside the timing: proves every peer did the work
         del step
     result = {"seconds": seconds, "loss": losses}
+    if args.impl == "caffe":
+        import caffe_xent  # a pristine stage built before the SIMD switch has no simd_target
+        result["simd_target"] = getattr(caffe_xent._harness, "simd_target", lambda: None)()
     if args.impl == "torch":
         import torch
         result["version"] = torch.__version__
@@ -397,16 +404,21 @@ class Peers:
         except WorkerError as error:
             return error
 
-    def run(self, peer, *args, timeout=1800):
+    def run(self, peer, *args, timeout=1800, simd=None):
         """A worker's answer, or the WorkerError that explains its absence."""
         if isinstance(self.info.get(peer), WorkerError):
             return self.info[peer]
         pythonpath = self.pristine if peer == "upstream" else None
         try:
             return run_worker([THIS, "worker"] + [str(a) for a in args], pythonpath=pythonpath,
-                              timeout=timeout)
+                              timeout=timeout, simd=simd)
         except WorkerError as error:
             return error
+
+    def simd_targets(self):
+        """The SIMD targets to measure ours on (the best down to AVX2)."""
+        ours = self.info["ours"]
+        return [] if isinstance(ours, WorkerError) else measured_simd_targets(ours.get("simd_targets", []))
 
 
 def failure(error):
@@ -479,10 +491,51 @@ def throughput_markdown(peers, sizes, repeat):
              for table in (runs, soft_runs, pw_runs, focal_runs)
              for peer, run in table.items() if isinstance(run, WorkerError)]
     lines += [""] + notes if notes else []
+    lines += [""] + simd_markdown(peers, sizes, repeat, runs, soft_runs, pw_runs, focal_runs)
     lines += ["", loss_check(runs, sizes) + " " + loss_check(soft_runs, [SOFT_LOG2], "soft targets")
               + " " + loss_check(pw_runs, [SOFT_LOG2], "pos_weight") + " "
               + loss_check(focal_runs, [SOFT_LOG2], "focal"), "", gpu_markdown(peers, sizes, repeat)]
     return "\n".join(lines)
+
+
+def simd_markdown(peers, sizes, repeat, runs, soft_runs, pw_runs, focal_runs):
+    """Ours again on each SIMD target from the best down to AVX2, against the
+    PyTorch runs of the table above (one machine, one run: the AVX2 path an
+    AVX2-only CPU takes, measured beside the AVX-512 one)."""
+    targets = peers.simd_targets()
+    if not targets:
+        return ["Per SIMD target: not run (ours did not report its targets)."]
+    cases = [("2^%d" % log2, log2, (), runs) for log2 in sizes] + [
+        ("2^%d, soft targets" % SOFT_LOG2, SOFT_LOG2, ("--targets", "soft"), soft_runs),
+        ("2^%d, pos_weight" % SOFT_LOG2, SOFT_LOG2, ("--pos-weight",), pw_runs),
+        ("2^%d, focal" % SOFT_LOG2, SOFT_LOG2, ("--focal",), focal_runs)]
+    lines = ["### Throughput per SIMD target, CPU, float32, forward + backward", "",
+             "Ours with `CAFFE_XENT_SIMD` set to each target this CPU runs, from the best down "
+             "to AVX2 (the worker reports the target it ran); PyTorch from the table above; "
+             "M el/s and ours ÷ PyTorch.", "",
+             "| case | " + " | ".join("ours %s M el/s | %s / PyTorch" % (t, t) for t in targets) + " |",
+             "|---|" + "---:|---:|" * len(targets)]
+    rates, notes = {}, []
+    for target in targets:
+        for label, log2, extra, _ in cases:
+            run = peers.run("ours", "throughput", "--impl", "caffe", "--sizes", log2, "--repeat", repeat,
+                            *extra, simd=target)
+            if isinstance(run, WorkerError):
+                notes.append("- %s, %s: %s" % (target, label, failure(run)))
+            elif run.get("simd_target") != target:
+                notes.append("- %s, %s: the worker ran %s" % (target, label, run.get("simd_target")))
+            else:
+                rates[(target, label)] = (1 << log2) / run["seconds"][str(log2)] / 1e6
+    for label, log2, _, table in cases:
+        torch_run = table["PyTorch"]
+        torch_rate = float("nan") if isinstance(torch_run, WorkerError) else \
+            (1 << log2) / torch_run["seconds"][str(log2)] / 1e6
+        cells = [label]
+        for target in targets:
+            ours = rates.get((target, label), float("nan"))
+            cells += [fmt_rate(ours), fmt_ratio(ours / torch_rate)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + ([""] + notes if notes else [])
 
 
 def loss_check(runs, sizes, label=None):

@@ -1,8 +1,9 @@
 """The benchmark command (`make bench`): every benchmark, one report.
 
 Runs bench/bench_sigmoid.py's throughput and accuracy tables (ours vs
-upstream's pristine build vs PyTorch vs numpy) and bench/bench_multilabel.py,
-and writes them with the machine facts and this command to a markdown file:
+upstream's pristine build vs PyTorch vs numpy, ours on each SIMD target down
+to AVX2), bench/bench_multilabel.py and bench/bench_caffe_time.py, and
+writes them with the machine facts and this command to a markdown file:
 
     .venv/bin/python bench/run.py --pristine build/pristine/stage --out docs/benchmarks.md
                                   [--sizes 18 22 24] [--repeat 20] [--multilabel-repeats 10]
@@ -71,6 +72,21 @@ def multilabel_markdown(repeats, timeout):
     return "\n".join(lines).rstrip()
 
 
+def caffe_time_markdown(timeout):
+    """bench_caffe_time.py's table, or its error message."""
+    command = [sys.executable, os.path.join(HERE, "bench_caffe_time.py")]
+    lines = ["## `caffe time`", ""]
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return "\n".join(lines + ["**Not completed:** no answer within %d s." % timeout])
+    lines.append(proc.stdout.strip())
+    if proc.returncode != 0:
+        lines += ["", "**bench_caffe_time.py exited %d:**" % proc.returncode, "", "```",
+                  "\n".join(proc.stderr.strip().splitlines()[-15:]), "```"]
+    return "\n".join(lines)
+
+
 def build_text(info):
     """Where a peer's caffe came from, and the HEAD of the checkout holding it."""
     if isinstance(info, Exception):
@@ -100,6 +116,9 @@ def machine_markdown(start_load, end_load, torch_threads, peers):
         ("load average (1 / 5 / 15 min) at start", start_load),
         ("load average (1 / 5 / 15 min) at end", end_load),
         ("OS", "%s %s" % (platform.system(), platform.release())),
+        ("SIMD targets this CPU runs (ours: the first unless a table names another)",
+         ", ".join(peers.info["ours"].get("simd_targets", ["?"])) if isinstance(peers.info["ours"], dict)
+         else "?"),
         ("Python / numpy", "%s / %s" % (platform.python_version(), np.__version__)),
         ("PyTorch", torch_text),
         ("ours: caffe imported from", build_text(peers.info["ours"])),
@@ -133,6 +152,8 @@ def main():
                             % (title, type(error).__name__, error))
     print("bench: multilabel ...", file=sys.stderr, flush=True)
     multilabel = multilabel_markdown(args.multilabel_repeats, args.multilabel_timeout)
+    print("bench: caffe time ...", file=sys.stderr, flush=True)
+    caffe_time = caffe_time_markdown(args.multilabel_timeout)
     end_load = load_average()
     minutes = (time.monotonic() - clock) / 60
     torch_threads = bench_sigmoid.torch_threads()  # what the workers set
@@ -160,6 +181,8 @@ def main():
         "\n\n".join(sections),
         "",
         multilabel,
+        "",
+        caffe_time,
         "",
     ])
     out = os.path.abspath(args.out)

@@ -1,9 +1,11 @@
 """Float64 references of MultiLabelSoftmaxLoss for the tests and the benchmark.
 
-- :func:`reference` is SPEC section 2 written with numpy, in float64;
+- :func:`reference` is the layer's formula (docs/multi_label_softmax_loss.md)
+  written with numpy, in float64;
 - :func:`seed_layer_forward_backward` re-implements, loop by loop, what the
-  seeds' Python layer (Mahajan et al. 2018 softmax loss as a pycaffe layer,
-  seed 002) computes: its semantics, not its text. It is the baseline the
+  original Python layer (Mahajan et al. 2018 softmax loss as a pycaffe layer,
+  the one users ran before the native layer) computes: its semantics, not
+  its text. It is the baseline the
   layer must agree with for multi-hot targets (COUNT), and the slow baseline
   of the benchmark.
 """
@@ -61,8 +63,8 @@ def reference(x, t, *, axis: int = 1, target_normalization: str = "COUNT",
 
 
 def seed_layer_forward_backward(scores, labels):
-    """What the seeds' Python layer computes for (N, C) scores: forward loss
-    and backward gradient, with per-element loops as in the seed.
+    """What the original Python layer computes for (N, C) scores: forward loss
+    and backward gradient, with per-element loops as in that layer.
 
     Forward: softmax with the row max subtracted; per row the loss adds
     -log p_c * t_c / M over the classes with t_c != 0 (M = number of non-zero

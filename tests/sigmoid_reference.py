@@ -1,4 +1,5 @@
-"""Float64 numpy reference of SigmoidCrossEntropyLoss (SPEC section 1), and
+"""Float64 numpy reference of SigmoidCrossEntropyLoss (its formula in
+docs/sigmoid_cross_entropy_loss.md), and
 a prototxt builder for the layer. Used by tests/test_sigmoid_xent.py and the
 benchmark; independent of the C++ element math.
 """
@@ -63,7 +64,7 @@ def reference(x, t, w=None, *, axis: int = 1, pos_weight=(), class_weight=(),
     """Returns (loss, element_loss, dloss/dx) in float64.
 
     The element loss is written as a sum of non-negative terms,
-    pos_weight·τ·softplus(-x) + (1-τ)·softplus(x), equal to SPEC's
+    pos_weight·τ·softplus(-x) + (1-τ)·softplus(x), equal to the documented
     (1-τ)x + l·softplus(-x); limits at x = ±inf are taken explicitly.
     """
     x = np.asarray(x, dtype=np.float64)

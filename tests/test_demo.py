@@ -133,11 +133,15 @@ def test_demo_end_to_end(tmp_path):
 
     speed = summary["speed"]
     assert speed["native_iters_per_s"] > 0
+    # three alternating rounds by default; the figure is their median
+    assert len(speed["native_runs"]) == speed["rounds"] == 3
+    assert speed["native_iters_per_s"] == sorted(speed["native_runs"])[1]
     # the Python-layer row runs, or says why not: never silently absent
     if speed["python_iters_per_s"] is None:
         assert speed["python_skipped"] and "skipped" in result.stdout
     else:
-        assert speed["python_iters_per_s"] > 0
+        assert speed["python_iters_per_s"] == sorted(speed["python_runs"])[1] > 0
+        assert "alternating which goes first" in result.stdout
 
     with open(out / "training.png", "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"

@@ -128,7 +128,7 @@ def shapes(draw, min_axes=1, max_axes=5, max_elements=MAX_ELEMENTS):
     return tuple(dims), axis
 
 
-seeds = st.integers(0, 2**32 - 1)
+rng_states = st.integers(0, 2**32 - 1)  # numpy Generator states
 # Per-class weights: 0 or in [2^-10, 3] where results are compared with
 # the references. A weight near the bottom of the float32 range gives losses
 # that are subnormal, which float32 holds to an absolute step only, not to
@@ -143,7 +143,7 @@ def sigmoid_cases(draw):
     """(layer text, bottoms, reference options) of a valid layer."""
     shape, axis = draw(shapes())
     dtype = draw(st.sampled_from([np.float32, np.float64]))
-    rng = np.random.default_rng(draw(seeds))
+    rng = np.random.default_rng(draw(rng_states))
     explicit_axis = len(shape) < 2 or draw(st.booleans())
     if not explicit_axis:
         axis = 1  # the default with 2 or more axes
@@ -182,7 +182,7 @@ def multilabel_cases(draw):
     """(options, x, t) of a valid layer."""
     shape, axis = draw(shapes())
     dtype = draw(st.sampled_from([np.float32, np.float64]))
-    rng = np.random.default_rng(draw(seeds))
+    rng = np.random.default_rng(draw(rng_states))
     classes = shape[axis]
     size = draw(st.sampled_from([0, 1, max(classes, 1)]))
     options = dict(axis=axis,
@@ -322,7 +322,7 @@ def malformed_cases(draw, for_net=False):
 
     layer = draw(st.sampled_from([SIGMOID, MULTILABEL]))
     shape, axis = draw(shapes(min_axes=0, max_axes=4, max_elements=400))
-    rng = np.random.default_rng(draw(seeds))
+    rng = np.random.default_rng(draw(rng_states))
     faults = []
     ndim = len(shape)
     # The class axis: drawn in range or out of it.

@@ -87,3 +87,28 @@ def test_top_diff_shape_mismatch_is_refused():
     with pytest.raises(LayerError, match="top_diffs"):
         run_layer('type: "Sigmoid"', [np.zeros((2, 3), np.float32)],
                   top_diffs=[np.zeros((3, 2), np.float32)])
+
+
+# ---- time_layer ---------------------------------------------------------------
+
+def test_time_layer_times_each_round_and_leaves_results_alone(device, rng):
+    x = rng.standard_normal((64, 100)).astype(np.float32)
+    t = (rng.random((64, 100)) < 0.2).astype(np.float32)
+    layer = 'type: "SigmoidCrossEntropyLoss"'
+    x_before = x.copy()
+    times = caffe_xent.time_layer(layer, [x, t], device=device, iters=3, repeats=4)
+    assert sorted(times) == ["backward", "forward"]
+    for name in ("forward", "backward"):
+        assert len(times[name]) == 4
+        assert all(0.0 < s < 1.0 for s in times[name]), times
+    # the layer runs on its own copies: the caller's arrays are unchanged
+    assert np.array_equal(x, x_before)
+
+
+def test_time_layer_refuses_what_run_layer_refuses():
+    with pytest.raises(LayerError, match="iters and repeats"):
+        caffe_xent.time_layer('type: "Sigmoid"', [np.zeros(3, np.float32)], iters=0)
+    with pytest.raises(LayerError, match="float32 or all float64"):
+        caffe_xent.time_layer('type: "Sigmoid"', [np.zeros(3, np.float32), np.zeros(3)])
+    with pytest.raises(LayerError, match="EuclideanLoss layer .* takes exactly 2 bottom"):
+        caffe_xent.time_layer('type: "EuclideanLoss"', [np.zeros(3, np.float32)])

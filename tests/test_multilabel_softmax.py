@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import caffe_xent
-from conftest import DEVICES, DTYPES
+from conftest import DEVICES, DTYPES, requires_gpu
 from multilabel_reference import reference, seed_layer_forward_backward
 
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
@@ -456,8 +456,7 @@ def test_gpu_requested_without_gpu_is_layer_error():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(256, 1000), (8, 21, 32, 32), (4, 17000), (3, 40, 7)])
-@pytest.mark.skipif(not caffe_xent.gpu_available(), reason="no CUDA device visible (or CPU-only "
-                    "build): the GPU path is compiled but not exercised on this machine")
+@requires_gpu
 def test_cpu_and_gpu_agree(shape, dtype, rng):
     x = (rng.standard_normal(shape) * 3).astype(dtype)
     t = soft_targets(rng, shape).astype(dtype)

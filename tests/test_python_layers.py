@@ -1,4 +1,4 @@
-"""caffe_xent.python_layers against the native layers, and the seeds' loss_layers shim.
+"""caffe_xent.python_layers against the native layers, and the original loss_layers shim.
 
 Tolerances. In float64 both sides evaluate the same formulas as sums of
 non-negative terms: each element (row) is within ~12 roundings of the truth,
@@ -154,7 +154,7 @@ def test_sigmoid_python_layer_equals_native_in_a_net(case, tmp_path, rng):
     options, fields = SIGMOID_CASES[case]
     x, t = sigmoid_data(rng, ignore=True)
     x, t = x.astype(np.float32), t.astype(np.float32)
-    loss_weight = 2.5  # the top diff: the seeds' layers ignored it
+    loss_weight = 2.5  # the top diff: the original layers ignored it
     native = make_net(tmp_path, "native", x.shape, 'layer { name: "loss" %s bottom: "score" '
                       'bottom: "t" top: "loss" loss_weight: %r }'
                       % (sigmoid_layer(options, fields, "VALID", -1), loss_weight))
@@ -312,7 +312,7 @@ def test_shape_mismatch_raises_at_net_construction(tmp_path):
             caffe.Net(str(path), caffe.TRAIN)
 
 
-# ---- the seeds' loss_layers shim --------------------------------------------------------------
+# ---- the original loss_layers shim -------------------------------------------------------------
 
 
 
@@ -324,7 +324,7 @@ def test_shim_is_installed_as_top_level_loss_layers():
     import caffe_xent  # installed side by side: the top of the same package tree
     assert os.path.dirname(loss_layers.__file__) == os.path.dirname(os.path.dirname(caffe_xent.__file__))
 
-# Seed 000's layer block, verbatim apart from the blob names of this net.
+# The original layer block, verbatim apart from the blob names of this net.
 SEED_000_LAYER = """
 layer {
   type: 'Python'

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import caffe_xent
-from conftest import DEVICES, DTYPES, GPU_AVAILABLE, GPU_SKIP_REASON
+from conftest import DEVICES, DTYPES, GPU_AVAILABLE, requires_gpu
 
 sys.path.insert(0, os.path.dirname(__file__))
 from sigmoid_reference import layer_text, reference  # noqa: E402
@@ -282,7 +282,7 @@ def test_same_bits_every_run(rng):
         assert again_diff[0].tobytes() == first_diff[0].tobytes()
 
 
-@pytest.mark.skipif(not GPU_AVAILABLE, reason=GPU_SKIP_REASON)
+@requires_gpu
 @pytest.mark.parametrize("name", list(OPTIONS))
 def test_cpu_and_gpu_agree(name, dtype, rng):
     shape = (64, 7, 300)

@@ -13,7 +13,7 @@ def truncate(values, decimals):
 
 def test_recall_recipe_is_seed_003_step_4():
     weights = caffe_xent.class_weights(SEED_COUNTS)
-    # Seed 003 prints its values truncated: log(30310/2300) = 2.5786 appears as 2.57.
+    # The recipe's worked example prints its values truncated: log(30310/2300) = 2.5786 appears as 2.57.
     np.testing.assert_array_equal(truncate(weights, 2), [3.41, 2.57, 1.00, 1.50])
     expected = np.maximum(np.log(sum(SEED_COUNTS) / np.array(SEED_COUNTS, float)), 1.0)
     np.testing.assert_allclose(weights, expected, rtol=4 * np.finfo(float).eps)

@@ -48,8 +48,11 @@ def parse_args(argv):
     parser.add_argument("--out", default="results", help="output directory (default: results)")
     parser.add_argument("--iters", type=int, default=None,
                         help="training iterations per loss (default: max_iter of solver.prototxt)")
-    parser.add_argument("--speed-iters", type=int, default=160,
-                        help="iterations of each run of the native vs Python-layer timing (default: 160)")
+    parser.add_argument("--speed-iters", type=int, default=120,
+                        help="iterations of each run of the native vs Python-layer timing (default: 120)")
+    parser.add_argument("--speed-rounds", type=int, default=3,
+                        help="runs of each in the native vs Python-layer timing, alternating "
+                             "which goes first; the median is reported (default: 3)")
     parser.add_argument("--gpu", action="store_true",
                         help="train and evaluate on GPU 0 when one is present (else a note, and the CPU)")
     parser.add_argument("--train-size", type=int, default=6000, help="training canvases (default: 6000)")
@@ -57,7 +60,7 @@ def parse_args(argv):
     parser.add_argument("--seed", type=int, default=1,
                         help="seed of the data and of the solver (default: 1)")
     args = parser.parse_args(argv)
-    for name in ("iters", "speed_iters", "train_size", "test_size"):
+    for name in ("iters", "speed_iters", "speed_rounds", "train_size", "test_size"):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -310,12 +313,18 @@ def print_table(results, speed, chance, test_size):
                         for j, (cell, w) in enumerate(zip(row, widths))))
         if i == 0:
             print("  ".join("-" * w for w in widths))
-    print(f"\nSigmoid loss, native layer vs Python layer ({speed['iterations']} iterations each, "
-          "same net and solver):")
-    print(f"  native  {speed['native_iters_per_s']:.1f} iter/s")
+    print(f"\nSigmoid loss, native layer vs Python layer: training iterations per second of "
+          f"the whole net (same net and solver; {speed['rounds']} runs of {speed['iterations']} "
+          "iterations each, alternating which goes first; median, and every run):")
+
+    def runs_text(key):
+        return ", ".join(f"{r:.1f}" for r in speed[f"{key}_runs"])
+    print(f"  native  {speed['native_iters_per_s']:.1f} iter/s   ({runs_text('native')})")
     if speed.get("python_iters_per_s") is not None:
         ratio = speed["native_iters_per_s"] / speed["python_iters_per_s"]
-        print(f"  Python  {speed['python_iters_per_s']:.1f} iter/s   (native: {ratio:.2f}x)")
+        print(f"  Python  {speed['python_iters_per_s']:.1f} iter/s   ({runs_text('python')})")
+        print(f"  the native loss makes a training iteration {ratio:.2f}x as fast "
+              f"({'faster' if ratio >= 1 else 'slower'}); the loss is a small part of each iteration")
     else:
         print(f"  Python  skipped: {speed['python_skipped']}")
 
@@ -378,33 +387,45 @@ def main(argv=None):
         }
 
     # Native vs Python-layer sigmoid loss: the same net and solver, no test
-    # passes or snapshots, run back to back
-    speed = {"iterations": args.speed_iters}
-    timed = [("speed_native", LOSSES["sigmoid"][0], "timing native")]
+    # passes or snapshots; --speed-rounds rounds, alternating which goes
+    # first (so warm-up and load drift do not favour either), the median kept
+    speed = {"iterations": args.speed_iters, "rounds": args.speed_rounds,
+             "native_runs": [], "python_runs": []}
+    timed = {"native": (LOSSES["sigmoid"][0], "timing native")}
     reason = python_layer_unavailable()
     if reason is None:
-        timed.append(("speed_python", PYTHON_NET, "timing Python"))
+        timed["python"] = (PYTHON_NET, "timing Python")
     else:
         speed["python_skipped"] = reason
         print(f"note: the Python-layer sigmoid run is skipped: {reason}", file=sys.stderr)
-    for name, net, label in timed:
-        # test_interval must be > 0: one past the end means no test pass
-        solver = write_solver(caffe_pb2, out, name, net, args.speed_iters, 0, args.speed_iters + 1,
-                              test_iter, args.seed, gpu)
-        run = train(tool, out, name, solver, args.speed_iters, gpu, label)
-        key = "native" if name == "speed_native" else "python"
-        if "failed" in run:
-            if key == "native":
-                fail(f"the native timing run failed: {run['failed']}", code=1)
-            speed["python_skipped"] = f"the Python-layer run failed: {run['failed']}"
-            print(f"note: {speed['python_skipped']}", file=sys.stderr)
-            continue
-        speed[f"{key}_iters_per_s"] = run["iters_per_s"]
-    speed.setdefault("python_iters_per_s", None)
+    for round_index in range(args.speed_rounds):
+        order = list(timed) if round_index % 2 == 0 else list(reversed(timed))
+        for key in order:
+            if key not in timed:  # the Python run failed in an earlier round
+                continue
+            net, label = timed[key]
+            name = f"speed_{key}"
+            # test_interval must be > 0: one past the end means no test pass
+            solver = write_solver(caffe_pb2, out, name, net, args.speed_iters, 0,
+                                  args.speed_iters + 1, test_iter, args.seed, gpu)
+            run = train(tool, out, name, solver, args.speed_iters, gpu,
+                        f"{label} {round_index + 1}/{args.speed_rounds}")
+            if "failed" in run:
+                if key == "native":
+                    fail(f"the native timing run failed: {run['failed']}", code=1)
+                speed["python_skipped"] = f"the Python-layer run failed: {run['failed']}"
+                print(f"note: {speed['python_skipped']}", file=sys.stderr)
+                del timed["python"]
+                continue
+            speed[f"{key}_runs"].append(run["iters_per_s"])
+    for key in ("native", "python"):
+        runs = speed[f"{key}_runs"]
+        speed[f"{key}_iters_per_s"] = statistics.median(runs) if runs else None
 
     plot_path = plot(out, results, chance)
     summary = {
-        "config": {"iters": iters, "speed_iters": args.speed_iters, "train_size": args.train_size,
+        "config": {"iters": iters, "speed_iters": args.speed_iters,
+                   "speed_rounds": args.speed_rounds, "train_size": args.train_size,
                    "test_size": args.test_size, "seed": args.seed, "gpu": gpu,
                    "canvas": [digits_data.SIDE, digits_data.SIDE],
                    "snapshot_interval": interval},

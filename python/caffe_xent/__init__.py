@@ -4,15 +4,17 @@ The custom Caffe build itself is the ``caffe`` package (pycaffe); this package
 holds the tools around it:
 
 - :func:`run_layer` runs one layer on numpy arrays (CPU or GPU), for tests and
-  experiments;
-- :func:`gpu_available` tells whether the GPU path can run here;
+  experiments, and :func:`time_layer` times its Forward and Backward;
+- :func:`gpu_available` tells whether the GPU path can run here, and
+  :func:`simd_target` which SIMD path the CPU runs (``CAFFE_XENT_SIMD``
+  chooses another);
 - :class:`LayerError` is what a layer's refusal of its input becomes;
 - :func:`class_weights` and :func:`pos_weight` compute ``class_weight`` and
   ``pos_weight`` values for imbalanced data (also as the command
   ``caffe-xent class-weights FILE.h5 --dataset label``);
 - :mod:`caffe_xent.python_layers` holds numpy Python layers
   (``type: 'Python'``) with the native layers' loss and gradient, and
-  :mod:`caffe_xent.compat.loss_layers` the drop-in replacement for the seeds'
+  :mod:`caffe_xent.compat.loss_layers` the drop-in replacement for the original
   ``loss_layers.CustomSigmoidCrossEntropyLossLayer``.
 
 The native layers in a prototxt::
@@ -33,8 +35,9 @@ Errors of both layers reach pycaffe as ``ValueError`` (from ``caffe.Net(...)``,
 ``net.forward()``, ``net.backward()``); the interpreter and other nets go on.
 """
 from ._errors import LayerError
-from ._run import gpu_available, run_layer
+from ._run import gpu_available, run_layer, simd_target, time_layer
 from .weights import class_weights, pos_weight
 
-__all__ = ["LayerError", "class_weights", "gpu_available", "pos_weight", "run_layer"]
+__all__ = ["LayerError", "class_weights", "gpu_available", "pos_weight", "run_layer",
+           "simd_target", "time_layer"]
 __version__ = "0.1.0"

@@ -57,8 +57,8 @@ def class_weights(counts, *, recipe: str = "recall") -> np.ndarray:
     the rarest class). With a single class present every log ratio is 0:
     recall gives 1 everywhere, precision gives 1 everywhere.
 
-    Example (counts of 4 classes; seed 003's worked example, whose printed
-    values 3.41, 2.57, 1.00, 1.50 and 1.00, 0.755, 0.117, 0.442 are these
+    Example (counts of 4 classes; the recipe's usual worked example, whose
+    printed values 3.41, 2.57, 1.00, 1.50 and 1.00, 0.755, 0.117, 0.442 are these
     numbers truncated, not rounded)::
 
         >>> class_weights([1000, 2300, 20310, 6700]).round(4)

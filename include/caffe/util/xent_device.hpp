@@ -11,6 +11,10 @@ int GpuCount();
 /// Whether this libcaffe was compiled with CUDA kernels.
 bool CudaBuild();
 
+/// Waits until the current CUDA device has finished all work (nothing in a
+/// CPU-only build); a CUDA error found there is thrown as std::runtime_error.
+void Synchronize();
+
 }  // namespace xent
 }  // namespace caffe
 

@@ -1,6 +1,6 @@
 """Drop-in replacements for the Python layers that caffe-xent's users wrote before.
 
-:mod:`caffe_xent.compat.loss_layers` replaces the seeds' ``loss_layers.py``
+:mod:`caffe_xent.compat.loss_layers` replaces the original ``loss_layers.py``
 (``CustomSigmoidCrossEntropyLossLayer``). A prototxt names a Python layer by
 its top-level module (``module: 'loss_layers'``), so caffe-xent installs
 this file a second time as the top-level module ``loss_layers``: old

@@ -1,6 +1,6 @@
-"""The seeds' ``loss_layers`` module, fixed: ``module: 'loss_layers'`` prototxts run unchanged.
+"""The original ``loss_layers`` module of Python loss layers, fixed: ``module: 'loss_layers'`` prototxts run unchanged.
 
-``CustomSigmoidCrossEntropyLossLayer`` is what seed 000's prototxt names::
+``CustomSigmoidCrossEntropyLossLayer`` is what the original prototxts name::
 
     python_param { module: 'loss_layers' layer: 'CustomSigmoidCrossEntropyLossLayer' }
 
@@ -39,7 +39,7 @@ __all__ = ["CustomSigmoidCrossEntropyLossLayer"]
 
 
 class CustomSigmoidCrossEntropyLossLayer(SigmoidCrossEntropyLoss):
-    """Seed 000's layer with its intended semantics: summed sigmoid cross-entropy,
+    """The original sigmoid layer with its intended semantics: summed sigmoid cross-entropy,
     gradient (sigma(x) - t) times the top diff. See the module docstring."""
 
     _type = "CustomSigmoidCrossEntropyLossLayer"

@@ -1,5 +1,8 @@
 #include "caffe/util/xent_device.hpp"
 
+#include <stdexcept>
+#include <string>
+
 #ifndef CPU_ONLY
 #include <cuda_runtime.h>
 #endif
@@ -25,6 +28,15 @@ bool CudaBuild() {
   return false;
 #else
   return true;
+#endif
+}
+
+void Synchronize() {
+#ifndef CPU_ONLY
+  const cudaError_t err = cudaDeviceSynchronize();
+  if (err != cudaSuccess) {
+    throw std::runtime_error(std::string("CUDA error: ") + cudaGetErrorString(err));
+  }
 #endif
 }
 
