@@ -38,7 +38,7 @@ from hypothesis import strategies as st
 
 import caffe_xent
 import fuzz_worker
-from conftest import DEVICES, GPU_AVAILABLE
+from conftest import DEVICES, requires_gpu
 from sigmoid_reference import layer_text as sigmoid_text
 from sigmoid_reference import reference as sigmoid_reference
 from test_multilabel_softmax import assert_matches_reference, prototxt as multilabel_text
@@ -520,7 +520,7 @@ def test_too_large_shapes_through_run_layer():
         caffe_xent.run_layer(sigmoid_text(), [huge, huge])
 
 
-@pytest.mark.skipif(not GPU_AVAILABLE, reason="no CUDA device: the GPU's messages are not exercised")
+@requires_gpu
 def test_gpu_error_leaves_the_device_usable(child):
     # A refused input on the GPU path, then a good one on the same device.
     bad = child.call("run_layer", (multilabel_text(), [np.zeros((3, 4), np.float32),
