@@ -34,7 +34,7 @@ build:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q "scikit-build-core>=0.10" "pybind11>=2.12" "numpy>=1.26" \
 	    "protobuf>=4.21,<6" "six>=1.16" "pytest>=8" "mpmath>=1.3" "h5py>=3.10" \
-	    "scikit-learn>=1.3" "matplotlib>=3.7"
+	    "scikit-learn>=1.3" "matplotlib>=3.7" "hypothesis>=6.100"
 	$(if $(WITH_CUDA),$(PIP) install -q "nvidia-cublas==13.0.2.14" "nvidia-curand==10.4.0.35" "nvidia-cuda-cccl==13.0.85")
 	@# the GPU bundle carries these from .venv: parallel pytest workers for the GPU cases
 	$(if $(WITH_CUDA),$(PIP) install -q "pytest-xdist>=3.5" "hypothesis>=6.100")

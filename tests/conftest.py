@@ -7,8 +7,20 @@ skipped, never as passed.
 """
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 import caffe_xent
+
+# The fuzzer's profiles (tests/test_fuzz.py). The default keeps that file
+# under a minute; `--hypothesis-profile=xent-nightly` runs 20 times as many examples.
+# No example database is written into the checkout; a failure prints its
+# seed (replay with --hypothesis-seed=N) and a reproduce blob.
+settings.register_profile("xent-default", max_examples=500, deadline=None, database=None,
+                          print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+settings.register_profile("xent-nightly", parent=settings.get_profile("xent-default"),
+                          max_examples=10000)
+settings.load_profile("xent-default")
 
 GPU_AVAILABLE = caffe_xent.gpu_available()
 GPU_SKIP_REASON = ("no CUDA device visible (or CPU-only build): the GPU path is "

@@ -63,7 +63,8 @@ def test_bad_parameters_raise_from_net_construction(layer, fields, match, tmp_pa
 
 @pytest.mark.parametrize("layer, bad, match", [
     ("SigmoidCrossEntropyLoss", 3.0, r"bottom\[1\] \(targets\) has 1 values outside \[0, 1\]"),
-    ("MultiLabelSoftmaxLoss", -1.0, r"bottom\[1\] \(targets\) has value -1 at flat index 7"),
+    ("MultiLabelSoftmaxLoss", -1.0, r"bottom\[1\] \(targets\) has 1 negative or non-finite values; "
+                                    r"the first is -1 at flat index 7"),
 ])
 def test_bad_targets_raise_from_forward_and_both_nets_go_on(layer, bad, match, tmp_path, rng):
     caffe.set_mode_cpu()

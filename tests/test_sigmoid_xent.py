@@ -79,10 +79,12 @@ def proto_floats(opts):
     return {k: (float(np.float32(v)) if isinstance(v, float) else v) for k, v in opts.items()}
 
 
-def check_close(actual, expected, dtype, what):
+def check_close(actual, expected, dtype, what, extra=0.0):
+    """actual within a few ulp of expected and of the blob's largest value,
+    plus `extra` (per element) where a caller knows of a larger error bound."""
     actual = np.asarray(actual, dtype=np.float64)
     scale = np.max(np.abs(expected)) if np.size(expected) else 1.0
-    tol = GRAD_RTOL[dtype] * 8 * (np.abs(expected) + scale)
+    tol = GRAD_RTOL[dtype] * 8 * (np.abs(expected) + scale) + extra
     bad = ~(np.abs(actual - expected) <= tol)
     assert not bad.any(), "%s: %d elements off, worst %r vs %r" % (
         what, bad.sum(), actual[bad][:3], np.asarray(expected)[bad][:3])
@@ -314,6 +316,7 @@ BAD = [
     ("negative pos_weight", layer_text(pos_weight=[-1]), lambda x, t, w: [x, t], "pos_weight[0] = -1 is negative"),
     ("negative class_weight", layer_text(class_weight=[1, -2, 1, 1]), lambda x, t, w: [x, t], "class_weight[1]"),
     ("negative gamma", layer_text(focal_gamma=-0.5), lambda x, t, w: [x, t], "focal_gamma = -0.5"),
+    ("infinite gamma", layer_text(focal_gamma=float("inf")), lambda x, t, w: [x, t], "focal_gamma = inf"),
     ("alpha above 1", layer_text(focal_alpha=1.5), lambda x, t, w: [x, t], "focal_alpha = 1.5"),
     ("alpha negative", layer_text(focal_alpha=-0.5), lambda x, t, w: [x, t], "focal_alpha"),
     ("smoothing 1", layer_text(label_smoothing=1.0), lambda x, t, w: [x, t], "label_smoothing = 1"),

@@ -15,6 +15,23 @@ _RUNNERS = {np.dtype(np.float32): _harness.run_layer_float,
 _TIMERS = {np.dtype(np.float32): _harness.time_layer_float,
            np.dtype(np.float64): _harness.time_layer_double}
 
+# A Caffe Blob holds at most INT_MAX elements, in at most 32 axes.
+_BLOB_MAX_COUNT = 2**31 - 1
+_BLOB_MAX_AXES = 32
+
+
+def _check_blob_shape(name: str, array: np.ndarray) -> None:
+    """Refuses a shape no Caffe Blob can hold, before any copy is made."""
+    if array.ndim > _BLOB_MAX_AXES:
+        raise LayerError("%s has %d axes; a Caffe blob has at most %d"
+                         % (name, array.ndim, _BLOB_MAX_AXES))
+    count = 1
+    for dim in array.shape:
+        count *= dim
+    if count > _BLOB_MAX_COUNT:
+        raise LayerError("%s has shape %s, %d elements; a Caffe blob holds at most "
+                         "INT_MAX = %d: split it" % (name, tuple(array.shape), count, _BLOB_MAX_COUNT))
+
 
 def gpu_available() -> bool:
     """True when this build has CUDA kernels and a CUDA device is visible."""
@@ -58,7 +75,10 @@ def run_layer(layer: str, bottoms: Sequence[np.ndarray], *, device: str = "cpu",
             the problem), mixed dtypes, or a GPU requested where none is usable.
     """
     arrays, dtype = _checked(layer, bottoms, device)
-    diffs = [np.asarray(d, dtype=dtype) for d in (top_diffs or [])]
+    diffs = [np.asarray(d) for d in (top_diffs or [])]
+    for i, diff in enumerate(diffs):
+        _check_blob_shape("top_diffs[%d]" % i, diff)
+    diffs = [np.asarray(d, dtype=dtype) for d in diffs]
     down = [bool(p) for p in propagate_down] if propagate_down is not None else []
     if propagate_down is not None and len(down) != len(arrays):
         raise LayerError("propagate_down has %d entries for %d bottoms" % (len(down), len(arrays)))
@@ -99,6 +119,8 @@ def _checked(layer, bottoms, device):
     arrays = [np.asarray(b) for b in bottoms]
     if not arrays:
         raise LayerError("a layer needs at least one bottom array")
+    for i, array in enumerate(arrays):
+        _check_blob_shape("bottom[%d]" % i, array)
     dtypes = {a.dtype for a in arrays}
     if len(dtypes) != 1:
         raise LayerError("bottoms must all be float32 or all float64, got %s"

@@ -3,7 +3,9 @@
 // behaviour of ignored rows, neutral options, the probabilities top and bad
 // input (an exception, never an abort).
 #include <cmath>
+#include <limits>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -491,6 +493,68 @@ TYPED_TEST(MultiLabelSoftmaxLossLayerTest, TestBadInputThrows) {
     layer.SetUp(this->bottom_, this->top_);
     EXPECT_THROW(layer.Forward(this->bottom_, this->top_), xent::XentError);
   }
+}
+
+TYPED_TEST(MultiLabelSoftmaxLossLayerTest, TestNonFiniteTargetsThrowNamingTheFirst) {
+  typedef typename TypeParam::Dtype Dtype;
+  // Contiguous rows long enough for the SIMD row path (C = 19), and a
+  // spatial map (inner 16): a NaN, +inf or -inf target is refused, never
+  // skipped, and the message names the first one.
+  const std::vector<std::vector<int>> shapes{{4, 19}, {2, 5, 16}};
+  const Dtype bad[] = {std::numeric_limits<Dtype>::quiet_NaN(),
+                       std::numeric_limits<Dtype>::infinity(),
+                       -std::numeric_limits<Dtype>::infinity()};
+  for (const std::vector<int>& shape : shapes) {
+    for (Dtype value : bad) {
+      this->Fill(shape, 1);
+      this->t_->mutable_cpu_data()[7] = value;
+      this->t_->mutable_cpu_data()[9] = value;
+      MultiLabelSoftmaxLossLayer<Dtype> layer(MakeParam(ReferenceOptions()));
+      layer.SetUp(this->bottom_, this->top_);
+      try {
+        layer.Forward(this->bottom_, this->top_);
+        ADD_FAILURE() << "target " << value << " was accepted";
+      } catch (const xent::XentError& e) {
+        const std::string message = e.what();
+        EXPECT_NE(message.find("bottom[1] (targets) has 2 "), std::string::npos) << message;
+        EXPECT_NE(message.find("at flat index 7"), std::string::npos) << message;
+      }
+    }
+  }
+}
+
+TYPED_TEST(MultiLabelSoftmaxLossLayerTest, TestEmptyBlobsGiveZeroLoss) {
+  typedef typename TypeParam::Dtype Dtype;
+  const std::vector<std::vector<int>> shapes{{0, 3}, {2, 3, 0}, {2, 0}, {0, 0, 4}};
+  const LossParameter_NormalizationMode modes[] = {
+      LossParameter_NormalizationMode_VALID, LossParameter_NormalizationMode_BATCH_SIZE,
+      LossParameter_NormalizationMode_FULL, LossParameter_NormalizationMode_NONE};
+  for (const std::vector<int>& shape : shapes) {
+    for (LossParameter_NormalizationMode mode : modes) {
+      this->x_->Reshape(shape);
+      this->t_->Reshape(shape);
+      ReferenceOptions opt;
+      opt.normalization = mode;
+      MultiLabelSoftmaxLossLayer<Dtype> layer(MakeParam(opt));
+      vector<Blob<Dtype>*> top{this->loss_.get(), this->prob_.get()};
+      layer.SetUp(this->bottom_, top);
+      layer.Forward(this->bottom_, top);
+      EXPECT_EQ(this->loss_->cpu_data()[0], Dtype(0));
+      EXPECT_EQ(this->prob_->count(), 0);
+      layer.Backward(top, std::vector<bool>{true, false}, this->bottom_);
+      EXPECT_EQ(this->x_->count(), 0);
+    }
+  }
+}
+
+TYPED_TEST(MultiLabelSoftmaxLossLayerTest, TestTooManyRowsThrowBeforeAllocating) {
+  typedef typename TypeParam::Dtype Dtype;
+  // 5 doubles per row must fit one Blob (INT_MAX values): 429496730 rows do
+  // not. Reshape allocates nothing, so this costs no memory.
+  this->x_->Reshape(std::vector<int>{429496730, 1});
+  this->t_->Reshape(std::vector<int>{429496730, 1});
+  MultiLabelSoftmaxLossLayer<Dtype> layer(MakeParam(ReferenceOptions()));
+  EXPECT_THROW(layer.SetUp(this->bottom_, this->top_), xent::XentError);
 }
 
 }  // namespace caffe

@@ -490,6 +490,21 @@ TYPED_TEST(XentSigmoidCrossEntropyLossLayerTest, TestBadInputThrows) {
   this->t_->mutable_cpu_data()[7] = Dtype(0.5);
   this->w_->mutable_cpu_data()[3] = Dtype(-2);
   expect_refused(ok, {bottom[0], bottom[1], this->w_.get()}, top, "bottom[2] (weights) has 1 negative");
+  // Non-finite targets and weights are data errors too, named by index.
+  const Dtype inf = std::numeric_limits<Dtype>::infinity();
+  this->w_->mutable_cpu_data()[3] = inf;
+  expect_refused(ok, {bottom[0], bottom[1], this->w_.get()}, top, "inf at flat index 3");
+  this->w_->mutable_cpu_data()[3] = std::numeric_limits<Dtype>::quiet_NaN();
+  expect_refused(ok, {bottom[0], bottom[1], this->w_.get()}, top, "at flat index 3");
+  this->w_->mutable_cpu_data()[3] = Dtype(1);
+  this->t_->mutable_cpu_data()[5] = inf;
+  expect_refused(ok, bottom, top, "the first is inf at flat index 5");
+  this->t_->mutable_cpu_data()[5] = -inf;
+  expect_refused(ok, bottom, top, "the first is -inf at flat index 5");
+  this->t_->mutable_cpu_data()[5] = Dtype(0.5);
+  p = ok;
+  p.mutable_sigmoid_cross_entropy_loss_param()->add_pos_weight(inf);
+  expect_refused(p, bottom, top, "pos_weight[0] = inf is not finite");
   // Gradient into the targets.
   SigmoidCrossEntropyLossLayer<Dtype> layer(ok);
   layer.SetUp(bottom, top);
@@ -497,6 +512,39 @@ TYPED_TEST(XentSigmoidCrossEntropyLossLayerTest, TestBadInputThrows) {
   EXPECT_THROW(layer.Backward(top, vector<bool>{true, true}, bottom), xent::XentError);
   EXPECT_FALSE(layer.AllowForceBackward(1));
   EXPECT_TRUE(layer.AllowForceBackward(0));
+}
+
+TYPED_TEST(XentSigmoidCrossEntropyLossLayerTest, TestEmptyBlobsGiveZeroLoss) {
+  typedef typename TypeParam::Dtype Dtype;
+  const std::vector<std::vector<int>> shapes{{0, 3}, {2, 3, 0}, {0}, {2, 0, 4}};
+  const LossParameter_NormalizationMode modes[] = {
+      LossParameter_NormalizationMode_VALID, LossParameter_NormalizationMode_BATCH_SIZE,
+      LossParameter_NormalizationMode_FULL, LossParameter_NormalizationMode_NONE};
+  for (const XentCase& c : Cases()) {
+    for (const std::vector<int>& shape : shapes) {
+      for (LossParameter_NormalizationMode mode : modes) {
+        Blob<Dtype> x(shape), t(shape), w(shape);
+        vector<Blob<Dtype>*> bottom{&x, &t};
+        if (c.weights) bottom.push_back(&w);
+        vector<Blob<Dtype>*> top{this->loss_.get(), this->element_loss_.get()};
+        LayerParameter param;
+        SetCase(c, &param);
+        // Per-class vectors of 4 values do not fit these shapes: none here.
+        param.mutable_sigmoid_cross_entropy_loss_param()->clear_pos_weight();
+        param.mutable_sigmoid_cross_entropy_loss_param()->clear_class_weight();
+        param.mutable_loss_param()->set_normalization(mode);
+        SigmoidCrossEntropyLossLayer<Dtype> layer(param);
+        layer.SetUp(bottom, top);
+        layer.Forward(bottom, top);
+        EXPECT_EQ(this->loss_->cpu_data()[0], Dtype(0)) << c.name;
+        EXPECT_EQ(this->element_loss_->count(), 0);
+        vector<bool> down(bottom.size(), false);
+        down[0] = true;
+        layer.Backward(top, down, bottom);
+        EXPECT_EQ(x.count(), 0);
+      }
+    }
+  }
 }
 
 TYPED_TEST(XentSigmoidCrossEntropyLossLayerTest, TestSameBitsForAnyThreadCount) {

@@ -44,8 +44,10 @@ namespace caffe {
  * `cross_entropy(x, t, reduction='sum') / Z`.
  *
  * Choices where the specification is silent: the probabilities top gets no
- * gradient (as upstream SoftmaxWithLoss); targets must be finite-or-inf
- * and >= 0, NaN targets are refused like negative ones; an ignored row gets
+ * gradient (as upstream SoftmaxWithLoss); targets must be finite and >= 0
+ * (or ignore_label): NaN and infinite targets are refused like negative ones,
+ * the same rule as SigmoidCrossEntropyLoss's; an empty blob (no rows, or
+ * C = 0) gives loss 0 and an empty gradient; an ignored row gets
  * a zero gradient even where its scores are NaN; ignore_label = 0 is refused
  * (0 is a negative class's target: nearly every row would be ignored).
  *
@@ -83,9 +85,11 @@ namespace caffe {
  * it is an error.
  *
  * Bad input (wrong number of bottoms or tops, shape mismatch, axis out of
- * range, class_weight of the wrong length or negative, label_smoothing
- * outside [0, 1), negative targets) throws caffe::xent::XentError naming the
- * layer, the bottom and the problem; it never aborts the process.
+ * range, class_weight of the wrong length, negative or not finite,
+ * label_smoothing outside [0, 1), negative or non-finite targets, more than
+ * INT_MAX / 5 rows, a CUDA failure of its own kernels or memory) throws
+ * caffe::xent::XentError naming the layer, the bottom and the problem; it
+ * never aborts the process.
  */
 template <typename Dtype>
 class MultiLabelSoftmaxLossLayer : public LossLayer<Dtype> {
@@ -125,9 +129,11 @@ class MultiLabelSoftmaxLossLayer : public LossLayer<Dtype> {
   /// max(1, Z) for the configured normalization mode, given the number of
   /// rows not ignored and N = x.shape(0).
   double Normalizer(double valid_rows, int batch_size) const;
-  /// Throws naming the first target that is negative or NaN (error path
-  /// only: called after the forward pass has counted some).
-  void ThrowInvalidTarget(const Blob<Dtype>& targets) const;
+  /// Throws naming the first target that is negative, NaN or infinite
+  /// (error path only: called after the forward pass has counted `invalid`).
+  void ThrowInvalidTarget(const Blob<Dtype>& targets, double invalid) const;
+  /// Forward of an empty blob (a dimension of 0): loss 0, no kernel.
+  void ForwardEmpty(const vector<Blob<Dtype>*>& bottom, const vector<Blob<Dtype>*>& top);
   /// Refuses propagate_down to the targets.
   void CheckPropagateDown(const vector<bool>& propagate_down) const;
 

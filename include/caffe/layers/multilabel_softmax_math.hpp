@@ -48,7 +48,7 @@ struct RowSums {
   double weighted_gap;     ///< sum_c w_c t_c (m - x_c), only t_c != 0 terms
   double gap_sum;          ///< sum_c (m - x_c) (label smoothing term)
   double ignored;          ///< #targets equal to ignore_label
-  double invalid;          ///< #targets < 0 (not ignore_label) or NaN
+  double invalid;          ///< #targets < 0 (not ignore_label), NaN or infinite
 };
 
 /// What forward keeps per row for backward and the probabilities top (O(rows)
@@ -137,7 +137,7 @@ XENT_HOST_DEVICE double ShiftedExp(double m, double x) {
 /// Pass 1, the target part of one element: x_c, t_c (class weight w_c)
 /// into the row's target sums. Only elements with t_c != 0 change anything,
 /// so vectorized callers may skip the rest. The target checks
-/// (ignore_label, negative, NaN) ride along: no extra pass.
+/// (ignore_label, negative, NaN, infinite) ride along: no extra pass.
 template <typename Dtype>
 XENT_HOST_DEVICE void AccumulateTarget(Dtype m, Dtype x, Dtype t, double w,
                                        const RowOptions& opt, RowSums* s) {
@@ -146,7 +146,8 @@ XENT_HOST_DEVICE void AccumulateTarget(Dtype m, Dtype x, Dtype t, double w,
     s->ignored += 1.0;
     return;
   }
-  if (!(t > Dtype(0))) {  // negative or NaN: refused by the layer after the pass
+  if (!(t > Dtype(0) && t <= XentMaxFinite(t))) {  // negative, NaN or +inf: refused by
+                                                      // the layer after the pass
     s->invalid += 1.0;
     return;
   }

@@ -46,7 +46,10 @@ template <typename T> struct SigmoidXentConstants;
  * Choices where SPEC is silent:
  *  - a target is ignored when it equals ignore_label exactly (upstream casts
  *    the target to int first, so with ignore_label 0 it ignored every target
- *    in [0,1)); any other target must lie in [0,1] (NaN is refused);
+ *    in [0,1)); any other target must lie in [0,1] (NaN and ±inf are
+ *    refused, as MultiLabelSoftmaxLoss refuses them);
+ *  - per-element weights, pos_weight and class_weight must be finite and >= 0;
+ *  - an empty blob (a dimension of 0) gives loss 0 and an empty gradient;
  *  - x and t (and w) must have the same count; their shapes may differ, as
  *    upstream allows;
  *  - with the default axis and a 1-axis x, there is one class (C = 1); an
@@ -65,8 +68,10 @@ template <typename T> struct SigmoidXentConstants;
  *      ignored elements 0, not normalized)
  *
  * Bad input (counts, blob numbers, parameters, targets out of range,
- * negative weights) throws caffe::xent::XentError naming the layer, the
- * bottom and the problem; nothing aborts the process.
+ * negative or non-finite weights, a CUDA failure of its own kernels or
+ * memory) throws caffe::xent::XentError naming the layer, the bottom and the
+ * problem (for data: the first bad value and its index); nothing aborts the
+ * process.
  */
 template <typename Dtype>
 class SigmoidCrossEntropyLossLayer : public LossLayer<Dtype> {
@@ -122,8 +127,10 @@ class SigmoidCrossEntropyLossLayer : public LossLayer<Dtype> {
                         double valid_count) const;
   /// Throws if propagate_down asks for a gradient into targets or weights.
   void CheckPropagateDown(const vector<bool>& propagate_down) const;
-  /// Throws for bad targets or weights counted by a forward pass.
-  void CheckCounts(double bad_targets, double bad_weights) const;
+  /// Throws for bad targets or weights counted by a forward pass, naming
+  /// the first (found by a scan on this error path only).
+  void CheckCounts(const vector<Blob<Dtype>*>& bottom, double bad_targets,
+                   double bad_weights) const;
   /// True when no per-element option is on (the fast SIMD path applies).
   bool plain() const { return plain_; }
 

@@ -6,6 +6,7 @@
 // checks that throw instead of aborting, and deterministic CPU sums.
 
 #include <algorithm>
+#include <cfloat>
 #include <cstdint>
 #include <sstream>
 #include <stdexcept>
@@ -44,6 +45,36 @@ class XentError : public std::invalid_argument {
     }                                                                        \
   } while (0)
 
+/// The largest finite value of T, on host and device.
+XENT_HOST_DEVICE float XentMaxFinite(float) { return FLT_MAX; }
+XENT_HOST_DEVICE double XentMaxFinite(double) { return DBL_MAX; }
+
+/// A per-element weight is data: finite and >= 0 (false for NaN and +inf).
+template <typename T>
+XENT_HOST_DEVICE bool XentIsValidWeight(T w) {
+  return w >= T(0) && w <= XentMaxFinite(w);
+}
+
+/// Error path of the data checks. A forward pass counts the values of a
+/// bottom that break its rule in the same pass over memory that computes the
+/// loss; only when that count is not 0 does this scan (`is_bad`, the same
+/// rule) look for the first one, to name it. Throws XentError:
+///   "<bottom> has <bad> <what>; the first is <value> at flat index <i>
+///    (shape <shape>)<advice>"
+template <typename Param, typename Dtype, typename IsBad>
+void ThrowFirstBadValue(const Param& layer_param, const char* bottom_name, const Dtype* data,
+                        int64_t count, const std::string& shape, int64_t bad, const char* what,
+                        IsBad is_bad, const std::string& advice) {
+  int64_t first = 0;
+  while (first < count && !is_bad(data[first])) ++first;
+  std::ostringstream where;
+  if (first < count) {
+    where << "; the first is " << data[first] << " at flat index " << first;
+  }
+  XENT_CHECK(layer_param, false, bottom_name << " has " << bad << " " << what << where.str()
+             << " (shape " << shape << ")" << advice);
+}
+
 /// Elements per chunk of the deterministic reductions. Fixed (never derived
 /// from the thread count), so sums are bit-identical for any thread count.
 const int64_t kReduceChunk = 1 << 14;
@@ -70,7 +101,8 @@ double DeterministicSum(int64_t count, Body body, int64_t chunk = kReduceChunk) 
 }
 
 /// Per-class vector rule of both layers: empty -> 1 for every class, one
-/// value broadcasts, else exactly `classes` values. Returns `classes` values.
+/// value broadcasts, else exactly `classes` values, each finite and >= 0.
+/// Returns `classes` values.
 template <typename Param, typename Field>
 std::vector<float> ExpandPerClass(const Param& layer_param, const Field& values,
                                   int classes, const char* field_name) {
@@ -82,8 +114,10 @@ std::vector<float> ExpandPerClass(const Param& layer_param, const Field& values,
     for (int c = 0; c < classes; ++c) out[c] = values.Get(c);
   }
   for (int c = 0; c < classes; ++c) {
-    XENT_CHECK(layer_param, out[c] >= 0.0f,
-               field_name << "[" << c << "] = " << out[c] << " is negative; weights must be >= 0");
+    XENT_CHECK(layer_param, XentIsValidWeight(out[c]),
+               field_name << "[" << c << "] = " << out[c]
+               << (out[c] < 0.0f ? " is negative" : " is not finite")
+               << "; weights must be finite and >= 0");
   }
   return out;
 }

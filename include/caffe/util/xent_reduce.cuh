@@ -9,13 +9,63 @@
 // The grid size is a fixed constant, not a function of the device, so the
 // bits do not depend on the GPU either.
 
+#include <string>
+#include <vector>
+
+#include "caffe/blob.hpp"
 #include "caffe/common.hpp"
+#include "caffe/layers/xent_common.hpp"
+#include "caffe/proto/caffe.pb.h"
+#include "caffe/syncedmem.hpp"
 
 namespace caffe {
 namespace xent {
 
+/// A failed CUDA call of a layer's own code (a launch, an allocation, a
+/// copy) as XentError naming the layer, what failed and CUDA's message,
+/// where Caffe's CUDA_CHECK would abort the process. The error state is
+/// cleared first, so a non-sticky error (out of memory, a bad launch
+/// configuration) leaves the device usable.
+inline void ThrowIfCudaError(cudaError_t error, const LayerParameter& layer_param,
+                             const std::string& what) {
+  if (error == cudaSuccess) return;
+  cudaGetLastError();
+  XENT_CHECK(layer_param, false, "CUDA error " << what << ": " << cudaGetErrorName(error)
+             << " (" << cudaGetErrorString(error) << ")");
+}
+
+/// After a kernel launch (replaces CUDA_POST_KERNEL_CHECK in our layers).
+#define XENT_LAUNCH_CHECK(layer_param, kernel_name)                        \
+  ::caffe::xent::ThrowIfCudaError(cudaGetLastError(), (layer_param),      \
+                                  "launching " kernel_name)
+
+/// Device memory that Caffe is about to allocate for `memory` on first use
+/// (SyncedMemory's cudaMalloc is CUDA_CHECKed: out of memory would abort).
+/// Where `memory` has never been used (head UNINITIALIZED) this allocates
+/// the same size with a checked cudaMalloc and frees it, so that a
+/// shortage throws XentError here; Caffe's allocation then follows. Memory
+/// already in use, on either side, is not probed (no cost per iteration).
+inline void ProbeDeviceMemory(const shared_ptr<SyncedMemory>& memory,
+                              const LayerParameter& layer_param, const char* what) {
+  if (!memory || memory->head() != SyncedMemory::UNINITIALIZED || memory->size() == 0) return;
+  void* probe = NULL;
+  ThrowIfCudaError(cudaMalloc(&probe, memory->size()), layer_param,
+                   "allocating " + std::to_string(memory->size()) + " bytes of device memory for " +
+                   what);
+  ThrowIfCudaError(cudaFree(probe), layer_param, std::string("freeing a probe for ") + what);
+}
+
 const int kReduceThreads = 256;  ///< threads per block (8 warps)
 const int kReduceBlocks = 1024;  ///< fixed grid for the first stage
+
+/// ProbeDeviceMemory for the data of every bottom.
+template <typename Dtype>
+void ProbeBottomMemory(const vector<Blob<Dtype>*>& bottom, const LayerParameter& layer_param) {
+  for (size_t i = 0; i < bottom.size(); ++i) {
+    const std::string what = "bottom[" + std::to_string(i) + "]";
+    ProbeDeviceMemory(bottom[i]->data(), layer_param, what.c_str());
+  }
+}
 
 /// Sum of `value` over a block; the result is valid in thread 0.
 __device__ __forceinline__ double BlockSum(double value) {
@@ -42,7 +92,8 @@ __global__ void FinishBlockSums(const double* partial, int blocks, int columns, 
 
 /// Adds the per-block partial sums on the device and copies the `columns`
 /// totals to the host. `partial` holds blocks * columns doubles.
-void FinishSums(const double* partial, int blocks, int columns, double* host_out);
+void FinishSums(const double* partial, int blocks, int columns, double* host_out,
+                const LayerParameter& layer_param);
 
 }  // namespace xent
 }  // namespace caffe

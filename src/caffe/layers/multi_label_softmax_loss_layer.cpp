@@ -1,6 +1,8 @@
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstdint>
+#include <sstream>
 #include <type_traits>
 #include <vector>
 
@@ -235,18 +237,25 @@ void MultiLabelSoftmaxLossLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bott
   outer_num_ = x.count(0, axis_);
   classes_ = x.shape(axis_);
   inner_num_ = x.count(axis_ + 1);
-  XENT_CHECK(param, classes_ > 0,
-             "bottom[0] (scores) of shape " << x.shape_string() << " has no classes along axis "
-                                            << axis_);
-  if (class_weight_.count() != classes_) {
-    const std::vector<float> weights = xent::ExpandPerClass(
-        param, param.multi_label_softmax_loss_param().class_weight(), classes_, "class_weight");
+  // Forward keeps kCoefficients doubles per row in a Blob, which holds at
+  // most INT_MAX values: refuse here rather than let Blob::Reshape fail.
+  const int64_t rows = static_cast<int64_t>(outer_num_) * inner_num_;
+  XENT_CHECK(param, rows <= INT_MAX / kCoefficients,
+             "bottom[0] (scores) of shape " << x.shape_string() << " has " << rows
+             << " rows (softmax vectors along axis " << axis_ << "); this layer keeps "
+             << kCoefficients << " values per row in a Caffe blob, so it takes at most "
+             << INT_MAX / kCoefficients << " rows: split the batch");
+  // C = 0 (an empty blob) still checks class_weight, as if for one class.
+  if (class_weight_.count() != classes_ || classes_ == 0) {
+    const std::vector<float> weights =
+        xent::ExpandPerClass(param, param.multi_label_softmax_loss_param().class_weight(),
+                             std::max(classes_, 1), "class_weight");
     class_weight_.Reshape(std::vector<int>(1, classes_));
-    std::copy(weights.begin(), weights.end(), class_weight_.mutable_cpu_data());
+    std::copy(weights.begin(), weights.begin() + classes_, class_weight_.mutable_cpu_data());
   }
   top[0]->Reshape(std::vector<int>());  // the loss: a scalar
   if (top.size() >= 2) top[1]->ReshapeLike(x);
-  std::vector<int> coefficient_shape(2, outer_num_ * inner_num_);
+  std::vector<int> coefficient_shape(2, static_cast<int>(rows));
   coefficient_shape[0] = kCoefficients;  // structure of arrays: (5, rows)
   row_coefficients_.Reshape(coefficient_shape);
 }
@@ -272,16 +281,32 @@ double MultiLabelSoftmaxLossLayer<Dtype>::Normalizer(double valid_rows, int batc
 }
 
 template <typename Dtype>
-void MultiLabelSoftmaxLossLayer<Dtype>::ThrowInvalidTarget(const Blob<Dtype>& targets) const {
-  const Dtype* t = targets.cpu_data();
-  for (int i = 0; i < targets.count(); ++i) {
-    const bool ignored = has_ignore_label_ && static_cast<double>(t[i]) == ignore_label_;
-    XENT_CHECK(this->layer_param_, ignored || t[i] >= Dtype(0),
-               "bottom[1] (targets) has value " << t[i] << " at flat index " << i << " (shape "
-               << targets.shape_string() << "); targets must be >= 0"
-               << (has_ignore_label_ ? " or equal to ignore_label" : ""));
-  }
-  XENT_CHECK(this->layer_param_, false, "bottom[1] (targets) has invalid values");
+void MultiLabelSoftmaxLossLayer<Dtype>::ThrowInvalidTarget(const Blob<Dtype>& targets,
+                                                           double invalid) const {
+  const bool has_ignore = has_ignore_label_;
+  const double ignore = ignore_label_;
+  std::ostringstream what;
+  what << "negative or non-finite values";
+  if (has_ignore) what << " that are not ignore_label (" << ignore_label_ << ")";
+  // The rule of AccumulateTarget: 0, finite > 0, or ignore_label.
+  xent::ThrowFirstBadValue(
+      this->layer_param_, "bottom[1] (targets)", targets.cpu_data(), targets.count(),
+      targets.shape_string(), static_cast<int64_t>(invalid), what.str().c_str(),
+      [&](Dtype t) {
+        const bool ignored = has_ignore && static_cast<double>(t) == ignore;
+        return !ignored && !(t >= Dtype(0) && t <= xent::XentMaxFinite(t));
+      },
+      "; targets are data: finite and >= 0");
+}
+
+template <typename Dtype>
+void MultiLabelSoftmaxLossLayer<Dtype>::ForwardEmpty(const vector<Blob<Dtype>*>& bottom,
+                                                     const vector<Blob<Dtype>*>& top) {
+  // No rows, or rows of no classes: every row is ignored (none has a
+  // positive target), so the loss is 0 over the normalizer max(1, Z); no
+  // kernel or loop runs (a row of C = 0 has no element to take a max of).
+  normalizer_ = Normalizer(0.0, bottom[0]->shape(0));
+  top[0]->mutable_cpu_data()[0] = Dtype(0);
 }
 
 template <typename Dtype>
@@ -294,6 +319,7 @@ void MultiLabelSoftmaxLossLayer<Dtype>::CheckPropagateDown(
 template <typename Dtype>
 void MultiLabelSoftmaxLossLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
                                                     const vector<Blob<Dtype>*>& top) {
+  if (bottom[0]->count() == 0) return ForwardEmpty(bottom, top);
   const RowOptions opt = {classes_, target_normalization_, smoothing_, has_ignore_label_,
                           static_cast<double>(ignore_label_)};
   const Dtype* x = bottom[0]->cpu_data();
@@ -323,7 +349,7 @@ void MultiLabelSoftmaxLossLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& 
     total.valid += partial[k].valid;
     total.invalid += partial[k].invalid;
   }
-  if (total.invalid > 0) ThrowInvalidTarget(*bottom[1]);
+  if (total.invalid > 0) ThrowInvalidTarget(*bottom[1], total.invalid);
   normalizer_ = Normalizer(total.valid, bottom[0]->shape(0));
   top[0]->mutable_cpu_data()[0] = static_cast<Dtype>(total.loss / normalizer_);
 }
@@ -333,7 +359,7 @@ void MultiLabelSoftmaxLossLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>&
                                                      const vector<bool>& propagate_down,
                                                      const vector<Blob<Dtype>*>& bottom) {
   CheckPropagateDown(propagate_down);
-  if (!propagate_down[0]) return;
+  if (!propagate_down[0] || bottom[0]->count() == 0) return;  // an empty gradient
   const Dtype* x = bottom[0]->cpu_data();
   const Dtype* t = bottom[1]->cpu_data();
   const double* w = class_weight_.cpu_data();

@@ -176,6 +176,13 @@ __global__ void GradientKernel(int64_t count, const Dtype* x, const Dtype* t, co
 template <typename Dtype>
 void MultiLabelSoftmaxLossLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& bottom,
                                                     const vector<Blob<Dtype>*>& top) {
+  if (bottom[0]->count() == 0) return ForwardEmpty(bottom, top);
+  const LayerParameter& lp = this->layer_param_;
+  // Out of device memory on first use: XentError, not Caffe's abort.
+  xent::ProbeBottomMemory(bottom, lp);
+  xent::ProbeDeviceMemory(class_weight_.data(), lp, "class_weight");
+  xent::ProbeDeviceMemory(row_coefficients_.data(), lp, "the row coefficients");
+  if (top.size() >= 2) xent::ProbeDeviceMemory(top[1]->data(), lp, "top[1] (probabilities)");
   const RowOptions opt = {classes_, target_normalization_, smoothing_, has_ignore_label_,
                           static_cast<double>(ignore_label_)};
   const int64_t rows = static_cast<int64_t>(outer_num_) * inner_num_;
@@ -193,6 +200,7 @@ void MultiLabelSoftmaxLossLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& 
         block_per_row ? rows : (rows + kReduceThreads - 1) / kReduceThreads;
     const int blocks = static_cast<int>(std::min<int64_t>(wanted, kReduceBlocks));
     block_partials_.Reshape(std::vector<int>(1, blocks * kColumns));
+    xent::ProbeDeviceMemory(block_partials_.data(), lp, "the block sums");
     double* partials = block_partials_.mutable_gpu_data();
     if (block_per_row) {
       RowPerBlockForward<Dtype><<<blocks, kReduceThreads>>>(
@@ -201,10 +209,10 @@ void MultiLabelSoftmaxLossLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& 
       RowPerThreadForward<Dtype><<<blocks, kReduceThreads>>>(
           x, t, w, rows, inner_num_, opt, coefficients, prob, partials);
     }
-    CUDA_POST_KERNEL_CHECK;
-    xent::FinishSums(partials, blocks, kColumns, sums);
+    XENT_LAUNCH_CHECK(lp, "the forward kernel (RowPerBlockForward / RowPerThreadForward)");
+    xent::FinishSums(partials, blocks, kColumns, sums, lp);
   }
-  if (sums[2] > 0) ThrowInvalidTarget(*bottom[1]);
+  if (sums[2] > 0) ThrowInvalidTarget(*bottom[1], sums[2]);
   normalizer_ = Normalizer(sums[1], bottom[0]->shape(0));
   top[0]->mutable_cpu_data()[0] = static_cast<Dtype>(sums[0] / normalizer_);
 }
@@ -217,6 +225,8 @@ void MultiLabelSoftmaxLossLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>&
   if (!propagate_down[0]) return;
   const int64_t count = bottom[0]->count();
   if (count == 0) return;
+  const LayerParameter& lp = this->layer_param_;
+  xent::ProbeDeviceMemory(bottom[0]->diff(), lp, "bottom[0]'s gradient");
   const double scale = static_cast<double>(top[0]->cpu_diff()[0]) / normalizer_;
   const int blocks = static_cast<int>(
       std::min<int64_t>((count + CAFFE_CUDA_NUM_THREADS - 1) / CAFFE_CUDA_NUM_THREADS, 65535));
@@ -224,7 +234,7 @@ void MultiLabelSoftmaxLossLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>&
       count, bottom[0]->gpu_data(), bottom[1]->gpu_data(), class_weight_.gpu_data(), classes_,
       inner_num_, static_cast<int64_t>(outer_num_) * inner_num_, row_coefficients_.gpu_data(),
       scale, bottom[0]->mutable_gpu_diff());
-  CUDA_POST_KERNEL_CHECK;
+  XENT_LAUNCH_CHECK(lp, "GradientKernel");
 }
 
 INSTANTIATE_LAYER_GPU_FUNCS(MultiLabelSoftmaxLossLayer);

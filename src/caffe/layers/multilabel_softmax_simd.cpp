@@ -164,9 +164,10 @@ struct TargetSums {
     const VF zero = hn::Zero(d);
     const VF one = hn::Set(d, 1.0f);
     const auto ignore_lane = has_ignore ? hn::Eq(t, ignore) : hn::Ne(zero, zero);
-    const auto positive = hn::AndNot(ignore_lane, hn::Gt(t, zero));
+    const VF most = hn::Set(d, std::numeric_limits<float>::max());
+    const auto positive = hn::AndNot(ignore_lane, hn::And(hn::Gt(t, zero), hn::Le(t, most)));
     if (has_ignore) ignored = hn::Add(ignored, hn::IfThenElseZero(ignore_lane, one));
-    const auto bad = hn::AndNot(hn::Or(positive, ignore_lane), nonzero);  // < 0 or NaN
+    const auto bad = hn::AndNot(hn::Or(positive, ignore_lane), nonzero);  // < 0, NaN, +inf
     invalid = hn::Add(invalid, hn::IfThenElseZero(bad, one));
     positives = hn::Add(positives, hn::IfThenElseZero(positive, one));
     const VF tp = hn::IfThenElseZero(positive, t);
@@ -264,8 +265,11 @@ bool RowSumsImpl(const float* x, const float* t, const double* w, const RowOptio
     exp_sum.Add(ShiftedExpVec(d, v, shift));  // e^(x_c - m)
     if (kSmoothing) x_sum.Add(v);
     const auto tv = hn::LoadU(d, tp);
-    const auto nonzero = hn::Ne(tv, zero);  // also NaN and ignore_label
-    if (!hn::AllFalse(d, nonzero)) {
+    // Not(t == 0), not t != 0: Highway's != is ordered on AVX2/AVX-512
+    // (false for NaN), and a NaN target must reach the check.
+    const auto zero_target = hn::Eq(tv, zero);
+    if (!hn::AllTrue(d, zero_target)) {
+      const auto nonzero = hn::Not(zero_target);  // also NaN and ignore_label
 #if HWY_TARGET != HWY_SCALAR
       targets.Add(v, tv, nonzero, hn::LoadU(dd, wp), hn::LoadU(dd, wp + half), m_double,
                   m_double);
@@ -564,7 +568,8 @@ bool SpatialForwardImpl(const float* x, const float* t, const double* w, int64_t
             x_high = hn::Add(x_high, hn::PromoteTo(dd, hn::UpperHalf(dh, xv)));
           }
           const auto tv = hn::Load(d, cur.t + c * size + v);
-          const auto nonzero = hn::Ne(tv, zero);  // also NaN and ignore_label
+          // Not(t == 0): Highway's != is false for NaN on AVX2/AVX-512.
+          const auto nonzero = hn::Not(hn::Eq(tv, zero));  // also NaN and ignore_label
           const bool any = !hn::AllFalse(d, nonzero);
           hits += any;
           if (!kDense && !any) continue;

@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <sstream>
 #include <vector>
 
 #include "caffe/layers/sigmoid_cross_entropy_loss_layer.hpp"
@@ -46,8 +47,8 @@ void SigmoidCrossEntropyLossLayer<Dtype>::LayerSetUp(
   focal_gamma_ = p.focal_gamma();
   focal_alpha_ = p.focal_alpha();
   label_smoothing_ = p.label_smoothing();
-  XENT_CHECK(lp, p.focal_gamma() >= 0.0f,
-             "focal_gamma = " << p.focal_gamma() << " is invalid; it must be >= 0");
+  XENT_CHECK(lp, xent::XentIsValidWeight(p.focal_gamma()),
+             "focal_gamma = " << p.focal_gamma() << " is invalid; it must be finite and >= 0");
   XENT_CHECK(lp, p.focal_alpha() == -1.0f || (p.focal_alpha() >= 0.0f && p.focal_alpha() <= 1.0f),
              "focal_alpha = " << p.focal_alpha() << " is invalid; it must be in [0, 1], or -1 (off)");
   XENT_CHECK(lp, p.label_smoothing() >= 0.0f && p.label_smoothing() < 1.0f,
@@ -132,7 +133,8 @@ void SigmoidCrossEntropyLossLayer<Dtype>::Reshape(
     pos_weight_period_.resize(size);
     class_weight_period_.resize(size);
     for (int64_t j = 0; j < size; ++j) {
-      const int64_t c = (j % period) / inner_num_;
+      // inner_num_ = 0 (an empty blob): nothing reads the layout; no division by 0.
+      const int64_t c = (j % period) / std::max(inner_num_, 1);
       pos_weight_period_[j] = pos_weight_.cpu_data()[c];
       class_weight_period_[j] = class_weight_.cpu_data()[c];
     }
@@ -220,22 +222,30 @@ double SigmoidCrossEntropyLossLayer<Dtype>::get_normalizer(
 }
 
 template <typename Dtype>
-void SigmoidCrossEntropyLossLayer<Dtype>::CheckCounts(double bad_targets,
+void SigmoidCrossEntropyLossLayer<Dtype>::CheckCounts(const vector<Blob<Dtype>*>& bottom,
+                                                      double bad_targets,
                                                       double bad_weights) const {
   const LayerParameter& lp = this->layer_param_;
-  if (has_ignore_label_) {
-    XENT_CHECK(lp, bad_targets == 0,
-               "bottom[1] (targets) has " << static_cast<int64_t>(bad_targets)
-               << " values outside [0, 1] (or NaN) that are not ignore_label ("
-               << ignore_label_ << ")");
-  } else {
-    XENT_CHECK(lp, bad_targets == 0,
-               "bottom[1] (targets) has " << static_cast<int64_t>(bad_targets)
-               << " values outside [0, 1] (or NaN); set loss_param.ignore_label to skip elements");
+  // Error path only: the forward pass counted the bad values; name the first.
+  if (bad_targets > 0) {
+    const bool has_ignore = has_ignore_label_;
+    const Dtype ignore = ignore_label_;
+    std::ostringstream what;
+    what << "values outside [0, 1] (NaN or infinite included)";
+    if (has_ignore) what << " that are not ignore_label (" << ignore << ")";
+    xent::ThrowFirstBadValue(
+        lp, BottomName(1), bottom[1]->cpu_data(), bottom[1]->count(), bottom[1]->shape_string(),
+        static_cast<int64_t>(bad_targets), what.str().c_str(),
+        [&](Dtype t) { return xent::SigmoidXentTargetKind(t, has_ignore, ignore) < 0; },
+        has_ignore ? "" : "; targets are data in [0, 1]: set loss_param.ignore_label to skip "
+                          "elements");
   }
-  XENT_CHECK(lp, bad_weights == 0,
-             "bottom[2] (weights) has " << static_cast<int64_t>(bad_weights)
-             << " negative (or NaN) values; weights must be >= 0");
+  if (bad_weights > 0) {
+    xent::ThrowFirstBadValue(
+        lp, BottomName(2), bottom[2]->cpu_data(), bottom[2]->count(), bottom[2]->shape_string(),
+        static_cast<int64_t>(bad_weights), "negative or non-finite values",
+        [](Dtype w) { return !xent::XentIsValidWeight(w); }, "; weights must be finite and >= 0");
+  }
 }
 
 template <typename Dtype>
@@ -284,7 +294,7 @@ void SigmoidCrossEntropyLossLayer<Dtype>::Forward_cpu(
     for (int64_t i = begin; i < end; ++i, cls.Next()) {
       const int kind = xent::SigmoidXentTargetKind(t[i], has_ignore, ignore);
       const Dtype wi = w ? w[i] : Dtype(1);
-      n_bad_weights += !(wi >= Dtype(0));
+      n_bad_weights += !xent::XentIsValidWeight(wi);
       n_bad_targets += kind < 0;
       Dtype li = 0;
       if (kind != 0) {
@@ -307,7 +317,8 @@ void SigmoidCrossEntropyLossLayer<Dtype>::Forward_cpu(
     total_bad_targets += bad_targets[c];
     total_bad_weights += bad_weights[c];
   }
-  CheckCounts(static_cast<double>(total_bad_targets), static_cast<double>(total_bad_weights));
+  CheckCounts(bottom, static_cast<double>(total_bad_targets),
+              static_cast<double>(total_bad_weights));
   normalizer_ = get_normalizer(normalization_, static_cast<double>(total_counted));
   top[0]->mutable_cpu_data()[0] = static_cast<Dtype>(loss / normalizer_);
 }

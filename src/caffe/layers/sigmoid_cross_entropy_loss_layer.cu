@@ -55,7 +55,7 @@ __global__ void SigmoidXentForwardKernel(const SigmoidXentArgs<Dtype> a, Dtype* 
     const Dtype t = a.t[i];
     const int kind = xent::SigmoidXentTargetKind(t, a.has_ignore_label, a.ignore_label);
     const Dtype weight = a.w ? a.w[i] : Dtype(1);
-    bad_weights += !(weight >= Dtype(0));  // NaN counts as bad
+    bad_weights += !xent::XentIsValidWeight(weight);  // NaN and +inf count as bad
     bad_targets += kind < 0;
     Dtype element = 0;
     if (kind != 0) {
@@ -99,6 +99,16 @@ __global__ void SigmoidXentBackwardKernel(const SigmoidXentArgs<Dtype> a, const 
 template <typename Dtype>
 void SigmoidCrossEntropyLossLayer<Dtype>::Forward_gpu(
     const vector<Blob<Dtype>*>& bottom, const vector<Blob<Dtype>*>& top) {
+  const LayerParameter& lp = this->layer_param_;
+  if (!partial_sums_) {
+    partial_sums_.reset(new SyncedMemory(xent::kReduceBlocks * kColumns * sizeof(double)));
+  }
+  // Out of device memory on first use: XentError, not Caffe's abort.
+  xent::ProbeBottomMemory(bottom, lp);
+  xent::ProbeDeviceMemory(pos_weight_.data(), lp, "pos_weight");
+  xent::ProbeDeviceMemory(class_weight_.data(), lp, "class_weight");
+  if (top.size() == 2) xent::ProbeDeviceMemory(top[1]->data(), lp, "top[1] (element losses)");
+  xent::ProbeDeviceMemory(partial_sums_, lp, "the block sums");
   SigmoidXentArgs<Dtype> a;
   a.x = bottom[0]->gpu_data();
   a.t = bottom[1]->gpu_data();
@@ -116,17 +126,14 @@ void SigmoidCrossEntropyLossLayer<Dtype>::Forward_gpu(
   a.constants.gamma = focal_gamma_;
   a.constants.alpha = focal_alpha_;
   Dtype* element_loss = top.size() == 2 ? top[1]->mutable_gpu_data() : NULL;
-  if (!partial_sums_) {
-    partial_sums_.reset(new SyncedMemory(xent::kReduceBlocks * kColumns * sizeof(double)));
-  }
   double* partial = static_cast<double*>(partial_sums_->mutable_gpu_data());
   // NOLINT_NEXT_LINE(whitespace/operators)
   SigmoidXentForwardKernel<Dtype><<<xent::kReduceBlocks, xent::kReduceThreads>>>(
       a, element_loss, partial);
-  CUDA_POST_KERNEL_CHECK;
+  XENT_LAUNCH_CHECK(lp, "SigmoidXentForwardKernel");
   double sums[kColumns];
-  xent::FinishSums(partial, xent::kReduceBlocks, kColumns, sums);
-  CheckCounts(sums[kBadTargets], sums[kBadWeights]);
+  xent::FinishSums(partial, xent::kReduceBlocks, kColumns, sums, lp);
+  CheckCounts(bottom, sums[kBadTargets], sums[kBadWeights]);
   normalizer_ = get_normalizer(normalization_, sums[kCounted]);
   top[0]->mutable_cpu_data()[0] = static_cast<Dtype>(sums[kLoss] / normalizer_);
 }
@@ -137,6 +144,9 @@ void SigmoidCrossEntropyLossLayer<Dtype>::Backward_gpu(
     const vector<Blob<Dtype>*>& bottom) {
   CheckPropagateDown(propagate_down);
   if (!propagate_down[0] || bottom[0]->count() == 0) return;  // no empty grid launch
+  const LayerParameter& lp = this->layer_param_;
+  xent::ProbeDeviceMemory(bottom[0]->diff(), lp, "bottom[0]'s gradient");
+  if (top.size() == 2) xent::ProbeDeviceMemory(top[1]->diff(), lp, "top[1]'s gradient");
   SigmoidXentArgs<Dtype> a;
   a.x = bottom[0]->gpu_data();
   a.t = bottom[1]->gpu_data();
@@ -158,7 +168,7 @@ void SigmoidCrossEntropyLossLayer<Dtype>::Backward_gpu(
   // NOLINT_NEXT_LINE(whitespace/operators)
   SigmoidXentBackwardKernel<Dtype><<<CAFFE_GET_BLOCKS(a.count), CAFFE_CUDA_NUM_THREADS>>>(
       a, element_diff, scale, bottom[0]->mutable_gpu_diff());
-  CUDA_POST_KERNEL_CHECK;
+  XENT_LAUNCH_CHECK(lp, "SigmoidXentBackwardKernel");
 }
 
 INSTANTIATE_LAYER_GPU_FUNCS(SigmoidCrossEntropyLossLayer);

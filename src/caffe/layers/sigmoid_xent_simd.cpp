@@ -21,6 +21,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <limits>
 
 #include "sigmoid_xent_simd.hpp"
 
@@ -212,7 +213,10 @@ HWY_INLINE V ForwardVector(D d, V x, V t, V w, V pos_weight, V class_weight, V k
     *counted = lanes;
     *bad_target = hn::AndNot(in_range, lanes);
   }
-  if (kWeights) *bad_weight = hn::AndNot(hn::Ge(w, zero), lanes);
+  if (kWeights) {  // a weight is finite and >= 0: false for NaN and +inf
+    const V most = hn::Set(d, std::numeric_limits<hn::TFromD<D>>::max());
+    *bad_weight = hn::AndNot(hn::And(hn::Ge(w, zero), hn::Le(w, most)), lanes);
+  }
 
   V tau, a, b;
   Weights<kOptions>(d, t, pos_weight, keep, shift, &tau, &a, &b);

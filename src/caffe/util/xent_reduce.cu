@@ -14,13 +14,18 @@ __global__ void FinishBlockSums(const double* partial, int blocks, int columns, 
   }
 }
 
-void FinishSums(const double* partial, int blocks, int columns, double* host_out) {
+void FinishSums(const double* partial, int blocks, int columns, double* host_out,
+                const LayerParameter& layer_param) {
   double* device_out = NULL;
-  CUDA_CHECK(cudaMalloc(&device_out, columns * sizeof(double)));
+  ThrowIfCudaError(cudaMalloc(&device_out, columns * sizeof(double)), layer_param,
+                   "allocating the sums");
   FinishBlockSums<<<1, kReduceThreads>>>(partial, blocks, columns, device_out);
-  CUDA_POST_KERNEL_CHECK;
-  CUDA_CHECK(cudaMemcpy(host_out, device_out, columns * sizeof(double), cudaMemcpyDeviceToHost));
-  CUDA_CHECK(cudaFree(device_out));
+  cudaError_t error = cudaGetLastError();
+  if (error == cudaSuccess) {
+    error = cudaMemcpy(host_out, device_out, columns * sizeof(double), cudaMemcpyDeviceToHost);
+  }
+  cudaFree(device_out);  // also when the launch or the copy failed
+  ThrowIfCudaError(error, layer_param, "adding the block sums (FinishBlockSums)");
 }
 
 }  // namespace xent
