@@ -36,8 +36,8 @@ build:
 	    "protobuf>=4.21,<6" "six>=1.16" "pytest>=8" "mpmath>=1.3" "h5py>=3.10" \
 	    "scikit-learn>=1.3" "matplotlib>=3.7" "hypothesis>=6.100"
 	$(if $(WITH_CUDA),$(PIP) install -q "nvidia-cublas==13.0.2.14" "nvidia-curand==10.4.0.35" "nvidia-cuda-cccl==13.0.85")
-	@# the GPU bundle carries these from .venv: parallel pytest workers for the GPU cases
-	$(if $(WITH_CUDA),$(PIP) install -q "pytest-xdist>=3.5" "hypothesis>=6.100")
+	@# the GPU bundle carries it from .venv: parallel pytest workers for the GPU cases
+	$(if $(WITH_CUDA),$(PIP) install -q "pytest-xdist>=3.5")
 	mkdir -p build
 	@echo "building the custom Caffe (log: build/pip-install.log)"
 	$(PIP) install -v --no-build-isolation --no-deps . > build/pip-install.log 2>&1 || { tail -n 60 build/pip-install.log; exit 1; }

@@ -5,7 +5,7 @@ Peers at the issue's shapes, float32:
   torch     torch.nn.functional.cross_entropy with probability targets
             (targets pre-divided by M), forward + autograd backward
   upstream  Caffe's single-label SoftmaxWithLoss in the same Net setup (for scale)
-  seeds     the original Python layer's semantics (per-element loops), 2-D only
+  python_layer  the original Python layer's semantics (per-element loops), 2-D only
 
 Prints a markdown table (M elements/s and ratios) to stdout:
   [OMP_NUM_THREADS=k] .venv/bin/python bench/bench_multilabel.py [--repeats N] [--shapes 256x1000,...]
@@ -110,7 +110,7 @@ def worker(peer, shape_text, repeats):
             torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
         result["version"] = torch.__version__
         result["seconds"] = bench_torch(x, t, repeats)
-    elif peer == "seeds":
+    elif peer == "python_layer":
         result["seconds"] = best_time(lambda: seed_layer_forward_backward(x, t), 1)
     else:
         import caffe
@@ -142,10 +142,10 @@ def main():
     for text in args.shapes.split(","):
         n = np.prod([int(v) for v in text.split("x")]) / 1e6
         rates = {}
-        runs = [(peer, None) for peer in ("ours", "torch", "upstream", "seeds")]
+        runs = [(peer, None) for peer in ("ours", "torch", "upstream", "python_layer")]
         runs += [("ours", target) for target in extra_targets]
         for peer, target in runs:
-            if peer == "seeds" and len(text.split("x")) != 2:
+            if peer == "python_layer" and len(text.split("x")) != 2:
                 continue
             key = peer if target is None else "ours " + target
             try:
@@ -164,15 +164,15 @@ def main():
             torch_version = result.get("version", torch_version)
             rates[key] = n / result["seconds"]
         ours = rates["ours"]
-        if "seeds" in rates:
-            seeds_text, seeds_ratio = "%.1f" % rates["seeds"], "%.0f×" % (ours / rates["seeds"])
+        if "python_layer" in rates:
+            python_text, python_ratio = "%.1f" % rates["python_layer"], "%.0f×" % (ours / rates["python_layer"])
         else:
-            seeds_text, seeds_ratio = "n/a (2-D only)", "n/a"
+            python_text, python_ratio = "n/a (2-D only)", "n/a"
         per_target = "".join(" %.0f | %.2f× |" % (rates["ours " + t], rates["ours " + t] / rates["torch"])
                              for t in extra_targets)
         rows.append("| %s | %.0f | %.0f | %.2f× | %.0f | %.1f× | %s | %s |%s"
                     % (text, ours, rates["torch"], ours / rates["torch"], rates["upstream"],
-                       ours / rates["upstream"], seeds_text, seeds_ratio, per_target))
+                       ours / rates["upstream"], python_text, python_ratio, per_target))
     print("| shape | ours (%s) M el/s | PyTorch %s M el/s | ours / PyTorch | upstream SoftmaxWithLoss "
           "M el/s | ours / upstream | original Python layer M el/s | ours / it |%s"
           % (default_target, torch_version,

@@ -134,7 +134,7 @@ def test_matches_float64_reference(shape, axis, options, dtype, device, targets,
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_seed_layer_agreement_multi_hot(device, rng):
-    # COUNT + multi-hot targets: loss and gradient equal the seeds' layer.
+    # COUNT + multi-hot targets: loss and gradient equal the original Python layer.
     x = rng.standard_normal((16, 40)) * 3
     t = multi_hot(rng, x.shape, 1)
     (loss, *_), (dx, _) = caffe_xent.run_layer(prototxt(), [x, t], device=device)
@@ -145,9 +145,9 @@ def test_seed_layer_agreement_multi_hot(device, rng):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_seed_layer_forward_agreement_real_targets(device, rng):
-    # Real-valued targets: the forward equals the seeds' (their backward ignores
-    # the target values; ours is the exact derivative, checked against the
-    # reference elsewhere).
+    # Real-valued targets: the forward equals the original layer's (its
+    # backward ignores the target values; ours is the exact derivative,
+    # checked against the reference elsewhere).
     x = rng.standard_normal((16, 40)) * 3
     t = soft_targets(rng, x.shape)
     t[:, 0] = 1.0  # every row has a positive
@@ -156,7 +156,7 @@ def test_seed_layer_forward_agreement_real_targets(device, rng):
     np.testing.assert_allclose(loss, seed_loss, rtol=1e-13)
     _, grad, _ = reference(x, t)
     np.testing.assert_allclose(dx, grad, rtol=1e-12, atol=1e-17)
-    assert not np.allclose(dx, seed_grad)  # the seeds' backward is wrong here
+    assert not np.allclose(dx, seed_grad)  # the original backward is wrong here
 
 
 @pytest.mark.parametrize("device", DEVICES)

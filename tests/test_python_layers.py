@@ -363,10 +363,10 @@ def test_seed_000_prototxt_runs_unchanged_through_the_shim(loss_weight, tmp_path
     net.blobs["score"].data[...] = x
     net.blobs["label"].data[...] = t
     loss = net.forward()["loss_opt"]
-    assert loss.shape == (1,)  # the seed's shape, so loss[0] keeps working
+    assert loss.shape == (1,)  # the original shape, so loss[0] keeps working
     x64, t64 = x.astype(np.float64), t.astype(np.float64)
     elements = np.maximum(x64, 0) - x64 * t64 + np.log1p(np.exp(-np.abs(x64)))
-    assert loss[0] == pytest.approx(elements.sum(), rel=2 * U32)  # summed, as the seed's layer
+    assert loss[0] == pytest.approx(elements.sum(), rel=2 * U32)  # summed, as the original layer
     net.backward()
     np.testing.assert_allclose(net.blobs["score"].diff, loss_weight / (1 + np.exp(-x64)) - loss_weight * t64,
                                rtol=0, atol=2 * U32 * loss_weight)

@@ -35,7 +35,7 @@ struct ReferenceOptions {
   LossParameter_NormalizationMode normalization = LossParameter_NormalizationMode_VALID;
 };
 
-/// Naive loss, straight from SPEC 2, in double; fills d loss / d x and, if
+/// Naive loss, straight from the header's formula, in double; fills d loss / d x and, if
 /// asked, the size of its two terms, (Q p_c + q_c) / normalizer.
 template <typename Dtype>
 double ReferenceLoss(const Blob<Dtype>& x_blob, const Blob<Dtype>& t_blob,

@@ -1,7 +1,7 @@
 // Tests of caffe-xent's SigmoidCrossEntropyLoss (upstream's own test file for
 // this layer is compiled into the same binary and must pass unchanged).
 // Typed over float/double x CPU/GPU; a naive float64 reference written from
-// SPEC section 1 (not from sigmoid_xent_math.hpp); GradientChecker for every
+// the documented formula (not from sigmoid_xent_math.hpp); GradientChecker for every
 // option; behaviour tests; bad input throws xent::XentError.
 #include <algorithm>
 #include <cmath>
@@ -62,7 +62,7 @@ void SetCase(const XentCase& c, LayerParameter* param) {
   if (c.ignore) param->mutable_loss_param()->set_ignore_label(-1);
 }
 
-/// SPEC section 1, literally, in double: ℓ and ∂ℓ/∂x.
+/// The documented formula, literally, in double: ℓ and ∂ℓ/∂x.
 double ReferenceElement(double x, double t, double pos_weight, double weight, double gamma,
                         double alpha, double eps, double* grad) {
   const double tau = t * (1 - eps) + eps / 2;

@@ -34,12 +34,12 @@ namespace caffe {
  * terms: finite for finite scores of any magnitude.
  *
  * A row is ignored (zero loss, zero gradient, not counted) when
- * @f$ M_r = 0 @f$ (the seeds' Python layer divides by zero there) or, with
+ * @f$ M_r = 0 @f$ (the original Python layer divides by zero there) or, with
  * loss_param.ignore_label set, when any of its targets equals it.
  * Normalizer Z (loss_param.normalization, default VALID): VALID = rows not
  * ignored, BATCH_SIZE = N = x.shape(0), FULL = all rows, NONE = 1.
  *
- * With COUNT and multi-hot targets, loss and gradient equal the seeds' Python
+ * With COUNT and multi-hot targets, loss and gradient equal the original Python
  * layer; with NONE and probability targets, PyTorch's
  * `cross_entropy(x, t, reduction='sum') / Z`.
  *

@@ -12,7 +12,7 @@
 //                     and the O(1) row coefficients kept for backward;
 //   pass 2 (backward): ElementGradient from the stored coefficients.
 //
-// Notation (SPEC 2): q_c = (1-eps) w_c t_c / norm + eps/C, Q = sum_c q_c,
+// Notation (the layer header's formula): q_c = (1-eps) w_c t_c / norm + eps/C, Q = sum_c q_c,
 // p_c = e^(x_c - m) / S with S = sum_c e^(x_c - m).
 //   loss = -sum_c q_c log p_c = Q log S + sum_c q_c (m - x_c)
 // Both terms are >= 0 (S >= 1 because the max contributes e^0; m - x_c >= 0),
@@ -168,7 +168,7 @@ XENT_HOST_DEVICE void AccumulateElement(Dtype m, Dtype x, Dtype t, double w,
 }
 
 /// Whether a row takes part in the loss: at least one positive target and
-/// no target equal to ignore_label (SPEC 2: the seeds divide by zero at
+/// no target equal to ignore_label (the original Python layer divides by zero at
 /// M = 0; we ignore the row instead).
 XENT_HOST_DEVICE bool RowIsValid(const RowSums& s) {
   return s.positives > 0.0 && s.ignored == 0.0;

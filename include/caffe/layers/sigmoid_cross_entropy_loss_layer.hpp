@@ -43,7 +43,7 @@ template <typename T> struct SigmoidXentConstants;
  * elements whose target is not ignore_label, BATCH_SIZE = x.shape(0)
  * (the default, as upstream), NONE = 1.
  *
- * Choices where SPEC is silent:
+ * Choices where no convention decides:
  *  - a target is ignored when it equals ignore_label exactly (upstream casts
  *    the target to int first, so with ignore_label 0 it ignored every target
  *    in [0,1)); any other target must lie in [0,1] (NaN and ±inf are

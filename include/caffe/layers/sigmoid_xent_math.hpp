@@ -11,9 +11,9 @@
 //   bce = a·softplus(x) + b·softplus(-x)
 //       = l·log1p(e^-|x|) + (x >= 0 ? a·x : b·(-x)),   l = a + b = 1 + (pos_weight-1)·τ
 //
-// which is SPEC's (1-τ)x + l·softplus(-x) rearranged so that every term is
+// which is the documented (1-τ)x + l·softplus(-x) rearranged so that every term is
 // >= 0: a sum of non-negative terms has no cancellation, so the element loss
-// is accurate to a few ulp even where the seeds' form max(x,0) - x·t + ...
+// is accurate to a few ulp even where the usual form max(x,0) - x·t + ...
 // subtracts two large numbers. The derivative
 //
 //   ∂bce/∂x = a·σ(x) - b·σ(-x) = r·(x >= 0 ? a - b·e : a·e - b),  e = e^-|x|, r = 1/(1+e)

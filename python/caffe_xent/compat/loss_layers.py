@@ -7,17 +7,17 @@
 It keeps that layer's intended semantics and fixes its defects:
 
 - loss: the *sum* over all elements of max(x, 0) - x t + log(1 + e^-|x|)
-  (the seed's layer did not normalize; here ``normalization`` is NONE),
+  (the original layer did not normalize; here ``normalization`` is NONE),
   computed in float64 with the accurate form of the native layer;
 - gradient: sigma(x) - t per element, now multiplied by the top diff (the
-  ``loss_weight``), which the seed's layer ignored (it gave the same gradient
+  ``loss_weight``), which the original layer ignored (it gave the same gradient
   for loss_weight 1 and 0.1);
-- NaN logits give a NaN loss; the seed's layer called ``exit()``, killing the
+- NaN logits give a NaN loss; the original layer called ``exit()``, killing the
   process (and a notebook's kernel) without a message;
 - targets outside [0, 1] and blobs of different counts raise ``ValueError``;
-  the seed's layer silently computed nonsense for the former and needed
+  the original layer silently computed nonsense for the former and needed
   ``numpy`` and ``scipy`` imports it did not have;
-- the loss top keeps the seed's shape (1,), so code reading
+- the loss top keeps the original shape (1,), so code reading
   ``net.blobs['loss_opt'].data[0]`` still works.
 
 Options of :class:`caffe_xent.python_layers.SigmoidCrossEntropyLoss` may be
@@ -47,4 +47,4 @@ class CustomSigmoidCrossEntropyLossLayer(SigmoidCrossEntropyLoss):
 
     def reshape(self, bottom, top):
         super().reshape(bottom, top)
-        top[0].reshape(1)  # the seed's loss shape, kept for code that indexes it
+        top[0].reshape(1)  # the original loss shape, kept for code that indexes it
