@@ -1,7 +1,7 @@
 // Tests of caffe-xent's SigmoidCrossEntropyLoss (upstream's own test file for
 // this layer is compiled into the same binary and must pass unchanged).
 // Typed over float/double x CPU/GPU; a naive float64 reference written from
-// the documented formula (not from sigmoid_xent_math.hpp); GradientChecker for every
+// the documented formula (not from sigmoid_cross_entropy_loss_math.hpp); GradientChecker for every
 // option; behaviour tests; bad input throws xent::XentError.
 #include <algorithm>
 #include <cmath>

@@ -53,10 +53,10 @@ namespace caffe {
  *
  * CPU: rows in parallel (OpenMP) over fixed chunks; float rows and float
  * spatial maps take a Highway SIMD path for the exps
- * (multilabel_softmax_simd.cpp), which evaluates the formulas of the shared
- * row math (multilabel_softmax_math.hpp, also called by the CUDA kernels and
+ * (multi_label_softmax_loss_simd.cpp), which evaluates the formulas of the shared
+ * row math (multi_label_softmax_loss_math.hpp, also called by the CUDA kernels and
  * the scalar CPU loop) on vectors, term by term (see
- * multilabel_softmax_simd.hpp).
+ * multi_label_softmax_loss_simd.hpp).
  * Per row: the max, then one sweep for the sums (forward); one sweep for the
  * gradient (backward). Spatial maps go by tiles of neighbouring rows: forward
  * reads each tile from the map once, into L1-sized local copies.
@@ -157,7 +157,7 @@ class MultiLabelSoftmaxLossLayer : public LossLayer<Dtype> {
   /// Per-class weights w_c (C values, 1 by default) in double, host and device.
   Blob<double> class_weight_;
   /// Per-row coefficients from forward (5 x rows doubles, see
-  /// multilabel_softmax_math.hpp): max, 1/S, Q, a, b.
+  /// multi_label_softmax_loss_math.hpp): max, 1/S, Q, a, b.
   Blob<double> row_coefficients_;
   /// GPU only: per-block partial sums (loss, valid rows, invalid targets).
   Blob<double> block_partials_;

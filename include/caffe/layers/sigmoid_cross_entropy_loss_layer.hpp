@@ -15,8 +15,10 @@
 
 namespace caffe {
 namespace xent {
-template <typename T> struct SigmoidXentOptions;
-template <typename T> struct SigmoidXentConstants;
+namespace sigmoid {
+template <typename T> struct Options;
+template <typename T> struct Constants;
+}  // namespace sigmoid
 }  // namespace xent
 
 /**
@@ -35,7 +37,7 @@ template <typename T> struct SigmoidXentConstants;
  *
  * With every option at its default this is upstream's loss,
  * @f$ \ell = \max(x,0) - x t + \log(1 + e^{-|x|}) @f$, with gradient
- * @f$ \sigma(x) - t @f$; the element math (sigmoid_xent_math.hpp) is written
+ * @f$ \sigma(x) - t @f$; the element math (sigmoid_cross_entropy_loss_math.hpp) is written
  * as a sum of non-negative terms, so it is accurate to a few ulp, and sums
  * are taken in double in a fixed order (same bits for any thread count).
  *
@@ -161,7 +163,7 @@ class SigmoidCrossEntropyLossLayer : public LossLayer<Dtype> {
   /// Whether pos_weight, class_weight are all 1, focal and smoothing off.
   bool plain_;
   /// Whether the CPU SIMD path applies: every option, a focal γ only when it
-  /// is a whole number up to xent::kSigmoidXentMaxFocalPower.
+  /// is a whole number up to xent::sigmoid::kMaxFocalPower.
   bool simd_;
   /// CPU SIMD path when inner_num_ is small (or the weights are uniform):
   /// pos_weight / class_weight element by element over one period of
@@ -170,9 +172,9 @@ class SigmoidCrossEntropyLossLayer : public LossLayer<Dtype> {
   int64_t period_;
   /// The SIMD path's options from the members above (the element loop
   /// reads its per-class arrays and layout too).
-  xent::SigmoidXentOptions<Dtype> SimdOptions() const;
-  /// The element math's constants (sigmoid_xent_math.hpp).
-  xent::SigmoidXentConstants<Dtype> Constants() const;
+  xent::sigmoid::Options<Dtype> SimdOptions() const;
+  /// The element math's constants (sigmoid_cross_entropy_loss_math.hpp).
+  xent::sigmoid::Constants<Dtype> Constants() const;
   /// focal γ, focal α (negative = off), label smoothing ε.
   Dtype focal_gamma_, focal_alpha_, label_smoothing_;
   /// GPU: the per-block partial sums (loss, valid, bad targets, bad

@@ -7,28 +7,15 @@
 #include <vector>
 
 #include "caffe/layers/multi_label_softmax_loss_layer.hpp"
-#include "caffe/layers/multilabel_softmax_math.hpp"
+#include "caffe/layers/multi_label_softmax_loss_math.hpp"
 #include "caffe/layers/xent_common.hpp"
 
-#include "multilabel_softmax_simd.hpp"
+#include "multi_label_softmax_loss_simd.hpp"
 
 namespace caffe {
 
 namespace {
 
-using xent::multilabel::AccumulateElement;
-using xent::multilabel::ElementGradient;
-using xent::multilabel::FinishRow;
-using xent::multilabel::kCoefficients;
-using xent::multilabel::LoadCoefficients;
-using xent::multilabel::MaxOf;
-using xent::multilabel::Probability;
-using xent::multilabel::RowCoefficients;
-using xent::multilabel::RowIsValid;
-using xent::multilabel::RowOptions;
-using xent::multilabel::RowSums;
-using xent::multilabel::StoreCoefficients;
-using xent::multilabel::ZeroSums;
 
 /// Loss, valid rows and invalid targets of a range of rows.
 struct RangeSums {
@@ -40,11 +27,11 @@ struct RangeSums {
 /// The SIMD pass 1 where it applies (float, contiguous rows, finite
 /// scores); false where the caller must take the scalar loop.
 inline bool RowSumsSimd(const float* x, const float* t, const double* w, int inner,
-                        const RowOptions& opt, float* m, RowSums* sums) {
+                        const xent::multilabel::RowOptions& opt, float* m, xent::multilabel::RowSums* sums) {
   return inner == 1 && xent::multilabel::SimdRowSums(x, t, w, opt, m, sums);
 }
-inline bool RowSumsSimd(const double*, const double*, const double*, int, const RowOptions&,
-                        double*, RowSums*) {
+inline bool RowSumsSimd(const double*, const double*, const double*, int, const xent::multilabel::RowOptions&,
+                        double*, xent::multilabel::RowSums*) {
   return false;
 }
 
@@ -62,14 +49,14 @@ inline int SpatialTileRows(const float*, int inner, int64_t left_in_range,
 inline int SpatialTileRows(const double*, int, int64_t, int64_t, int64_t = 0) { return 0; }
 
 inline bool SpatialForwardSimd(const float* x, const float* t, const double* w, int inner,
-                               const RowOptions& opt, int count, int64_t first_row, int64_t rows,
+                               const xent::multilabel::RowOptions& opt, int count, int64_t first_row, int64_t rows,
                                double* coefficients, double* loss, double* valid,
                                double* invalid) {
   return xent::multilabel::SimdSpatialForward(x, t, w, inner, opt, count, first_row, rows,
                                               coefficients, loss, valid, invalid);
 }
 inline bool SpatialForwardSimd(const double*, const double*, const double*, int,
-                               const RowOptions&, int, int64_t, int64_t, double*, double*,
+                               const xent::multilabel::RowOptions&, int, int64_t, int64_t, double*, double*,
                                double*, double*) {
   return false;
 }
@@ -88,13 +75,13 @@ inline bool SpatialGradientSimd(const double*, const double*, const double*, int
 /// The SIMD pass 2 of one contiguous row where it applies (float, finite
 /// max, row not ignored); false where the caller must take the scalar loop.
 inline bool RowGradientSimd(const float* x, const float* t, const double* w,
-                            const RowCoefficients& coef, double scale, int classes, float* dx) {
+                            const xent::multilabel::RowCoefficients& coef, double scale, int classes, float* dx) {
   if (!std::isfinite(coef.max) || xent::multilabel::IsIgnored(coef)) return false;
   xent::multilabel::SimdRowGradient(x, t, w, coef, scale, classes, dx);
   return true;
 }
 inline bool RowGradientSimd(const double*, const double*, const double*,
-                            const RowCoefficients&, double, int, double*) {
+                            const xent::multilabel::RowCoefficients&, double, int, double*) {
   return false;
 }
 
@@ -105,20 +92,20 @@ inline bool RowGradientSimd(const double*, const double*, const double*,
 /// apart.
 template <typename Dtype>
 RangeSums ForwardRows(const Dtype* x, const Dtype* t, const double* w, int64_t begin,
-                      int64_t end, int64_t rows, int inner, const RowOptions& opt,
+                      int64_t end, int64_t rows, int inner, const xent::multilabel::RowOptions& opt,
                       double* coefficients, Dtype* prob) {
   const int C = opt.classes;
   RangeSums range = {0.0, 0.0, 0.0};
   // Finishes row r from its max and sums.
-  auto finish = [&](int64_t r, Dtype m, const RowSums& sums) {
+  auto finish = [&](int64_t r, Dtype m, const xent::multilabel::RowSums& sums) {
     const int64_t offset = (r / inner) * C * inner + r % inner;
-    RowCoefficients coef;
-    range.loss += FinishRow(m, sums, opt, &coef);
-    range.valid += RowIsValid(sums) ? 1.0 : 0.0;
+    xent::multilabel::RowCoefficients coef;
+    range.loss += xent::multilabel::FinishRow(m, sums, opt, &coef);
+    range.valid += xent::multilabel::RowIsValid(sums) ? 1.0 : 0.0;
     range.invalid += sums.invalid;
-    StoreCoefficients(coef, r, rows, coefficients);
+    xent::multilabel::StoreCoefficients(coef, r, rows, coefficients);
     if (prob != NULL) {
-      for (int c = 0; c < C; ++c) prob[offset + c * inner] = Probability(coef, x[offset + c * inner]);
+      for (int c = 0; c < C; ++c) prob[offset + c * inner] = xent::multilabel::Probability(coef, x[offset + c * inner]);
     }
   };
   for (int64_t r = begin; r < end;) {
@@ -137,9 +124,9 @@ RangeSums ForwardRows(const Dtype* x, const Dtype* t, const double* w, int64_t b
         range.invalid += invalid;
         if (prob != NULL) {
           for (int j = 0; j < run; ++j) {
-            const RowCoefficients coef = LoadCoefficients(coefficients, r + j, rows);
+            const xent::multilabel::RowCoefficients coef = xent::multilabel::LoadCoefficients(coefficients, r + j, rows);
             for (int c = 0; c < C; ++c) {
-              prob[offset + j + c * inner] = Probability(coef, xr[j + c * inner]);
+              prob[offset + j + c * inner] = xent::multilabel::Probability(coef, xr[j + c * inner]);
             }
           }
         }
@@ -149,23 +136,23 @@ RangeSums ForwardRows(const Dtype* x, const Dtype* t, const double* w, int64_t b
       // A non-finite score: the whole run by the scalar loop.
       for (const int64_t run_end = r + run; r < run_end; ++r) {
         const int64_t o = (r / inner) * C * inner + r % inner;
-        RowSums sums = ZeroSums();
+        xent::multilabel::RowSums sums = xent::multilabel::ZeroSums();
         Dtype m = x[o];
-        for (int c = 1; c < C; ++c) m = MaxOf(m, x[o + c * inner]);
+        for (int c = 1; c < C; ++c) m = xent::multilabel::MaxOf(m, x[o + c * inner]);
         for (int c = 0; c < C; ++c) {
-          AccumulateElement(m, x[o + c * inner], t[o + c * inner], w[c], opt, &sums);
+          xent::multilabel::AccumulateElement(m, x[o + c * inner], t[o + c * inner], w[c], opt, &sums);
         }
         finish(r, m, sums);
       }
       continue;
     }
-    RowSums sums = ZeroSums();
+    xent::multilabel::RowSums sums = xent::multilabel::ZeroSums();
     Dtype m;
     if (!RowSumsSimd(xr, tr, w, inner, opt, &m, &sums)) {
       m = xr[0];
-      for (int c = 1; c < C; ++c) m = MaxOf(m, xr[c * inner]);  // m = max_c x_c
+      for (int c = 1; c < C; ++c) m = xent::multilabel::MaxOf(m, xr[c * inner]);  // m = max_c x_c
       for (int c = 0; c < C; ++c) {
-        AccumulateElement(m, xr[c * inner], tr[c * inner], w[c], opt, &sums);
+        xent::multilabel::AccumulateElement(m, xr[c * inner], tr[c * inner], w[c], opt, &sums);
       }
     }
     finish(r, m, sums);
@@ -237,14 +224,14 @@ void MultiLabelSoftmaxLossLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bott
   outer_num_ = x.count(0, axis_);
   classes_ = x.shape(axis_);
   inner_num_ = x.count(axis_ + 1);
-  // Forward keeps kCoefficients doubles per row in a Blob, which holds at
+  // Forward keeps xent::multilabel::kCoefficients doubles per row in a Blob, which holds at
   // most INT_MAX values: refuse here rather than let Blob::Reshape fail.
   const int64_t rows = static_cast<int64_t>(outer_num_) * inner_num_;
-  XENT_CHECK(param, rows <= INT_MAX / kCoefficients,
+  XENT_CHECK(param, rows <= INT_MAX / xent::multilabel::kCoefficients,
              "bottom[0] (scores) of shape " << x.shape_string() << " has " << rows
              << " rows (softmax vectors along axis " << axis_ << "); this layer keeps "
-             << kCoefficients << " values per row in a Caffe blob, so it takes at most "
-             << INT_MAX / kCoefficients << " rows: split the batch");
+             << xent::multilabel::kCoefficients << " values per row in a Caffe blob, so it takes at most "
+             << INT_MAX / xent::multilabel::kCoefficients << " rows: split the batch");
   // C = 0 (an empty blob) still checks class_weight, as if for one class.
   if (class_weight_.count() != classes_ || classes_ == 0) {
     const std::vector<float> weights =
@@ -256,7 +243,7 @@ void MultiLabelSoftmaxLossLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bott
   top[0]->Reshape(std::vector<int>());  // the loss: a scalar
   if (top.size() >= 2) top[1]->ReshapeLike(x);
   std::vector<int> coefficient_shape(2, static_cast<int>(rows));
-  coefficient_shape[0] = kCoefficients;  // structure of arrays: (5, rows)
+  coefficient_shape[0] = xent::multilabel::kCoefficients;  // structure of arrays: (5, rows)
   row_coefficients_.Reshape(coefficient_shape);
 }
 
@@ -320,7 +307,7 @@ template <typename Dtype>
 void MultiLabelSoftmaxLossLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
                                                     const vector<Blob<Dtype>*>& top) {
   if (bottom[0]->count() == 0) return ForwardEmpty(bottom, top);
-  const RowOptions opt = {classes_, target_normalization_, smoothing_, has_ignore_label_,
+  const xent::multilabel::RowOptions opt = {classes_, target_normalization_, smoothing_, has_ignore_label_,
                           static_cast<double>(ignore_label_)};
   const Dtype* x = bottom[0]->cpu_data();
   const Dtype* t = bottom[1]->cpu_data();
@@ -332,7 +319,7 @@ void MultiLabelSoftmaxLossLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& 
   // count); chunk sums are added in chunk order: the same bits for any
   // number of threads.
   // Spatial maps take 8x longer chunks: runs of many SIMD tiles, whose loads
-  // overlap the previous tile's arithmetic (multilabel_softmax_simd.cpp).
+  // overlap the previous tile's arithmetic (multi_label_softmax_loss_simd.cpp).
   const int64_t chunk_elements = (inner_num_ > 1 ? 8 : 1) * xent::kReduceChunk;
   const int64_t chunk_rows = std::max<int64_t>(1, chunk_elements / classes_);
   const int64_t chunks = (rows + chunk_rows - 1) / chunk_rows;
@@ -374,11 +361,11 @@ void MultiLabelSoftmaxLossLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>&
     // its spinning threads slow OpenBLAS's on a busy machine (the demo's 64x10).
 #pragma omp parallel for schedule(static) if (rows * C > xent::kReduceChunk)
     for (int64_t r = 0; r < rows; ++r) {
-      const RowCoefficients coef = LoadCoefficients(coefficients, r, rows);
+      const xent::multilabel::RowCoefficients coef = xent::multilabel::LoadCoefficients(coefficients, r, rows);
       const int64_t offset = r * C;
       if (RowGradientSimd(x + offset, t + offset, w, coef, scale, C, dx + offset)) continue;
       for (int c = 0; c < C; ++c) {
-        dx[offset + c] = ElementGradient(coef, x[offset + c], t[offset + c], w[c], scale);
+        dx[offset + c] = xent::multilabel::ElementGradient(coef, x[offset + c], t[offset + c], w[c], scale);
       }
     }
   } else {
@@ -402,9 +389,9 @@ void MultiLabelSoftmaxLossLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>&
       }
       for (int c = 0; c < C; ++c) {
         for (int64_t j = i; j < i_end; ++j) {
-          const RowCoefficients coef = LoadCoefficients(coefficients, o * inner + j, rows);
+          const xent::multilabel::RowCoefficients coef = xent::multilabel::LoadCoefficients(coefficients, o * inner + j, rows);
           const int64_t e = (o * C + c) * inner + j;
-          dx[e] = ElementGradient(coef, x[e], t[e], w[c], scale);
+          dx[e] = xent::multilabel::ElementGradient(coef, x[e], t[e], w[c], scale);
         }
       }
     }

@@ -1,5 +1,5 @@
 // CUDA launchers of MultiLabelSoftmaxLoss. The row math is the same
-// header-only code as the CPU loop (multilabel_softmax_math.hpp); this file
+// header-only code as the CPU loop (multi_label_softmax_loss_math.hpp); this file
 // only decides which thread handles what.
 //
 // Two kernel shapes for the forward pass, both with a fixed grid (a function
@@ -17,28 +17,13 @@
 #include <vector>
 
 #include "caffe/layers/multi_label_softmax_loss_layer.hpp"
-#include "caffe/layers/multilabel_softmax_math.hpp"
+#include "caffe/layers/multi_label_softmax_loss_math.hpp"
 #include "caffe/util/xent_reduce.cuh"
 
 namespace caffe {
 
 namespace {
 
-using xent::kReduceBlocks;
-using xent::kReduceThreads;
-using xent::multilabel::AccumulateElement;
-using xent::multilabel::ElementGradient;
-using xent::multilabel::FinishRow;
-using xent::multilabel::kCoefficients;
-using xent::multilabel::LoadCoefficients;
-using xent::multilabel::MaxOf;
-using xent::multilabel::Probability;
-using xent::multilabel::RowCoefficients;
-using xent::multilabel::RowIsValid;
-using xent::multilabel::RowOptions;
-using xent::multilabel::RowSums;
-using xent::multilabel::StoreCoefficients;
-using xent::multilabel::ZeroSums;
 
 /// Columns of block_partials: loss sum, valid rows, invalid targets.
 const int kColumns = 3;
@@ -59,7 +44,7 @@ __device__ __forceinline__ void StoreBlockSums(double loss, double valid, double
 /// Spatial maps: one thread per row, grid-stride over the rows.
 template <typename Dtype>
 __global__ void RowPerThreadForward(const Dtype* x, const Dtype* t, const double* w,
-                                    int64_t rows, int inner, RowOptions opt,
+                                    int64_t rows, int inner, xent::multilabel::RowOptions opt,
                                     double* coefficients, Dtype* prob, double* block_partials) {
   const int C = opt.classes;
   double loss = 0.0, valid = 0.0, invalid = 0.0;
@@ -69,18 +54,18 @@ __global__ void RowPerThreadForward(const Dtype* x, const Dtype* t, const double
     const Dtype* xr = x + offset;
     const Dtype* tr = t + offset;
     Dtype m = xr[0];
-    for (int c = 1; c < C; ++c) m = MaxOf(m, xr[c * inner]);  // m = max_c x_c
-    RowSums sums = ZeroSums();
+    for (int c = 1; c < C; ++c) m = xent::multilabel::MaxOf(m, xr[c * inner]);  // m = max_c x_c
+    xent::multilabel::RowSums sums = xent::multilabel::ZeroSums();
     for (int c = 0; c < C; ++c) {
-      AccumulateElement(m, xr[c * inner], tr[c * inner], w[c], opt, &sums);
+      xent::multilabel::AccumulateElement(m, xr[c * inner], tr[c * inner], w[c], opt, &sums);
     }
-    RowCoefficients coef;
-    loss += FinishRow(m, sums, opt, &coef);
-    valid += RowIsValid(sums) ? 1.0 : 0.0;
+    xent::multilabel::RowCoefficients coef;
+    loss += xent::multilabel::FinishRow(m, sums, opt, &coef);
+    valid += xent::multilabel::RowIsValid(sums) ? 1.0 : 0.0;
     invalid += sums.invalid;
-    StoreCoefficients(coef, r, rows, coefficients);
+    xent::multilabel::StoreCoefficients(coef, r, rows, coefficients);
     if (prob != NULL) {
-      for (int c = 0; c < C; ++c) prob[offset + c * inner] = Probability(coef, xr[c * inner]);
+      for (int c = 0; c < C; ++c) prob[offset + c * inner] = xent::multilabel::Probability(coef, xr[c * inner]);
     }
   }
   StoreBlockSums(loss, valid, invalid, block_partials);
@@ -89,17 +74,17 @@ __global__ void RowPerThreadForward(const Dtype* x, const Dtype* t, const double
 /// Max over a block of 256 threads, NaN-propagating; valid in every thread.
 template <typename Dtype>
 __device__ __forceinline__ Dtype BlockMax(Dtype value) {
-  __shared__ Dtype warp_max[kReduceThreads / 32];
+  __shared__ Dtype warp_max[xent::kReduceThreads / 32];
   __shared__ Dtype block_max;
   for (int offset = 16; offset > 0; offset >>= 1) {
-    value = MaxOf(value, __shfl_down_sync(0xffffffffu, value, offset));
+    value = xent::multilabel::MaxOf(value, __shfl_down_sync(0xffffffffu, value, offset));
   }
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   if (lane == 0) warp_max[warp] = value;
   __syncthreads();
   if (threadIdx.x == 0) {
     Dtype m = warp_max[0];
-    for (int k = 1; k < kReduceThreads / 32; ++k) m = MaxOf(m, warp_max[k]);
+    for (int k = 1; k < xent::kReduceThreads / 32; ++k) m = xent::multilabel::MaxOf(m, warp_max[k]);
     block_max = m;
   }
   __syncthreads();
@@ -112,9 +97,9 @@ __device__ __forceinline__ Dtype BlockMax(Dtype value) {
 /// the classes.
 template <typename Dtype>
 __global__ void RowPerBlockForward(const Dtype* x, const Dtype* t, const double* w,
-                                   int64_t rows, int inner, RowOptions opt, double* coefficients,
+                                   int64_t rows, int inner, xent::multilabel::RowOptions opt, double* coefficients,
                                    Dtype* prob, double* block_partials) {
-  __shared__ double shared_coefficients[kCoefficients];
+  __shared__ double shared_coefficients[xent::multilabel::kCoefficients];
   const int C = opt.classes;
   double loss = 0.0, valid = 0.0, invalid = 0.0;  // meaningful in thread 0
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
@@ -122,11 +107,11 @@ __global__ void RowPerBlockForward(const Dtype* x, const Dtype* t, const double*
     const Dtype* xr = x + offset;
     const Dtype* tr = t + offset;
     Dtype m = xr[0];
-    for (int c = threadIdx.x; c < C; c += blockDim.x) m = MaxOf(m, xr[c * inner]);
+    for (int c = threadIdx.x; c < C; c += blockDim.x) m = xent::multilabel::MaxOf(m, xr[c * inner]);
     m = BlockMax(m);  // m = max_c x_c
-    RowSums sums = ZeroSums();
+    xent::multilabel::RowSums sums = xent::multilabel::ZeroSums();
     for (int c = threadIdx.x; c < C; c += blockDim.x) {
-      AccumulateElement(m, xr[c * inner], tr[c * inner], w[c], opt, &sums);
+      xent::multilabel::AccumulateElement(m, xr[c * inner], tr[c * inner], w[c], opt, &sums);
     }
     sums.sum_exp = xent::BlockSum(sums.sum_exp);
     sums.positives = xent::BlockSum(sums.positives);
@@ -137,18 +122,18 @@ __global__ void RowPerBlockForward(const Dtype* x, const Dtype* t, const double*
     sums.ignored = xent::BlockSum(sums.ignored);
     sums.invalid = xent::BlockSum(sums.invalid);
     if (threadIdx.x == 0) {
-      RowCoefficients coef;
-      loss += FinishRow(m, sums, opt, &coef);
-      valid += RowIsValid(sums) ? 1.0 : 0.0;
+      xent::multilabel::RowCoefficients coef;
+      loss += xent::multilabel::FinishRow(m, sums, opt, &coef);
+      valid += xent::multilabel::RowIsValid(sums) ? 1.0 : 0.0;
       invalid += sums.invalid;
-      StoreCoefficients(coef, r, rows, coefficients);
-      StoreCoefficients(coef, 0, 1, shared_coefficients);
+      xent::multilabel::StoreCoefficients(coef, r, rows, coefficients);
+      xent::multilabel::StoreCoefficients(coef, 0, 1, shared_coefficients);
     }
     __syncthreads();
     if (prob != NULL) {
-      const RowCoefficients coef = LoadCoefficients(shared_coefficients, 0, 1);
+      const xent::multilabel::RowCoefficients coef = xent::multilabel::LoadCoefficients(shared_coefficients, 0, 1);
       for (int c = threadIdx.x; c < C; c += blockDim.x) {
-        prob[offset + c * inner] = Probability(coef, xr[c * inner]);
+        prob[offset + c * inner] = xent::multilabel::Probability(coef, xr[c * inner]);
       }
     }
     __syncthreads();  // shared_coefficients is rewritten by the next row
@@ -166,8 +151,8 @@ __global__ void GradientKernel(int64_t count, const Dtype* x, const Dtype* t, co
     const int64_t plane = e / inner;  // (outer, class) plane
     const int c = static_cast<int>(plane % classes);
     const int64_t r = (plane / classes) * inner + e % inner;
-    const RowCoefficients coef = LoadCoefficients(coefficients, r, rows);
-    dx[e] = ElementGradient(coef, x[e], t[e], w[c], scale);
+    const xent::multilabel::RowCoefficients coef = xent::multilabel::LoadCoefficients(coefficients, r, rows);
+    dx[e] = xent::multilabel::ElementGradient(coef, x[e], t[e], w[c], scale);
   }
 }
 
@@ -183,7 +168,7 @@ void MultiLabelSoftmaxLossLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& 
   xent::ProbeDeviceMemory(class_weight_.data(), lp, "class_weight");
   xent::ProbeDeviceMemory(row_coefficients_.data(), lp, "the row coefficients");
   if (top.size() >= 2) xent::ProbeDeviceMemory(top[1]->data(), lp, "top[1] (probabilities)");
-  const RowOptions opt = {classes_, target_normalization_, smoothing_, has_ignore_label_,
+  const xent::multilabel::RowOptions opt = {classes_, target_normalization_, smoothing_, has_ignore_label_,
                           static_cast<double>(ignore_label_)};
   const int64_t rows = static_cast<int64_t>(outer_num_) * inner_num_;
   const Dtype* x = bottom[0]->gpu_data();
@@ -197,16 +182,16 @@ void MultiLabelSoftmaxLossLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& 
     // bits of the loss) is the same run after run.
     const bool block_per_row = inner_num_ < 32 && classes_ >= 32;
     const int64_t wanted =
-        block_per_row ? rows : (rows + kReduceThreads - 1) / kReduceThreads;
-    const int blocks = static_cast<int>(std::min<int64_t>(wanted, kReduceBlocks));
+        block_per_row ? rows : (rows + xent::kReduceThreads - 1) / xent::kReduceThreads;
+    const int blocks = static_cast<int>(std::min<int64_t>(wanted, xent::kReduceBlocks));
     block_partials_.Reshape(std::vector<int>(1, blocks * kColumns));
     xent::ProbeDeviceMemory(block_partials_.data(), lp, "the block sums");
     double* partials = block_partials_.mutable_gpu_data();
     if (block_per_row) {
-      RowPerBlockForward<Dtype><<<blocks, kReduceThreads>>>(
+      RowPerBlockForward<Dtype><<<blocks, xent::kReduceThreads>>>(
           x, t, w, rows, inner_num_, opt, coefficients, prob, partials);
     } else {
-      RowPerThreadForward<Dtype><<<blocks, kReduceThreads>>>(
+      RowPerThreadForward<Dtype><<<blocks, xent::kReduceThreads>>>(
           x, t, w, rows, inner_num_, opt, coefficients, prob, partials);
     }
     XENT_LAUNCH_CHECK(lp, "the forward kernel (RowPerBlockForward / RowPerThreadForward)");

@@ -5,10 +5,10 @@
 #include <vector>
 
 #include "caffe/layers/sigmoid_cross_entropy_loss_layer.hpp"
-#include "caffe/layers/sigmoid_xent_math.hpp"
+#include "caffe/layers/sigmoid_cross_entropy_loss_math.hpp"
 #include "caffe/layers/xent_common.hpp"
 
-#include "sigmoid_xent_simd.hpp"
+#include "sigmoid_cross_entropy_loss_simd.hpp"
 
 namespace caffe {
 
@@ -68,9 +68,9 @@ void SigmoidCrossEntropyLossLayer<Dtype>::LayerSetUp(
   classes_ = -1;  // per-class vectors are expanded in Reshape, once C is known
   period_ = -1;
   // The SIMD path takes the focal term when γ is a whole number up to
-  // kSigmoidXentMaxFocalPower (q^γ by multiplication, as accurate as powf).
+  // sigmoid::kMaxFocalPower (q^γ by multiplication, as accurate as powf).
   simd_ = focal_gamma_ == std::floor(focal_gamma_) &&
-          focal_gamma_ <= Dtype(xent::kSigmoidXentMaxFocalPower);
+          focal_gamma_ <= Dtype(xent::sigmoid::kMaxFocalPower);
 }
 
 template <typename Dtype>
@@ -129,7 +129,7 @@ void SigmoidCrossEntropyLossLayer<Dtype>::Reshape(
                          : inner_num_ < kPeriodInner ? int64_t(classes_) * inner_num_ : 0;
   if (period != period_) {
     period_ = period;
-    const int64_t size = period > 0 ? period + xent::kSigmoidXentPeriodPad : 0;
+    const int64_t size = period > 0 ? period + xent::sigmoid::kPeriodPad : 0;
     pos_weight_period_.resize(size);
     class_weight_period_.resize(size);
     for (int64_t j = 0; j < size; ++j) {
@@ -150,7 +150,7 @@ namespace {
 template <typename Dtype>
 class ClassCursor {
  public:
-  ClassCursor(const xent::SigmoidXentOptions<Dtype>& o, bool per_class, int64_t begin)
+  ClassCursor(const xent::sigmoid::Options<Dtype>& o, bool per_class, int64_t begin)
       : o_(o), per_class_(per_class), inner_index_(begin % o.inner),
         c_(per_class ? (begin / o.inner) % o.classes : 0) {}
   Dtype pos_weight() const { return o_.pos_weight[c_]; }
@@ -163,7 +163,7 @@ class ClassCursor {
   }
 
  private:
-  const xent::SigmoidXentOptions<Dtype>& o_;
+  const xent::sigmoid::Options<Dtype>& o_;
   bool per_class_;
   int64_t inner_index_, c_;
 };
@@ -171,16 +171,16 @@ class ClassCursor {
 }  // namespace
 
 template <typename Dtype>
-xent::SigmoidXentConstants<Dtype> SigmoidCrossEntropyLossLayer<Dtype>::Constants() const {
-  const xent::SigmoidXentConstants<Dtype> k = {Dtype(1) - label_smoothing_,
+xent::sigmoid::Constants<Dtype> SigmoidCrossEntropyLossLayer<Dtype>::Constants() const {
+  const xent::sigmoid::Constants<Dtype> k = {Dtype(1) - label_smoothing_,
                                                label_smoothing_ / Dtype(2), focal_gamma_,
                                                focal_alpha_};
   return k;
 }
 
 template <typename Dtype>
-xent::SigmoidXentOptions<Dtype> SigmoidCrossEntropyLossLayer<Dtype>::SimdOptions() const {
-  xent::SigmoidXentOptions<Dtype> o;
+xent::sigmoid::Options<Dtype> SigmoidCrossEntropyLossLayer<Dtype>::SimdOptions() const {
+  xent::sigmoid::Options<Dtype> o;
   o.pos_weight = pos_weight_.cpu_data();
   o.class_weight = class_weight_.cpu_data();
   o.inner = inner_num_;
@@ -236,7 +236,7 @@ void SigmoidCrossEntropyLossLayer<Dtype>::CheckCounts(const vector<Blob<Dtype>*>
     xent::ThrowFirstBadValue(
         lp, BottomName(1), bottom[1]->cpu_data(), bottom[1]->count(), bottom[1]->shape_string(),
         static_cast<int64_t>(bad_targets), what.str().c_str(),
-        [&](Dtype t) { return xent::SigmoidXentTargetKind(t, has_ignore, ignore) < 0; },
+        [&](Dtype t) { return xent::sigmoid::TargetKind(t, has_ignore, ignore) < 0; },
         has_ignore ? "" : "; targets are data in [0, 1]: set loss_param.ignore_label to skip "
                           "elements");
   }
@@ -271,14 +271,14 @@ void SigmoidCrossEntropyLossLayer<Dtype>::Forward_cpu(
   const int64_t chunks = (count + xent::kReduceChunk - 1) / xent::kReduceChunk;
   // Counts per fixed chunk (integers: their order does not matter).
   std::vector<int64_t> counted(chunks), bad_targets(chunks), bad_weights(chunks);
-  const xent::SigmoidXentConstants<Dtype> k = Constants();
-  const xent::SigmoidXentOptions<Dtype> options = SimdOptions();
-  const xent::SigmoidXentOptions<Dtype>* simd_options = plain_ ? NULL : &options;
+  const xent::sigmoid::Constants<Dtype> k = Constants();
+  const xent::sigmoid::Options<Dtype> options = SimdOptions();
+  const xent::sigmoid::Options<Dtype>* simd_options = plain_ ? NULL : &options;
 
   const double loss = xent::DeterministicSum(count, [&](int64_t begin, int64_t end) -> double {
     const int64_t chunk = begin / xent::kReduceChunk;
     if (simd_) {  // one fused SIMD pass
-      const xent::SigmoidXentSums sums = xent::SigmoidXentSimdForward<Dtype>(
+      const xent::sigmoid::Sums sums = xent::sigmoid::SimdForward<Dtype>(
           x + begin, t + begin, w ? w + begin : NULL, element_loss ? element_loss + begin : NULL,
           end - begin, begin, simd_options, has_ignore, ignore);
       counted[chunk] = sums.counted;
@@ -292,13 +292,13 @@ void SigmoidCrossEntropyLossLayer<Dtype>::Forward_cpu(
     int64_t n_counted = 0, n_bad_targets = 0, n_bad_weights = 0;
     ClassCursor<Dtype> cls(options, per_class_, begin);
     for (int64_t i = begin; i < end; ++i, cls.Next()) {
-      const int kind = xent::SigmoidXentTargetKind(t[i], has_ignore, ignore);
+      const int kind = xent::sigmoid::TargetKind(t[i], has_ignore, ignore);
       const Dtype wi = w ? w[i] : Dtype(1);
       n_bad_weights += !xent::XentIsValidWeight(wi);
       n_bad_targets += kind < 0;
       Dtype li = 0;
       if (kind != 0) {
-        li = xent::SigmoidXentElement<Dtype>(x[i], t[i], cls.pos_weight(),
+        li = xent::sigmoid::Element<Dtype>(x[i], t[i], cls.pos_weight(),
                                              cls.class_weight() * wi, k, NULL);
         sum += li;
         ++n_counted;
@@ -339,9 +339,9 @@ void SigmoidCrossEntropyLossLayer<Dtype>::Backward_cpu(
   const Dtype scale = static_cast<Dtype>(top[0]->cpu_diff()[0] / normalizer_);
   const bool has_ignore = has_ignore_label_;
   const Dtype ignore = ignore_label_;
-  const xent::SigmoidXentConstants<Dtype> k = Constants();
-  const xent::SigmoidXentOptions<Dtype> options = SimdOptions();
-  const xent::SigmoidXentOptions<Dtype>* simd_options = plain_ ? NULL : &options;
+  const xent::sigmoid::Constants<Dtype> k = Constants();
+  const xent::sigmoid::Options<Dtype> options = SimdOptions();
+  const xent::sigmoid::Options<Dtype>* simd_options = plain_ ? NULL : &options;
   const int64_t chunks = (count + xent::kReduceChunk - 1) / xent::kReduceChunk;
   // One chunk: no thread team (its start-up, and its threads spinning against
   // OpenBLAS's, cost more than a small blob's work; DeterministicSum does the same).
@@ -350,7 +350,7 @@ void SigmoidCrossEntropyLossLayer<Dtype>::Backward_cpu(
     const int64_t begin = chunk * xent::kReduceChunk;
     const int64_t end = std::min(count, begin + xent::kReduceChunk);
     if (simd_) {
-      xent::SigmoidXentSimdBackward<Dtype>(x + begin, t + begin, w ? w + begin : NULL,
+      xent::sigmoid::SimdBackward<Dtype>(x + begin, t + begin, w ? w + begin : NULL,
                                            element_diff ? element_diff + begin : NULL, scale,
                                            dx + begin, end - begin, begin, simd_options,
                                            has_ignore, ignore);
@@ -359,9 +359,9 @@ void SigmoidCrossEntropyLossLayer<Dtype>::Backward_cpu(
     ClassCursor<Dtype> cls(options, per_class_, begin);
     for (int64_t i = begin; i < end; ++i, cls.Next()) {
       Dtype grad = 0;
-      if (xent::SigmoidXentTargetKind(t[i], has_ignore, ignore) != 0) {
+      if (xent::sigmoid::TargetKind(t[i], has_ignore, ignore) != 0) {
         const Dtype wi = w ? w[i] : Dtype(1);
-        xent::SigmoidXentElement<Dtype>(x[i], t[i], cls.pos_weight(), cls.class_weight() * wi,
+        xent::sigmoid::Element<Dtype>(x[i], t[i], cls.pos_weight(), cls.class_weight() * wi,
                                         k, &grad);
         grad *= element_diff ? scale + element_diff[i] : scale;
       }

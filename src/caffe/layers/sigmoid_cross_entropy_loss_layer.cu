@@ -1,5 +1,5 @@
 // GPU path of SigmoidCrossEntropyLoss. Three thin layers:
-//   element math  sigmoid_xent_math.hpp (shared with the CPU loop),
+//   element math  sigmoid_cross_entropy_loss_math.hpp (shared with the CPU loop),
 //   kernels       below: forward reads x, t (and w) once and writes per-block
 //                 partial sums; backward reads them again and writes dx,
 //   layer glue    Forward_gpu / Backward_gpu (launch, check, normalize).
@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "caffe/layers/sigmoid_cross_entropy_loss_layer.hpp"
-#include "caffe/layers/sigmoid_xent_math.hpp"
+#include "caffe/layers/sigmoid_cross_entropy_loss_math.hpp"
 #include "caffe/util/xent_reduce.cuh"
 
 namespace caffe {
@@ -21,7 +21,7 @@ enum SumColumn { kLoss = 0, kCounted = 1, kBadTargets = 2, kBadWeights = 3, kCol
 
 /// What every thread needs to compute one element.
 template <typename Dtype>
-struct SigmoidXentArgs {
+struct KernelArgs {
   const Dtype* x;             ///< logits
   const Dtype* t;             ///< targets
   const Dtype* w;             ///< per-element weights or NULL
@@ -33,27 +33,27 @@ struct SigmoidXentArgs {
   bool per_class;             ///< whether the class of an element matters
   bool has_ignore_label;
   Dtype ignore_label;
-  xent::SigmoidXentConstants<Dtype> constants;
+  xent::sigmoid::Constants<Dtype> constants;
 };
 
 /// ℓ_i (and ∂ℓ_i/∂x when grad != NULL) for a counted element i.
 template <typename Dtype>
-__device__ __forceinline__ Dtype ElementLoss(const SigmoidXentArgs<Dtype>& a, int i, Dtype t,
+__device__ __forceinline__ Dtype ElementLoss(const KernelArgs<Dtype>& a, int i, Dtype t,
                                              Dtype weight, Dtype* grad) {
   const int c = a.per_class ? (i / a.inner) % a.classes : 0;  // class along the axis
-  return xent::SigmoidXentElement<Dtype>(a.x[i], t, a.pos_weight[c],
+  return xent::sigmoid::Element<Dtype>(a.x[i], t, a.pos_weight[c],
                                          a.class_weight[c] * weight, a.constants, grad);
 }
 
 template <typename Dtype>
-__global__ void SigmoidXentForwardKernel(const SigmoidXentArgs<Dtype> a, Dtype* element_loss,
+__global__ void ForwardKernel(const KernelArgs<Dtype> a, Dtype* element_loss,
                                          double* partial) {
   double loss = 0.0, counted = 0.0, bad_targets = 0.0, bad_weights = 0.0;
   // 64-bit index: i + stride must not overflow near INT_MAX elements.
   for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < a.count;
        i += static_cast<long long>(blockDim.x) * gridDim.x) {
     const Dtype t = a.t[i];
-    const int kind = xent::SigmoidXentTargetKind(t, a.has_ignore_label, a.ignore_label);
+    const int kind = xent::sigmoid::TargetKind(t, a.has_ignore_label, a.ignore_label);
     const Dtype weight = a.w ? a.w[i] : Dtype(1);
     bad_weights += !xent::XentIsValidWeight(weight);  // NaN and +inf count as bad
     bad_targets += kind < 0;
@@ -80,13 +80,13 @@ __global__ void SigmoidXentForwardKernel(const SigmoidXentArgs<Dtype> a, Dtype* 
 }
 
 template <typename Dtype>
-__global__ void SigmoidXentBackwardKernel(const SigmoidXentArgs<Dtype> a, const Dtype* element_diff,
+__global__ void BackwardKernel(const KernelArgs<Dtype> a, const Dtype* element_diff,
                                           Dtype scale, Dtype* dx) {
   for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < a.count;
        i += static_cast<long long>(blockDim.x) * gridDim.x) {
     const Dtype t = a.t[i];
     Dtype grad = 0;
-    if (xent::SigmoidXentTargetKind(t, a.has_ignore_label, a.ignore_label) != 0) {
+    if (xent::sigmoid::TargetKind(t, a.has_ignore_label, a.ignore_label) != 0) {
       ElementLoss(a, static_cast<int>(i), t, a.w ? a.w[i] : Dtype(1), &grad);
       grad *= element_diff ? scale + element_diff[i] : scale;  // λ/norm + λ'_i
     }
@@ -109,7 +109,7 @@ void SigmoidCrossEntropyLossLayer<Dtype>::Forward_gpu(
   xent::ProbeDeviceMemory(class_weight_.data(), lp, "class_weight");
   if (top.size() == 2) xent::ProbeDeviceMemory(top[1]->data(), lp, "top[1] (element losses)");
   xent::ProbeDeviceMemory(partial_sums_, lp, "the block sums");
-  SigmoidXentArgs<Dtype> a;
+  KernelArgs<Dtype> a;
   a.x = bottom[0]->gpu_data();
   a.t = bottom[1]->gpu_data();
   a.w = bottom.size() == 3 ? bottom[2]->gpu_data() : NULL;
@@ -128,9 +128,9 @@ void SigmoidCrossEntropyLossLayer<Dtype>::Forward_gpu(
   Dtype* element_loss = top.size() == 2 ? top[1]->mutable_gpu_data() : NULL;
   double* partial = static_cast<double*>(partial_sums_->mutable_gpu_data());
   // NOLINT_NEXT_LINE(whitespace/operators)
-  SigmoidXentForwardKernel<Dtype><<<xent::kReduceBlocks, xent::kReduceThreads>>>(
+  ForwardKernel<Dtype><<<xent::kReduceBlocks, xent::kReduceThreads>>>(
       a, element_loss, partial);
-  XENT_LAUNCH_CHECK(lp, "SigmoidXentForwardKernel");
+  XENT_LAUNCH_CHECK(lp, "ForwardKernel");
   double sums[kColumns];
   xent::FinishSums(partial, xent::kReduceBlocks, kColumns, sums, lp);
   CheckCounts(bottom, sums[kBadTargets], sums[kBadWeights]);
@@ -147,7 +147,7 @@ void SigmoidCrossEntropyLossLayer<Dtype>::Backward_gpu(
   const LayerParameter& lp = this->layer_param_;
   xent::ProbeDeviceMemory(bottom[0]->diff(), lp, "bottom[0]'s gradient");
   if (top.size() == 2) xent::ProbeDeviceMemory(top[1]->diff(), lp, "top[1]'s gradient");
-  SigmoidXentArgs<Dtype> a;
+  KernelArgs<Dtype> a;
   a.x = bottom[0]->gpu_data();
   a.t = bottom[1]->gpu_data();
   a.w = bottom.size() == 3 ? bottom[2]->gpu_data() : NULL;
@@ -166,9 +166,9 @@ void SigmoidCrossEntropyLossLayer<Dtype>::Backward_gpu(
   const Dtype* element_diff = top.size() == 2 ? top[1]->gpu_diff() : NULL;
   const Dtype scale = static_cast<Dtype>(top[0]->cpu_diff()[0] / normalizer_);
   // NOLINT_NEXT_LINE(whitespace/operators)
-  SigmoidXentBackwardKernel<Dtype><<<CAFFE_GET_BLOCKS(a.count), CAFFE_CUDA_NUM_THREADS>>>(
+  BackwardKernel<Dtype><<<CAFFE_GET_BLOCKS(a.count), CAFFE_CUDA_NUM_THREADS>>>(
       a, element_diff, scale, bottom[0]->mutable_gpu_diff());
-  XENT_LAUNCH_CHECK(lp, "SigmoidXentBackwardKernel");
+  XENT_LAUNCH_CHECK(lp, "BackwardKernel");
 }
 
 INSTANTIATE_LAYER_GPU_FUNCS(SigmoidCrossEntropyLossLayer);

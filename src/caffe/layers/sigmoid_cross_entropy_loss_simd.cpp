@@ -1,4 +1,4 @@
-// CPU fast path of SigmoidCrossEntropyLoss (see sigmoid_xent_simd.hpp).
+// CPU fast path of SigmoidCrossEntropyLoss (see sigmoid_cross_entropy_loss_simd.hpp).
 //
 // Why Highway: it ships as a Debian package (libhwy-dev), has vectorized
 // Exp and Log1p for float and double, and compiles this file once per x86
@@ -13,7 +13,7 @@
 // include path of every caffe source (a path relative to this file would be
 // looked up next to hwy/foreach_target.h instead).
 #undef HWY_TARGET_INCLUDE
-#define HWY_TARGET_INCLUDE "../src/caffe/layers/sigmoid_xent_simd.cpp"
+#define HWY_TARGET_INCLUDE "../src/caffe/layers/sigmoid_cross_entropy_loss_simd.cpp"
 #include <hwy/foreach_target.h>  // NOLINT: must come before highway.h
 
 #include <hwy/highway.h>
@@ -23,11 +23,12 @@
 #include <cstdint>
 #include <limits>
 
-#include "sigmoid_xent_simd.hpp"
+#include "sigmoid_cross_entropy_loss_simd.hpp"
 
 HWY_BEFORE_NAMESPACE();
 namespace caffe {
 namespace xent {
+namespace sigmoid {
 namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
@@ -99,11 +100,11 @@ HWY_INLINE V Log1pUnit(D d, V e) {
 }
 
 /// Per-lane pos_weight and class_weight of consecutive vectors, element i
-/// having class (i / inner) % classes (SigmoidXentOptions).
+/// having class (i / inner) % classes (Options).
 template <typename T>
 class PerClass {
  public:
-  PerClass(const SigmoidXentOptions<T>& o, int64_t first)
+  PerClass(const Options<T>& o, int64_t first)
       : o_(&o), offset_(o.period > 0 ? first % o.period : 0),
         c_(o.period > 0 ? 0 : (first / o.inner) % o.classes),
         left_(o.period > 0 ? 0 : o.inner - first % o.inner) {}
@@ -140,7 +141,7 @@ class PerClass {
     c_ = c_ + 1 == o_->classes ? 0 : c_ + 1;
     left_ = o_->inner;
   }
-  const SigmoidXentOptions<T>* o_;
+  const Options<T>* o_;
   int64_t offset_, c_, left_;
 };
 
@@ -162,7 +163,7 @@ struct FocalVectors {
 };
 
 template <class D, typename T = hn::TFromD<D>>
-FocalVectors<D> MakeFocal(D d, const SigmoidXentOptions<T>* o) {
+FocalVectors<D> MakeFocal(D d, const Options<T>* o) {
   const bool alpha = o && o->focal_alpha >= T(0);
   return {hn::Set(d, alpha ? o->focal_alpha : T(0)),
           hn::Set(d, alpha ? T(1) - o->focal_alpha : T(0)), hn::Set(d, alpha ? T(0) : T(1)),
@@ -243,9 +244,9 @@ HWY_INLINE V ForwardVector(D d, V x, V t, V w, V pos_weight, V class_weight, V k
 }
 
 template <bool kIgnore, bool kWeights, bool kOptions, bool kFocal, typename T>
-SigmoidXentSums ForwardLoop(const T* HWY_RESTRICT x, const T* HWY_RESTRICT t,
+Sums ForwardLoop(const T* HWY_RESTRICT x, const T* HWY_RESTRICT t,
                             const T* HWY_RESTRICT w, T* HWY_RESTRICT element_loss, int64_t n,
-                            int64_t first, const SigmoidXentOptions<T>* options,
+                            int64_t first, const Options<T>* options,
                             T ignore_label_value) {
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
@@ -264,7 +265,7 @@ SigmoidXentSums ForwardLoop(const T* HWY_RESTRICT x, const T* HWY_RESTRICT t,
     bad_targets += hn::CountTrue(d, bt);
     if (kWeights) bad_weights += hn::CountTrue(d, bw);
   };
-  SigmoidXentOptions<T> none = {};  // not read without options
+  Options<T> none = {};  // not read without options
   none.inner = none.classes = 1;
   PerClass<T> per_class(kOptions ? *options : none, first);
   V pw = hn::Set(d, 1), cw = hn::Set(d, 1);
@@ -298,7 +299,7 @@ SigmoidXentSums ForwardLoop(const T* HWY_RESTRICT x, const T* HWY_RESTRICT t,
     if (element_loss) std::copy(lb, lb + rest, element_loss + i);
     accumulate(loss, c, bt, bw);
   }
-  SigmoidXentSums sums;
+  Sums sums;
   sums.loss = sum.Total();
   sums.counted = kIgnore ? counted : n;
   sums.bad_targets = bad_targets;
@@ -307,8 +308,8 @@ SigmoidXentSums ForwardLoop(const T* HWY_RESTRICT x, const T* HWY_RESTRICT t,
 }
 
 template <bool kOptions, bool kFocal, typename T>
-SigmoidXentSums ForwardWith(const T* x, const T* t, const T* w, T* element_loss, int64_t n,
-                            int64_t first, const SigmoidXentOptions<T>* o, bool has_ignore_label,
+Sums ForwardWith(const T* x, const T* t, const T* w, T* element_loss, int64_t n,
+                            int64_t first, const Options<T>* o, bool has_ignore_label,
                             T ignore) {
   if (has_ignore_label) {
     return w ? ForwardLoop<true, true, kOptions, kFocal>(x, t, w, element_loss, n, first, o,
@@ -323,13 +324,13 @@ SigmoidXentSums ForwardWith(const T* x, const T* t, const T* w, T* element_loss,
 }
 
 template <typename T>
-bool HasFocal(const SigmoidXentOptions<T>* o) {
+bool HasFocal(const Options<T>* o) {
   return o && (o->focal_power > 0 || o->focal_alpha >= T(0));
 }
 
 template <typename T>
-SigmoidXentSums Forward(const T* x, const T* t, const T* w, T* element_loss, int64_t n,
-                        int64_t first, const SigmoidXentOptions<T>* options,
+Sums Forward(const T* x, const T* t, const T* w, T* element_loss, int64_t n,
+                        int64_t first, const Options<T>* options,
                         bool has_ignore_label, T ignore_label) {
   if (HasFocal(options)) {
     return ForwardWith<true, true>(x, t, w, element_loss, n, first, options, has_ignore_label,
@@ -343,7 +344,7 @@ SigmoidXentSums Forward(const T* x, const T* t, const T* w, T* element_loss, int
 
 /// The bracket of ∂bce/∂x = a·σ(x) - b·σ(-x) = bracket/(1+e) in double, for
 /// a = 1 - τ and b = pos_weight·τ (exact in double for float τ, pos_weight),
-/// lane by lane as SigmoidXentBceGradDouble (sigmoid_xent_math.hpp) takes
+/// lane by lane as BceGradDouble (sigmoid_cross_entropy_loss_math.hpp) takes
 /// it; dd: a vector of doubles. For |x| < 1/16, m = e^-|x| - 1 comes from
 /// its Taylor series cut after z⁹/9! (z = -|x|; the rest is below 2^-57 of
 /// m), cheaper than a second Exp.
@@ -389,7 +390,7 @@ HWY_INLINE V BackwardVector(D d, V x, V t, const V* w, V pos_weight, V class_wei
   V k, grad;
   if (kFocal) {
     // ∂ℓ/∂x = c·(q^γ·∂bce/∂x + bce·γq^(γ-1)·(1-2τ)·σ(x)σ(-x)), c = weight·α_t:
-    // here bracket·k + addend, k = r·c·q^γ·factor (sigmoid_xent_math.hpp).
+    // here bracket·k + addend, k = r·c·q^γ·factor (sigmoid_cross_entropy_loss_math.hpp).
     V sigma_pos, sigma_neg, alpha_t, q;
     FocalParts(d, focal, positive, e, *tau, a, &sigma_pos, &sigma_neg, &alpha_t, &q);
     V c = hn::Mul(alpha_t, factor);
@@ -510,7 +511,7 @@ class CancellingElements {
   HWY_ALIGN TI index_[kSize];
 };
 
-/// The backward's inputs (see SigmoidXentSimdBackward).
+/// The backward's inputs (see SimdBackward).
 template <typename T>
 struct BackwardArgs {
   const T* x;
@@ -522,7 +523,7 @@ struct BackwardArgs {
   bool has_ignore_label;
   T ignore_label;
   T keep, shift;          ///< τ = t·keep + shift (options only)
-  const SigmoidXentOptions<T>* options;  ///< NULL: the plain loss
+  const Options<T>* options;  ///< NULL: the plain loss
 };
 
 /// Vector i of the backward from xs, ts, ws, eds (the blob's arrays, or a
@@ -577,14 +578,14 @@ HWY_NOINLINE int BackwardBlock(const BackwardArgs<T>& a, int64_t begin, int64_t 
 
 template <bool kOptions, bool kFocal, typename T>
 void BackwardWith(const BackwardArgs<T>& a, int64_t n, int64_t first,
-                  const SigmoidXentOptions<T>* options) {
+                  const Options<T>* options) {
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
   using M = hn::Mask<decltype(d)>;
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
-  SigmoidXentOptions<T> none = {};  // not read without options
+  Options<T> none = {};  // not read without options
   none.inner = none.classes = 1;
-  const SigmoidXentOptions<T>& o = kOptions ? *options : none;
+  const Options<T>& o = kOptions ? *options : none;
   CancellingElements<T> cancelling(a.dx);
   const int64_t whole = n - n % lanes;
   PerClass<T> per_class(o, first);
@@ -628,7 +629,7 @@ void BackwardWith(const BackwardArgs<T>& a, int64_t n, int64_t first,
 
 template <typename T>
 void Backward(const T* x, const T* t, const T* w, const T* element_diff, T scale, T* dx,
-              int64_t n, int64_t first, const SigmoidXentOptions<T>* options,
+              int64_t n, int64_t first, const Options<T>* options,
               bool has_ignore_label, T ignore_label) {
   const BackwardArgs<T> a = {x, t, w, element_diff, scale, dx, has_ignore_label, ignore_label,
                              options ? options->keep : T(1), options ? options->shift : T(0),
@@ -643,31 +644,32 @@ void Backward(const T* x, const T* t, const T* w, const T* element_diff, T scale
 }
 
 // Non-template entry points, one per target, for HWY_EXPORT.
-SigmoidXentSums ForwardFloat(const float* x, const float* t, const float* w, float* element_loss,
-                             int64_t n, int64_t first, const SigmoidXentOptions<float>* options,
+Sums ForwardFloat(const float* x, const float* t, const float* w, float* element_loss,
+                             int64_t n, int64_t first, const Options<float>* options,
                              bool has_ignore_label, float ignore_label) {
   return Forward(x, t, w, element_loss, n, first, options, has_ignore_label, ignore_label);
 }
-SigmoidXentSums ForwardDouble(const double* x, const double* t, const double* w,
+Sums ForwardDouble(const double* x, const double* t, const double* w,
                               double* element_loss, int64_t n, int64_t first,
-                              const SigmoidXentOptions<double>* options, bool has_ignore_label,
+                              const Options<double>* options, bool has_ignore_label,
                               double ignore_label) {
   return Forward(x, t, w, element_loss, n, first, options, has_ignore_label, ignore_label);
 }
 void BackwardFloat(const float* x, const float* t, const float* w, const float* element_diff,
                    float scale, float* dx, int64_t n, int64_t first,
-                   const SigmoidXentOptions<float>* options, bool has_ignore_label,
+                   const Options<float>* options, bool has_ignore_label,
                    float ignore_label) {
   Backward(x, t, w, element_diff, scale, dx, n, first, options, has_ignore_label, ignore_label);
 }
 void BackwardDouble(const double* x, const double* t, const double* w,
                     const double* element_diff, double scale, double* dx, int64_t n,
-                    int64_t first, const SigmoidXentOptions<double>* options,
+                    int64_t first, const Options<double>* options,
                     bool has_ignore_label, double ignore_label) {
   Backward(x, t, w, element_diff, scale, dx, n, first, options, has_ignore_label, ignore_label);
 }
 
 }  // namespace HWY_NAMESPACE
+}  // namespace sigmoid
 }  // namespace xent
 }  // namespace caffe
 HWY_AFTER_NAMESPACE();
@@ -675,6 +677,7 @@ HWY_AFTER_NAMESPACE();
 #if HWY_ONCE
 namespace caffe {
 namespace xent {
+namespace sigmoid {
 
 HWY_EXPORT(ForwardFloat);
 HWY_EXPORT(ForwardDouble);
@@ -682,39 +685,40 @@ HWY_EXPORT(BackwardFloat);
 HWY_EXPORT(BackwardDouble);
 
 template <>
-SigmoidXentSums SigmoidXentSimdForward<float>(const float* x, const float* t, const float* w,
+Sums SimdForward<float>(const float* x, const float* t, const float* w,
                                               float* element_loss, int64_t n, int64_t first,
-                                              const SigmoidXentOptions<float>* options,
+                                              const Options<float>* options,
                                               bool has_ignore_label, float ignore_label) {
   return HWY_DYNAMIC_DISPATCH(ForwardFloat)(x, t, w, element_loss, n, first, options,
                                             has_ignore_label, ignore_label);
 }
 template <>
-SigmoidXentSums SigmoidXentSimdForward<double>(const double* x, const double* t, const double* w,
+Sums SimdForward<double>(const double* x, const double* t, const double* w,
                                                double* element_loss, int64_t n, int64_t first,
-                                               const SigmoidXentOptions<double>* options,
+                                               const Options<double>* options,
                                                bool has_ignore_label, double ignore_label) {
   return HWY_DYNAMIC_DISPATCH(ForwardDouble)(x, t, w, element_loss, n, first, options,
                                              has_ignore_label, ignore_label);
 }
 template <>
-void SigmoidXentSimdBackward<float>(const float* x, const float* t, const float* w,
+void SimdBackward<float>(const float* x, const float* t, const float* w,
                                     const float* element_diff, float scale, float* dx, int64_t n,
-                                    int64_t first, const SigmoidXentOptions<float>* options,
+                                    int64_t first, const Options<float>* options,
                                     bool has_ignore_label, float ignore_label) {
   HWY_DYNAMIC_DISPATCH(BackwardFloat)(x, t, w, element_diff, scale, dx, n, first, options,
                                       has_ignore_label, ignore_label);
 }
 template <>
-void SigmoidXentSimdBackward<double>(const double* x, const double* t, const double* w,
+void SimdBackward<double>(const double* x, const double* t, const double* w,
                                      const double* element_diff, double scale, double* dx,
                                      int64_t n, int64_t first,
-                                     const SigmoidXentOptions<double>* options,
+                                     const Options<double>* options,
                                      bool has_ignore_label, double ignore_label) {
   HWY_DYNAMIC_DISPATCH(BackwardDouble)(x, t, w, element_diff, scale, dx, n, first, options,
                                        has_ignore_label, ignore_label);
 }
 
+}  // namespace sigmoid
 }  // namespace xent
 }  // namespace caffe
 #endif  // HWY_ONCE

@@ -1,21 +1,22 @@
-#ifndef CAFFE_LAYERS_SIGMOID_XENT_SIMD_HPP_
-#define CAFFE_LAYERS_SIGMOID_XENT_SIMD_HPP_
+#ifndef CAFFE_LAYERS_SIGMOID_CROSS_ENTROPY_LOSS_SIMD_HPP_
+#define CAFFE_LAYERS_SIGMOID_CROSS_ENTROPY_LOSS_SIMD_HPP_
 
 // CPU fast path of SigmoidCrossEntropyLoss: pos_weight, class_weight (per
 // class or broadcast), label smoothing, the focal term with a whole γ up to
-// kSigmoidXentMaxFocalPower, per-element weights, the ignore label and the
+// kMaxFocalPower, per-element weights, the ignore label and the
 // per-element top. One fused
 // pass per range with Highway's SIMD Exp/Log1p, chosen at run time for the
-// CPU it runs on (sigmoid_xent_simd.cpp). The math is that of
-// sigmoid_xent_math.hpp's SigmoidXentElement, vectorized.
+// CPU it runs on (sigmoid_cross_entropy_loss_simd.cpp). The math is that of
+// sigmoid_cross_entropy_loss_math.hpp's Element, vectorized.
 
 #include <cstdint>
 
 namespace caffe {
 namespace xent {
+namespace sigmoid {
 
 /// What one forward range adds up: the loss in double and three counts.
-struct SigmoidXentSums {
+struct Sums {
   double loss;           ///< Σ ℓ over counted elements
   int64_t counted;       ///< elements whose target is not the ignore label
   int64_t bad_targets;   ///< targets outside [0,1] that are not the ignore label
@@ -25,10 +26,10 @@ struct SigmoidXentSums {
 /// The options of the weighted path. Element i (counting from the blob's
 /// start) has class (i / inner) % classes. When inner is small the caller
 /// passes the per-class values repeated element by element over one period
-/// (classes·inner elements) plus kSigmoidXentPeriodPad more, wrapping round
+/// (classes·inner elements) plus kPeriodPad more, wrapping round
 /// (period > 0); otherwise period = 0 and the per-class arrays are used.
 template <typename T>
-struct SigmoidXentOptions {
+struct Options {
   const T* pos_weight;           ///< per class (period = 0)
   const T* class_weight;         ///< per class (period = 0)
   int64_t inner, classes;        ///< class layout (period = 0)
@@ -42,29 +43,30 @@ struct SigmoidXentOptions {
 };
 /// The largest whole focal γ the SIMD path takes (q^γ by multiplication);
 /// other γ go to the scalar element loop.
-const int kSigmoidXentMaxFocalPower = 8;
+const int kMaxFocalPower = 8;
 /// Padding of the period arrays: at least one vector of any target.
-const int64_t kSigmoidXentPeriodPad = 64;
+const int64_t kPeriodPad = 64;
 
 /// Forward over n elements starting at element `first` of the blob (x, t,
 /// w, element_loss point at that element): the sums; when element_loss !=
 /// NULL also writes each ℓ (0 for ignored elements). w may be NULL (all
 /// weights 1); options NULL means the plain loss (no option set).
 template <typename T>
-SigmoidXentSums SigmoidXentSimdForward(const T* x, const T* t, const T* w, T* element_loss,
+Sums SimdForward(const T* x, const T* t, const T* w, T* element_loss,
                                        int64_t n, int64_t first,
-                                       const SigmoidXentOptions<T>* options,
+                                       const Options<T>* options,
                                        bool has_ignore_label, T ignore_label);
 
 /// Backward over n elements: dx = ∂ℓ/∂x · (scale + element_diff[i]), 0 for
 /// ignored elements. w and element_diff may be NULL; options as in forward.
 template <typename T>
-void SigmoidXentSimdBackward(const T* x, const T* t, const T* w, const T* element_diff,
+void SimdBackward(const T* x, const T* t, const T* w, const T* element_diff,
                              T scale, T* dx, int64_t n, int64_t first,
-                             const SigmoidXentOptions<T>* options, bool has_ignore_label,
+                             const Options<T>* options, bool has_ignore_label,
                              T ignore_label);
 
+}  // namespace sigmoid
 }  // namespace xent
 }  // namespace caffe
 
-#endif  // CAFFE_LAYERS_SIGMOID_XENT_SIMD_HPP_
+#endif  // CAFFE_LAYERS_SIGMOID_CROSS_ENTROPY_LOSS_SIMD_HPP_

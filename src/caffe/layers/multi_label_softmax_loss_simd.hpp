@@ -1,8 +1,8 @@
-#ifndef CAFFE_LAYERS_MULTILABEL_SOFTMAX_SIMD_HPP_
-#define CAFFE_LAYERS_MULTILABEL_SOFTMAX_SIMD_HPP_
+#ifndef CAFFE_LAYERS_MULTI_LABEL_SOFTMAX_LOSS_SIMD_HPP_
+#define CAFFE_LAYERS_MULTI_LABEL_SOFTMAX_LOSS_SIMD_HPP_
 
 // CPU fast path of MultiLabelSoftmaxLoss for float scores, dispatched at run
-// time to the widest vectors of the CPU (multilabel_softmax_simd.cpp).
+// time to the widest vectors of the CPU (multi_label_softmax_loss_simd.cpp).
 //
 // Contiguous rows ((N, C) scores, inner = 1): the exps and their sums are
 // vectorized; the target terms only for vectors holding a non-zero target,
@@ -20,7 +20,7 @@
 // out of bits, take the scalar math.
 //
 // Both evaluate the formulas of AccumulateTarget, FinishRow and
-// ElementGradient (multilabel_softmax_math.hpp) on vectors, term by term:
+// ElementGradient (multi_label_softmax_loss_math.hpp) on vectors, term by term:
 // sums in double as the scalar math (a row's lane sums totalled in lane
 // order: a fixed order, the same bits for any thread count); the gradient
 // in float, k e - (scale a w_c t_c + scale b) with per-row k = scale Q / S,
@@ -31,7 +31,7 @@
 // double blobs, short spatial runs, non-finite scores and |max| >= 32640,
 // and the tests hold both to the same float64 truth.
 
-#include "caffe/layers/multilabel_softmax_math.hpp"
+#include "caffe/layers/multi_label_softmax_loss_math.hpp"
 
 namespace caffe {
 namespace xent {
@@ -83,4 +83,4 @@ bool SimdSpatialGradient(const float* x, const float* t, const double* w, int64_
 }  // namespace xent
 }  // namespace caffe
 
-#endif  // CAFFE_LAYERS_MULTILABEL_SOFTMAX_SIMD_HPP_
+#endif  // CAFFE_LAYERS_MULTI_LABEL_SOFTMAX_LOSS_SIMD_HPP_

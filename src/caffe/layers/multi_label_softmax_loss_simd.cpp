@@ -1,10 +1,10 @@
-// CPU fast path of MultiLabelSoftmaxLoss (see multilabel_softmax_simd.hpp).
+// CPU fast path of MultiLabelSoftmaxLoss (see multi_label_softmax_loss_simd.hpp).
 //
 // Highway re-includes this file once per x86 target (foreach_target.h) and
 // picks the best at run time. The include path below is relative to our
 // include/ directory, which is on the include path of every caffe source.
 #undef HWY_TARGET_INCLUDE
-#define HWY_TARGET_INCLUDE "../src/caffe/layers/multilabel_softmax_simd.cpp"
+#define HWY_TARGET_INCLUDE "../src/caffe/layers/multi_label_softmax_loss_simd.cpp"
 #include <hwy/foreach_target.h>  // NOLINT: must come before highway.h
 
 #include <hwy/aligned_allocator.h>
@@ -18,7 +18,7 @@
 #include <limits>
 #include <type_traits>
 
-#include "multilabel_softmax_simd.hpp"
+#include "multi_label_softmax_loss_simd.hpp"
 
 HWY_BEFORE_NAMESPACE();
 namespace caffe {
@@ -397,7 +397,7 @@ bool SpatialGradientImpl(const float*, const float*, const double*, int64_t, int
 //  2. vector of rows by vector of rows, all classes, from the local copies:
 //     every row sum in registers (double), then the row's loss and
 //     coefficients with the formulas of AccumulateTarget and FinishRow
-//     (multilabel_softmax_math.hpp) evaluated on vectors, term by term: no
+//     (multi_label_softmax_loss_math.hpp) evaluated on vectors, term by term: no
 //     per-row scalar work, which at C = 21 cost more than the exps.
 // Step 1 of the next tile runs inside step 2 of this one (software
 // pipelining), so the loads from the map overlap the arithmetic; the tile

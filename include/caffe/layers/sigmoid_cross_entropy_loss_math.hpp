@@ -1,5 +1,5 @@
-#ifndef CAFFE_LAYERS_SIGMOID_XENT_MATH_HPP_
-#define CAFFE_LAYERS_SIGMOID_XENT_MATH_HPP_
+#ifndef CAFFE_LAYERS_SIGMOID_CROSS_ENTROPY_LOSS_MATH_HPP_
+#define CAFFE_LAYERS_SIGMOID_CROSS_ENTROPY_LOSS_MATH_HPP_
 
 // Element math of SigmoidCrossEntropyLoss, written once for the CPU loop and
 // the CUDA kernel (XENT_HOST_DEVICE expands to __host__ __device__ under
@@ -20,7 +20,7 @@
 //
 // never forms 1 - σ(x) (which loses all digits of σ(-x) for large x). Its two
 // products still cancel where σ(x) ≈ b/(a+b) (t ≈ σ(x) without pos_weight):
-// there SigmoidXentBceGrad recomputes the bracket in double, with
+// there BceGrad recomputes the bracket in double, with
 // expm1(-|x|) for small |x| where e^-|x| would round away the digits of x.
 
 #include <math.h>
@@ -47,6 +47,8 @@ XENT_HOST_DEVICE T XentScale(T weight, T value) {
   return weight == T(0) ? T(0) : weight * value;
 }
 
+namespace sigmoid {
+
 /// ∂bce/∂x = a·σ(x) - b·σ(-x) in double, for a = 1 - τ and b = pos_weight·τ
 /// given as the blob's values (a float τ or pos_weight makes both exact in
 /// double). With e = e^-|x| and m = e^-|x| - 1:
@@ -57,7 +59,7 @@ XENT_HOST_DEVICE T XentScale(T weight, T value) {
 /// 2^-26); the e form keeps e's relative precision for large |x|. Either way
 /// the bracket is within ~2^-53 of its terms, so a float32 result is
 /// correctly rounded unless σ(x) and τ agree to more than ~29 bits.
-XENT_HOST_DEVICE double SigmoidXentBceGradDouble(double x, double a, double b) {
+XENT_HOST_DEVICE double BceGradDouble(double x, double a, double b) {
   const bool positive = x >= 0.0;
   const double abs_x = fabs(x);
   const double e = exp(-abs_x);
@@ -77,14 +79,14 @@ XENT_HOST_DEVICE double SigmoidXentBceGradDouble(double x, double a, double b) {
 /// at least half the term without e (a for x >= 0, b for x < 0: then the
 /// term with e is at most 3·|bracket|); below that (σ(x) near b/(a+b)) the
 /// difference is taken in double instead. The SIMD path
-/// (sigmoid_xent_simd.cpp) uses the same test.
+/// (sigmoid_cross_entropy_loss_simd.cpp) uses the same test.
 template <typename T>
-XENT_HOST_DEVICE T SigmoidXentBceGrad(T x, T tau, T pos_weight, T a, T b, T e, T r) {
+XENT_HOST_DEVICE T BceGrad(T x, T tau, T pos_weight, T a, T b, T e, T r) {
   const bool positive = x >= T(0);
   const T bracket = positive ? a - b * e : a * e - b;
   if (XentAbs(bracket) + XentAbs(bracket) < (positive ? a : b)) {  // false for NaN
     const double tau_d = static_cast<double>(tau);
-    return static_cast<T>(SigmoidXentBceGradDouble(
+    return static_cast<T>(BceGradDouble(
         static_cast<double>(x), 1.0 - tau_d, static_cast<double>(pos_weight) * tau_d));
   }
   return r * bracket;
@@ -92,7 +94,7 @@ XENT_HOST_DEVICE T SigmoidXentBceGrad(T x, T tau, T pos_weight, T a, T b, T e, T
 
 /// Per-layer constants of the element math (from SigmoidCrossEntropyLossParameter).
 template <typename T>
-struct SigmoidXentConstants {
+struct Constants {
   T keep;    ///< 1 - ε: τ = t·keep + shift
   T shift;   ///< ε/2
   T gamma;   ///< focal γ >= 0; 0 = no modulation
@@ -102,7 +104,7 @@ struct SigmoidXentConstants {
 /// Is target t allowed: in [0,1] (NaN is not), or exactly the ignore label?
 /// Returns 1 for a counted element, 0 for an ignored one, -1 for a bad target.
 template <typename T>
-XENT_HOST_DEVICE int SigmoidXentTargetKind(T t, bool has_ignore_label, T ignore_label) {
+XENT_HOST_DEVICE int TargetKind(T t, bool has_ignore_label, T ignore_label) {
   if (has_ignore_label && t == ignore_label) return 0;
   return (t >= T(0) && t <= T(1)) ? 1 : -1;
 }
@@ -115,8 +117,8 @@ XENT_HOST_DEVICE int SigmoidXentTargetKind(T t, bool has_ignore_label, T ignore_
 /// NaN x gives NaN loss and gradient; finite x gives finite values; x = ±∞
 /// gives the limits (the loss may be +∞ there, the gradient stays finite).
 template <typename T>
-XENT_HOST_DEVICE T SigmoidXentElement(T x, T t, T pos_weight, T weight,
-                                      const SigmoidXentConstants<T>& k, T* grad) {
+XENT_HOST_DEVICE T Element(T x, T t, T pos_weight, T weight,
+                                      const Constants<T>& k, T* grad) {
   if (x != x) {  // NaN in, NaN out: the selects below would otherwise hide it
     if (grad) *grad = x;
     return x;
@@ -135,7 +137,7 @@ XENT_HOST_DEVICE T SigmoidXentElement(T x, T t, T pos_weight, T weight,
   if (k.gamma == T(0) && k.alpha < T(0)) {
     if (grad) {
       // ∂bce/∂x = a·σ(x) - b·σ(-x), with σ(x) = r, σ(-x) = e·r for x >= 0.
-      *grad = weight * SigmoidXentBceGrad(x, tau, pos_weight, a, b, e, r);
+      *grad = weight * BceGrad(x, tau, pos_weight, a, b, e, r);
     }
     return XentScale(weight, bce);
   }
@@ -146,7 +148,7 @@ XENT_HOST_DEVICE T SigmoidXentElement(T x, T t, T pos_weight, T weight,
   const T modulator = k.gamma == T(0) ? T(1) : XentPow(q, k.gamma);  // (1-p_t)^γ
   const T coefficient = weight * alpha_t;
   if (grad) {
-    const T dbce = SigmoidXentBceGrad(x, tau, pos_weight, a, b, e, r);  // ∂bce/∂x
+    const T dbce = BceGrad(x, tau, pos_weight, a, b, e, r);  // ∂bce/∂x
     // ∂(1-p_t)^γ/∂x = γ·(1-p_t)^γ · (1-2τ)·σ(x)σ(-x) / (1-p_t); 0 where 1-p_t = 0
     // (its limit for γ > 0: σ(x)σ(-x)/(1-p_t) stays bounded by 1).
     const T dmodulator = (k.gamma == T(0) || q == T(0))
@@ -157,7 +159,8 @@ XENT_HOST_DEVICE T SigmoidXentElement(T x, T t, T pos_weight, T weight,
   return XentScale(coefficient * modulator, bce);
 }
 
+}  // namespace sigmoid
 }  // namespace xent
 }  // namespace caffe
 
-#endif  // CAFFE_LAYERS_SIGMOID_XENT_MATH_HPP_
+#endif  // CAFFE_LAYERS_SIGMOID_CROSS_ENTROPY_LOSS_MATH_HPP_

@@ -1,5 +1,5 @@
-#ifndef CAFFE_LAYERS_MULTILABEL_SOFTMAX_MATH_HPP_
-#define CAFFE_LAYERS_MULTILABEL_SOFTMAX_MATH_HPP_
+#ifndef CAFFE_LAYERS_MULTI_LABEL_SOFTMAX_LOSS_MATH_HPP_
+#define CAFFE_LAYERS_MULTI_LABEL_SOFTMAX_LOSS_MATH_HPP_
 
 // Row math of MultiLabelSoftmaxLoss, written once and called by the CPU loop
 // (multi_label_softmax_loss_layer.cpp) and the CUDA kernels (.cu). No Caffe
@@ -232,4 +232,4 @@ XENT_HOST_DEVICE Dtype Probability(const RowCoefficients& coef, Dtype x) {
 }  // namespace xent
 }  // namespace caffe
 
-#endif  // CAFFE_LAYERS_MULTILABEL_SOFTMAX_MATH_HPP_
+#endif  // CAFFE_LAYERS_MULTI_LABEL_SOFTMAX_LOSS_MATH_HPP_
