@@ -47,7 +47,7 @@ def feed(net, rng, bad=None):
     ("SigmoidCrossEntropyLoss", "focal_gamma: -1", "focal_gamma = -1 is invalid"),
     ("SigmoidCrossEntropyLoss", "pos_weight: 1 pos_weight: 2", "pos_weight has 2 values"),
     ("SigmoidCrossEntropyLoss", "axis: 5", "axis = 5 is out of range"),
-    ("MultiLabelSoftmaxLoss", "label_smoothing: 1", r"label_smoothing = 1 is outside \[0, 1\)"),
+    ("MultiLabelSoftmaxLoss", "label_smoothing: 1", r"label_smoothing = 1 is invalid; it must be in \[0, 1\)"),
     ("MultiLabelSoftmaxLoss", "class_weight: -1", r"class_weight\[0\] = -1 is negative"),
 ])
 def test_bad_parameters_raise_from_net_construction(layer, fields, match, tmp_path, rng):

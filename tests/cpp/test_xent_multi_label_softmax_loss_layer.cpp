@@ -557,4 +557,21 @@ TYPED_TEST(MultiLabelSoftmaxLossLayerTest, TestTooManyRowsThrowBeforeAllocating)
   EXPECT_THROW(layer.SetUp(this->bottom_, this->top_), xent::XentError);
 }
 
+// The loss-weight rule both layers share (XentLossLayer): one loss_weight
+// for two tops weights the loss only; a count that fits neither rule throws.
+TYPED_TEST(MultiLabelSoftmaxLossLayerTest, TestOneLossWeightForTwoTops) {
+  typedef typename TypeParam::Dtype Dtype;
+  this->top_.push_back(this->prob_.get());
+  LayerParameter param = MakeParam(ReferenceOptions());
+  param.add_loss_weight(2);
+  MultiLabelSoftmaxLossLayer<Dtype> layer(param);
+  layer.SetUp(this->bottom_, this->top_);
+  EXPECT_EQ(layer.loss(0), Dtype(2));
+  EXPECT_EQ(layer.loss(1), Dtype(0));
+  param.add_loss_weight(1);
+  param.add_loss_weight(1);
+  MultiLabelSoftmaxLossLayer<Dtype> three(param);
+  EXPECT_THROW(three.SetUp(this->bottom_, this->top_), xent::XentError);
+}
+
 }  // namespace caffe

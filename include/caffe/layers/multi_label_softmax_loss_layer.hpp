@@ -7,7 +7,9 @@
 #include "caffe/layer.hpp"
 #include "caffe/proto/caffe.pb.h"
 
-#include "caffe/layers/loss_layer.hpp"
+#include "caffe/layers/multi_label_softmax_loss_math.hpp"
+#include "caffe/layers/xent_loss_layer.hpp"
+#include "caffe/util/xent_reduce.hpp"
 
 namespace caffe {
 
@@ -92,27 +94,16 @@ namespace caffe {
  * never aborts the process.
  */
 template <typename Dtype>
-class MultiLabelSoftmaxLossLayer : public LossLayer<Dtype> {
+class MultiLabelSoftmaxLossLayer : public XentLossLayer<Dtype> {
  public:
   explicit MultiLabelSoftmaxLossLayer(const LayerParameter& param)
-      : LossLayer<Dtype>(param) {}
+      : XentLossLayer<Dtype>(param) {}
   virtual void LayerSetUp(const vector<Blob<Dtype>*>& bottom,
                           const vector<Blob<Dtype>*>& top);
   virtual void Reshape(const vector<Blob<Dtype>*>& bottom,
                        const vector<Blob<Dtype>*>& top);
 
   virtual inline const char* type() const { return "MultiLabelSoftmaxLoss"; }
-  /// Counts are checked in LayerSetUp with an exception, not by upstream's
-  /// CheckBlobCounts, which CHECK-aborts the process.
-  virtual inline int ExactNumBottomBlobs() const { return -1; }
-  virtual inline int MinBottomBlobs() const { return -1; }
-  virtual inline int MaxBottomBlobs() const { return -1; }
-  virtual inline int ExactNumTopBlobs() const { return -1; }
-  /// 1 (not -1) so that Net's AutoTopBlobs still creates the loss top when a
-  /// prototxt names none; the only count CheckBlobCounts could then refuse is
-  /// zero tops, which neither Net (auto top) nor the harness ever passes.
-  virtual inline int MinTopBlobs() const { return 1; }
-  virtual inline int MaxTopBlobs() const { return -1; }
 
  protected:
   virtual void Forward_cpu(const vector<Blob<Dtype>*>& bottom,
@@ -126,16 +117,19 @@ class MultiLabelSoftmaxLossLayer : public LossLayer<Dtype> {
                             const vector<bool>& propagate_down,
                             const vector<Blob<Dtype>*>& bottom);
 
-  /// max(1, Z) for the configured normalization mode, given the number of
-  /// rows not ignored and N = x.shape(0).
-  double Normalizer(double valid_rows, int batch_size) const;
+  /// Bottoms (scores, targets) and tops (loss, optional probabilities).
+  virtual typename XentLossLayer<Dtype>::BlobNames Blobs() const;
+  /// VALID, loss_param's default.
+  virtual LossParameter_NormalizationMode DefaultNormalization() const {
+    return LossParameter_NormalizationMode_VALID;
+  }
   /// Throws naming the first target that is negative, NaN or infinite
-  /// (error path only: called after the forward pass has counted `invalid`).
-  void ThrowInvalidTarget(const Blob<Dtype>& targets, double invalid) const;
+  /// (error path only: the forward pass counted them in sums.bad_targets).
+  void CheckData(const vector<Blob<Dtype>*>& bottom, const xent::LossSums& sums) const;
+  /// The row math's options (multi_label_softmax_loss_math.hpp).
+  xent::multilabel::RowOptions Options() const;
   /// Forward of an empty blob (a dimension of 0): loss 0, no kernel.
   void ForwardEmpty(const vector<Blob<Dtype>*>& bottom, const vector<Blob<Dtype>*>& top);
-  /// Refuses propagate_down to the targets.
-  void CheckPropagateDown(const vector<bool>& propagate_down) const;
 
   /// Softmax axis, canonical (0 <= axis_ < num_axes).
   int axis_;
@@ -145,13 +139,8 @@ class MultiLabelSoftmaxLossLayer : public LossLayer<Dtype> {
   int classes_;
   /// Product of the dimensions after axis_ (1 for (N, C) scores).
   int inner_num_;
-  /// VALID, BATCH_SIZE, FULL or NONE (deprecated `normalize` honoured).
-  LossParameter_NormalizationMode normalization_;
-  /// Whether loss_param.ignore_label is set, and its value.
-  bool has_ignore_label_;
-  int ignore_label_;
   /// Label smoothing epsilon in [0, 1).
-  double smoothing_;
+  double label_smoothing_;
   /// multi_label_softmax_loss_param.target_normalization as an int code.
   int target_normalization_;
   /// Per-class weights w_c (C values, 1 by default) in double, host and device.
@@ -159,10 +148,6 @@ class MultiLabelSoftmaxLossLayer : public LossLayer<Dtype> {
   /// Per-row coefficients from forward (5 x rows doubles, see
   /// multi_label_softmax_loss_math.hpp): max, 1/S, Q, a, b.
   Blob<double> row_coefficients_;
-  /// GPU only: per-block partial sums (loss, valid rows, invalid targets).
-  Blob<double> block_partials_;
-  /// The normalizer used by the last forward, reused by backward.
-  double normalizer_;
 };
 
 }  // namespace caffe

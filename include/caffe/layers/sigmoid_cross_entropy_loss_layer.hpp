@@ -11,7 +11,8 @@
 #include "caffe/proto/caffe.pb.h"
 #include "caffe/syncedmem.hpp"
 
-#include "caffe/layers/loss_layer.hpp"
+#include "caffe/layers/xent_loss_layer.hpp"
+#include "caffe/util/xent_reduce.hpp"
 
 namespace caffe {
 namespace xent {
@@ -76,29 +77,16 @@ template <typename T> struct Constants;
  * process.
  */
 template <typename Dtype>
-class SigmoidCrossEntropyLossLayer : public LossLayer<Dtype> {
+class SigmoidCrossEntropyLossLayer : public XentLossLayer<Dtype> {
  public:
   explicit SigmoidCrossEntropyLossLayer(const LayerParameter& param)
-      : LossLayer<Dtype>(param) {}
+      : XentLossLayer<Dtype>(param) {}
   virtual void LayerSetUp(const vector<Blob<Dtype>*>& bottom,
       const vector<Blob<Dtype>*>& top);
   virtual void Reshape(const vector<Blob<Dtype>*>& bottom,
       const vector<Blob<Dtype>*>& top);
 
   virtual inline const char* type() const { return "SigmoidCrossEntropyLoss"; }
-  /// Blob counts are checked in LayerSetUp with a thrown error (upstream's
-  /// CheckBlobCounts would CHECK-abort): 2 or 3 bottoms, 1 or 2 tops.
-  virtual inline int ExactNumBottomBlobs() const { return -1; }
-  virtual inline int MinBottomBlobs() const { return -1; }
-  virtual inline int MaxBottomBlobs() const { return -1; }
-  virtual inline int ExactNumTopBlobs() const { return -1; }
-  /// 1 so that a Net creates the loss top when none is named (AutoTopBlobs).
-  virtual inline int MinTopBlobs() const { return 1; }
-  virtual inline int MaxTopBlobs() const { return -1; }
-  /// Only the logits (bottom 0) can receive a gradient.
-  virtual inline bool AllowForceBackward(const int bottom_index) const {
-    return bottom_index == 0;
-  }
 
  protected:
   /// @copydoc SigmoidCrossEntropyLossLayer
@@ -123,27 +111,19 @@ class SigmoidCrossEntropyLossLayer : public LossLayer<Dtype> {
   virtual void Backward_gpu(const vector<Blob<Dtype>*>& top,
       const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom);
 
-  /// Upstream's normalizer rule for the mode, max(1, ·). valid_count is the
-  /// number of non-ignored elements.
-  double get_normalizer(LossParameter_NormalizationMode normalization_mode,
-                        double valid_count) const;
-  /// Throws if propagate_down asks for a gradient into targets or weights.
-  void CheckPropagateDown(const vector<bool>& propagate_down) const;
+  /// Bottoms (logits, targets, optional weights) and tops (loss,
+  /// optional per-element losses).
+  virtual typename XentLossLayer<Dtype>::BlobNames Blobs() const;
+  /// BATCH_SIZE, as upstream's layer.
+  virtual LossParameter_NormalizationMode DefaultNormalization() const {
+    return LossParameter_NormalizationMode_BATCH_SIZE;
+  }
   /// Throws for bad targets or weights counted by a forward pass, naming
   /// the first (found by a scan on this error path only).
-  void CheckCounts(const vector<Blob<Dtype>*>& bottom, double bad_targets,
-                   double bad_weights) const;
+  void CheckData(const vector<Blob<Dtype>*>& bottom, const xent::LossSums& sums) const;
   /// True when no per-element option is on (the fast SIMD path applies).
   bool plain() const { return plain_; }
 
-  /// Whether to ignore elements whose target equals ignore_label_.
-  bool has_ignore_label_;
-  /// The target value that marks an element as ignored.
-  Dtype ignore_label_;
-  /// How to normalize the loss.
-  LossParameter_NormalizationMode normalization_;
-  /// Normalizer of the last Forward, used by Backward.
-  double normalizer_;
   /// x.shape(0), the BATCH_SIZE normalizer.
   int outer_num_;
   /// K, the number of elements: the FULL normalizer.
@@ -177,9 +157,6 @@ class SigmoidCrossEntropyLossLayer : public LossLayer<Dtype> {
   xent::sigmoid::Constants<Dtype> Constants() const;
   /// focal γ, focal α (negative = off), label smoothing ε.
   Dtype focal_gamma_, focal_alpha_, label_smoothing_;
-  /// GPU: the per-block partial sums (loss, valid, bad targets, bad
-  /// weights): O(blocks) doubles.
-  shared_ptr<SyncedMemory> partial_sums_;
 };
 
 }  // namespace caffe

@@ -3,7 +3,9 @@
 
 // Shared by caffe-xent's loss layers (SigmoidCrossEntropyLoss,
 // MultiLabelSoftmaxLoss): host/device annotation for element math, input
-// checks that throw instead of aborting, and deterministic CPU sums.
+// checks that throw instead of aborting, the per-class vector rule. The
+// layer glue is XentLossLayer (xent_loss_layer.hpp); the deterministic sums
+// are in caffe/util/xent_reduce.hpp (CPU) and xent_reduce.cuh (GPU).
 
 #include <algorithm>
 #include <cfloat>
@@ -73,31 +75,6 @@ void ThrowFirstBadValue(const Param& layer_param, const char* bottom_name, const
   }
   XENT_CHECK(layer_param, false, bottom_name << " has " << bad << " " << what << where.str()
              << " (shape " << shape << ")" << advice);
-}
-
-/// Elements per chunk of the deterministic reductions. Fixed (never derived
-/// from the thread count), so sums are bit-identical for any thread count.
-const int64_t kReduceChunk = 1 << 14;
-
-/// Sum of body(begin, end) over fixed chunks [k*chunk, (k+1)*chunk) of
-/// [0, count), accumulated in double. Chunks run in parallel under OpenMP;
-/// their partial sums are then added in chunk order, so the result is the
-/// same bits run after run and for any number of threads. Memory: one
-/// double per chunk. `body` returns the double sum of its range.
-template <typename Body>
-double DeterministicSum(int64_t count, Body body, int64_t chunk = kReduceChunk) {
-  const int64_t chunks = (count + chunk - 1) / chunk;
-  if (chunks <= 1) {
-    return count > 0 ? body(int64_t(0), count) : 0.0;
-  }
-  std::vector<double> partial(chunks);
-#pragma omp parallel for schedule(static)
-  for (int64_t k = 0; k < chunks; ++k) {
-    partial[k] = body(k * chunk, std::min(count, (k + 1) * chunk));
-  }
-  double total = 0.0;
-  for (int64_t k = 0; k < chunks; ++k) total += partial[k];
-  return total;
 }
 
 /// Per-class vector rule of both layers: empty -> 1 for every class, one

@@ -17,6 +17,7 @@
 #include "caffe/layers/xent_common.hpp"
 #include "caffe/proto/caffe.pb.h"
 #include "caffe/syncedmem.hpp"
+#include "caffe/util/xent_reduce.hpp"
 
 namespace caffe {
 namespace xent {
@@ -56,7 +57,18 @@ inline void ProbeDeviceMemory(const shared_ptr<SyncedMemory>& memory,
 }
 
 const int kReduceThreads = 256;  ///< threads per block (8 warps)
-const int kReduceBlocks = 1024;  ///< fixed grid for the first stage
+const int kReduceBlocks = 1024;  ///< fixed grid for the first stage (the most blocks)
+
+/// Columns of the per-block partial sums, in LossSums's order.
+enum SumColumn { kLossColumn = 0, kCountedColumn, kBadTargetsColumn, kBadWeightsColumn, kSumColumns };
+
+/// Blocks of `threads` for a grid-stride loop over `count` items: enough
+/// to cover them, at most `most`; computed in 64 bits (no negative grid
+/// past 2^31 items).
+inline int GridBlocks(int64_t count, int threads = kReduceThreads, int most = 65535) {
+  const int64_t wanted = (count + threads - 1) / threads;
+  return static_cast<int>(wanted < 1 ? 1 : wanted < most ? wanted : most);
+}
 
 /// ProbeDeviceMemory for the data of every bottom.
 template <typename Dtype>
@@ -86,14 +98,34 @@ __device__ __forceinline__ double BlockSum(double value) {
   return value;
 }
 
-/// Second stage: out[j] = sum over the `blocks` partials of column j, for
-/// `columns` interleaved sums stored as partial[block * columns + j].
-__global__ void FinishBlockSums(const double* partial, int blocks, int columns, double* out);
+/// End of a first-stage kernel: the block's four sums (every thread takes
+/// part; the totals are valid in thread 0) into its row of `partial`.
+/// bad_weights of layers without weights: pass 0, no reduction is run.
+__device__ __forceinline__ void StoreBlockSums(double loss, double counted, double bad_targets,
+                                               double bad_weights, bool has_weights,
+                                               double* partial) {
+  loss = BlockSum(loss);
+  counted = BlockSum(counted);
+  bad_targets = BlockSum(bad_targets);
+  if (has_weights) bad_weights = BlockSum(bad_weights);
+  if (threadIdx.x == 0) {
+    double* out = partial + blockIdx.x * kSumColumns;
+    out[kLossColumn] = loss;
+    out[kCountedColumn] = counted;
+    out[kBadTargetsColumn] = bad_targets;
+    out[kBadWeightsColumn] = has_weights ? bad_weights : 0.0;
+  }
+}
 
-/// Adds the per-block partial sums on the device and copies the `columns`
-/// totals to the host. `partial` holds blocks * columns doubles.
-void FinishSums(const double* partial, int blocks, int columns, double* host_out,
-                const LayerParameter& layer_param);
+/// The layer's buffer of partial sums (`memory`, a XentLossLayer member):
+/// kReduceBlocks rows of kSumColumns doubles and one more row for the
+/// totals, allocated on first use (a shortage throws XentError) and kept.
+double* BlockSumBuffer(shared_ptr<SyncedMemory>* memory, const LayerParameter& layer_param);
+
+/// Second stage: adds the first `blocks` rows of `partial` (a
+/// BlockSumBuffer) in a fixed order on the device, into its totals row,
+/// and copies the totals to the host: one small copy, no allocation.
+LossSums FinishSums(double* partial, int blocks, const LayerParameter& layer_param);
 
 }  // namespace xent
 }  // namespace caffe

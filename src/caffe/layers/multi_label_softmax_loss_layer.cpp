@@ -9,6 +9,7 @@
 #include "caffe/layers/multi_label_softmax_loss_layer.hpp"
 #include "caffe/layers/multi_label_softmax_loss_math.hpp"
 #include "caffe/layers/xent_common.hpp"
+#include "caffe/util/xent_reduce.hpp"
 
 #include "multi_label_softmax_loss_simd.hpp"
 
@@ -16,13 +17,6 @@ namespace caffe {
 
 namespace {
 
-
-/// Loss, valid rows and invalid targets of a range of rows.
-struct RangeSums {
-  double loss;
-  double valid;
-  double invalid;
-};
 
 /// The SIMD pass 1 where it applies (float, contiguous rows, finite
 /// scores); false where the caller must take the scalar loop.
@@ -91,18 +85,18 @@ inline bool RowGradientSimd(const double*, const double*, const double*,
 /// (outer o, inner i) = (r / inner, r % inner); its C elements are `inner`
 /// apart.
 template <typename Dtype>
-RangeSums ForwardRows(const Dtype* x, const Dtype* t, const double* w, int64_t begin,
+xent::LossSums ForwardRows(const Dtype* x, const Dtype* t, const double* w, int64_t begin,
                       int64_t end, int64_t rows, int inner, const xent::multilabel::RowOptions& opt,
                       double* coefficients, Dtype* prob) {
   const int C = opt.classes;
-  RangeSums range = {0.0, 0.0, 0.0};
+  xent::LossSums range;
   // Finishes row r from its max and sums.
   auto finish = [&](int64_t r, Dtype m, const xent::multilabel::RowSums& sums) {
     const int64_t offset = (r / inner) * C * inner + r % inner;
     xent::multilabel::RowCoefficients coef;
     range.loss += xent::multilabel::FinishRow(m, sums, opt, &coef);
-    range.valid += xent::multilabel::RowIsValid(sums) ? 1.0 : 0.0;
-    range.invalid += sums.invalid;
+    range.counted += xent::multilabel::RowIsValid(sums) ? 1.0 : 0.0;
+    range.bad_targets += sums.invalid;
     xent::multilabel::StoreCoefficients(coef, r, rows, coefficients);
     if (prob != NULL) {
       for (int c = 0; c < C; ++c) prob[offset + c * inner] = xent::multilabel::Probability(coef, x[offset + c * inner]);
@@ -120,8 +114,8 @@ RangeSums ForwardRows(const Dtype* x, const Dtype* t, const double* w, int64_t b
       if (SpatialForwardSimd(xr, tr, w, inner, opt, run, r, rows, coefficients, &loss, &valid,
                              &invalid)) {
         range.loss += loss;
-        range.valid += valid;
-        range.invalid += invalid;
+        range.counted += valid;
+        range.bad_targets += invalid;
         if (prob != NULL) {
           for (int j = 0; j < run; ++j) {
             const xent::multilabel::RowCoefficients coef = xent::multilabel::LoadCoefficients(coefficients, r + j, rows);
@@ -166,50 +160,23 @@ RangeSums ForwardRows(const Dtype* x, const Dtype* t, const double* w, int64_t b
 template <typename Dtype>
 void MultiLabelSoftmaxLossLayer<Dtype>::LayerSetUp(const vector<Blob<Dtype>*>& bottom,
                                                    const vector<Blob<Dtype>*>& top) {
-  LayerParameter& param = this->layer_param_;
-  XENT_CHECK(param, bottom.size() == 2,
-             "needs 2 bottoms (bottom[0] scores, bottom[1] targets), got " << bottom.size());
-  XENT_CHECK(param, top.size() == 1 || top.size() == 2,
-             "needs 1 or 2 tops (loss, then optionally the probabilities), got " << top.size());
-  // LossLayer's default loss weight (1 on the loss), plus 0 on the
-  // probabilities top; checked here because SetLossWeights CHECK-aborts on a
-  // count mismatch.
-  if (param.loss_weight_size() == 0) {
-    param.add_loss_weight(Dtype(1));
-    if (top.size() == 2) param.add_loss_weight(Dtype(0));
-  }
-  XENT_CHECK(param, param.loss_weight_size() == static_cast<int>(top.size()),
-             "has " << param.loss_weight_size() << " loss_weight values for " << top.size()
-                    << " tops; give none or one per top");
-
-  const LossParameter& loss_param = param.loss_param();
-  has_ignore_label_ = loss_param.has_ignore_label();
-  ignore_label_ = has_ignore_label_ ? loss_param.ignore_label() : 0;
-  if (!loss_param.has_normalization() && loss_param.has_normalize()) {
-    normalization_ = loss_param.normalize() ? LossParameter_NormalizationMode_VALID
-                                            : LossParameter_NormalizationMode_BATCH_SIZE;
-  } else {
-    normalization_ = loss_param.normalization();
-  }
-
+  XentLossLayer<Dtype>::LayerSetUp(bottom, top);  // blob counts, loss weights, loss_param
+  const LayerParameter& param = this->layer_param_;
   const MultiLabelSoftmaxLossParameter& ml_param = param.multi_label_softmax_loss_param();
-  smoothing_ = ml_param.label_smoothing();
-  XENT_CHECK(param, smoothing_ >= 0.0 && smoothing_ < 1.0,
-             "label_smoothing = " << smoothing_ << " is outside [0, 1)");
+  label_smoothing_ = ml_param.label_smoothing();
+  XENT_CHECK(param, label_smoothing_ >= 0.0 && label_smoothing_ < 1.0,
+             "label_smoothing = " << label_smoothing_ << " is invalid; it must be in [0, 1)");
   target_normalization_ = static_cast<int>(ml_param.target_normalization());
   // 0 marks a negative class: as ignore_label it would ignore nearly every row.
-  XENT_CHECK(param, !has_ignore_label_ || ignore_label_ != 0,
+  XENT_CHECK(param, !this->has_ignore_label_ || this->ignore_label_ != 0,
              "ignore_label = 0 is refused: 0 is the target of a negative class, so every "
              "row with a negative class would be ignored");
-  normalizer_ = 1.0;
 }
 
 template <typename Dtype>
 void MultiLabelSoftmaxLossLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
                                                 const vector<Blob<Dtype>*>& top) {
   const LayerParameter& param = this->layer_param_;
-  XENT_CHECK(param, bottom.size() == 2,
-             "needs 2 bottoms (bottom[0] scores, bottom[1] targets), got " << bottom.size());
   const Blob<Dtype>& x = *bottom[0];
   const Blob<Dtype>& t = *bottom[1];
   XENT_CHECK(param, x.shape() == t.shape(),
@@ -248,37 +215,25 @@ void MultiLabelSoftmaxLossLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bott
 }
 
 template <typename Dtype>
-double MultiLabelSoftmaxLossLayer<Dtype>::Normalizer(double valid_rows, int batch_size) const {
-  double normalizer = 1.0;
-  switch (normalization_) {
-    case LossParameter_NormalizationMode_FULL:
-      normalizer = static_cast<double>(outer_num_) * inner_num_;
-      break;
-    case LossParameter_NormalizationMode_VALID:
-      normalizer = valid_rows;
-      break;
-    case LossParameter_NormalizationMode_BATCH_SIZE:
-      normalizer = batch_size;
-      break;
-    case LossParameter_NormalizationMode_NONE:
-      normalizer = 1.0;
-      break;
-  }
-  return std::max(1.0, normalizer);  // max(1, .): no division by zero
+typename XentLossLayer<Dtype>::BlobNames MultiLabelSoftmaxLossLayer<Dtype>::Blobs() const {
+  typename XentLossLayer<Dtype>::BlobNames names;
+  names.bottoms = {"scores", "targets"};
+  names.required_bottoms = 2;
+  names.tops = {"loss", "probabilities"};
+  return names;
 }
 
 template <typename Dtype>
-void MultiLabelSoftmaxLossLayer<Dtype>::ThrowInvalidTarget(const Blob<Dtype>& targets,
-                                                           double invalid) const {
-  const bool has_ignore = has_ignore_label_;
-  const double ignore = ignore_label_;
+void MultiLabelSoftmaxLossLayer<Dtype>::CheckData(const vector<Blob<Dtype>*>& bottom,
+                                                  const xent::LossSums& sums) const {
+  const bool has_ignore = this->has_ignore_label_;
+  const double ignore = this->ignore_label_;
   std::ostringstream what;
   what << "negative or non-finite values";
-  if (has_ignore) what << " that are not ignore_label (" << ignore_label_ << ")";
+  if (has_ignore) what << " that are not ignore_label (" << this->ignore_label_ << ")";
   // The rule of AccumulateTarget: 0, finite > 0, or ignore_label.
-  xent::ThrowFirstBadValue(
-      this->layer_param_, "bottom[1] (targets)", targets.cpu_data(), targets.count(),
-      targets.shape_string(), static_cast<int64_t>(invalid), what.str().c_str(),
+  this->RefuseBadValues(
+      bottom, 1, sums.bad_targets, what.str(),
       [&](Dtype t) {
         const bool ignored = has_ignore && static_cast<double>(t) == ignore;
         return !ignored && !(t >= Dtype(0) && t <= xent::XentMaxFinite(t));
@@ -287,28 +242,29 @@ void MultiLabelSoftmaxLossLayer<Dtype>::ThrowInvalidTarget(const Blob<Dtype>& ta
 }
 
 template <typename Dtype>
+xent::multilabel::RowOptions MultiLabelSoftmaxLossLayer<Dtype>::Options() const {
+  const xent::multilabel::RowOptions opt = {classes_, target_normalization_, label_smoothing_,
+                                            this->has_ignore_label_,
+                                            static_cast<double>(this->ignore_label_)};
+  return opt;
+}
+
+template <typename Dtype>
 void MultiLabelSoftmaxLossLayer<Dtype>::ForwardEmpty(const vector<Blob<Dtype>*>& bottom,
                                                      const vector<Blob<Dtype>*>& top) {
   // No rows, or rows of no classes: every row is ignored (none has a
   // positive target), so the loss is 0 over the normalizer max(1, Z); no
   // kernel or loop runs (a row of C = 0 has no element to take a max of).
-  normalizer_ = Normalizer(0.0, bottom[0]->shape(0));
+  this->normalizer_ = this->Normalizer(0.0, static_cast<double>(outer_num_) * inner_num_,
+                                       bottom[0]->shape(0));
   top[0]->mutable_cpu_data()[0] = Dtype(0);
-}
-
-template <typename Dtype>
-void MultiLabelSoftmaxLossLayer<Dtype>::CheckPropagateDown(
-    const vector<bool>& propagate_down) const {
-  XENT_CHECK(this->layer_param_, propagate_down.size() < 2 || !propagate_down[1],
-             "cannot back-propagate to bottom[1] (targets)");
 }
 
 template <typename Dtype>
 void MultiLabelSoftmaxLossLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
                                                     const vector<Blob<Dtype>*>& top) {
   if (bottom[0]->count() == 0) return ForwardEmpty(bottom, top);
-  const xent::multilabel::RowOptions opt = {classes_, target_normalization_, smoothing_, has_ignore_label_,
-                          static_cast<double>(ignore_label_)};
+  const xent::multilabel::RowOptions opt = Options();
   const Dtype* x = bottom[0]->cpu_data();
   const Dtype* t = bottom[1]->cpu_data();
   const double* w = class_weight_.cpu_data();
@@ -322,37 +278,30 @@ void MultiLabelSoftmaxLossLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& 
   // overlap the previous tile's arithmetic (multi_label_softmax_loss_simd.cpp).
   const int64_t chunk_elements = (inner_num_ > 1 ? 8 : 1) * xent::kReduceChunk;
   const int64_t chunk_rows = std::max<int64_t>(1, chunk_elements / classes_);
-  const int64_t chunks = (rows + chunk_rows - 1) / chunk_rows;
-  std::vector<RangeSums> partial(chunks);
+  const int64_t chunks = xent::ChunkCount(rows, chunk_rows);
   const int inner = inner_num_;
-#pragma omp parallel for schedule(static) if (chunks > 1)
-  for (int64_t k = 0; k < chunks; ++k) {
-    partial[k] = ForwardRows(x, t, w, k * chunk_rows, std::min(rows, (k + 1) * chunk_rows),
-                             rows, inner, opt, coefficients, prob);
-  }
-  RangeSums total = {0.0, 0.0, 0.0};
-  for (int64_t k = 0; k < chunks; ++k) {
-    total.loss += partial[k].loss;
-    total.valid += partial[k].valid;
-    total.invalid += partial[k].invalid;
-  }
-  if (total.invalid > 0) ThrowInvalidTarget(*bottom[1], total.invalid);
-  normalizer_ = Normalizer(total.valid, bottom[0]->shape(0));
-  top[0]->mutable_cpu_data()[0] = static_cast<Dtype>(total.loss / normalizer_);
+  const xent::LossSums sums = xent::ChunkedSums(chunks, [&](int64_t k) {
+    return ForwardRows(x, t, w, k * chunk_rows, std::min(rows, (k + 1) * chunk_rows), rows, inner,
+                       opt, coefficients, prob);
+  });
+  CheckData(bottom, sums);
+  this->normalizer_ = this->Normalizer(sums.counted, static_cast<double>(rows),
+                                       bottom[0]->shape(0));
+  top[0]->mutable_cpu_data()[0] = static_cast<Dtype>(sums.loss / this->normalizer_);
 }
 
 template <typename Dtype>
 void MultiLabelSoftmaxLossLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
                                                      const vector<bool>& propagate_down,
                                                      const vector<Blob<Dtype>*>& bottom) {
-  CheckPropagateDown(propagate_down);
+  this->CheckPropagateDown(propagate_down);
   if (!propagate_down[0] || bottom[0]->count() == 0) return;  // an empty gradient
   const Dtype* x = bottom[0]->cpu_data();
   const Dtype* t = bottom[1]->cpu_data();
   const double* w = class_weight_.cpu_data();
   const double* coefficients = row_coefficients_.cpu_data();
   Dtype* dx = bottom[0]->mutable_cpu_diff();
-  const double scale = static_cast<double>(top[0]->cpu_diff()[0]) / normalizer_;
+  const double scale = static_cast<double>(top[0]->cpu_diff()[0]) / this->normalizer_;
   const int C = classes_, inner = inner_num_;
   if (inner == 1) {
     // (N, C) scores: rows are contiguous.

@@ -11,8 +11,9 @@
 //   RowPerBlock   long contiguous rows (inner < 32, e.g. (64, 17000)): a block
 //                 takes a row, its threads stride over the classes, block
 //                 reductions (warp shuffles) give the max and the sums.
-// Each block leaves (loss, valid rows, invalid targets) in block_partials;
-// xent::FinishSums adds them in a fixed order. Backward is elementwise.
+// Each block leaves its LossSums (loss, valid rows, invalid targets) in the
+// layer's block-sum buffer; xent::FinishSums adds them in a fixed order.
+// Backward is elementwise.
 #include <algorithm>
 #include <vector>
 
@@ -24,22 +25,6 @@ namespace caffe {
 
 namespace {
 
-
-/// Columns of block_partials: loss sum, valid rows, invalid targets.
-const int kColumns = 3;
-
-/// Writes the block's three sums (valid in thread 0) to its partials.
-__device__ __forceinline__ void StoreBlockSums(double loss, double valid, double invalid,
-                                               double* block_partials) {
-  loss = xent::BlockSum(loss);
-  valid = xent::BlockSum(valid);
-  invalid = xent::BlockSum(invalid);
-  if (threadIdx.x == 0) {
-    block_partials[blockIdx.x * kColumns + 0] = loss;
-    block_partials[blockIdx.x * kColumns + 1] = valid;
-    block_partials[blockIdx.x * kColumns + 2] = invalid;
-  }
-}
 
 /// Spatial maps: one thread per row, grid-stride over the rows.
 template <typename Dtype>
@@ -68,7 +53,7 @@ __global__ void RowPerThreadForward(const Dtype* x, const Dtype* t, const double
       for (int c = 0; c < C; ++c) prob[offset + c * inner] = xent::multilabel::Probability(coef, xr[c * inner]);
     }
   }
-  StoreBlockSums(loss, valid, invalid, block_partials);
+  xent::StoreBlockSums(loss, valid, invalid, 0.0, false, block_partials);
 }
 
 /// Max over a block of 256 threads, NaN-propagating; valid in every thread.
@@ -138,7 +123,7 @@ __global__ void RowPerBlockForward(const Dtype* x, const Dtype* t, const double*
     }
     __syncthreads();  // shared_coefficients is rewritten by the next row
   }
-  StoreBlockSums(loss, valid, invalid, block_partials);
+  xent::StoreBlockSums(loss, valid, invalid, 0.0, false, block_partials);
 }
 
 /// Backward, elementwise over the K scores: element e is class c of row r.
@@ -168,15 +153,14 @@ void MultiLabelSoftmaxLossLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& 
   xent::ProbeDeviceMemory(class_weight_.data(), lp, "class_weight");
   xent::ProbeDeviceMemory(row_coefficients_.data(), lp, "the row coefficients");
   if (top.size() >= 2) xent::ProbeDeviceMemory(top[1]->data(), lp, "top[1] (probabilities)");
-  const xent::multilabel::RowOptions opt = {classes_, target_normalization_, smoothing_, has_ignore_label_,
-                          static_cast<double>(ignore_label_)};
+  const xent::multilabel::RowOptions opt = Options();
   const int64_t rows = static_cast<int64_t>(outer_num_) * inner_num_;
   const Dtype* x = bottom[0]->gpu_data();
   const Dtype* t = bottom[1]->gpu_data();
   const double* w = class_weight_.gpu_data();
   double* coefficients = row_coefficients_.mutable_gpu_data();
   Dtype* prob = top.size() >= 2 ? top[1]->mutable_gpu_data() : NULL;
-  double sums[kColumns] = {0.0, 0.0, 0.0};
+  xent::LossSums sums;
   if (rows > 0) {
     // The grid depends on the shape only, so the reduction order (and the
     // bits of the loss) is the same run after run.
@@ -184,9 +168,7 @@ void MultiLabelSoftmaxLossLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& 
     const int64_t wanted =
         block_per_row ? rows : (rows + xent::kReduceThreads - 1) / xent::kReduceThreads;
     const int blocks = static_cast<int>(std::min<int64_t>(wanted, xent::kReduceBlocks));
-    block_partials_.Reshape(std::vector<int>(1, blocks * kColumns));
-    xent::ProbeDeviceMemory(block_partials_.data(), lp, "the block sums");
-    double* partials = block_partials_.mutable_gpu_data();
+    double* partials = xent::BlockSumBuffer(&this->block_sums_, lp);
     if (block_per_row) {
       RowPerBlockForward<Dtype><<<blocks, xent::kReduceThreads>>>(
           x, t, w, rows, inner_num_, opt, coefficients, prob, partials);
@@ -195,27 +177,26 @@ void MultiLabelSoftmaxLossLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& 
           x, t, w, rows, inner_num_, opt, coefficients, prob, partials);
     }
     XENT_LAUNCH_CHECK(lp, "the forward kernel (RowPerBlockForward / RowPerThreadForward)");
-    xent::FinishSums(partials, blocks, kColumns, sums, lp);
+    sums = xent::FinishSums(partials, blocks, lp);
   }
-  if (sums[2] > 0) ThrowInvalidTarget(*bottom[1], sums[2]);
-  normalizer_ = Normalizer(sums[1], bottom[0]->shape(0));
-  top[0]->mutable_cpu_data()[0] = static_cast<Dtype>(sums[0] / normalizer_);
+  CheckData(bottom, sums);
+  this->normalizer_ = this->Normalizer(sums.counted, static_cast<double>(rows),
+                                       bottom[0]->shape(0));
+  top[0]->mutable_cpu_data()[0] = static_cast<Dtype>(sums.loss / this->normalizer_);
 }
 
 template <typename Dtype>
 void MultiLabelSoftmaxLossLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& top,
                                                      const vector<bool>& propagate_down,
                                                      const vector<Blob<Dtype>*>& bottom) {
-  CheckPropagateDown(propagate_down);
+  this->CheckPropagateDown(propagate_down);
   if (!propagate_down[0]) return;
   const int64_t count = bottom[0]->count();
   if (count == 0) return;
   const LayerParameter& lp = this->layer_param_;
   xent::ProbeDeviceMemory(bottom[0]->diff(), lp, "bottom[0]'s gradient");
-  const double scale = static_cast<double>(top[0]->cpu_diff()[0]) / normalizer_;
-  const int blocks = static_cast<int>(
-      std::min<int64_t>((count + CAFFE_CUDA_NUM_THREADS - 1) / CAFFE_CUDA_NUM_THREADS, 65535));
-  GradientKernel<Dtype><<<blocks, CAFFE_CUDA_NUM_THREADS>>>(
+  const double scale = static_cast<double>(top[0]->cpu_diff()[0]) / this->normalizer_;
+  GradientKernel<Dtype><<<xent::GridBlocks(count), xent::kReduceThreads>>>(
       count, bottom[0]->gpu_data(), bottom[1]->gpu_data(), class_weight_.gpu_data(), classes_,
       inner_num_, static_cast<int64_t>(outer_num_) * inner_num_, row_coefficients_.gpu_data(),
       scale, bottom[0]->mutable_gpu_diff());

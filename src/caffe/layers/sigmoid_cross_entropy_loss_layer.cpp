@@ -7,42 +7,17 @@
 #include "caffe/layers/sigmoid_cross_entropy_loss_layer.hpp"
 #include "caffe/layers/sigmoid_cross_entropy_loss_math.hpp"
 #include "caffe/layers/xent_common.hpp"
+#include "caffe/util/xent_reduce.hpp"
 
 #include "sigmoid_cross_entropy_loss_simd.hpp"
 
 namespace caffe {
 
-namespace {
-
-const char* BottomName(int index) {
-  return index == 0 ? "bottom[0] (logits)" : index == 1 ? "bottom[1] (targets)"
-                                                         : "bottom[2] (weights)";
-}
-
-}  // namespace
-
 template <typename Dtype>
 void SigmoidCrossEntropyLossLayer<Dtype>::LayerSetUp(
     const vector<Blob<Dtype>*>& bottom, const vector<Blob<Dtype>*>& top) {
-  // Messages name the layer by type and name; a layer built directly from a
-  // LayerParameter without a type still says what it is.
-  if (!this->layer_param_.has_type()) this->layer_param_.set_type(type());
+  XentLossLayer<Dtype>::LayerSetUp(bottom, top);  // blob counts, loss weights, loss_param
   const LayerParameter& lp = this->layer_param_;
-  XENT_CHECK(lp, bottom.size() == 2 || bottom.size() == 3,
-             "needs 2 bottoms (logits, targets) or 3 (logits, targets, weights), got "
-             << bottom.size());
-  XENT_CHECK(lp, top.size() == 1 || top.size() == 2,
-             "needs 1 top (loss) or 2 (loss, per-element loss), got " << top.size());
-  LossLayer<Dtype>::LayerSetUp(bottom, top);  // default loss_weight 1 on top[0]
-  // The per-element top is an output, not a second loss: weight 0 unless
-  // given (Layer::SetLossWeights would abort on one weight for two tops).
-  if (top.size() == 2 && this->layer_param_.loss_weight_size() == 1) {
-    this->layer_param_.add_loss_weight(Dtype(0));
-  }
-  XENT_CHECK(lp, this->layer_param_.loss_weight_size() == static_cast<int>(top.size()),
-             "loss_weight is given " << this->layer_param_.loss_weight_size()
-             << " times for " << top.size() << " tops; give it once per top or not at all");
-
   const SigmoidCrossEntropyLossParameter& p = lp.sigmoid_cross_entropy_loss_param();
   focal_gamma_ = p.focal_gamma();
   focal_alpha_ = p.focal_alpha();
@@ -54,17 +29,6 @@ void SigmoidCrossEntropyLossLayer<Dtype>::LayerSetUp(
   XENT_CHECK(lp, p.label_smoothing() >= 0.0f && p.label_smoothing() < 1.0f,
              "label_smoothing = " << p.label_smoothing() << " is invalid; it must be in [0, 1)");
 
-  has_ignore_label_ = lp.loss_param().has_ignore_label();
-  ignore_label_ = has_ignore_label_ ? Dtype(lp.loss_param().ignore_label()) : Dtype(0);
-  if (lp.loss_param().has_normalization()) {
-    normalization_ = lp.loss_param().normalization();
-  } else if (lp.loss_param().has_normalize()) {
-    normalization_ = lp.loss_param().normalize() ? LossParameter_NormalizationMode_VALID
-                                                 : LossParameter_NormalizationMode_BATCH_SIZE;
-  } else {
-    normalization_ = LossParameter_NormalizationMode_BATCH_SIZE;  // upstream's default
-  }
-  normalizer_ = 1.0;
   classes_ = -1;  // per-class vectors are expanded in Reshape, once C is known
   period_ = -1;
   // The SIMD path takes the focal term when γ is a whole number up to
@@ -80,7 +44,7 @@ void SigmoidCrossEntropyLossLayer<Dtype>::Reshape(
   const int count = bottom[0]->count();
   for (int i = 1; i < static_cast<int>(bottom.size()); ++i) {
     XENT_CHECK(lp, bottom[i]->count() == count,
-               BottomName(i) << " has " << bottom[i]->count() << " elements (shape "
+               this->BottomName(i) << " has " << bottom[i]->count() << " elements (shape "
                << bottom[i]->shape_string() << ") but bottom[0] (logits) has " << count
                << " (shape " << bottom[0]->shape_string() << "); they must have the same count");
   }
@@ -196,66 +160,30 @@ xent::sigmoid::Options<Dtype> SigmoidCrossEntropyLossLayer<Dtype>::SimdOptions()
 }
 
 template <typename Dtype>
-double SigmoidCrossEntropyLossLayer<Dtype>::get_normalizer(
-    LossParameter_NormalizationMode normalization_mode, double valid_count) const {
-  double normalizer = 1.0;
-  switch (normalization_mode) {
-    case LossParameter_NormalizationMode_FULL:
-      normalizer = static_cast<double>(count_);
-      break;
-    case LossParameter_NormalizationMode_VALID:
-      normalizer = valid_count;
-      break;
-    case LossParameter_NormalizationMode_BATCH_SIZE:
-      normalizer = outer_num_;
-      break;
-    case LossParameter_NormalizationMode_NONE:
-      normalizer = 1.0;
-      break;
-    default:
-      XENT_CHECK(this->layer_param_, false, "unknown normalization mode "
-                 << LossParameter_NormalizationMode_Name(normalization_mode));
-  }
-  // Some users give no labels for some examples to turn a loss off in a
-  // multi-task setup: max(1, ·) prevents division by zero there.
-  return std::max(1.0, normalizer);
+typename XentLossLayer<Dtype>::BlobNames SigmoidCrossEntropyLossLayer<Dtype>::Blobs() const {
+  typename XentLossLayer<Dtype>::BlobNames names;
+  names.bottoms = {"logits", "targets", "weights"};
+  names.required_bottoms = 2;
+  names.tops = {"loss", "per-element loss"};
+  return names;
 }
 
 template <typename Dtype>
-void SigmoidCrossEntropyLossLayer<Dtype>::CheckCounts(const vector<Blob<Dtype>*>& bottom,
-                                                      double bad_targets,
-                                                      double bad_weights) const {
-  const LayerParameter& lp = this->layer_param_;
-  // Error path only: the forward pass counted the bad values; name the first.
-  if (bad_targets > 0) {
-    const bool has_ignore = has_ignore_label_;
-    const Dtype ignore = ignore_label_;
-    std::ostringstream what;
-    what << "values outside [0, 1] (NaN or infinite included)";
-    if (has_ignore) what << " that are not ignore_label (" << ignore << ")";
-    xent::ThrowFirstBadValue(
-        lp, BottomName(1), bottom[1]->cpu_data(), bottom[1]->count(), bottom[1]->shape_string(),
-        static_cast<int64_t>(bad_targets), what.str().c_str(),
-        [&](Dtype t) { return xent::sigmoid::TargetKind(t, has_ignore, ignore) < 0; },
-        has_ignore ? "" : "; targets are data in [0, 1]: set loss_param.ignore_label to skip "
-                          "elements");
-  }
-  if (bad_weights > 0) {
-    xent::ThrowFirstBadValue(
-        lp, BottomName(2), bottom[2]->cpu_data(), bottom[2]->count(), bottom[2]->shape_string(),
-        static_cast<int64_t>(bad_weights), "negative or non-finite values",
-        [](Dtype w) { return !xent::XentIsValidWeight(w); }, "; weights must be finite and >= 0");
-  }
-}
-
-template <typename Dtype>
-void SigmoidCrossEntropyLossLayer<Dtype>::CheckPropagateDown(
-    const vector<bool>& propagate_down) const {
-  for (size_t i = 1; i < propagate_down.size(); ++i) {
-    XENT_CHECK(this->layer_param_, !propagate_down[i],
-               "cannot back-propagate to " << BottomName(static_cast<int>(i))
-               << "; only bottom[0] (logits) gets a gradient");
-  }
+void SigmoidCrossEntropyLossLayer<Dtype>::CheckData(const vector<Blob<Dtype>*>& bottom,
+                                                    const xent::LossSums& sums) const {
+  const bool has_ignore = this->has_ignore_label_;
+  const Dtype ignore = this->ignore_label_;
+  std::ostringstream what;
+  what << "values outside [0, 1] (NaN or infinite included)";
+  if (has_ignore) what << " that are not ignore_label (" << ignore << ")";
+  this->RefuseBadValues(
+      bottom, 1, sums.bad_targets, what.str(),
+      [&](Dtype t) { return xent::sigmoid::TargetKind(t, has_ignore, ignore) < 0; },
+      has_ignore ? "" : "; targets are data in [0, 1]: set loss_param.ignore_label to skip "
+                        "elements");
+  this->RefuseBadValues(bottom, 2, sums.bad_weights, "negative or non-finite values",
+                        [](Dtype w) { return !xent::XentIsValidWeight(w); },
+                        "; weights must be finite and >= 0");
 }
 
 template <typename Dtype>
@@ -266,68 +194,55 @@ void SigmoidCrossEntropyLossLayer<Dtype>::Forward_cpu(
   const Dtype* t = bottom[1]->cpu_data();
   const Dtype* w = bottom.size() == 3 ? bottom[2]->cpu_data() : NULL;
   Dtype* element_loss = top.size() == 2 ? top[1]->mutable_cpu_data() : NULL;
-  const bool has_ignore = has_ignore_label_;
-  const Dtype ignore = ignore_label_;
-  const int64_t chunks = (count + xent::kReduceChunk - 1) / xent::kReduceChunk;
-  // Counts per fixed chunk (integers: their order does not matter).
-  std::vector<int64_t> counted(chunks), bad_targets(chunks), bad_weights(chunks);
+  const bool has_ignore = this->has_ignore_label_;
+  const Dtype ignore = this->ignore_label_;
   const xent::sigmoid::Constants<Dtype> k = Constants();
   const xent::sigmoid::Options<Dtype> options = SimdOptions();
   const xent::sigmoid::Options<Dtype>* simd_options = plain_ ? NULL : &options;
 
-  const double loss = xent::DeterministicSum(count, [&](int64_t begin, int64_t end) -> double {
-    const int64_t chunk = begin / xent::kReduceChunk;
+  const xent::LossSums sums = xent::ChunkedSums(xent::ChunkCount(count), [&](int64_t chunk) {
+    const int64_t begin = chunk * xent::kReduceChunk;
+    const int64_t end = std::min(count, begin + xent::kReduceChunk);
+    xent::LossSums range;
     if (simd_) {  // one fused SIMD pass
-      const xent::sigmoid::Sums sums = xent::sigmoid::SimdForward<Dtype>(
+      const xent::sigmoid::Sums simd = xent::sigmoid::SimdForward<Dtype>(
           x + begin, t + begin, w ? w + begin : NULL, element_loss ? element_loss + begin : NULL,
           end - begin, begin, simd_options, has_ignore, ignore);
-      counted[chunk] = sums.counted;
-      bad_targets[chunk] = sums.bad_targets;
-      bad_weights[chunk] = sums.bad_weights;
-      return sums.loss;
+      range.loss = simd.loss;
+      range.counted = static_cast<double>(simd.counted);
+      range.bad_targets = static_cast<double>(simd.bad_targets);
+      range.bad_weights = static_cast<double>(simd.bad_weights);
+      return range;
     }
-    // A focal γ that is not a whole number up to 8: the shared element math,
-    // also one pass.
-    double sum = 0.0;
-    int64_t n_counted = 0, n_bad_targets = 0, n_bad_weights = 0;
+    // A focal γ that is not a whole number up to kMaxFocalPower: the shared
+    // element math, also one pass.
     ClassCursor<Dtype> cls(options, per_class_, begin);
     for (int64_t i = begin; i < end; ++i, cls.Next()) {
       const int kind = xent::sigmoid::TargetKind(t[i], has_ignore, ignore);
       const Dtype wi = w ? w[i] : Dtype(1);
-      n_bad_weights += !xent::XentIsValidWeight(wi);
-      n_bad_targets += kind < 0;
+      range.bad_weights += !xent::XentIsValidWeight(wi);
+      range.bad_targets += kind < 0;
       Dtype li = 0;
       if (kind != 0) {
         li = xent::sigmoid::Element<Dtype>(x[i], t[i], cls.pos_weight(),
-                                             cls.class_weight() * wi, k, NULL);
-        sum += li;
-        ++n_counted;
+                                           cls.class_weight() * wi, k, NULL);
+        range.loss += li;
+        range.counted += 1.0;
       }
       if (element_loss) element_loss[i] = li;
     }
-    counted[chunk] = n_counted;
-    bad_targets[chunk] = n_bad_targets;
-    bad_weights[chunk] = n_bad_weights;
-    return sum;
+    return range;
   });
-
-  int64_t total_counted = 0, total_bad_targets = 0, total_bad_weights = 0;
-  for (int64_t c = 0; c < chunks; ++c) {
-    total_counted += counted[c];
-    total_bad_targets += bad_targets[c];
-    total_bad_weights += bad_weights[c];
-  }
-  CheckCounts(bottom, static_cast<double>(total_bad_targets),
-              static_cast<double>(total_bad_weights));
-  normalizer_ = get_normalizer(normalization_, static_cast<double>(total_counted));
-  top[0]->mutable_cpu_data()[0] = static_cast<Dtype>(loss / normalizer_);
+  CheckData(bottom, sums);
+  this->normalizer_ = this->Normalizer(sums.counted, static_cast<double>(count_), outer_num_);
+  top[0]->mutable_cpu_data()[0] = static_cast<Dtype>(sums.loss / this->normalizer_);
 }
 
 template <typename Dtype>
 void SigmoidCrossEntropyLossLayer<Dtype>::Backward_cpu(
     const vector<Blob<Dtype>*>& top, const vector<bool>& propagate_down,
     const vector<Blob<Dtype>*>& bottom) {
-  CheckPropagateDown(propagate_down);
+  this->CheckPropagateDown(propagate_down);
   if (!propagate_down[0]) return;
   const int64_t count = bottom[0]->count();
   const Dtype* x = bottom[0]->cpu_data();
@@ -336,15 +251,15 @@ void SigmoidCrossEntropyLossLayer<Dtype>::Backward_cpu(
   const Dtype* element_diff = top.size() == 2 ? top[1]->cpu_diff() : NULL;
   Dtype* dx = bottom[0]->mutable_cpu_diff();
   // dE/dx = ∂ℓ/∂x · (λ / normalizer + λ'_i)
-  const Dtype scale = static_cast<Dtype>(top[0]->cpu_diff()[0] / normalizer_);
-  const bool has_ignore = has_ignore_label_;
-  const Dtype ignore = ignore_label_;
+  const Dtype scale = static_cast<Dtype>(top[0]->cpu_diff()[0] / this->normalizer_);
+  const bool has_ignore = this->has_ignore_label_;
+  const Dtype ignore = this->ignore_label_;
   const xent::sigmoid::Constants<Dtype> k = Constants();
   const xent::sigmoid::Options<Dtype> options = SimdOptions();
   const xent::sigmoid::Options<Dtype>* simd_options = plain_ ? NULL : &options;
-  const int64_t chunks = (count + xent::kReduceChunk - 1) / xent::kReduceChunk;
+  const int64_t chunks = xent::ChunkCount(count);
   // One chunk: no thread team (its start-up, and its threads spinning against
-  // OpenBLAS's, cost more than a small blob's work; DeterministicSum does the same).
+  // OpenBLAS's, cost more than a small blob's work; ChunkedSums does the same).
 #pragma omp parallel for schedule(static) if (chunks > 1)
   for (int64_t chunk = 0; chunk < chunks; ++chunk) {
     const int64_t begin = chunk * xent::kReduceChunk;

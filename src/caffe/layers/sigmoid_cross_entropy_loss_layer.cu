@@ -5,7 +5,7 @@
 //   layer glue    Forward_gpu / Backward_gpu (launch, check, normalize).
 // No float atomics: a fixed grid of kReduceBlocks blocks and a second stage
 // (xent::FinishSums) add the partials in a fixed order, so the loss has the
-// same bits run after run. Scratch: kReduceBlocks x 4 doubles.
+// same bits run after run. Scratch: the layer's block_sums_, kept.
 #include <vector>
 
 #include "caffe/layers/sigmoid_cross_entropy_loss_layer.hpp"
@@ -15,9 +15,6 @@
 namespace caffe {
 
 namespace {
-
-/// Columns of the per-block partial sums.
-enum SumColumn { kLoss = 0, kCounted = 1, kBadTargets = 2, kBadWeights = 3, kColumns = 4 };
 
 /// What every thread needs to compute one element.
 template <typename Dtype>
@@ -65,18 +62,7 @@ __global__ void ForwardKernel(const KernelArgs<Dtype> a, Dtype* element_loss,
     }
     if (element_loss) element_loss[i] = element;
   }
-  // Every thread takes part in each BlockSum (they synchronize).
-  loss = xent::BlockSum(loss);
-  counted = xent::BlockSum(counted);
-  bad_targets = xent::BlockSum(bad_targets);
-  bad_weights = xent::BlockSum(bad_weights);
-  if (threadIdx.x == 0) {
-    double* out = partial + blockIdx.x * kColumns;
-    out[kLoss] = loss;
-    out[kCounted] = counted;
-    out[kBadTargets] = bad_targets;
-    out[kBadWeights] = bad_weights;
-  }
+  xent::StoreBlockSums(loss, counted, bad_targets, bad_weights, a.w != NULL, partial);
 }
 
 template <typename Dtype>
@@ -94,79 +80,71 @@ __global__ void BackwardKernel(const KernelArgs<Dtype> a, const Dtype* element_d
   }
 }
 
+/// The kernels' arguments: the bottoms, the per-class vectors and the
+/// element math's constants.
+template <typename Dtype>
+KernelArgs<Dtype> MakeArgs(const vector<Blob<Dtype>*>& bottom, const Blob<Dtype>& pos_weight,
+                           const Blob<Dtype>& class_weight, int inner, int classes,
+                           bool per_class, bool has_ignore_label, Dtype ignore_label,
+                           const xent::sigmoid::Constants<Dtype>& constants) {
+  KernelArgs<Dtype> a;
+  a.x = bottom[0]->gpu_data();
+  a.t = bottom[1]->gpu_data();
+  a.w = bottom.size() == 3 ? bottom[2]->gpu_data() : NULL;
+  a.pos_weight = pos_weight.gpu_data();
+  a.class_weight = class_weight.gpu_data();
+  a.count = bottom[0]->count();
+  a.inner = inner;
+  a.classes = classes;
+  a.per_class = per_class;
+  a.has_ignore_label = has_ignore_label;
+  a.ignore_label = ignore_label;
+  a.constants = constants;
+  return a;
+}
+
 }  // namespace
 
 template <typename Dtype>
 void SigmoidCrossEntropyLossLayer<Dtype>::Forward_gpu(
     const vector<Blob<Dtype>*>& bottom, const vector<Blob<Dtype>*>& top) {
   const LayerParameter& lp = this->layer_param_;
-  if (!partial_sums_) {
-    partial_sums_.reset(new SyncedMemory(xent::kReduceBlocks * kColumns * sizeof(double)));
-  }
   // Out of device memory on first use: XentError, not Caffe's abort.
   xent::ProbeBottomMemory(bottom, lp);
   xent::ProbeDeviceMemory(pos_weight_.data(), lp, "pos_weight");
   xent::ProbeDeviceMemory(class_weight_.data(), lp, "class_weight");
   if (top.size() == 2) xent::ProbeDeviceMemory(top[1]->data(), lp, "top[1] (element losses)");
-  xent::ProbeDeviceMemory(partial_sums_, lp, "the block sums");
-  KernelArgs<Dtype> a;
-  a.x = bottom[0]->gpu_data();
-  a.t = bottom[1]->gpu_data();
-  a.w = bottom.size() == 3 ? bottom[2]->gpu_data() : NULL;
-  a.pos_weight = pos_weight_.gpu_data();
-  a.class_weight = class_weight_.gpu_data();
-  a.count = bottom[0]->count();
-  a.inner = inner_num_;
-  a.classes = classes_;
-  a.per_class = per_class_;
-  a.has_ignore_label = has_ignore_label_;
-  a.ignore_label = ignore_label_;
-  a.constants.keep = Dtype(1) - label_smoothing_;
-  a.constants.shift = label_smoothing_ / Dtype(2);
-  a.constants.gamma = focal_gamma_;
-  a.constants.alpha = focal_alpha_;
+  double* partial = xent::BlockSumBuffer(&this->block_sums_, lp);
+  const KernelArgs<Dtype> a = MakeArgs(bottom, pos_weight_, class_weight_, inner_num_, classes_,
+                                       per_class_, this->has_ignore_label_,
+                                       Dtype(this->ignore_label_), Constants());
   Dtype* element_loss = top.size() == 2 ? top[1]->mutable_gpu_data() : NULL;
-  double* partial = static_cast<double*>(partial_sums_->mutable_gpu_data());
   // NOLINT_NEXT_LINE(whitespace/operators)
   ForwardKernel<Dtype><<<xent::kReduceBlocks, xent::kReduceThreads>>>(
       a, element_loss, partial);
   XENT_LAUNCH_CHECK(lp, "ForwardKernel");
-  double sums[kColumns];
-  xent::FinishSums(partial, xent::kReduceBlocks, kColumns, sums, lp);
-  CheckCounts(bottom, sums[kBadTargets], sums[kBadWeights]);
-  normalizer_ = get_normalizer(normalization_, sums[kCounted]);
-  top[0]->mutable_cpu_data()[0] = static_cast<Dtype>(sums[kLoss] / normalizer_);
+  const xent::LossSums sums = xent::FinishSums(partial, xent::kReduceBlocks, lp);
+  CheckData(bottom, sums);
+  this->normalizer_ = this->Normalizer(sums.counted, static_cast<double>(count_), outer_num_);
+  top[0]->mutable_cpu_data()[0] = static_cast<Dtype>(sums.loss / this->normalizer_);
 }
 
 template <typename Dtype>
 void SigmoidCrossEntropyLossLayer<Dtype>::Backward_gpu(
     const vector<Blob<Dtype>*>& top, const vector<bool>& propagate_down,
     const vector<Blob<Dtype>*>& bottom) {
-  CheckPropagateDown(propagate_down);
+  this->CheckPropagateDown(propagate_down);
   if (!propagate_down[0] || bottom[0]->count() == 0) return;  // no empty grid launch
   const LayerParameter& lp = this->layer_param_;
   xent::ProbeDeviceMemory(bottom[0]->diff(), lp, "bottom[0]'s gradient");
   if (top.size() == 2) xent::ProbeDeviceMemory(top[1]->diff(), lp, "top[1]'s gradient");
-  KernelArgs<Dtype> a;
-  a.x = bottom[0]->gpu_data();
-  a.t = bottom[1]->gpu_data();
-  a.w = bottom.size() == 3 ? bottom[2]->gpu_data() : NULL;
-  a.pos_weight = pos_weight_.gpu_data();
-  a.class_weight = class_weight_.gpu_data();
-  a.count = bottom[0]->count();
-  a.inner = inner_num_;
-  a.classes = classes_;
-  a.per_class = per_class_;
-  a.has_ignore_label = has_ignore_label_;
-  a.ignore_label = ignore_label_;
-  a.constants.keep = Dtype(1) - label_smoothing_;
-  a.constants.shift = label_smoothing_ / Dtype(2);
-  a.constants.gamma = focal_gamma_;
-  a.constants.alpha = focal_alpha_;
+  const KernelArgs<Dtype> a = MakeArgs(bottom, pos_weight_, class_weight_, inner_num_, classes_,
+                                       per_class_, this->has_ignore_label_,
+                                       Dtype(this->ignore_label_), Constants());
   const Dtype* element_diff = top.size() == 2 ? top[1]->gpu_diff() : NULL;
-  const Dtype scale = static_cast<Dtype>(top[0]->cpu_diff()[0] / normalizer_);
+  const Dtype scale = static_cast<Dtype>(top[0]->cpu_diff()[0] / this->normalizer_);
   // NOLINT_NEXT_LINE(whitespace/operators)
-  BackwardKernel<Dtype><<<CAFFE_GET_BLOCKS(a.count), CAFFE_CUDA_NUM_THREADS>>>(
+  BackwardKernel<Dtype><<<xent::GridBlocks(a.count), xent::kReduceThreads>>>(
       a, element_diff, scale, bottom[0]->mutable_gpu_diff());
   XENT_LAUNCH_CHECK(lp, "BackwardKernel");
 }

@@ -3,29 +3,45 @@
 namespace caffe {
 namespace xent {
 
-__global__ void FinishBlockSums(const double* partial, int blocks, int columns, double* out) {
-  for (int j = 0; j < columns; ++j) {
+namespace {
+
+/// out[j] = Σ over the `blocks` rows of column j, in a fixed tree order.
+__global__ void FinishBlockSums(const double* partial, int blocks, double* out) {
+  for (int j = 0; j < kSumColumns; ++j) {
     double value = 0.0;
     for (int b = threadIdx.x; b < blocks; b += blockDim.x) {
-      value += partial[b * columns + j];
+      value += partial[b * kSumColumns + j];
     }
     value = BlockSum(value);
     if (threadIdx.x == 0) out[j] = value;
   }
 }
 
-void FinishSums(const double* partial, int blocks, int columns, double* host_out,
-                const LayerParameter& layer_param) {
-  double* device_out = NULL;
-  ThrowIfCudaError(cudaMalloc(&device_out, columns * sizeof(double)), layer_param,
-                   "allocating the sums");
-  FinishBlockSums<<<1, kReduceThreads>>>(partial, blocks, columns, device_out);
-  cudaError_t error = cudaGetLastError();
-  if (error == cudaSuccess) {
-    error = cudaMemcpy(host_out, device_out, columns * sizeof(double), cudaMemcpyDeviceToHost);
+}  // namespace
+
+double* BlockSumBuffer(shared_ptr<SyncedMemory>* memory, const LayerParameter& layer_param) {
+  if (!*memory) {
+    memory->reset(new SyncedMemory((kReduceBlocks + 1) * kSumColumns * sizeof(double)));
   }
-  cudaFree(device_out);  // also when the launch or the copy failed
+  ProbeDeviceMemory(*memory, layer_param, "the block sums");
+  return static_cast<double*>((*memory)->mutable_gpu_data());
+}
+
+LossSums FinishSums(double* partial, int blocks, const LayerParameter& layer_param) {
+  double* totals = partial + kReduceBlocks * kSumColumns;
+  FinishBlockSums<<<1, kReduceThreads>>>(partial, blocks, totals);
+  cudaError_t error = cudaGetLastError();
+  double host[kSumColumns] = {0.0, 0.0, 0.0, 0.0};
+  if (error == cudaSuccess) {
+    error = cudaMemcpy(host, totals, sizeof(host), cudaMemcpyDeviceToHost);
+  }
   ThrowIfCudaError(error, layer_param, "adding the block sums (FinishBlockSums)");
+  LossSums sums;
+  sums.loss = host[kLossColumn];
+  sums.counted = host[kCountedColumn];
+  sums.bad_targets = host[kBadTargetsColumn];
+  sums.bad_weights = host[kBadWeightsColumn];
+  return sums;
 }
 
 }  // namespace xent
