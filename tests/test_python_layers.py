@@ -20,6 +20,8 @@ import pytest
 
 import caffe_xent
 from caffe_xent import python_layers
+from caffe_xent.python_layers._options import check_options
+from caffe_xent.python_layers._sigmoid_cross_entropy_loss import element_losses
 
 caffe = pytest.importorskip("caffe")
 
@@ -74,8 +76,8 @@ def test_sigmoid_numpy_third_bottom_and_element_top(rng):
     x, t = sigmoid_data(rng)
     w = rng.random(x.shape) * 2
     # The element losses, not normalized: what the native second top holds.
-    layer = python_layers._options("t", {"pos_weight": 2.0}, python_layers.SIGMOID_DEFAULTS)
-    elements, _, _ = python_layers._sigmoid_compute("t", layer, x, t, w, False)
+    options = check_options("t", {"pos_weight": 2.0}, python_layers.SIGMOID_CROSS_ENTROPY_LOSS_DEFAULTS)
+    elements, _, _ = element_losses("t", options, x, t, w, False)
     tops, diffs = caffe_xent.run_layer(
         'type: "SigmoidCrossEntropyLoss" sigmoid_cross_entropy_loss_param { pos_weight: 2 }',
         [x, t, w], top_diffs=[np.array(1.5), np.zeros_like(x)])
