@@ -1,9 +1,21 @@
-"""Helpers shared by the benchmark scripts: timing, worker subprocesses,
+"""Helpers shared by the benchmark scripts: timing, the worker protocol,
 machine facts. Standard library only, so a worker that runs against the
 pristine build loads nothing it does not need.
+
+The worker protocol, the same for every benchmark: each measurement runs in
+a fresh interpreter, ``python SCRIPT worker JOB [--options]``
+(:func:`run_worker`), because OpenMP runtimes and allocators of Caffe and
+PyTorch in one process slow each other down, and because the pristine
+build and ours define the same package names. The script's ``__main__``
+hands such a command line to :func:`serve_worker`, which runs
+``workers[JOB](args)`` and prints its JSON-able result as the one line
+starting with ``BENCH_JSON`` (:func:`answer`) that :func:`run_worker` reads
+back. Every script offers the job ``info`` (:func:`worker_info`): where
+``caffe`` was imported from and the SIMD targets it runs.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -35,8 +47,47 @@ class WorkerError(RuntimeError):
     """A worker subprocess failed; the message carries its stderr tail."""
 
 
-def run_worker(args, *, pythonpath=None, timeout=900, simd=None):
-    """Run `python <args>` in a fresh interpreter and return its answer().
+def failure(error):
+    """One line of a WorkerError for a table footnote."""
+    lines = str(error).strip().splitlines()
+    return lines[-1] if lines else "failed"
+
+
+def is_worker_call(argv=None):
+    """Whether this process was started as a worker (`SCRIPT worker JOB ...`)."""
+    argv = sys.argv if argv is None else argv
+    return len(argv) > 1 and argv[1] == "worker"
+
+
+def serve_worker(script, workers, add_arguments, argv=None):
+    """Worker side: parse `JOB [--options]` from argv (after `SCRIPT worker`),
+    run workers[JOB](args) and answer() its result. add_arguments(parser)
+    declares the script's options; the job `info` is always there."""
+    workers = dict(workers, info=lambda _args: worker_info())
+    parser = argparse.ArgumentParser(prog="%s worker" % os.path.basename(script))
+    parser.add_argument("job", choices=sorted(workers))
+    add_arguments(parser)
+    args = parser.parse_args(sys.argv[2:] if argv is None else argv)
+    answer(workers[args.job](args))
+
+
+def worker_info():
+    """The job `info`: where caffe and caffe_xent come from, whether the GPU
+    runs, and the SIMD targets (a pristine stage built before the SIMD
+    switch has none)."""
+    import caffe
+    import caffe_xent
+    info = {"caffe": os.path.dirname(caffe.__file__), "caffe_xent": os.path.dirname(caffe_xent.__file__),
+            "gpu": bool(caffe_xent.gpu_available())}
+    if hasattr(caffe_xent._harness, "simd_targets"):
+        info["simd_target"] = caffe_xent._harness.simd_target()
+        info["simd_targets"] = caffe_xent._harness.simd_targets()
+    return info
+
+
+def run_worker(script, job, *args, pythonpath=None, timeout=900, simd=None):
+    """Run `python SCRIPT worker JOB ARGS...` in a fresh interpreter and
+    return its answer(); WorkerError when there is none.
 
     pythonpath, when given, is put first on PYTHONPATH: that is how a worker
     imports the pristine build's `caffe` and `caffe_xent` instead of ours
@@ -44,6 +95,7 @@ def run_worker(args, *, pythonpath=None, timeout=900, simd=None):
     process). simd, when given, is the SIMD target the worker's layers run
     (CAFFE_XENT_SIMD, read when libcaffe loads).
     """
+    command = [script, "worker", job] + [str(a) for a in args]
     env = dict(os.environ)
     if simd:
         env["CAFFE_XENT_SIMD"] = simd
@@ -52,15 +104,15 @@ def run_worker(args, *, pythonpath=None, timeout=900, simd=None):
         env["PYTHONPATH"] = os.pathsep.join(
             [os.path.abspath(pythonpath)] + [p for p in [env.get("PYTHONPATH")] if p])
     try:
-        proc = subprocess.run([sys.executable] + list(args), env=env, capture_output=True,
+        proc = subprocess.run([sys.executable] + command, env=env, capture_output=True,
                               text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise WorkerError("%s: no answer within %d s" % (" ".join(args), timeout)) from None
+        raise WorkerError("%s: no answer within %d s" % (" ".join(command), timeout)) from None
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(WORKER_MARK):
             return json.loads(line[len(WORKER_MARK):])
     tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
-    raise WorkerError("%s exited with status %d:\n%s" % (" ".join(args), proc.returncode, tail))
+    raise WorkerError("%s exited with status %d:\n%s" % (" ".join(command), proc.returncode, tail))
 
 
 def cpu_model():

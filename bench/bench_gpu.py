@@ -32,8 +32,9 @@ import time
 
 import numpy as np
 
-SIGMOID = 'type: "SigmoidCrossEntropyLoss"'
-MULTILABEL = 'type: "MultiLabelSoftmaxLoss"'
+# Each loss by its stem (the name of its layer's source files): its LayerParameter text.
+LAYERS = {"sigmoid_cross_entropy_loss": 'type: "SigmoidCrossEntropyLoss"',
+          "multi_label_softmax_loss": 'type: "MultiLabelSoftmaxLoss"'}
 BYTES_PER_ELEMENT = 20  # forward reads x, t (8 B); backward reads x, t and writes dx (12 B)
 REPEATS = 5
 
@@ -42,22 +43,22 @@ def cases(max_log2):
     out = []
     for log2 in (20, 24, 26):
         if log2 <= max_log2:
-            out.append(("sigmoid", (2**log2 // 4096, 4096)))
+            out.append(("sigmoid_cross_entropy_loss", (2**log2 // 4096, 4096)))
     for log2 in (20, 24, 26):
         if log2 <= max_log2:
-            out.append(("multilabel", (2**log2 // 1024, 1024)))
+            out.append(("multi_label_softmax_loss", (2**log2 // 1024, 1024)))
     for shape in ((256, 1000), (64, 17000), (8, 21, 128, 128)):
         if np.prod(shape) <= 2**max_log2:
-            out.append(("multilabel", shape))
+            out.append(("multi_label_softmax_loss", shape))
     return out
 
 
 def inputs(layer, shape, seed):
-    """Logits N(0, 4²) and targets: 10 % positives (sigmoid), or 1 to 3
-    positives per softmax row along axis 1 (multilabel)."""
+    """Logits N(0, 4²) and targets: 10 % positives (sigmoid_cross_entropy_loss), or 1
+    to 3 positives per softmax row along axis 1 (multi_label_softmax_loss)."""
     rng = np.random.default_rng(seed)
     x = (rng.standard_normal(shape, dtype=np.float32) * 4).astype(np.float32)
-    if layer == "sigmoid":
+    if layer == "sigmoid_cross_entropy_loss":
         t = (rng.random(shape, dtype=np.float32) < 0.1).astype(np.float32)
     else:
         classes = shape[1]
@@ -87,17 +88,16 @@ def run_ours(args):
     rows = []
     for index, (layer, shape) in enumerate(cases(args.max_log2)):
         x, t = inputs(layer, shape, index)
-        text = SIGMOID if layer == "sigmoid" else MULTILABEL
-        times = caffe_xent.time_layer(text, [x, t], device=device, iters=iterations(x.size),
+        times = caffe_xent.time_layer(LAYERS[layer], [x, t], device=device, iters=iterations(x.size),
                                       repeats=REPEATS)
         rows.append({"layer": layer, "shape": list(shape), "elements": int(x.size),
                      "bytes": BYTES_PER_ELEMENT * int(x.size),
                      "forward_s": statistics.median(times["forward"]),
                      "backward_s": statistics.median(times["backward"])})
-        print("ours %-10s %-18s F %9.1f µs  B %9.1f µs" % (layer, shape, rows[-1]["forward_s"] * 1e6,
+        print("ours %-26s %-18s F %9.1f µs  B %9.1f µs" % (layer, shape, rows[-1]["forward_s"] * 1e6,
                                                             rows[-1]["backward_s"] * 1e6), file=sys.stderr)
     fixed = {}
-    for layer, text in (("sigmoid", SIGMOID), ("multilabel", MULTILABEL)):
+    for layer, text in LAYERS.items():
         x, t = inputs(layer, (1, 10), 99)
         times = caffe_xent.time_layer(text, [x, t], device=device, iters=500, repeats=REPEATS)
         fixed[layer] = 1e6 * (statistics.median(times["forward"]) + statistics.median(times["backward"]))
@@ -113,14 +113,17 @@ def run_torch(args):
         raise SystemExit("bench_gpu.py: torch sees no GPU")
     dev = torch.device("cuda" if gpu else "cpu")
 
-    def sigmoid_loss(x, t):
+    def sigmoid_cross_entropy_loss(x, t):
         return F.binary_cross_entropy_with_logits(x, t, reduction="sum") / x.shape[0]
 
-    def multilabel_loss(x, t):
+    def multi_label_softmax_loss(x, t):
         count = t.sum(dim=1, keepdim=True)
         q = t / count.clamp_min(1)
         rows = (count > 0).sum().clamp_min(1)
         return -(q * F.log_softmax(x, dim=1)).sum() / rows
+
+    losses = {"sigmoid_cross_entropy_loss": sigmoid_cross_entropy_loss,
+              "multi_label_softmax_loss": multi_label_softmax_loss}
 
     def timed(fn, x, t, iters):
         def step():
@@ -151,14 +154,14 @@ def run_torch(args):
         data.append((layer, shape, x.size))
         xg = torch.from_numpy(x).to(dev).requires_grad_()
         tg = torch.from_numpy(t).to(dev)
-        fn = sigmoid_loss if layer == "sigmoid" else multilabel_loss
+        fn = losses[layer]
         rows.append({"layer": layer, "shape": list(shape), "impl": "eager",
                      "seconds": timed(fn, xg, tg, iterations(x.size))})
         del xg, tg
     # torch.compile last, largest-first priority, while the deadline allows
     # (each shape compiles anew).
     order = sorted(range(len(data)), key=lambda i: (data[i][2] != 2**24, -data[i][2]))
-    compiled = {"sigmoid": torch.compile(sigmoid_loss), "multilabel": torch.compile(multilabel_loss)}
+    compiled = {layer: torch.compile(fn) for layer, fn in losses.items()}
     for index in order:
         layer, shape, _ = data[index]
         row = {"layer": layer, "shape": list(shape), "impl": "compiled"}

@@ -1,14 +1,18 @@
 """The benchmark command (`make bench`): every benchmark, one report.
 
-Runs bench/bench_sigmoid.py's throughput and accuracy tables (ours vs
-upstream's pristine build vs PyTorch vs numpy, ours on each SIMD target down
-to AVX2), bench/bench_multilabel.py and bench/bench_caffe_time.py, and
-writes them with the machine facts and this command to a markdown file:
+Runs bench/bench_sigmoid_cross_entropy_loss.py's throughput and accuracy
+tables (ours vs upstream's pristine build vs PyTorch vs numpy, ours on each
+SIMD target down to AVX2), bench/bench_multi_label_softmax_loss.py's table
+and bench/bench_caffe_time.py, and writes them with the machine facts and
+this command to a markdown file:
 
     .venv/bin/python bench/run.py --pristine build/pristine/stage --out docs/benchmarks.md
-                                  [--sizes 18 22 24] [--repeat 20] [--multilabel-repeats 10]
+                                  [--sizes 18 22 24] [--repeat 20]
+                                  [--multi-label-softmax-loss-repeat 10]
 
-A part that fails puts its error message in its section; the run goes on.
+Both loss benchmarks are imported and asked for their markdown; each runs
+its measurements in worker subprocesses (the protocol of _common.py). A
+part that fails puts its error message in its section; the run goes on.
 """
 from __future__ import annotations
 
@@ -26,10 +30,9 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-import bench_sigmoid  # noqa: E402
+import bench_multi_label_softmax_loss  # noqa: E402
+import bench_sigmoid_cross_entropy_loss  # noqa: E402
 from _common import cpu_model, git_commit, load_average  # noqa: E402
-
-MULTILABEL = os.path.join(HERE, "bench_multilabel.py")
 
 
 def command_line():
@@ -42,33 +45,16 @@ def command_line():
     return text + ("  (run by `make bench`)" if os.environ.get("MAKELEVEL") else "")
 
 
-def multilabel_markdown(repeats, timeout):
-    """bench_multilabel.py's own markdown, or its error message."""
-    command = [sys.executable, MULTILABEL, "--repeats", str(repeats)]
-    shown = "python bench/bench_multilabel.py --repeats %d" % repeats
-    try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                              env=dict(os.environ, GLOG_minloglevel="2"))
-        out, err, status = proc.stdout.strip(), proc.stderr.strip(), proc.returncode
-    except subprocess.TimeoutExpired as expired:
-        out = expired.stdout or ""  # bytes in some Python versions despite text=True
-        out = (out.decode(errors="replace") if isinstance(out, bytes) else out).strip()
-        err, status = "no answer within %d s" % timeout, None
+def multi_label_softmax_loss_markdown(repeat, timeout):
+    """bench_multi_label_softmax_loss.py's section, or its error message."""
     lines = ["## MultiLabelSoftmaxLoss", "",
-             "Output of `%s` (float32, forward + backward, CPU; columns as that script "
-             "defines them):" % shown, ""]
-    if out:
-        # its table follows its header line directly; markdown needs a blank line there
-        table_at = next((i for i, line in enumerate(out.splitlines()) if line.startswith("|")), None)
-        body = out.splitlines()
-        if table_at:
-            body.insert(table_at, "")
-        lines += body + [""]
-    if status != 0 or "|" not in out:
-        tail = "\n".join(err.splitlines()[-15:]) or "(no error output)"
-        lines += ["**The multilabel benchmark did not complete** (%s):" %
-                  ("exit status %s" % status if status is not None else "timed out"),
-                  "", "```", tail, "```"]
+             "Output of `python bench/bench_multi_label_softmax_loss.py --repeat %d` (float32, "
+             "forward + backward, CPU; columns as that script defines them):" % repeat, ""]
+    try:
+        lines.append(bench_multi_label_softmax_loss.markdown(repeat, timeout=timeout))
+    except Exception as error:  # a broken section must not lose the others
+        lines.append("**The MultiLabelSoftmaxLoss benchmark failed:** `%s: %s`"
+                     % (type(error).__name__, error))
     return "\n".join(lines).rstrip()
 
 
@@ -134,29 +120,32 @@ def main():
     parser.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"))
     parser.add_argument("--sizes", type=int, nargs="+", default=[18, 22, 24], help="log2 element counts")
     parser.add_argument("--repeat", type=int, default=20, help="timed runs per throughput figure (best kept)")
-    parser.add_argument("--multilabel-repeats", type=int, default=10)
-    parser.add_argument("--multilabel-timeout", type=int, default=900, help="seconds")
+    parser.add_argument("--multi-label-softmax-loss-repeat", type=int, default=10,
+                        help="timed runs per MultiLabelSoftmaxLoss figure (best kept)")
+    parser.add_argument("--timeout", type=int, default=900,
+                        help="seconds for each MultiLabelSoftmaxLoss worker, and for `caffe time`")
     args = parser.parse_args()
 
     started = datetime.datetime.now(datetime.timezone.utc)
     start_load, clock = load_average(), time.monotonic()
-    peers = bench_sigmoid.Peers(args.pristine)
+    sigmoid = bench_sigmoid_cross_entropy_loss
+    peers = sigmoid.Peers(args.pristine)
     sections = []
-    for title, make in (("throughput", lambda: bench_sigmoid.throughput_markdown(peers, args.sizes, args.repeat)),
-                        ("accuracy", lambda: bench_sigmoid.accuracy_markdown(peers))):
+    for title, make in (("throughput", lambda: sigmoid.throughput_markdown(peers, args.sizes, args.repeat)),
+                        ("accuracy", lambda: sigmoid.accuracy_markdown(peers))):
         print("bench: sigmoid %s ..." % title, file=sys.stderr, flush=True)
         try:
             sections.append(make())
         except Exception as error:  # a broken section must not lose the others
             sections.append("**The sigmoid %s benchmark failed:** `%s: %s`"
                             % (title, type(error).__name__, error))
-    print("bench: multilabel ...", file=sys.stderr, flush=True)
-    multilabel = multilabel_markdown(args.multilabel_repeats, args.multilabel_timeout)
+    print("bench: multi-label softmax ...", file=sys.stderr, flush=True)
+    multi_label = multi_label_softmax_loss_markdown(args.multi_label_softmax_loss_repeat, args.timeout)
     print("bench: caffe time ...", file=sys.stderr, flush=True)
-    caffe_time = caffe_time_markdown(args.multilabel_timeout)
+    caffe_time = caffe_time_markdown(args.timeout)
     end_load = load_average()
     minutes = (time.monotonic() - clock) / 60
-    torch_threads = bench_sigmoid.torch_threads()  # what the workers set
+    torch_threads = sigmoid.torch_threads()  # what the workers set
 
     document = "\n".join([
         "# Benchmarks",
@@ -180,7 +169,7 @@ def main():
         "",
         "\n\n".join(sections),
         "",
-        multilabel,
+        multi_label,
         "",
         caffe_time,
         "",

@@ -46,7 +46,7 @@ def test_recall_lines_from_multi_hot(labels_file):
     np.testing.assert_allclose(values(out.stdout, "class_weight"), expected, rtol=1e-5)  # %.6g
 
 
-def test_precision_lines_from_class_indices_match_seed_003(labels_file):
+def test_precision_lines_from_class_indices_match_the_worked_example(labels_file):
     path, _ = labels_file
     out = run("class-weights", str(path), "--dataset", "class", "--recipe", "precision")
     assert out.returncode == 0, out.stderr

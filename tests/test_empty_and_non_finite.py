@@ -20,13 +20,15 @@ import caffe_xent
 from conftest import DEVICES
 
 sys.path.insert(0, os.path.dirname(__file__))
-from sigmoid_reference import NORMALIZATIONS, layer_text as sigmoid_text  # noqa: E402
-from test_multilabel_softmax import prototxt as multilabel_text  # noqa: E402
+from sigmoid_cross_entropy_loss_reference import NORMALIZATIONS  # noqa: E402
+from sigmoid_cross_entropy_loss_reference import layer_text as sigmoid_cross_entropy_loss_text  # noqa: E402
+from test_multi_label_softmax_loss import prototxt as multi_label_softmax_loss_text  # noqa: E402
 
 CAFFE = os.path.join(os.path.dirname(sys.executable), "caffe")
 LAYERS = {
-    "SigmoidCrossEntropyLoss": lambda normalization: sigmoid_text(tops=2, normalization=normalization),
-    "MultiLabelSoftmaxLoss": lambda normalization: multilabel_text(
+    "SigmoidCrossEntropyLoss": lambda normalization: sigmoid_cross_entropy_loss_text(
+        tops=2, normalization=normalization),
+    "MultiLabelSoftmaxLoss": lambda normalization: multi_label_softmax_loss_text(
         normalization=normalization, tops=("loss", "prob")),
 }
 EMPTY_SHAPES = [(0, 3), (2, 3, 0), (2, 0), (0,), (0, 5, 4, 3)]
@@ -48,7 +50,7 @@ def test_empty_blobs_give_loss_zero_through_run_layer(layer, normalization, devi
         assert tops[1].shape == shape and diffs[0].shape == shape and diffs[0].dtype == dtype
 
 
-def test_the_issues_empty_batch_and_the_process_survives():
+def test_an_empty_batch_of_shape_0x3_and_the_process_survives():
     empty = [np.zeros((0, 3), np.float32)] * 2
     tops, diffs = caffe_xent.run_layer('type: "SigmoidCrossEntropyLoss"', empty)
     assert float(tops[0]) == 0.0 and diffs[0].shape == (0, 3)
@@ -86,19 +88,19 @@ def test_bad_per_element_weights_are_refused(value, device, dtype):
     w[1, 2] = value
     with pytest.raises(caffe_xent.LayerError, match=r"bottom\[2\] \(weights\) has 1 negative or "
                        r"non-finite values; the first is \S+ at flat index 22"):
-        caffe_xent.run_layer(sigmoid_text(), [x, t, w], device=device)
+        caffe_xent.run_layer(sigmoid_cross_entropy_loss_text(), [x, t, w], device=device)
 
 
 @pytest.mark.parametrize("field", ["pos_weight", "class_weight"])
 @pytest.mark.parametrize("value", [np.inf, np.nan])
 def test_non_finite_per_class_weights_are_refused(field, value):
     x = np.zeros((2, 3), np.float32)
-    text = sigmoid_text(**{field: [value]})
+    text = sigmoid_cross_entropy_loss_text(**{field: [value]})
     with pytest.raises(caffe_xent.LayerError, match=r"%s\[0\] = \S+ is not finite" % field):
         caffe_xent.run_layer(text, [x, x])
     if field == "class_weight":
         with pytest.raises(caffe_xent.LayerError, match=r"class_weight\[0\] = \S+ is not finite"):
-            caffe_xent.run_layer(multilabel_text(class_weight=[value]), [x, x])
+            caffe_xent.run_layer(multi_label_softmax_loss_text(class_weight=[value]), [x, x])
 
 
 # ---- pycaffe --------------------------------------------------------------------

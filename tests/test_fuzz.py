@@ -39,13 +39,13 @@ from hypothesis import strategies as st
 import caffe_xent
 import fuzz_worker
 from conftest import DEVICES, requires_gpu
-from sigmoid_reference import layer_text as sigmoid_text
-from sigmoid_reference import reference as sigmoid_reference
-from test_multilabel_softmax import assert_matches_reference, prototxt as multilabel_text
-from test_sigmoid_xent import LOSS_RTOL, check_close, proto_floats
+from sigmoid_cross_entropy_loss_reference import layer_text as sigmoid_cross_entropy_loss_text
+from sigmoid_cross_entropy_loss_reference import reference as sigmoid_cross_entropy_loss_reference
+from test_multi_label_softmax_loss import assert_matches_reference, prototxt as multi_label_softmax_loss_text
+from test_sigmoid_cross_entropy_loss import LOSS_RTOL, check_close, proto_floats
 
-SIGMOID, MULTILABEL = "SigmoidCrossEntropyLoss", "MultiLabelSoftmaxLoss"
-LAYER_NAMES = {SIGMOID: "xent", MULTILABEL: "mlsoftmax"}
+SIGMOID_CROSS_ENTROPY_LOSS, MULTI_LABEL_SOFTMAX_LOSS = "SigmoidCrossEntropyLoss", "MultiLabelSoftmaxLoss"
+LAYER_NAMES = {SIGMOID_CROSS_ENTROPY_LOSS: "xent", MULTI_LABEL_SOFTMAX_LOSS: "mlsoftmax"}
 NORMALIZATIONS = ("FULL", "VALID", "BATCH_SIZE", "NONE")
 # Elements per drawn blob: enough for long class axes and the SIMD tiles of
 # spatial maps, small enough for hundreds of examples a second.
@@ -139,7 +139,7 @@ any_float32_values = st.floats(0.0, 3.0, width=32)
 
 
 @st.composite
-def sigmoid_cases(draw):
+def sigmoid_cross_entropy_loss_cases(draw):
     """(layer text, bottoms, reference options) of a valid layer."""
     shape, axis = draw(shapes())
     dtype = draw(st.sampled_from([np.float32, np.float64]))
@@ -174,11 +174,12 @@ def sigmoid_cases(draw):
     ref = proto_floats(ref)
     ref["axis"] = axis
     ref["normalization"] = options["normalization"] or "BATCH_SIZE"
-    return sigmoid_text(tops=2, **{k: v for k, v in options.items() if v is not None}), bottoms, ref
+    given = {k: v for k, v in options.items() if v is not None}
+    return sigmoid_cross_entropy_loss_text(tops=2, **given), bottoms, ref
 
 
 @st.composite
-def multilabel_cases(draw):
+def multi_label_softmax_loss_cases(draw):
     """(options, x, t) of a valid layer."""
     shape, axis = draw(shapes())
     dtype = draw(st.sampled_from([np.float32, np.float64]))
@@ -213,15 +214,15 @@ def multilabel_cases(draw):
 # ---- property 1: valid input matches the float64 references -------------------
 
 @pytest.mark.parametrize("device", DEVICES)
-@given(case=sigmoid_cases())
-def test_sigmoid_matches_reference(child, device, case):
+@given(case=sigmoid_cross_entropy_loss_cases())
+def test_sigmoid_cross_entropy_loss_matches_reference(child, device, case):
     text, bottoms, ref = case
     note("%s, shapes %s, dtype %s" % (text, [b.shape for b in bottoms], bottoms[0].dtype))
     answer = answer_of(child, "run_layer", (text, bottoms, device, {}))
     assert answer[0] == "ok", answer
     tops, diffs = answer[1]
     dtype = bottoms[0].dtype.type
-    loss, element, grad = sigmoid_reference(*bottoms, **ref)
+    loss, element, grad = sigmoid_cross_entropy_loss_reference(*bottoms, **ref)
     assert tops[0].shape == () and tops[1].shape == bottoms[0].shape
     assert diffs[0].shape == bottoms[0].shape
     if bottoms[0].size == 0:
@@ -252,16 +253,16 @@ def smoothing_tau_error(bottoms, ref):
     up = np.where(keep, t, t + step)
     down = np.where(keep, t, t - step)
     rest = bottoms[2:]
-    grad_up = sigmoid_reference(x, up, *rest, **ref)[2]
-    grad_down = sigmoid_reference(x, down, *rest, **ref)[2]
+    grad_up = sigmoid_cross_entropy_loss_reference(x, up, *rest, **ref)[2]
+    grad_down = sigmoid_cross_entropy_loss_reference(x, down, *rest, **ref)[2]
     return np.abs(grad_up - grad_down) / 2
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@given(case=multilabel_cases())
-def test_multilabel_matches_reference(child, device, case):
+@given(case=multi_label_softmax_loss_cases())
+def test_multi_label_softmax_loss_matches_reference(child, device, case):
     options, x, t = case
-    text = multilabel_text(**options)
+    text = multi_label_softmax_loss_text(**options)
     note("%s, shape %s, dtype %s" % (text, x.shape, x.dtype))
     answer = answer_of(child, "run_layer", (text, [x, t], device, {}))
     assert answer[0] == "ok", answer
@@ -278,9 +279,11 @@ def test_multilabel_matches_reference(child, device, case):
 # ---- property 2: one non-finite datum is refused, by index -------------------
 
 @pytest.mark.parametrize("device", DEVICES)
-@given(case=st.one_of(sigmoid_cases().map(lambda c: (SIGMOID, c[0], c[1])),
-                      multilabel_cases().map(lambda c: (MULTILABEL, multilabel_text(**c[0]),
-                                                        [c[1], c[2]]))),
+@given(case=st.one_of(sigmoid_cross_entropy_loss_cases().map(
+                          lambda c: (SIGMOID_CROSS_ENTROPY_LOSS, c[0], c[1])),
+                      multi_label_softmax_loss_cases().map(
+                          lambda c: (MULTI_LABEL_SOFTMAX_LOSS, multi_label_softmax_loss_text(**c[0]),
+                                     [c[1], c[2]]))),
        where=st.integers(0, 2**31), value=st.sampled_from([np.nan, np.inf, -np.inf]),
        weights=st.booleans())
 def test_non_finite_data_is_refused_naming_the_first(child, device, case, where, value, weights):
@@ -320,13 +323,13 @@ def malformed_cases(draw, for_net=False):
     def bad_number():
         return non_finite(nan_first=for_net)  # run_layer: infinities first
 
-    layer = draw(st.sampled_from([SIGMOID, MULTILABEL]))
+    layer = draw(st.sampled_from([SIGMOID_CROSS_ENTROPY_LOSS, MULTI_LABEL_SOFTMAX_LOSS]))
     shape, axis = draw(shapes(min_axes=0, max_axes=4, max_elements=400))
     rng = np.random.default_rng(draw(rng_states))
     faults = []
     ndim = len(shape)
     # The class axis: drawn in range or out of it.
-    if layer == SIGMOID:
+    if layer == SIGMOID_CROSS_ENTROPY_LOSS:
         axis = draw(st.one_of(st.none(), st.integers(-ndim - 2, ndim + 1)))
         if axis is not None and not -ndim <= axis < ndim:
             faults.append("axis")
@@ -358,8 +361,8 @@ def malformed_cases(draw, for_net=False):
         return draw(st.sampled_from(good))
 
     ignore = draw(st.sampled_from([None, -1, 2]))
-    if layer == SIGMOID:
-        text = sigmoid_text(
+    if layer == SIGMOID_CROSS_ENTROPY_LOSS:
+        text = sigmoid_cross_entropy_loss_text(
             axis=axis, pos_weight=per_class_vector("pos_weight"),
             class_weight=per_class_vector("class_weight"),
             focal_gamma=option("focal_gamma", [None, 0.0, 2.0, 0.5], [-0.5]),
@@ -376,7 +379,7 @@ def malformed_cases(draw, for_net=False):
                        normalization=draw(st.sampled_from(NORMALIZATIONS)),
                        target_normalization=draw(st.sampled_from(["COUNT", "SUM", "NONE"])),
                        tops=draw(st.sampled_from([("loss",), ("loss", "prob")])))
-        text = multilabel_text(**options)
+        text = multi_label_softmax_loss_text(**options)
     if draw(st.integers(0, 9)) == 0:
         text = text.replace('type:', 'top: "a" top: "b" top: "c" type:', 1)
         faults.append("three tops")
@@ -386,18 +389,18 @@ def malformed_cases(draw, for_net=False):
     x = rng.standard_normal(shape) * 3
     if x.size and draw(st.integers(0, 4)) == 0:
         x.flat[draw(st.integers(0, x.size - 1))] = draw(bad_number())
-    if layer == SIGMOID:
+    if layer == SIGMOID_CROSS_ENTROPY_LOSS:
         t = rng.uniform(0, 1, shape)
     else:
         t = (rng.random(shape) < 0.4).astype(np.float64)
     if ignore is not None and t.size:
         t.flat[rng.integers(0, t.size)] = ignore
     if t.size and draw(st.integers(0, 3)) == 0:
-        bad = [-0.5, -3.0] + ([1.5] if layer == SIGMOID else [])
+        bad = [-0.5, -3.0] + ([1.5] if layer == SIGMOID_CROSS_ENTROPY_LOSS else [])
         t.flat[draw(st.integers(0, t.size - 1))] = draw(st.one_of(bad_number(), st.sampled_from(bad)))
         faults.append("target value")
     bottoms = [x, t]
-    if layer == SIGMOID and draw(st.booleans()):
+    if layer == SIGMOID_CROSS_ENTROPY_LOSS and draw(st.booleans()):
         w = rng.uniform(0, 2, shape)
         if w.size and draw(st.integers(0, 3)) == 0:
             w.flat[draw(st.integers(0, w.size - 1))] = draw(st.one_of(bad_number(), st.just(-1.0)))
@@ -414,7 +417,7 @@ def malformed_cases(draw, for_net=False):
     elif which == 2:
         bottoms[1] = np.zeros(t.size + 1)
         faults.append("count mismatch")
-    elif which == 3 and layer == MULTILABEL and t.ndim >= 2 and t.shape[0] != t.shape[-1]:
+    elif which == 3 and layer == MULTI_LABEL_SOFTMAX_LOSS and t.ndim >= 2 and t.shape[0] != t.shape[-1]:
         bottoms[1] = t.reshape(t.shape[::-1])  # the same count, another shape
         faults.append("shape mismatch")
     # Dtypes (run_layer: float32 or float64, all the same).
@@ -502,8 +505,8 @@ def test_malformed_input_through_pycaffe_net(child, device, case):
     ((429496730, 1), "rows"),              # multi-label: 5 doubles per row in one blob
 ])
 def test_too_large_shapes_through_a_net(child, shape, where):
-    layer = (sigmoid_text() if where == "INT_MAX" else multilabel_text(axis=1)).replace(
-        'bottom: "x" bottom: "t" ', "")
+    layer = (sigmoid_cross_entropy_loss_text() if where == "INT_MAX"
+             else multi_label_softmax_loss_text(axis=1)).replace('bottom: "x" bottom: "t" ', "")
     net = (input_layers([("x", shape), ("t", shape)])
            + 'layer { bottom: "x" bottom: "t" %s }\n' % layer)
     # No blob memory is touched: Input and the layer refuse the shape first.
@@ -517,15 +520,15 @@ def test_too_large_shapes_through_run_layer():
     # (so it stays in this process; pickling it to the child would copy it).
     huge = np.broadcast_to(np.float32(0), (2**16, 2**15 + 1))
     with pytest.raises(caffe_xent.LayerError, match=r"bottom\[0\] has shape .*INT_MAX"):
-        caffe_xent.run_layer(sigmoid_text(), [huge, huge])
+        caffe_xent.run_layer(sigmoid_cross_entropy_loss_text(), [huge, huge])
 
 
 @requires_gpu
 def test_gpu_error_leaves_the_device_usable(child):
     # A refused input on the GPU path, then a good one on the same device.
-    bad = child.call("run_layer", (multilabel_text(), [np.zeros((3, 4), np.float32),
+    bad = child.call("run_layer", (multi_label_softmax_loss_text(), [np.zeros((3, 4), np.float32),
                                                        np.full((3, 4), np.nan, np.float32)], "gpu", {}))
     assert bad[:2] == ("raised", "LayerError") and "bottom[1]" in bad[2], bad
-    good = child.call("run_layer", (multilabel_text(), [np.zeros((3, 4), np.float32),
+    good = child.call("run_layer", (multi_label_softmax_loss_text(), [np.zeros((3, 4), np.float32),
                                                         np.eye(3, 4, dtype=np.float32)], "gpu", {}))
     assert good[0] == "ok", good

@@ -20,13 +20,15 @@ import pytest
 
 import caffe_xent
 from caffe_xent import python_layers
+from caffe_xent.python_layers._options import check_options
+from caffe_xent.python_layers._sigmoid_cross_entropy_loss import element_losses
 
 caffe = pytest.importorskip("caffe")
 
 U64 = np.finfo(np.float64).eps / 2
 U32 = float(np.finfo(np.float32).eps) / 2
 
-SIGMOID_CASES = {
+SIGMOID_CROSS_ENTROPY_LOSS_CASES = {
     "plain": ({}, ""),
     "pos_weight_per_class": ({"pos_weight": [3.0, 0.5, 1.0]}, "pos_weight: 3 pos_weight: 0.5 pos_weight: 1"),
     "all_options": ({"pos_weight": 2.0, "class_weight": [1.0, 0.3, 2.0], "focal_gamma": 2.0,
@@ -48,7 +50,7 @@ def sigmoid_layer(options, proto_fields, normalization, ignore_label=None):
             'sigmoid_cross_entropy_loss_param { %s }' % (loss_param, proto_fields))
 
 
-def sigmoid_data(rng, shape=(5, 3, 4), ignore=False):
+def sigmoid_cross_entropy_loss_data(rng, shape=(5, 3, 4), ignore=False):
     x = rng.standard_normal(shape) * 4
     t = rng.random(shape)
     t[..., ::2] = np.round(t[..., ::2])  # hard and soft targets
@@ -58,10 +60,10 @@ def sigmoid_data(rng, shape=(5, 3, 4), ignore=False):
 
 
 @pytest.mark.parametrize("normalization", NORMALIZATIONS)
-@pytest.mark.parametrize("case", sorted(SIGMOID_CASES))
-def test_sigmoid_numpy_equals_native_float64(case, normalization, rng):
-    options, fields = SIGMOID_CASES[case]
-    x, t = sigmoid_data(rng, ignore=True)
+@pytest.mark.parametrize("case", sorted(SIGMOID_CROSS_ENTROPY_LOSS_CASES))
+def test_sigmoid_cross_entropy_loss_numpy_equals_native_float64(case, normalization, rng):
+    options, fields = SIGMOID_CROSS_ENTROPY_LOSS_CASES[case]
+    x, t = sigmoid_cross_entropy_loss_data(rng, ignore=True)
     loss, grad = python_layers.sigmoid_cross_entropy_loss(
         x, t, normalization=normalization, ignore_label=-1, **options)
     tops, diffs = caffe_xent.run_layer(sigmoid_layer(options, fields, normalization, -1), [x, t])
@@ -70,12 +72,12 @@ def test_sigmoid_numpy_equals_native_float64(case, normalization, rng):
     np.testing.assert_allclose(grad, diffs[0], rtol=0, atol=64 * U64 * magnitude)
 
 
-def test_sigmoid_numpy_third_bottom_and_element_top(rng):
-    x, t = sigmoid_data(rng)
+def test_sigmoid_cross_entropy_loss_numpy_third_bottom_and_element_top(rng):
+    x, t = sigmoid_cross_entropy_loss_data(rng)
     w = rng.random(x.shape) * 2
     # The element losses, not normalized: what the native second top holds.
-    layer = python_layers._options("t", {"pos_weight": 2.0}, python_layers.SIGMOID_DEFAULTS)
-    elements, _, _ = python_layers._sigmoid_compute("t", layer, x, t, w, False)
+    options = check_options("t", {"pos_weight": 2.0}, python_layers.SIGMOID_CROSS_ENTROPY_LOSS_DEFAULTS)
+    elements, _, _ = element_losses("t", options, x, t, w, False)
     tops, diffs = caffe_xent.run_layer(
         'type: "SigmoidCrossEntropyLoss" sigmoid_cross_entropy_loss_param { pos_weight: 2 }',
         [x, t, w], top_diffs=[np.array(1.5), np.zeros_like(x)])
@@ -85,7 +87,7 @@ def test_sigmoid_numpy_third_bottom_and_element_top(rng):
     np.testing.assert_allclose(1.5 * grad, diffs[0], rtol=0, atol=64 * U64 * np.abs(diffs[0]).max())
 
 
-MULTILABEL_CASES = {
+MULTI_LABEL_SOFTMAX_LOSS_CASES = {
     "plain": ({}, ""),
     "sum_smoothing_weights": ({"target_normalization": "SUM", "label_smoothing": 0.1,
                                "class_weight": [1.0, 2.0, 0.5, 1.0]},
@@ -96,7 +98,7 @@ MULTILABEL_CASES = {
 }
 
 
-def multilabel_data(rng, shape=(6, 4, 3)):
+def multi_label_softmax_loss_data(rng, shape=(6, 4, 3)):
     x = rng.standard_normal(shape) * 3
     t = (rng.random(shape) < 0.4) * rng.integers(1, 3, size=shape).astype(float)
     t[0] = 0             # a row set with no positive: ignored
@@ -105,10 +107,10 @@ def multilabel_data(rng, shape=(6, 4, 3)):
 
 
 @pytest.mark.parametrize("normalization", NORMALIZATIONS)
-@pytest.mark.parametrize("case", sorted(MULTILABEL_CASES))
-def test_multilabel_numpy_equals_native_float64(case, normalization, rng):
-    options, fields = MULTILABEL_CASES[case]
-    x, t = multilabel_data(rng)
+@pytest.mark.parametrize("case", sorted(MULTI_LABEL_SOFTMAX_LOSS_CASES))
+def test_multi_label_softmax_loss_numpy_equals_native_float64(case, normalization, rng):
+    options, fields = MULTI_LABEL_SOFTMAX_LOSS_CASES[case]
+    x, t = multi_label_softmax_loss_data(rng)
     loss, grad = python_layers.multi_label_softmax_loss(
         x, t, normalization=normalization, ignore_label=-1, **options)
     tops, diffs = caffe_xent.run_layer(
@@ -148,11 +150,11 @@ def run_net(net, x, t):
     return loss, net.blobs["score"].diff.astype(np.float64).copy()
 
 
-@pytest.mark.parametrize("case", sorted(SIGMOID_CASES))
-def test_sigmoid_python_layer_equals_native_in_a_net(case, tmp_path, rng):
+@pytest.mark.parametrize("case", sorted(SIGMOID_CROSS_ENTROPY_LOSS_CASES))
+def test_sigmoid_cross_entropy_loss_python_layer_equals_native_in_a_net(case, tmp_path, rng):
     caffe.set_mode_cpu()
-    options, fields = SIGMOID_CASES[case]
-    x, t = sigmoid_data(rng, ignore=True)
+    options, fields = SIGMOID_CROSS_ENTROPY_LOSS_CASES[case]
+    x, t = sigmoid_cross_entropy_loss_data(rng, ignore=True)
     x, t = x.astype(np.float32), t.astype(np.float32)
     loss_weight = 2.5  # the top diff: the original layers ignored it
     native = make_net(tmp_path, "native", x.shape, 'layer { name: "loss" %s bottom: "score" '
@@ -178,11 +180,11 @@ def test_sigmoid_python_layer_equals_native_in_a_net(case, tmp_path, rng):
     np.testing.assert_array_equal(python_grad[t == -1], 0)
 
 
-@pytest.mark.parametrize("case", sorted(MULTILABEL_CASES))
-def test_multilabel_python_layer_equals_native_in_a_net(case, tmp_path, rng):
+@pytest.mark.parametrize("case", sorted(MULTI_LABEL_SOFTMAX_LOSS_CASES))
+def test_multi_label_softmax_loss_python_layer_equals_native_in_a_net(case, tmp_path, rng):
     caffe.set_mode_cpu()
-    options, fields = MULTILABEL_CASES[case]
-    x, t = multilabel_data(rng)
+    options, fields = MULTI_LABEL_SOFTMAX_LOSS_CASES[case]
+    x, t = multi_label_softmax_loss_data(rng)
     x, t = x.astype(np.float32), t.astype(np.float32)
     loss_weight = 0.5
     native = make_net(tmp_path, "native", x.shape, textwrap.dedent("""
@@ -210,7 +212,7 @@ def test_multilabel_python_layer_equals_native_in_a_net(case, tmp_path, rng):
 
 def test_python_layer_second_tops(tmp_path, rng):
     caffe.set_mode_cpu()
-    x, t = sigmoid_data(rng, shape=(4, 3))
+    x, t = sigmoid_cross_entropy_loss_data(rng, shape=(4, 3))
     for layer, expected_top in (("SigmoidCrossEntropyLoss", "elements"),
                                 ("MultiLabelSoftmaxLoss", "probabilities")):
         text = ('layer { name: "loss" type: "Python" bottom: "score" bottom: "t" top: "loss" '
@@ -228,7 +230,7 @@ def test_python_layer_second_tops(tmp_path, rng):
 
 def test_force_backward_gives_targets_a_zero_diff(tmp_path, rng):
     caffe.set_mode_cpu()
-    x, t = sigmoid_data(rng, shape=(4, 3))
+    x, t = sigmoid_cross_entropy_loss_data(rng, shape=(4, 3))
     path = tmp_path / "net.prototxt"
     path.write_text('force_backward: true\n'
                     'layer { name: "x" type: "Input" top: "score" top: "t" input_param { '
@@ -246,7 +248,7 @@ def test_force_backward_gives_targets_a_zero_diff(tmp_path, rng):
 
 def test_nan_logits_give_nan_loss_and_the_process_goes_on(tmp_path, rng):
     caffe.set_mode_cpu()
-    x, t = sigmoid_data(rng, shape=(4, 3))
+    x, t = sigmoid_cross_entropy_loss_data(rng, shape=(4, 3))
     x[1, 1] = np.nan
     for layer in ("SigmoidCrossEntropyLoss", "MultiLabelSoftmaxLoss"):
         net = make_net(tmp_path, layer, x.shape, python_layer(layer, {}, 1))
@@ -325,7 +327,7 @@ def test_shim_is_installed_as_top_level_loss_layers():
     assert os.path.dirname(loss_layers.__file__) == os.path.dirname(os.path.dirname(caffe_xent.__file__))
 
 # The original layer block, verbatim apart from the blob names of this net.
-SEED_000_LAYER = """
+ORIGINAL_LAYER = """
 layer {
   type: 'Python'
   name: 'loss'
@@ -350,11 +352,11 @@ layer {
 
 
 @pytest.mark.parametrize("loss_weight", [1.0, 0.25])
-def test_seed_000_prototxt_runs_unchanged_through_the_shim(loss_weight, tmp_path, rng):
+def test_original_prototxt_runs_unchanged_through_the_shim(loss_weight, tmp_path, rng):
     # No PYTHONPATH set-up: the build installs the shim as top-level loss_layers.
     caffe.set_mode_cpu()
-    layer = SEED_000_LAYER.replace("loss_weight: 1", "loss_weight: %r" % loss_weight)
-    path = tmp_path / "seed.prototxt"
+    layer = ORIGINAL_LAYER.replace("loss_weight: 1", "loss_weight: %r" % loss_weight)
+    path = tmp_path / "original.prototxt"
     path.write_text('force_backward: true\nlayer { name: "data" type: "Input" top: "score" top: "label" '
                     'input_param { shape { dim: 8 dim: 5 } shape { dim: 8 dim: 5 } } }\n' + layer)
     net = caffe.Net(str(path), caffe.TRAIN)
@@ -372,7 +374,7 @@ def test_seed_000_prototxt_runs_unchanged_through_the_shim(loss_weight, tmp_path
                                rtol=0, atol=2 * U32 * loss_weight)
 
 
-def test_seed_000_prototxt_in_the_caffe_command(tmp_path):
+def test_original_prototxt_in_the_caffe_command(tmp_path):
     tool = os.path.join(os.path.dirname(sys.executable), "caffe")
     (tmp_path / "net.prototxt").write_text(textwrap.dedent("""
         layer { name: "data" type: "DummyData" top: "x" top: "label"
@@ -380,7 +382,7 @@ def test_seed_000_prototxt_in_the_caffe_command(tmp_path):
                                    data_filler { type: "gaussian" } data_filler { type: "constant" value: 1 } } }
         layer { name: "fc" type: "InnerProduct" bottom: "x" top: "score"
                 inner_product_param { num_output: 2 weight_filler { type: "xavier" } } }
-    """) + SEED_000_LAYER)
+    """) + ORIGINAL_LAYER)
     (tmp_path / "solver.prototxt").write_text(
         'net: "net.prototxt"\nbase_lr: 0.1\nlr_policy: "fixed"\nmax_iter: 3\n'
         'display: 1\nsnapshot_after_train: false\nsolver_mode: CPU\n')

@@ -4,26 +4,27 @@ import pytest
 
 import caffe_xent
 
-SEED_COUNTS = [1000, 2300, 20310, 6700]
+# The class counts of the log-ratio recipe's usual worked example (class_weights' docstring).
+WORKED_EXAMPLE_COUNTS = [1000, 2300, 20310, 6700]
 
 
 def truncate(values, decimals):
     return np.floor(np.asarray(values) * 10 ** decimals) / 10 ** decimals
 
 
-def test_recall_recipe_is_seed_003_step_4():
-    weights = caffe_xent.class_weights(SEED_COUNTS)
+def test_recall_recipe_on_the_worked_example():
+    weights = caffe_xent.class_weights(WORKED_EXAMPLE_COUNTS)
     # The recipe's worked example prints its values truncated: log(30310/2300) = 2.5786 appears as 2.57.
     np.testing.assert_array_equal(truncate(weights, 2), [3.41, 2.57, 1.00, 1.50])
-    expected = np.maximum(np.log(sum(SEED_COUNTS) / np.array(SEED_COUNTS, float)), 1.0)
+    expected = np.maximum(np.log(sum(WORKED_EXAMPLE_COUNTS) / np.array(WORKED_EXAMPLE_COUNTS, float)), 1.0)
     np.testing.assert_allclose(weights, expected, rtol=4 * np.finfo(float).eps)
     assert weights.min() == 1.0
 
 
-def test_precision_recipe_is_seed_003_step_5():
-    weights = caffe_xent.class_weights(SEED_COUNTS, recipe="precision")
+def test_precision_recipe_on_the_worked_example():
+    weights = caffe_xent.class_weights(WORKED_EXAMPLE_COUNTS, recipe="precision")
     np.testing.assert_array_equal(truncate(weights, 3), [1.000, 0.755, 0.117, 0.442])
-    logs = np.log(sum(SEED_COUNTS) / np.array(SEED_COUNTS, float))
+    logs = np.log(sum(WORKED_EXAMPLE_COUNTS) / np.array(WORKED_EXAMPLE_COUNTS, float))
     np.testing.assert_allclose(weights, logs / logs.max(), rtol=4 * np.finfo(float).eps)
 
 

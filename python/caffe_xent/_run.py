@@ -1,7 +1,7 @@
 """caffe_xent.run_layer and time_layer: one Caffe layer on numpy arrays, CPU or GPU."""
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -51,7 +51,8 @@ def simd_target() -> str:
 
 def run_layer(layer: str, bottoms: Sequence[np.ndarray], *, device: str = "cpu",
               top_diffs: Optional[Sequence[np.ndarray]] = None,
-              propagate_down: Optional[Sequence[bool]] = None):
+              propagate_down: Optional[Sequence[bool]] = None
+              ) -> Tuple[List[np.ndarray], List[Optional[np.ndarray]]]:
     """Run one layer: SetUp, Reshape, Forward, then Backward.
 
     Args:
@@ -86,7 +87,7 @@ def run_layer(layer: str, bottoms: Sequence[np.ndarray], *, device: str = "cpu",
 
 
 def time_layer(layer: str, bottoms: Sequence[np.ndarray], *, device: str = "cpu",
-               iters: int = 10, repeats: int = 5):
+               iters: int = 10, repeats: int = 5) -> Dict[str, List[float]]:
     """Time Forward and Backward of one layer on data already on the device.
 
     SetUp, one untimed Forward and Backward (which moves the bottoms to the
@@ -105,7 +106,8 @@ def time_layer(layer: str, bottoms: Sequence[np.ndarray], *, device: str = "cpu"
     return _TIMERS[dtype](layer, arrays, device == "gpu", int(iters), int(repeats))
 
 
-def _checked(layer, bottoms, device):
+def _checked(layer: Any, bottoms: Sequence[np.ndarray], device: str
+             ) -> Tuple[List[np.ndarray], np.dtype]:
     """The bottoms as arrays of one float dtype, after the checks both entry
     points share; LayerError where they fail."""
     if not isinstance(layer, str):

@@ -12,17 +12,18 @@ either as lines to paste into a prototxt.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Literal, Optional, Tuple
 
 import numpy as np
+import numpy.typing as npt
 
 __all__ = ["class_weights", "pos_weight", "RECIPES"]
 
 #: The recipes of :func:`class_weights`.
-RECIPES = ("recall", "precision")
+RECIPES: Tuple[str, ...] = ("recall", "precision")
 
 
-def _counts(counts) -> np.ndarray:
+def _counts(counts: npt.ArrayLike) -> np.ndarray:
     array = np.asarray(counts, dtype=np.float64)
     if array.ndim != 1 or array.size == 0:
         raise ValueError("class_weights: counts must be a non-empty 1-D sequence (one count per "
@@ -38,7 +39,8 @@ def _counts(counts) -> np.ndarray:
     return array
 
 
-def class_weights(counts, *, recipe: str = "recall") -> np.ndarray:
+def class_weights(counts: npt.ArrayLike, *,
+                  recipe: Literal["recall", "precision"] = "recall") -> np.ndarray:
     """Per-class weights from per-class counts: ``log(total / count)``, then a recipe.
 
     Args:
@@ -82,7 +84,8 @@ def class_weights(counts, *, recipe: str = "recall") -> np.ndarray:
     return logs / top if top > 0 else np.ones_like(logs)
 
 
-def pos_weight(labels, *, axis: int = 1, ignore_label: Optional[float] = None) -> np.ndarray:
+def pos_weight(labels: npt.ArrayLike, *, axis: int = 1,
+               ignore_label: Optional[float] = None) -> np.ndarray:
     """Per-class ``pos_weight`` = negatives / positives, from multi-label targets.
 
     Args:

@@ -33,7 +33,11 @@ one-line move to the native layer, which is faster and runs on the GPU::
 (drop ``python_param``; ``loss_weight: 1`` may stay). The native loss top is
 a scalar (shape ()), read it as ``float(net.blobs['loss_opt'].data)``.
 """
-from caffe_xent.python_layers import SIGMOID_DEFAULTS, SigmoidCrossEntropyLoss
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from caffe_xent.python_layers import SIGMOID_CROSS_ENTROPY_LOSS_DEFAULTS, SigmoidCrossEntropyLoss
 
 __all__ = ["CustomSigmoidCrossEntropyLossLayer"]
 
@@ -43,8 +47,8 @@ class CustomSigmoidCrossEntropyLossLayer(SigmoidCrossEntropyLoss):
     gradient (sigma(x) - t) times the top diff. See the module docstring."""
 
     _type = "CustomSigmoidCrossEntropyLossLayer"
-    _defaults = dict(SIGMOID_DEFAULTS, normalization="NONE")
+    _defaults = dict(SIGMOID_CROSS_ENTROPY_LOSS_DEFAULTS, normalization="NONE")
 
-    def reshape(self, bottom, top):
+    def reshape(self, bottom: Sequence[Any], top: Sequence[Any]) -> None:
         super().reshape(bottom, top)
         top[0].reshape(1)  # the original loss shape, kept for code that indexes it

@@ -12,11 +12,12 @@ Peers:
   numpy     a vectorized numpy layer in the original Python layer's style (throughput only)
 
 Every peer runs in its own fresh interpreter (a worker: this file with the
-first argument `worker`), so OpenMP runtimes and allocators do not mix.
+first argument `worker`, the protocol of _common.py), so OpenMP runtimes and
+allocators do not mix.
 
-    python bench/bench_sigmoid.py [--pristine build/pristine/stage]
-                                  [--sizes 18 22 24] [--repeat 20]
-                                  [--only throughput|accuracy]
+    python bench/bench_sigmoid_cross_entropy_loss.py [--pristine build/pristine/stage]
+                                                     [--sizes 18 22 24] [--repeat 20]
+                                                     [--only throughput|accuracy]
 
 prints the markdown sections that bench/run.py puts in docs/benchmarks.md.
 Without --pristine the upstream columns say "not run".
@@ -37,15 +38,16 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import WorkerError, answer, best_time, measured_simd_targets, run_worker  # noqa: E402
+from _common import (WorkerError, best_time, failure, is_worker_call,  # noqa: E402
+                     measured_simd_targets, run_worker, serve_worker)
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # quiet Net setup logs (before caffe loads)
 THIS = os.path.abspath(__file__)
 COLS = 4096  # throughput blobs are (N, 4096)
 GPU_BYTES_PER_ELEMENT = 20  # forward reads x, t (8 B); backward reads x, t, writes dx (12 B)
-LARGE_SHAPE = (64, 262144)  # issue 3's large-blob case
+LARGE_SHAPE = (64, 262144)  # the large-blob case: 16M elements summed into one loss
 GRID_TARGETS = (0.0, 0.1, 0.5, 0.9, 1.0)
-# The listed points are the issue's tiny and huge magnitudes; the log-spaced
+# The listed points are tiny and huge magnitudes worth naming; the log-spaced
 # ones (4 a decade) fill the range between them.
 GRID_MAGNITUDES = (0.0, 1e-8, 1e-3, 0.5, 1.0, 5.0, 20.0, 40.0, 90.0, 100.0, 700.0, 1e4)
 
@@ -67,7 +69,7 @@ def throughput_data(log2_count, soft=False):
 
 
 def large_data():
-    """Issue 3's large blob: (64, 262144) float32 N(0, 4²) logits, 10 % positives."""
+    """The large blob: (64, 262144) float32 N(0, 4²) logits, 10 % positives."""
     rng = np.random.default_rng(2026)
     x = (rng.standard_normal(LARGE_SHAPE) * 4).astype(np.float32)
     t = (rng.random(LARGE_SHAPE) < 0.1).astype(np.float32)
@@ -232,17 +234,6 @@ def torch_step(x, t, pos_weight=None, focal=False):
     return step
 
 
-def worker_info(_args):
-    import caffe
-    import caffe_xent
-    info = {"caffe": os.path.dirname(caffe.__file__), "caffe_xent": os.path.dirname(caffe_xent.__file__),
-            "gpu": bool(caffe_xent.gpu_available())}
-    if hasattr(caffe_xent._harness, "simd_targets"):  # ours; the pristine harness has it too
-        info["simd_target"] = caffe_xent._harness.simd_target()
-        info["simd_targets"] = caffe_xent._harness.simd_targets()
-    return info
-
-
 def worker_throughput(args):
     seconds, losses = {}, {}
     for log2 in args.sizes:
@@ -338,7 +329,7 @@ def accuracy_run(args, x, t):
 
 
 def worker_large(args):
-    """Issue 3's large-blob loss in float32, batch-size normalized (pycaffe Net)."""
+    """The large blob's loss in float32, batch-size normalized (pycaffe Net)."""
     x, t = large_data()
     if args.impl == "torch":
         import torch
@@ -355,13 +346,11 @@ def worker_large(args):
     return {"loss": float(net.blobs["loss"].data.reshape(-1)[0])}
 
 
-WORKERS = {"info": worker_info, "throughput": worker_throughput, "accuracy": worker_accuracy,
+WORKERS = {"throughput": worker_throughput, "accuracy": worker_accuracy,
            "large": worker_large, "copy-bandwidth": worker_copy_bandwidth}
 
 
-def worker_main(argv):
-    parser = argparse.ArgumentParser(prog="bench_sigmoid.py worker")
-    parser.add_argument("job", choices=sorted(WORKERS))
+def worker_arguments(parser):
     parser.add_argument("--impl", choices=("caffe", "torch", "numpy"), default="caffe")
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument("--mode", choices=("single", "blob"), default="single")
@@ -370,8 +359,6 @@ def worker_main(argv):
     parser.add_argument("--pos-weight", action="store_true", help="per-class pos_weight (ours, PyTorch)")
     parser.add_argument("--focal", action="store_true", help="focal γ 2, α 0.25 (ours, PyTorch)")
     parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args(argv)
-    answer(WORKERS[args.job](args))
 
 
 # ---- orchestration: run the workers, write markdown -------------------------
@@ -400,7 +387,7 @@ class Peers:
     @staticmethod
     def _info(pythonpath):
         try:
-            return run_worker([THIS, "worker", "info"], pythonpath=pythonpath, timeout=120)
+            return run_worker(THIS, "info", pythonpath=pythonpath, timeout=120)
         except WorkerError as error:
             return error
 
@@ -410,8 +397,7 @@ class Peers:
             return self.info[peer]
         pythonpath = self.pristine if peer == "upstream" else None
         try:
-            return run_worker([THIS, "worker"] + [str(a) for a in args], pythonpath=pythonpath,
-                              timeout=timeout, simd=simd)
+            return run_worker(THIS, *args, pythonpath=pythonpath, timeout=timeout, simd=simd)
         except WorkerError as error:
             return error
 
@@ -421,13 +407,7 @@ class Peers:
         return [] if isinstance(ours, WorkerError) else measured_simd_targets(ours.get("simd_targets", []))
 
 
-def failure(error):
-    """One line of a WorkerError for a table footnote."""
-    lines = str(error).strip().splitlines()
-    return lines[-1] if lines else "failed"
-
-
-SOFT_LOG2 = 22  # the soft-target row: issue 3's 4M-element size
+SOFT_LOG2 = 22  # the soft-target row: 4M elements
 
 
 def throughput_markdown(peers, sizes, repeat):
@@ -704,7 +684,7 @@ def large_blob_markdown(peers):
             "PyTorch": peers.run("ours", "large", "--impl", "torch")}
     lines = ["### Loss of a large float32 blob",
              "",
-             "Issue 3's case: a (%d, %d) float32 blob (%d elements), logits N(0, 4²), 10 %% "
+             "A (%d, %d) float32 blob (%d elements), logits N(0, 4²), 10 %% "
              "positives, normalization BATCH_SIZE (upstream's default). Truth: float64 "
              "per-element losses summed exactly (math.fsum): %.6f."
              % (LARGE_SHAPE + (x.size, truth)),
@@ -720,8 +700,6 @@ def large_blob_markdown(peers):
 
 
 def main():
-    if len(sys.argv) > 1 and sys.argv[1] == "worker":
-        return worker_main(sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pristine", help="the pristine build's staged tree (build/pristine/stage)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[18, 22, 24], help="log2 element counts")
@@ -736,4 +714,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    if is_worker_call():
+        serve_worker(THIS, WORKERS, worker_arguments)
+    else:
+        main()

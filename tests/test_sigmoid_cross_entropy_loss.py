@@ -17,7 +17,7 @@ import caffe_xent
 from conftest import DEVICES, DTYPES, GPU_AVAILABLE, requires_gpu
 
 sys.path.insert(0, os.path.dirname(__file__))
-from sigmoid_reference import layer_text, reference  # noqa: E402
+from sigmoid_cross_entropy_loss_reference import layer_text, reference  # noqa: E402
 
 # Relative tolerance of a loss, absolute-per-magnitude tolerance of a gradient.
 LOSS_RTOL = {np.float32: 2e-6, np.float64: 1e-12}

@@ -1,13 +1,17 @@
-"""Float64 references of MultiLabelSoftmaxLoss for the tests and the benchmark.
+"""Float64 reference of MultiLabelSoftmaxLoss for the tests.
 
-- :func:`reference` is the layer's formula (docs/multi_label_softmax_loss.md)
-  written with numpy, in float64;
-- :func:`seed_layer_forward_backward` re-implements, loop by loop, what the
-  original Python layer (Mahajan et al. 2018 softmax loss as a pycaffe layer,
-  the one users ran before the native layer) computes: its semantics, not
-  its text. It is the baseline the
-  layer must agree with for multi-hot targets (COUNT), and the slow baseline
-  of the benchmark.
+:func:`reference` is the layer's formula (docs/multi_label_softmax_loss.md)
+written with numpy, in float64.
+
+It is kept separate on purpose from caffe_xent.python_layers'
+_multi_label_softmax_loss.py, the numpy implementation shipped to users:
+written independently, in another form, it checks that module and the
+native layer rather than agreeing with them by construction. Do not make
+one import the other.
+
+What the original Python layer computes (the baseline the layer must agree
+with for multi-hot targets) lives in
+bench/multi_label_softmax_loss_original_layer.py, where the benchmark times it.
 """
 from __future__ import annotations
 
@@ -60,35 +64,3 @@ def reference(x, t, *, axis: int = 1, target_normalization: str = "COUNT",
     magnitude = (q_total * p + q + q_total) / normalizer
     return (row_loss.sum() / normalizer, np.moveaxis(grad, -1, axis),
             np.moveaxis(magnitude, -1, axis))
-
-
-def seed_layer_forward_backward(scores, labels):
-    """What the original Python layer computes for (N, C) scores: forward loss
-    and backward gradient, with per-element loops as in that layer.
-
-    Forward: softmax with the row max subtracted; per row the loss adds
-    -log p_c * t_c / M over the classes with t_c != 0 (M = number of non-zero
-    targets); the sum is divided by N. Backward: p, then for each class with
-    t_c != 0 the value s (p - 1) + (1 - s) p with s = 1/M (= p - 1/M: the
-    target values are not used), all divided by N.
-    """
-    scores = np.array(scores, dtype=np.float64)  # a copy: the seed shifted its bottom in place
-    labels = np.asarray(labels, dtype=np.float64)
-    num, classes = scores.shape
-    scores -= scores.max(axis=1, keepdims=True)
-    exp_scores = np.exp(scores)
-    probs = exp_scores / exp_scores.sum(axis=1, keepdims=True)
-    row_losses = np.zeros(num)
-    for r in range(num):
-        scale = 1.0 / float(np.count_nonzero(labels[r, :]))
-        for c in range(classes):
-            if labels[r, c] != 0:
-                row_losses[r] += -np.log(probs[r, c]) * labels[r, c] * scale
-    loss = row_losses.sum() / num
-    delta = probs.copy()
-    for r in range(num):
-        scale = 1.0 / float(np.count_nonzero(labels[r, :]))
-        for c in range(classes):
-            if labels[r, c] != 0:
-                delta[r, c] = scale * (delta[r, c] - 1) + (1 - scale) * delta[r, c]
-    return loss, delta / num

@@ -1,4 +1,4 @@
-"""The `caffe` command: runs the custom Caffe tool shipped in this package.
+"""The `caffe` command: launches the custom Caffe tool binary shipped in this package.
 
 The native tool lives in caffe_xent/bin/caffe next to its libcaffe. This
 launcher points the tool's embedded Python (used by `type: 'Python'` layers)

@@ -1,7 +1,12 @@
 """Float64 numpy reference of SigmoidCrossEntropyLoss (its formula in
-docs/sigmoid_cross_entropy_loss.md), and
-a prototxt builder for the layer. Used by tests/test_sigmoid_xent.py and the
-benchmark; independent of the C++ element math.
+docs/sigmoid_cross_entropy_loss.md), and a prototxt builder for the layer,
+for the tests (tests/test_sigmoid_cross_entropy_loss.py and others).
+
+It is kept separate on purpose from the C++ element math and from
+caffe_xent.python_layers' _sigmoid_cross_entropy_loss.py, the numpy
+implementation shipped to users: written independently, in another form,
+it checks both rather than agreeing with them by construction. Do not make
+one import the other.
 """
 from __future__ import annotations
 

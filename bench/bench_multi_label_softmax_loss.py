@@ -1,20 +1,24 @@
 """Benchmark of MultiLabelSoftmaxLoss, forward + backward, CPU.
 
-Peers at the issue's shapes, float32:
+Peers at three shapes (ImageNet-like 1000 classes, a 17000-tag vocabulary, a
+21-class segmentation map), float32:
   ours      MultiLabelSoftmaxLoss in a pycaffe Net (Input bottoms, force_backward)
   torch     torch.nn.functional.cross_entropy with probability targets
             (targets pre-divided by M), forward + autograd backward
   upstream  Caffe's single-label SoftmaxWithLoss in the same Net setup (for scale)
   python_layer  the original Python layer's semantics (per-element loops), 2-D only
 
-Prints a markdown table (M elements/s and ratios) to stdout:
-  [OMP_NUM_THREADS=k] .venv/bin/python bench/bench_multilabel.py [--repeats N] [--shapes 256x1000,...]
+Prints a markdown table (M elements/s and ratios) to stdout, the section
+that bench/run.py puts in docs/benchmarks.md:
+  [OMP_NUM_THREADS=k] .venv/bin/python bench/bench_multi_label_softmax_loss.py [--repeat N]
+                                                                  [--shapes 256x1000,...]
 OMP_NUM_THREADS, when set, applies to Caffe's OpenMP and to torch.set_num_threads.
 
-Each peer and shape runs in its own fresh interpreter (this file with the
-first argument `worker`): Caffe's libgomp and PyTorch's bundled OpenMP
-runtime in one process each keep threads spinning, and on a busy 2-core
-machine that once cut both to ~1 % of their speed.
+Each peer and shape runs in its own fresh interpreter (a worker: this file
+with the first argument `worker`, the protocol of _common.py): Caffe's
+libgomp and PyTorch's bundled OpenMP runtime in one process each keep
+threads spinning, and on a busy 2-core machine that once cut both to ~1 %
+of their speed.
 """
 from __future__ import annotations
 
@@ -22,29 +26,18 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from multilabel_reference import seed_layer_forward_backward  # noqa: E402
-from _common import WorkerError, answer, measured_simd_targets, run_worker  # noqa: E402
+from _common import (WorkerError, best_time, failure, is_worker_call,  # noqa: E402
+                     measured_simd_targets, run_worker, serve_worker)
+from multi_label_softmax_loss_original_layer import original_layer_forward_backward  # noqa: E402
 
 THIS = os.path.abspath(__file__)
 
 SHAPES = [(256, 1000), (64, 17000), (8, 21, 128, 128)]
-
-
-def best_time(fn, repeats):
-    """Best wall time of `repeats` runs after one warm-up run."""
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+PEERS = ("ours", "torch", "upstream", "python_layer")
 
 
 def make_data(shape):
@@ -99,10 +92,10 @@ def bench_torch(x, t, repeats):
     return best_time(run, repeats)
 
 
-def worker(peer, shape_text, repeats):
+def worker_throughput(args):
     """One peer at one shape, in this (fresh) process: seconds per step."""
-    shape = tuple(int(v) for v in shape_text.split("x"))
-    x, t = make_data(shape)
+    peer, repeats = args.peer, args.repeat
+    x, t = make_data(tuple(int(v) for v in args.shape.split("x")))
     result = {}
     if peer == "torch":
         import torch
@@ -111,7 +104,7 @@ def worker(peer, shape_text, repeats):
         result["version"] = torch.__version__
         result["seconds"] = bench_torch(x, t, repeats)
     elif peer == "python_layer":
-        result["seconds"] = best_time(lambda: seed_layer_forward_backward(x, t), 1)
+        result["seconds"] = best_time(lambda: original_layer_forward_backward(x, t), 1)
     else:
         import caffe
         import caffe_xent
@@ -120,39 +113,55 @@ def worker(peer, shape_text, repeats):
             bench = bench_ours if peer == "ours" else bench_upstream
             result["seconds"] = bench(x, t, repeats, tmp)
         result["simd_target"] = caffe_xent.simd_target()
-    answer(result)
+    return result
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--shapes", default=",".join("x".join(map(str, s)) for s in SHAPES))
-    parser.add_argument("--simd-targets", default=None,
-                        help="comma-separated SIMD targets to run ours on besides the default "
-                             "(default: every one this CPU runs from the best down to AVX2)")
-    args = parser.parse_args()
-    if args.simd_targets is None:
-        import caffe_xent
-        args.simd_targets = ",".join(measured_simd_targets(caffe_xent._harness.simd_targets())[1:])
-    extra_targets = [t for t in args.simd_targets.split(",") if t]
-    print("CPU threads: OMP_NUM_THREADS=%s, os.cpu_count()=%d, load average %s"
-          % (os.environ.get("OMP_NUM_THREADS", "unset"), os.cpu_count(),
-             " ".join("%.1f" % v for v in os.getloadavg())))
-    rows, torch_version, notes, default_target = [], "not installed", [], "?"
-    for text in args.shapes.split(","):
+WORKERS = {"throughput": worker_throughput}
+
+
+def worker_arguments(parser):
+    parser.add_argument("--peer", choices=PEERS, default="ours")
+    parser.add_argument("--shape", default="x".join(map(str, SHAPES[0])), help="e.g. 256x1000")
+    parser.add_argument("--repeat", type=int, default=10)
+
+
+def shapes_text(shapes=SHAPES):
+    return ",".join("x".join(map(str, s)) for s in shapes)
+
+
+def markdown(repeat, shapes=None, simd_targets=None, timeout=900):
+    """The section: a line on threads and load, the table, notes on peers
+    that did not run. shapes: "256x1000,..." (default SHAPES); simd_targets:
+    the targets to run ours on besides the default, a list (default: every
+    one this CPU runs from the best down to AVX2, as an `info` worker
+    reports them); timeout: seconds for each worker."""
+    notes = []
+    if simd_targets is None:
+        try:
+            info = run_worker(THIS, "info", timeout=120)
+            simd_targets = measured_simd_targets(info.get("simd_targets", []))[1:]
+        except WorkerError as error:
+            notes.append("- SIMD targets: %s" % failure(error))
+            simd_targets = []
+    extra_targets = [t for t in simd_targets if t]
+    head = ("CPU threads: OMP_NUM_THREADS=%s, os.cpu_count()=%d, load average %s"
+            % (os.environ.get("OMP_NUM_THREADS", "unset"), os.cpu_count(),
+               " ".join("%.1f" % v for v in os.getloadavg())))
+    rows, torch_version, default_target = [], "not installed", "?"
+    for text in (shapes or shapes_text()).split(","):
         n = np.prod([int(v) for v in text.split("x")]) / 1e6
         rates = {}
-        runs = [(peer, None) for peer in ("ours", "torch", "upstream", "python_layer")]
+        runs = [(peer, None) for peer in PEERS]
         runs += [("ours", target) for target in extra_targets]
         for peer, target in runs:
             if peer == "python_layer" and len(text.split("x")) != 2:
                 continue
             key = peer if target is None else "ours " + target
             try:
-                result = run_worker([THIS, "worker", peer, text, str(args.repeats)], simd=target)
+                result = run_worker(THIS, "throughput", "--peer", peer, "--shape", text,
+                                    "--repeat", repeat, simd=target, timeout=timeout)
             except WorkerError as error:
-                lines = str(error).strip().splitlines()
-                notes.append("- %s at %s: %s" % (key, text, lines[-1] if lines else "failed"))
+                notes.append("- %s at %s: %s" % (key, text, failure(error)))
                 rates[key] = float("nan")
                 continue
             if target is not None and result.get("simd_target") != target:
@@ -173,18 +182,32 @@ def main():
         rows.append("| %s | %.0f | %.0f | %.2f× | %.0f | %.1f× | %s | %s |%s"
                     % (text, ours, rates["torch"], ours / rates["torch"], rates["upstream"],
                        ours / rates["upstream"], python_text, python_ratio, per_target))
-    print("| shape | ours (%s) M el/s | PyTorch %s M el/s | ours / PyTorch | upstream SoftmaxWithLoss "
-          "M el/s | ours / upstream | original Python layer M el/s | ours / it |%s"
-          % (default_target, torch_version,
-             "".join(" ours %s M el/s | %s / PyTorch |" % (t, t) for t in extra_targets)))
-    print("|---|---|---|---|---|---|---|---|" + "---|---|" * len(extra_targets))
-    print("\n".join(rows))
+    lines = [head, "",
+             "| shape | ours (%s) M el/s | PyTorch %s M el/s | ours / PyTorch | upstream SoftmaxWithLoss "
+             "M el/s | ours / upstream | original Python layer M el/s | ours / it |%s"
+             % (default_target, torch_version,
+                "".join(" ours %s M el/s | %s / PyTorch |" % (t, t) for t in extra_targets)),
+             "|---|---|---|---|---|---|---|---|" + "---|---|" * len(extra_targets)]
+    lines += rows
     if notes:
-        print("\n" + "\n".join(notes))
+        lines += [""] + notes
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeat", type=int, default=10, help="timed runs per figure (best is kept)")
+    parser.add_argument("--shapes", default=shapes_text())
+    parser.add_argument("--simd-targets", default=None,
+                        help="comma-separated SIMD targets to run ours on besides the default "
+                             "(default: every one this CPU runs from the best down to AVX2)")
+    args = parser.parse_args()
+    targets = None if args.simd_targets is None else args.simd_targets.split(",")
+    print(markdown(args.repeat, args.shapes, targets))
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "worker":
-        worker(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    if is_worker_call():
+        serve_worker(THIS, WORKERS, worker_arguments)
     else:
         main()

@@ -14,7 +14,12 @@ import pytest
 
 import caffe_xent
 from conftest import DEVICES, DTYPES, requires_gpu
-from multilabel_reference import reference, seed_layer_forward_backward
+from multi_label_softmax_loss_reference import reference
+
+# The original Python layer, loop by loop: kept once, in bench/, where it is
+# also the benchmark's slowest peer.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
+from multi_label_softmax_loss_original_layer import original_layer_forward_backward  # noqa: E402
 
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
 FLOAT64_EPS = float(np.finfo(np.float64).eps)
@@ -85,7 +90,7 @@ def assert_matches_reference(options, x, t, dtype, loss, dx):
     log_sum_error = FLOAT64_EPS * float(np.sum(magnitude))
     if dtype == np.float32:
         # Loss: each exp is within 1 ulp and sums are in double, so the loss is
-        # within a few float32 ulps relative (the issue asks 1e-6 relative).
+        # within a few float32 ulps relative (well inside 1e-6 relative).
         assert loss.shape == ()
         np.testing.assert_allclose(loss, expected, rtol=1e-6, atol=log_sum_error)
         # Gradient: p carries ~2 ulp (exp and the shifted argument), then one
@@ -133,18 +138,18 @@ def test_matches_float64_reference(shape, axis, options, dtype, device, targets,
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_seed_layer_agreement_multi_hot(device, rng):
+def test_original_layer_agreement_multi_hot(device, rng):
     # COUNT + multi-hot targets: loss and gradient equal the original Python layer.
     x = rng.standard_normal((16, 40)) * 3
     t = multi_hot(rng, x.shape, 1)
     (loss, *_), (dx, _) = caffe_xent.run_layer(prototxt(), [x, t], device=device)
-    seed_loss, seed_grad = seed_layer_forward_backward(x, t)
-    np.testing.assert_allclose(loss, seed_loss, rtol=1e-13)
-    np.testing.assert_allclose(dx, seed_grad, rtol=1e-12, atol=1e-17)
+    original_loss, original_grad = original_layer_forward_backward(x, t)
+    np.testing.assert_allclose(loss, original_loss, rtol=1e-13)
+    np.testing.assert_allclose(dx, original_grad, rtol=1e-12, atol=1e-17)
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_seed_layer_forward_agreement_real_targets(device, rng):
+def test_original_layer_forward_agreement_real_targets(device, rng):
     # Real-valued targets: the forward equals the original layer's (its
     # backward ignores the target values; ours is the exact derivative,
     # checked against the reference elsewhere).
@@ -152,11 +157,11 @@ def test_seed_layer_forward_agreement_real_targets(device, rng):
     t = soft_targets(rng, x.shape)
     t[:, 0] = 1.0  # every row has a positive
     (loss, *_), (dx, _) = caffe_xent.run_layer(prototxt(), [x, t], device=device)
-    seed_loss, seed_grad = seed_layer_forward_backward(x, t)
-    np.testing.assert_allclose(loss, seed_loss, rtol=1e-13)
+    original_loss, original_grad = original_layer_forward_backward(x, t)
+    np.testing.assert_allclose(loss, original_loss, rtol=1e-13)
     _, grad, _ = reference(x, t)
     np.testing.assert_allclose(dx, grad, rtol=1e-12, atol=1e-17)
-    assert not np.allclose(dx, seed_grad)  # the original backward is wrong here
+    assert not np.allclose(dx, original_grad)  # the original backward is wrong here
 
 
 @pytest.mark.parametrize("device", DEVICES)

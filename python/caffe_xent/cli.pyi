@@ -1,3 +1,0 @@
-from typing import Optional, Sequence
-
-def main(argv: Optional[Sequence[str]] = ...) -> int: ...

@@ -1,3 +1,0 @@
-from caffe_xent.python_layers import SigmoidCrossEntropyLoss
-
-class CustomSigmoidCrossEntropyLossLayer(SigmoidCrossEntropyLoss): ...
