@@ -1,6 +1,6 @@
 """SigmoidCrossEntropyLoss in float64 numpy: the math of the Python layer of that name.
 
-The native layer's formulas (``sigmoid_xent_math.hpp``), vectorized: the
+The native layer's formulas (``sigmoid_cross_entropy_loss_math.hpp``), vectorized: the
 accurate form of the binary cross-entropy with pos_weight, class and element
 weights, label smoothing and the focal term, and its gradient.
 
@@ -62,7 +62,7 @@ class BlobGeometry:
 
 def _element_math(x: np.ndarray, tau: np.ndarray, pos_weight: np.ndarray, weight: np.ndarray,
                   gamma: float, alpha: float) -> Tuple[np.ndarray, np.ndarray]:
-    """Element loss and dloss/dx in float64 (the native sigmoid_xent_math.hpp, vectorized).
+    """Element loss and dloss/dx in float64 (the native sigmoid_cross_entropy_loss_math.hpp, vectorized).
 
     bce = l*log1p(e^-|x|) + (x >= 0 ? a*x : b*|x|) with a = 1-tau, b = pos_weight*tau,
     l = a + b: a sum of non-negative terms, no cancellation.
