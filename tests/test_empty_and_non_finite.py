@@ -23,14 +23,10 @@ sys.path.insert(0, os.path.dirname(__file__))
 from sigmoid_cross_entropy_loss_reference import NORMALIZATIONS  # noqa: E402
 from sigmoid_cross_entropy_loss_reference import layer_text as sigmoid_cross_entropy_loss_text  # noqa: E402
 from test_multi_label_softmax_loss import prototxt as multi_label_softmax_loss_text  # noqa: E402
+from losses import LOSSES  # noqa: E402
 
 CAFFE = os.path.join(os.path.dirname(sys.executable), "caffe")
-LAYERS = {
-    "SigmoidCrossEntropyLoss": lambda normalization: sigmoid_cross_entropy_loss_text(
-        tops=2, normalization=normalization),
-    "MultiLabelSoftmaxLoss": lambda normalization: multi_label_softmax_loss_text(
-        normalization=normalization, tops=("loss", "prob")),
-}
+LAYERS = {name: loss.text for name, loss in LOSSES.items()}
 EMPTY_SHAPES = [(0, 3), (2, 3, 0), (2, 0), (0,), (0, 5, 4, 3)]
 
 
@@ -40,9 +36,9 @@ EMPTY_SHAPES = [(0, 3), (2, 3, 0), (2, 0), (0,), (0, 5, 4, 3)]
 def test_empty_blobs_give_loss_zero_through_run_layer(layer, normalization, device, dtype):
     for shape in EMPTY_SHAPES:
         x = np.zeros(shape, dtype)
-        if layer == "MultiLabelSoftmaxLoss" and len(shape) < 2:
-            # Its default class axis 1 does not exist: refused, empty or not.
-            with pytest.raises(caffe_xent.LayerError, match="axis 1 is out of range"):
+        if len(shape) < LOSSES[layer].min_axes:
+            # Its default class axis does not exist: refused, empty or not.
+            with pytest.raises(caffe_xent.LayerError, match="is out of range"):
                 caffe_xent.run_layer(LAYERS[layer](normalization), [x, x], device=device)
             continue
         tops, diffs = caffe_xent.run_layer(LAYERS[layer](normalization), [x, x], device=device)

@@ -15,12 +15,12 @@ import sys
 import pytest
 
 import caffe_xent
+from losses import LOSSES
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # test_empty_and_non_finite.py too: whether a NaN target is seen depended on
 # the target (Highway's != is ordered on AVX2 and AVX-512, not on SSE4).
-MODULES = ["test_sigmoid_cross_entropy_loss.py", "test_multi_label_softmax_loss.py",
-           "test_empty_and_non_finite.py"]
+MODULES = [loss.test_module for loss in LOSSES.values()] + ["test_empty_and_non_finite.py"]
 TARGETS = caffe_xent._harness.simd_targets()
 OTHER_TARGETS = TARGETS[1:] or [pytest.param(None, marks=pytest.mark.skip(
     reason="this CPU runs one SIMD target only: the rest of the suite tests it"))]
