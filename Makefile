@@ -19,6 +19,9 @@ export CCACHE_MAXSIZE ?= 5G
 export PATH := $(PATH):/usr/local/cuda/bin
 BUILD_DIR := build/cmake
 PYTEST_ARGS ?=
+# pip-installs groups of pyproject.toml's requirements, where every version is
+# pinned (build-system, project or an extra; scripts/requirements.py).
+pip_install = $(PY) scripts/requirements.py $(1) | $(PIP) install -q -r /dev/stdin
 
 .PHONY: build test cpp-test py-test demo bench gpu-bundle gpu-bundle-test clean help
 
@@ -32,12 +35,8 @@ help:
 build:
 	scripts/setup-system.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q "scikit-build-core>=0.10" "pybind11>=2.12" "numpy>=1.26" \
-	    "protobuf>=4.21,<6" "six>=1.16" "pytest>=8" "mpmath>=1.3" "h5py>=3.10" \
-	    "scikit-learn>=1.3" "matplotlib>=3.7" "hypothesis>=6.100"
-	$(if $(WITH_CUDA),$(PIP) install -q "nvidia-cublas==13.0.2.14" "nvidia-curand==10.4.0.35" "nvidia-cuda-cccl==13.0.85")
-	@# the GPU bundle carries it from .venv: parallel pytest workers for the GPU cases
-	$(if $(WITH_CUDA),$(PIP) install -q "pytest-xdist>=3.5")
+	$(call pip_install,build-system project test demo)
+	$(if $(WITH_CUDA),$(call pip_install,cuda gpu-bundle))
 	mkdir -p build
 	@echo "building the custom Caffe (log: build/pip-install.log)"
 	$(PIP) install -v --no-build-isolation --no-deps . > build/pip-install.log 2>&1 || { tail -n 60 build/pip-install.log; exit 1; }
@@ -53,14 +52,14 @@ py-test:
 test: build
 	@# PyTorch (CPU) is the reference of the comparison tests; where it cannot
 	@# be installed those tests are reported as skipped, with the reason.
-	$(PIP) install -q "torch==2.13.0" || echo "note: torch 2.13.0 not installable here"
+	$(call pip_install,torch) || echo "note: $$($(PY) scripts/requirements.py torch) not installable here"
 	$(MAKE) --no-print-directory cpp-test py-test
 
 demo: build
 	$(PY) examples/multilabel_digits/run_demo.py $(DEMO_ARGS)
 
 bench: build
-	$(PIP) install -q "torch==2.13.0" || echo "note: torch 2.13.0 not installable here: no PyTorch column"
+	$(call pip_install,torch) || echo "note: $$($(PY) scripts/requirements.py torch) not installable here: no PyTorch column"
 	scripts/build-pristine.sh
 	$(PY) bench/run.py --pristine build/pristine/stage --out docs/benchmarks.md $(BENCH_ARGS)
 
