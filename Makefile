@@ -12,10 +12,11 @@ CAFFE_XENT_CUDA ?= AUTO
 export CAFFE_XENT_CUDA
 NVCC := $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null || true)
 WITH_CUDA := $(if $(filter OFF,$(CAFFE_XENT_CUDA)),,$(if $(filter ON,$(CAFFE_XENT_CUDA)),yes,$(NVCC)))
-CACHE_HOME := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/caffe-xent
-export CCACHE_DIR ?= $(CACHE_HOME)/ccache
-export CCACHE_BASEDIR := $(CURDIR)
-export CCACHE_MAXSIZE ?= 5G
+# Where the caches live is defined once, in scripts/cache-env.sh.
+cache_env = $(shell scripts/cache-env.sh $(1))
+export CCACHE_DIR := $(call cache_env,CCACHE_DIR)
+export CCACHE_BASEDIR := $(call cache_env,CCACHE_BASEDIR)
+export CCACHE_MAXSIZE := $(call cache_env,CCACHE_MAXSIZE)
 export PATH := $(PATH):/usr/local/cuda/bin
 BUILD_DIR := build/cmake
 PYTEST_ARGS ?=
