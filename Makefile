@@ -12,13 +12,17 @@ CAFFE_XENT_CUDA ?= AUTO
 export CAFFE_XENT_CUDA
 NVCC := $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null || true)
 WITH_CUDA := $(if $(filter OFF,$(CAFFE_XENT_CUDA)),,$(if $(filter ON,$(CAFFE_XENT_CUDA)),yes,$(NVCC)))
-CACHE_HOME := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/caffe-xent
-export CCACHE_DIR ?= $(CACHE_HOME)/ccache
-export CCACHE_BASEDIR := $(CURDIR)
-export CCACHE_MAXSIZE ?= 5G
+# Where the caches live is defined once, in scripts/cache-env.sh.
+cache_env = $(shell scripts/cache-env.sh $(1))
+export CCACHE_DIR := $(call cache_env,CCACHE_DIR)
+export CCACHE_BASEDIR := $(call cache_env,CCACHE_BASEDIR)
+export CCACHE_MAXSIZE := $(call cache_env,CCACHE_MAXSIZE)
 export PATH := $(PATH):/usr/local/cuda/bin
 BUILD_DIR := build/cmake
 PYTEST_ARGS ?=
+# pip-installs groups of pyproject.toml's requirements, where every version is
+# pinned (build-system, project or an extra; scripts/requirements.py).
+pip_install = $(PY) scripts/requirements.py $(1) | $(PIP) install -q -r /dev/stdin
 
 .PHONY: build test cpp-test py-test demo bench gpu-bundle gpu-bundle-test clean help
 
@@ -32,12 +36,8 @@ help:
 build:
 	scripts/setup-system.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q "scikit-build-core>=0.10" "pybind11>=2.12" "numpy>=1.26" \
-	    "protobuf>=4.21,<6" "six>=1.16" "pytest>=8" "mpmath>=1.3" "h5py>=3.10" \
-	    "scikit-learn>=1.3" "matplotlib>=3.7" "hypothesis>=6.100"
-	$(if $(WITH_CUDA),$(PIP) install -q "nvidia-cublas==13.0.2.14" "nvidia-curand==10.4.0.35" "nvidia-cuda-cccl==13.0.85")
-	@# the GPU bundle carries it from .venv: parallel pytest workers for the GPU cases
-	$(if $(WITH_CUDA),$(PIP) install -q "pytest-xdist>=3.5")
+	$(call pip_install,build-system project test demo)
+	$(if $(WITH_CUDA),$(call pip_install,cuda gpu-bundle))
 	mkdir -p build
 	@echo "building the custom Caffe (log: build/pip-install.log)"
 	$(PIP) install -v --no-build-isolation --no-deps . > build/pip-install.log 2>&1 || { tail -n 60 build/pip-install.log; exit 1; }
@@ -53,14 +53,14 @@ py-test:
 test: build
 	@# PyTorch (CPU) is the reference of the comparison tests; where it cannot
 	@# be installed those tests are reported as skipped, with the reason.
-	$(PIP) install -q "torch==2.13.0" || echo "note: torch 2.13.0 not installable here"
+	$(call pip_install,torch) || echo "note: $$($(PY) scripts/requirements.py torch) not installable here"
 	$(MAKE) --no-print-directory cpp-test py-test
 
 demo: build
 	$(PY) examples/multilabel_digits/run_demo.py $(DEMO_ARGS)
 
 bench: build
-	$(PIP) install -q "torch==2.13.0" || echo "note: torch 2.13.0 not installable here: no PyTorch column"
+	$(call pip_install,torch) || echo "note: $$($(PY) scripts/requirements.py torch) not installable here: no PyTorch column"
 	scripts/build-pristine.sh
 	$(PY) bench/run.py --pristine build/pristine/stage --out docs/benchmarks.md $(BENCH_ARGS)
 

@@ -1,5 +1,5 @@
 # Fetch, verify, unpack and patch upstream Caffe (Debian's source package)
-# into CAFFE_UPSTREAM_DIR at configure time.
+# into a folder of the build tree at configure time (cmake/Overlay.cmake).
 #
 # The tree is rebuilt only when the patch set changes (a stamp records the
 # SHA-256 of every patch applied), so incremental builds stay incremental.

@@ -9,7 +9,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 b=${1:-$root/build/pristine}
-export CCACHE_DIR=${CCACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/caffe-xent/ccache} CCACHE_BASEDIR=$root
+. "$root/scripts/cache-env.sh"
 if [[ ! -f $b/build.ninja ]]; then
   mkdir -p "$b"
   cmake -S "$root" -B "$b" -G Ninja -DPython_EXECUTABLE="$root/.venv/bin/python" \

@@ -18,7 +18,7 @@ if [[ ${1:-} == --print-env ]]; then
   echo "export PYTHONPATH=$root/$b/stage LD_LIBRARY_PATH=$nvidia_lib"
   exit 0
 fi
-export CCACHE_DIR=${CCACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/caffe-xent/ccache} CCACHE_BASEDIR=$root
+. "$root/scripts/cache-env.sh"
 export PATH=$PATH:/usr/local/cuda/bin
 if [[ ! -f $b/build.ninja ]]; then
   cmake -S "$root" -B "$b" -G Ninja -DPython_EXECUTABLE="$py" \

@@ -6,7 +6,8 @@
 #   thing this script writes is a project-local apt configuration (one
 #   deb-src line for bullseye main) under the cache directory. The system's
 #   apt sources are never touched.
-# - Downloads are cached in ${XDG_CACHE_HOME:-~/.cache}/caffe-xent/upstream;
+# - Downloads are cached in ${XDG_CACHE_HOME:-~/.cache}/caffe-xent/upstream
+#   (scripts/cache-env.sh);
 #   a second run downloads nothing.
 # - Offline: set CAFFE_XENT_UPSTREAM_DIR to a directory that already holds
 #   the two tarballs below; they are verified and used as they are.
@@ -36,7 +37,8 @@ if [[ -n ${CAFFE_XENT_UPSTREAM_DIR:-} ]]; then
   exit 0
 fi
 
-cache=${XDG_CACHE_HOME:-$HOME/.cache}/caffe-xent/upstream
+. "$(dirname "${BASH_SOURCE[0]}")/cache-env.sh"
+cache=$CAFFE_XENT_CACHE/upstream
 mkdir -p "$cache"
 if verify "$cache" 2>/dev/null; then
   echo "$cache"
