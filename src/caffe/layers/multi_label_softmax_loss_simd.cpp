@@ -480,6 +480,19 @@ struct RowVectorSums {
   HWY_INLINE explicit RowVectorSums(const RowOptions& opt) : targets(opt) {}
 };
 
+/// Step 1 for the next tile: where it reads from in the map (its rows'
+/// class 0), where it copies to, its size, whether the tile after it is
+/// prefetched. A local of Tile, so that the inner loop keeps it in registers.
+struct NextTile {
+  const float* x;
+  const float* t;
+  LocalTile copy;
+  int size;
+  bool prefetch;
+  int64_t inner;
+  int tile_rows;
+};
+
 /// SpatialForwardImpl's run, step by step (see the comment above
 /// kLocalFloats): the arguments, the next tile's place and what the run
 /// adds up.
@@ -526,10 +539,9 @@ class SpatialForward {
     const DF d;
     const int lanes = static_cast<int>(hn::Lanes(d));
     const int next_begin = begin + size;
-    next_size_ = count_ - next_begin < tile_rows_ ? count_ - next_begin : tile_rows_;
-    next_x_ = x_ + next_begin;
-    next_t_ = t_ + next_begin;
-    prefetch_ = next_begin + tile_rows_ < count_;
+    const NextTile next_tile = {x_ + next_begin, t_ + next_begin, next,
+                                count_ - next_begin < tile_rows_ ? count_ - next_begin : tile_rows_,
+                                next_begin + tile_rows_ < count_, inner_, tile_rows_};
     VF probe = hn::Zero(d);  // x * 0 is NaN exactly for +-inf and NaN
     auto huge = hn::Ne(probe, probe);  // rows with |max| >= kMaxRowMax
     for (int v = 0; v < size; v += lanes) {
@@ -543,11 +555,11 @@ class SpatialForward {
       // sum: the same bits either way.
       int hits = 0;  // classes with a target in some lane
       if (dense_) {
-        SumClasses<true>(cur, next, size, v, vm, &sums, &next_max, &probe, &hits);
+        SumClasses<true>(cur, next_tile, size, v, vm, &sums, &next_max, &probe, &hits);
       } else {
-        SumClasses<false>(cur, next, size, v, vm, &sums, &next_max, &probe, &hits);
+        SumClasses<false>(cur, next_tile, size, v, vm, &sums, &next_max, &probe, &hits);
       }
-      if (v < next_size_) hn::Store(next_max, d, next.m + v);
+      if (v < next_tile.size) hn::Store(next_max, d, next.m + v);
       dense_ = 4 * hits > opt_.classes;  // targets in more than a quarter of these vectors
       FinishVector(vm, sums, first_row_ + begin + v);
     }
@@ -562,7 +574,7 @@ class SpatialForward {
   /// sum over the classes in class order, in registers; and step 1 for the
   /// next tile's rows v (their copy, max and probe).
   template <bool kDense>
-  HWY_INLINE void SumClasses(const LocalTile& cur, const LocalTile& next, int size, int v, VF vm,
+  HWY_INLINE void SumClasses(const LocalTile& cur, const NextTile& next, int size, int v, VF vm,
                              RowVectorSums* sums, VF* next_max, VF* probe, int* hits) {
     const DF d;
     const DH dh;
@@ -571,35 +583,38 @@ class SpatialForward {
     const auto shift = MakeRowShift(d, vm);
     const VD m_low = hn::PromoteTo(dd, hn::LowerHalf(dh, vm));
     const VD m_high = hn::PromoteTo(dd, hn::UpperHalf(dh, vm));
-    const bool copy = v < next_size_;
-    for (int c = 0; c < opt_.classes; ++c) {
+    const bool copy = v < next.size;
+    const int classes = opt_.classes;
+    const bool smoothing = opt_.smoothing != 0.0;
+    const double* w = w_;
+    for (int c = 0; c < classes; ++c) {
       if (copy) CopyNext(next, c, v, next_max, probe);
       const VF xv = hn::Load(d, cur.x + c * size + v);
       sums->sum_exp.Add(ShiftedExpVec(d, xv, shift));  // e^(x_c - m)
-      if (opt_.smoothing != 0.0) sums->x_sum.Add(xv);
+      if (smoothing) sums->x_sum.Add(xv);
       const VF tv = hn::Load(d, cur.t + c * size + v);
       // Not(t == 0): Highway's != is false for NaN on AVX2/AVX-512.
       const auto nonzero = hn::Not(hn::Eq(tv, zero));  // also NaN and ignore_label
       const bool any = !hn::AllFalse(d, nonzero);
       *hits += any;
       if (!kDense && !any) continue;
-      const VD wc = hn::Set(dd, w_[c]);
+      const VD wc = hn::Set(dd, w[c]);
       sums->targets.Add(xv, tv, nonzero, wc, wc, m_low, m_high);
     }
   }
 
   /// Step 1 for class c of the next tile's rows v: the copy, the running
   /// max and the finiteness probe (x * 0 is NaN exactly for +-inf and NaN).
-  HWY_INLINE void CopyNext(const LocalTile& next, int c, int v, VF* next_max, VF* probe) {
+  HWY_INLINE void CopyNext(const NextTile& next, int c, int v, VF* next_max, VF* probe) {
     const DF d;
-    const VF xv = hn::LoadU(d, next_x_ + c * inner_ + v);
+    const VF xv = hn::LoadU(d, next.x + c * next.inner + v);
     *next_max = hn::Max(*next_max, xv);
     *probe = hn::MulAdd(xv, hn::Zero(d), *probe);
-    hn::Store(xv, d, next.x + c * next_size_ + v);
-    hn::Store(hn::LoadU(d, next_t_ + c * inner_ + v), d, next.t + c * next_size_ + v);
-    if (prefetch_) {
-      hwy::Prefetch(next_x_ + tile_rows_ + c * inner_ + v);
-      hwy::Prefetch(next_t_ + tile_rows_ + c * inner_ + v);
+    hn::Store(xv, d, next.copy.x + c * next.size + v);
+    hn::Store(hn::LoadU(d, next.t + c * next.inner + v), d, next.copy.t + c * next.size + v);
+    if (next.prefetch) {
+      hwy::Prefetch(next.x + next.tile_rows + c * next.inner + v);
+      hwy::Prefetch(next.t + next.tile_rows + c * next.inner + v);
     }
   }
 
@@ -641,12 +656,6 @@ class SpatialForward {
   int64_t first_row_, rows_;
   double* coefficients_;
   int tile_rows_;
-  // The next tile (step 1): its rows in the map, its size, whether the
-  // tile after it is prefetched.
-  const float* next_x_ = nullptr;
-  const float* next_t_ = nullptr;
-  int next_size_ = 0;
-  bool prefetch_ = false;
   bool dense_ = false;       // whether the last vector of rows had targets in most classes
   double total_ = 0.0;       // the loss, rows in order
   VD valid_total_, invalid_total_;
