@@ -3,7 +3,10 @@
 
 // Row math of MultiLabelSoftmaxLoss, written once and called by the CPU loop
 // (multi_label_softmax_loss_layer.cpp) and the CUDA kernels (.cu). No Caffe
-// types here: plain numbers in, plain numbers out.
+// types here: plain numbers in, plain numbers out. The formulas this file
+// shares with the SIMD path (multi_label_softmax_loss_simd.cpp) are written
+// once, over an ops class, in multi_label_softmax_loss_formulas-inl.h:
+// RowIsValid, RowLoss (FinishRow) and ScaledGradient (ElementGradient).
 //
 // A row is one softmax vector x_r (C values), with targets t_r and class
 // weights w. Per row the layer makes two passes over memory:
@@ -22,6 +25,7 @@
 #include <cmath>
 
 #include "caffe/layers/xent_common.hpp"
+#include "caffe/util/xent_ops.hpp"
 
 namespace caffe {
 namespace xent {
@@ -38,6 +42,12 @@ struct RowOptions {
   bool has_ignore_label;      ///< whether ignore_label is set
   double ignore_label;        ///< targets equal to it make the row ignored
 };
+
+// RowIsValid, RowLoss, ScaledGradient: written once for this file and the
+// SIMD path.
+#define XENT_FORMULA XENT_HOST_DEVICE
+#include "caffe/layers/multi_label_softmax_loss_formulas-inl.h"
+#undef XENT_FORMULA
 
 /// Sums of one row, accumulated over its C elements (pass 1).
 struct RowSums {
@@ -167,18 +177,13 @@ XENT_HOST_DEVICE void AccumulateElement(Dtype m, Dtype x, Dtype t, double w,
   AccumulateTarget(m, x, t, w, opt, s);
 }
 
-/// Whether a row takes part in the loss: at least one positive target and
-/// no target equal to ignore_label (the original Python layer divides by zero at
-/// M = 0; we ignore the row instead).
+/// Whether a row takes part in the loss (RowIsValid on the row's sums).
 XENT_HOST_DEVICE bool RowIsValid(const RowSums& s) {
-  return s.positives > 0.0 && s.ignored == 0.0;
+  return RowIsValid(ScalarOps<double>(), s.positives, s.ignored);
 }
 
 /// End of pass 1: the row's loss (0 for an ignored row) and its
-/// coefficients.
-///   norm  = M (COUNT), sum_c t_c (SUM) or 1 (NONE)
-///   Q     = (1-eps) sum_c w_c t_c / norm + eps
-///   loss  = Q log S + (1-eps)/norm sum_c w_c t_c (m - x_c) + eps/C sum_c (m - x_c)
+/// coefficients (RowLoss: see there for the formulas).
 template <typename Dtype>
 XENT_HOST_DEVICE double FinishRow(Dtype m, const RowSums& s, const RowOptions& opt,
                                   RowCoefficients* coef) {
@@ -188,20 +193,12 @@ XENT_HOST_DEVICE double FinishRow(Dtype m, const RowSums& s, const RowOptions& o
     coef->q_total = coef->a = coef->b = 0.0;
     return 0.0;
   }
-  const double norm = opt.target_normalization == kCount ? s.positives
-                    : opt.target_normalization == kSum   ? s.target_sum
-                                                         : 1.0;
-  const double a = (1.0 - opt.smoothing) / norm;          // (1-eps)/norm
-  const double b = opt.smoothing / opt.classes;           // eps/C
-  const double q_total = a * s.weighted + opt.smoothing;  // Q = sum_c q_c
-  coef->q_total = q_total;
-  coef->a = a;
-  coef->b = b;
-  // Q log S + sum_c q_c (m - x_c); the eps term only when smoothing is on, so
-  // that eps = 0 with a -inf score stays finite (0 * inf is NaN).
-  double loss = q_total * log(s.sum_exp) + a * s.weighted_gap;
-  if (opt.smoothing != 0.0) loss += b * s.gap_sum;
-  return loss;
+  const RowTerms<double> r = RowLoss(ScalarOps<double>(), opt, s.positives, s.target_sum,
+                                     s.weighted, s.weighted_gap, s.sum_exp, s.gap_sum);
+  coef->q_total = r.q_total;
+  coef->a = r.a;
+  coef->b = opt.smoothing / opt.classes;  // eps/C
+  return r.loss;
 }
 
 /// Whether stored coefficients belong to an ignored row.
@@ -209,16 +206,16 @@ XENT_HOST_DEVICE bool IsIgnored(const RowCoefficients& coef) {
   return coef.q_total == 0.0 && coef.a == 0.0 && coef.b == 0.0;
 }
 
-/// Pass 2, one element: d loss_r / d x_c times `scale` (top diff / normalizer):
-///   Q p_c - q_c = Q e^(x_c - m) / S - a w_c t_c - b.
-/// Ignored rows give exactly 0, even for NaN scores.
+/// Pass 2, one element: d loss_r / d x_c times `scale` (top diff / normalizer),
+/// ScaledGradient with e = e^(x_c - m) in double. Ignored rows give exactly
+/// 0, even for NaN scores.
 template <typename Dtype>
 XENT_HOST_DEVICE Dtype ElementGradient(const RowCoefficients& coef, Dtype x, Dtype t,
                                        double w, double scale) {
   if (IsIgnored(coef)) return Dtype(0);
-  const double p = coef.inv_sum_exp * ShiftedExp(static_cast<Dtype>(coef.max), x);  // p_c
-  const double q = t != Dtype(0) ? coef.a * w * static_cast<double>(t) + coef.b : coef.b;
-  return static_cast<Dtype>(scale * (coef.q_total * p - q));  // (Q p_c - q_c) * scale
+  const double e = ShiftedExp(static_cast<Dtype>(coef.max), x);  // e^(x_c - m)
+  return static_cast<Dtype>(ScaledGradient(ScalarOps<double>(), coef.q_total, coef.inv_sum_exp,
+                                           coef.a, coef.b, e, w, static_cast<double>(t), scale));
 }
 
 /// Softmax probability of one element (the optional second top):

@@ -3,7 +3,11 @@
 
 // Element math of SigmoidCrossEntropyLoss, written once for the CPU loop and
 // the CUDA kernel (XENT_HOST_DEVICE expands to __host__ __device__ under
-// nvcc). No Caffe types here: plain scalars in, scalars out.
+// nvcc). No Caffe types here: plain scalars in, scalars out. The formulas
+// this file shares with the SIMD path (sigmoid_cross_entropy_loss_simd.cpp)
+// are written once, over an ops class, in
+// sigmoid_cross_entropy_loss_formulas-inl.h: Bce, BceBracket,
+// BracketCancels, RetakeBracket, FocalParts.
 //
 // With τ = t(1-ε) + ε/2, a = 1-τ (weight of the negative term) and
 // b = pos_weight·τ (weight of the positive term):
@@ -26,51 +30,24 @@
 #include <math.h>
 
 #include "caffe/layers/xent_common.hpp"
+#include "caffe/util/xent_ops.hpp"
 
 namespace caffe {
 namespace xent {
-
-/// Overloads so one template body calls expf/exp etc. on both host and device.
-XENT_HOST_DEVICE float XentExp(float v) { return expf(v); }
-XENT_HOST_DEVICE double XentExp(double v) { return exp(v); }
-XENT_HOST_DEVICE float XentLog1p(float v) { return log1pf(v); }
-XENT_HOST_DEVICE double XentLog1p(double v) { return log1p(v); }
-XENT_HOST_DEVICE double XentAbs(double v) { return fabs(v); }
-XENT_HOST_DEVICE float XentAbs(float v) { return fabsf(v); }
-XENT_HOST_DEVICE float XentPow(float base, float power) { return powf(base, power); }
-XENT_HOST_DEVICE double XentPow(double base, double power) { return pow(base, power); }
-
-/// weight·value where a zero weight means "this term is absent": 0·∞ gives 0
-/// (the limit of the loss as x → ±∞), not NaN.
-template <typename T>
-XENT_HOST_DEVICE T XentScale(T weight, T value) {
-  return weight == T(0) ? T(0) : weight * value;
-}
-
 namespace sigmoid {
+
+// Bce, BceBracket, BracketCancels, RetakeBracket, FocalParts: written once
+// for this file and the SIMD path.
+#define XENT_FORMULA XENT_HOST_DEVICE
+#include "caffe/layers/sigmoid_cross_entropy_loss_formulas-inl.h"
+#undef XENT_FORMULA
 
 /// ∂bce/∂x = a·σ(x) - b·σ(-x) in double, for a = 1 - τ and b = pos_weight·τ
 /// given as the blob's values (a float τ or pos_weight makes both exact in
-/// double). With e = e^-|x| and m = e^-|x| - 1:
-///   x >= 0: r·(a - b·e) = r·((a - b) - b·m)
-///   x <  0: r·(a·e - b) = r·((a - b) + a·m),   r = 1/(1+e)
-/// The m form, for |x| < 1/16, keeps the digits of a small |x| (e rounds to
-/// 1 - |x| at 2^-53 absolute: all of them are lost at |x| < 2^-53, half at
-/// 2^-26); the e form keeps e's relative precision for large |x|. Either way
-/// the bracket is within ~2^-53 of its terms, so a float32 result is
-/// correctly rounded unless σ(x) and τ agree to more than ~29 bits.
+/// double): RetakeBracket / (1 + e^-|x|).
 XENT_HOST_DEVICE double BceGradDouble(double x, double a, double b) {
-  const bool positive = x >= 0.0;
-  const double abs_x = fabs(x);
-  const double e = exp(-abs_x);
-  double bracket;
-  if (abs_x < 0.0625) {
-    const double m = expm1(-abs_x);
-    bracket = (a - b) + (positive ? -b : a) * m;
-  } else {
-    bracket = positive ? a - b * e : a * e - b;
-  }
-  return bracket / (1.0 + e);
+  const double e = exp(-fabs(x));
+  return RetakeBracket(ScalarOps<double>(), x, a, b, e) / (1.0 + e);
 }
 
 /// ∂bce/∂x = a·σ(x) - b·σ(-x) = r·(x >= 0 ? a - b·e : a·e - b) from the
@@ -78,13 +55,14 @@ XENT_HOST_DEVICE double BceGradDouble(double x, double a, double b) {
 /// exact a and b. In T it is within a few ulp of itself while |bracket| is
 /// at least half the term without e (a for x >= 0, b for x < 0: then the
 /// term with e is at most 3·|bracket|); below that (σ(x) near b/(a+b)) the
-/// difference is taken in double instead. The SIMD path
-/// (sigmoid_cross_entropy_loss_simd.cpp) uses the same test.
+/// difference is taken in double instead (BracketCancels, the test the
+/// SIMD path uses too).
 template <typename T>
 XENT_HOST_DEVICE T BceGrad(T x, T tau, T pos_weight, T a, T b, T e, T r) {
+  const ScalarOps<T> o;
   const bool positive = x >= T(0);
-  const T bracket = positive ? a - b * e : a * e - b;
-  if (XentAbs(bracket) + XentAbs(bracket) < (positive ? a : b)) {  // false for NaN
+  const T bracket = BceBracket(o, positive, a, b, e);
+  if (BracketCancels(o, positive, a, b, bracket)) {
     const double tau_d = static_cast<double>(tau);
     return static_cast<T>(BceGradDouble(
         static_cast<double>(x), 1.0 - tau_d, static_cast<double>(pos_weight) * tau_d));
@@ -100,6 +78,14 @@ struct Constants {
   T gamma;   ///< focal γ >= 0; 0 = no modulation
   T alpha;   ///< focal α in [0,1]; negative = off (α_t = 1)
 };
+
+/// α_t's coefficients (FocalAlpha) from the constants.
+template <typename T>
+XENT_HOST_DEVICE FocalAlpha<T> MakeFocalAlpha(const Constants<T>& k) {
+  const bool on = k.alpha >= T(0);
+  const FocalAlpha<T> alpha = {on ? k.alpha : T(0), on ? T(1) - k.alpha : T(0), on ? T(0) : T(1)};
+  return alpha;
+}
 
 /// Is target t allowed: in [0,1] (NaN is not), or exactly the ignore label?
 /// Returns 1 for a counted element, 0 for an ignored one, -1 for a bad target.
@@ -123,16 +109,14 @@ XENT_HOST_DEVICE T Element(T x, T t, T pos_weight, T weight,
     if (grad) *grad = x;
     return x;
   }
+  const ScalarOps<T> o;
   const T tau = t * k.keep + k.shift;           // τ = t(1-ε) + ε/2
   const T a = T(1) - tau;                        // weight of softplus(x)  = -log(1-σ(x))
   const T b = pos_weight * tau;                  // weight of softplus(-x) = -log σ(x)
   const bool positive = x >= T(0);
   const T abs_x = positive ? x : -x;
   const T e = XentExp(-abs_x);                   // e^-|x| in [0,1]: never exp of a positive number
-  const T log1p_e = XentLog1p(e);                // log1p(e^-|x|)
-  const T l = a + b;                             // l = 1 + (pos_weight-1)·τ
-  // bce = l·log1p(e^-|x|) + (x >= 0 ? a·x : b·|x|): every term >= 0.
-  const T bce = l * log1p_e + (positive ? XentScale(a, abs_x) : XentScale(b, abs_x));
+  const T bce = Bce(o, positive, a, b, abs_x, XentLog1p(e));
   const T r = T(1) / (T(1) + e);                 // σ(|x|)
   if (k.gamma == T(0) && k.alpha < T(0)) {
     if (grad) {
@@ -141,16 +125,16 @@ XENT_HOST_DEVICE T Element(T x, T t, T pos_weight, T weight,
     }
     return XentScale(weight, bce);
   }
-  const T sigma_pos = positive ? r : e * r;      // σ(x)
-  const T sigma_neg = positive ? e * r : r;      // σ(-x) = 1 - σ(x), no cancellation
-  const T alpha_t = k.alpha < T(0) ? T(1) : k.alpha * tau + (T(1) - k.alpha) * a;  // α·τ + (1-α)(1-τ)
-  const T q = tau * sigma_neg + a * sigma_pos;   // 1 - p_t = τ·σ(-x) + (1-τ)·σ(x), terms >= 0
+  T sigma_pos, sigma_neg, alpha_t, q;            // σ(x), σ(-x), α_t, 1 - p_t
+  FocalParts(o, positive, e, r, tau, a, MakeFocalAlpha(k), &sigma_pos, &sigma_neg, &alpha_t, &q);
   const T modulator = k.gamma == T(0) ? T(1) : XentPow(q, k.gamma);  // (1-p_t)^γ
   const T coefficient = weight * alpha_t;
   if (grad) {
     const T dbce = BceGrad(x, tau, pos_weight, a, b, e, r);  // ∂bce/∂x
     // ∂(1-p_t)^γ/∂x = γ·(1-p_t)^γ · (1-2τ)·σ(x)σ(-x) / (1-p_t); 0 where 1-p_t = 0
-    // (its limit for γ > 0: σ(x)σ(-x)/(1-p_t) stays bounded by 1).
+    // (its limit for γ > 0: σ(x)σ(-x)/(1-p_t) stays bounded by 1). Not shared
+    // with the SIMD path: it takes a whole γ only, and forms γ·q^(γ-1)
+    // without the division; here γ is any real number, by pow.
     const T dmodulator = (k.gamma == T(0) || q == T(0))
         ? T(0) : k.gamma * modulator * (T(1) - T(2) * tau) * (sigma_pos * sigma_neg / q);
     // bce·∂mod: 0 when ∂mod = 0 even if bce = ∞ (x = -∞ with τ = 1).

@@ -1,4 +1,6 @@
-// CPU fast path of MultiLabelSoftmaxLoss (see multi_label_softmax_loss_simd.hpp).
+// CPU fast path of MultiLabelSoftmaxLoss (see multi_label_softmax_loss_simd.hpp,
+// which says which formula lives where). What both SIMD files share (the
+// vector ops policy, DoubleSum, LaneTotal, Padded) is in xent_simd-inl.h.
 //
 // Highway re-includes this file once per x86 target (foreach_target.h) and
 // picks the best at run time. The include path below is relative to our
@@ -19,6 +21,7 @@
 #include <type_traits>
 
 #include "multi_label_softmax_loss_simd.hpp"
+#include "xent_simd-inl.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace caffe {
@@ -27,44 +30,12 @@ namespace multilabel {
 namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
-/// Sum of float vectors in double: each vector is widened to two double
-/// halves, so the row sums are in double as the scalar path's.
-#if HWY_TARGET == HWY_SCALAR
-struct DoubleVectorSum {  // one lane: nothing to split
-  double total = 0.0;
-  HWY_INLINE void Add(hn::Vec<hn::ScalableTag<float>> v) {
-    total += static_cast<double>(hn::GetLane(v));
-  }
-  HWY_INLINE double Total() const { return total; }
-};
-#else
-struct DoubleVectorSum {
-  using DF = hn::ScalableTag<float>;
-  using DH = hn::Half<DF>;
-  using DD = hn::Rebind<double, DH>;
-  hn::Vec<DD> low, high;
-  // Written out (not default member initializers): the implicit constructor
-  // would be compiled without this target's instruction set.
-  HWY_INLINE DoubleVectorSum() : low(hn::Zero(DD())), high(hn::Zero(DD())) {}
-  HWY_INLINE void Add(hn::Vec<DF> v) {
-    low = hn::Add(low, hn::PromoteTo(DD(), hn::LowerHalf(DH(), v)));
-    high = hn::Add(high, hn::PromoteTo(DD(), hn::UpperHalf(DH(), v)));
-  }
-  /// Lane sums added in lane order: the same bits every run.
-  HWY_INLINE double Total() const {
-    HWY_ALIGN double lanes[HWY_MAX_BYTES / sizeof(double)];
-    hn::Store(hn::Add(low, high), DD(), lanes);
-    double total = 0.0;
-    for (size_t i = 0; i < hn::Lanes(DD()); ++i) total += lanes[i];
-    return total;
-  }
-  /// The lanes' double sums, lane order.
-  HWY_INLINE void StoreLanes(double* out) const {
-    hn::StoreU(low, DD(), out);
-    hn::StoreU(high, DD(), out + hn::Lanes(DD()));
-  }
-};
-#endif
+namespace xs = xent::HWY_NAMESPACE;  // xent_simd-inl.h
+
+// RowIsValid, RowLoss, ScaledGradient for this target.
+#define XENT_FORMULA HWY_INLINE
+#include "caffe/layers/multi_label_softmax_loss_formulas-inl.h"
+#undef XENT_FORMULA
 
 /// Largest |row max| of the vector paths (see RowShift); rows beyond it
 /// take the scalar math.
@@ -88,6 +59,33 @@ HWY_INLINE RowShift<V> MakeRowShift(D d, V m) {
   return shift;
 }
 
+/// e^r - 1 for |r| <= ln 2 / 2 + 2^-9, within 1 ulp of e^r once 1 is
+/// added: r + r²·P(r), P of degree 5 evaluated by Estrin's scheme. The
+/// coefficients and the order of evaluation are those of Highway 1.0.3's
+/// float Exp (whose polynomial is not public API), so e^(x - m) keeps the
+/// same bits it had when this file called that polynomial.
+template <class D, class V>
+HWY_INLINE V Expm1Reduced(D d, V r) {
+  const V c0 = hn::Set(d, +0.5f);
+  const V c1 = hn::Set(d, +0.166666671633720397949219f);
+  const V c2 = hn::Set(d, +0.0416664853692054748535156f);
+  const V c3 = hn::Set(d, +0.00833336077630519866943359f);
+  const V c4 = hn::Set(d, +0.00139304355252534151077271f);
+  const V c5 = hn::Set(d, +0.000198527617612853646278381f);
+  const V r2 = hn::Mul(r, r);
+  const V r4 = hn::Mul(r2, r2);
+  const V p = hn::MulAdd(r4, hn::MulAdd(c5, r, c4),
+                         hn::MulAdd(r2, hn::MulAdd(c3, r, c2), hn::MulAdd(c1, r, c0)));
+  return hn::MulAdd(p, r2, r);
+}
+
+/// 1.5·2^23 + 192: v + kShifter, for |v| < 2^21, is round(v) + 192 in the
+/// low bits of the result (rounded to nearest, ties to even as hn::Round:
+/// the added 192 is even), so that k = (v + kShifter) - kShifter and the
+/// result's low bits shifted into the exponent field give 2^(k + 65)
+/// (exponent bits k + 192 = (k + 65) + 127; k + 192 must lie in [1, 254]).
+const float kShifter = 12582912.0f + 192.0f;
+
 /// e^(x - m) for x <= m, |m| < kMaxRowMax, with the argument exact: within
 /// ~1.75 ulp for every x - m (the polynomial's 1 ulp, and the reduced
 /// argument's roundings below 3 * 2^-26 absolute). Rounding x - m to float
@@ -103,30 +101,32 @@ HWY_INLINE RowShift<V> MakeRowShift(D d, V m) {
 ///   r = (x - b) - (lo + k ln2_lo) = x - m - k ln 2: x - b, lo + k ln2_lo and
 ///       their difference are all below 0.4 in magnitude, so each rounding
 ///       is below 2^-26 absolute;
-///   e^(x - m) = 2^k e^r, e^r by Highway's polynomial (within 1 ulp).
+///   e^(x - m) = 2^k e^r, e^r = 1 + Expm1Reduced(r) (within 1 ulp).
 /// The max itself gives k = 0, r = 0 and exactly 1. x is first raised to
-/// `low`: e^(x - m) rounds to 0 below it, -inf scores give 0 and every
-/// intermediate stays finite. On AVX-512 2^k is one vscalefps (rounding tiny
-/// results once, to subnormals); elsewhere Highway's two-step 2^k.
+/// `low`: e^(x - m) rounds to 0 below it, -inf scores give 0, every
+/// intermediate stays finite and k >= -151. 2^k in two factors, by public
+/// ops only: e^r·2^(k+65) is exact (e^r in [0.7, 1.5), k + 65 >= -86: a
+/// normal number), and ·2^-65 is the only rounding, to a subnormal where
+/// the result is one: the value AVX-512's vscalefps gives, on every target.
 template <class D, class V>
 HWY_INLINE V ShiftedExpVec(D d, V x, const RowShift<V>& shift) {
+  const hn::RebindToUnsigned<D> du;
   x = hn::Max(x, shift.low);
-  const V k = hn::Round(hn::MulSub(x, hn::Set(d, 1.442695040888963407359924681f),
-                                   shift.m_log2e));
+  const V shifted = hn::Add(hn::MulSub(x, hn::Set(d, 1.442695040888963407359924681f),
+                                       shift.m_log2e),
+                            hn::Set(d, kShifter));
+  const V k = hn::Sub(shifted, hn::Set(d, kShifter));              // round((x - m) / ln 2)
   const V b = hn::MulAdd(k, hn::Set(d, 0.693359375f), shift.hi);  // hi + k ln2_hi, exact
   const V c = hn::MulAdd(k, hn::Set(d, -2.12194440e-4f), shift.lo);  // lo + k ln2_lo
   const V r = hn::Sub(hn::Sub(x, b), c);                          // x - m - k ln 2
-  hn::impl::ExpImpl<float> impl;
-  const V p = hn::Add(impl.ExpPoly(d, r), hn::Set(d, 1.0f));      // e^r
-#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
-  return V{_mm512_scalef_ps(p.raw, k.raw)};  // p 2^k
-#else
-  return impl.LoadExpShortRange(d, p, hn::ConvertTo(hn::RebindToSigned<D>(), k));
-#endif
+  const V p = hn::Add(Expm1Reduced(d, r), hn::Set(d, 1.0f));      // e^r
+  const V pow2 = hn::BitCast(d, hn::ShiftLeft<23>(hn::BitCast(du, shifted)));  // 2^(k + 65)
+  return hn::Mul(hn::Mul(p, pow2), hn::Set(d, 0x1p-65f));
 }
 
 #if HWY_TARGET != HWY_SCALAR
-/// AccumulateTarget on vectors: the target sums of a vector of elements in
+/// AccumulateTarget's terms on vectors (not its template: the checks and
+/// sums run on float lanes with double halves): the target sums of a vector of elements in
 /// lanes, double sums as two halves, counts in float (exact below 2^24).
 /// Lanes are rows (spatial maps) or classes of one row (contiguous rows,
 /// totalled in lane order at the end of the row).
@@ -185,38 +185,20 @@ struct TargetSums {
   }
 };
 
-/// Lanes of a double vector added in lane order.
-HWY_INLINE double LaneTotal(hn::Vec<TargetSums::DD> v) {
-  HWY_ALIGN double lanes[HWY_MAX_BYTES / sizeof(double)];
-  hn::Store(v, TargetSums::DD(), lanes);
-  double total = 0.0;
-  for (size_t i = 0; i < hn::Lanes(TargetSums::DD()); ++i) total += lanes[i];
-  return total;
+/// The lane totals (LaneTotal) of the two halves of a double sum, added.
+HWY_INLINE double HalvesTotal(hn::Vec<TargetSums::DD> low, hn::Vec<TargetSums::DD> high) {
+  return xs::LaneTotal(low) + xs::LaneTotal(high);
 }
-HWY_INLINE double LaneTotal(hn::Vec<TargetSums::DD> low, hn::Vec<TargetSums::DD> high) {
-  return LaneTotal(low) + LaneTotal(high);
-}
-HWY_INLINE double LaneTotal(hn::Vec<TargetSums::DF> counts) {  // exact integers
+/// The total of float counts (exact integers) in double.
+HWY_INLINE double CountTotal(hn::Vec<TargetSums::DF> counts) {
   const TargetSums::DH dh;
-  return LaneTotal(hn::PromoteTo(TargetSums::DD(), hn::LowerHalf(dh, counts)),
-                   hn::PromoteTo(TargetSums::DD(), hn::UpperHalf(dh, counts)));
+  return HalvesTotal(hn::PromoteTo(TargetSums::DD(), hn::LowerHalf(dh, counts)),
+                     hn::PromoteTo(TargetSums::DD(), hn::UpperHalf(dh, counts)));
 }
 #endif
 
 /// Float lanes of the widest vectors.
 const size_t kMaxLanes = HWY_MAX_BYTES / sizeof(float);
-
-/// Copies the last n < lanes elements of a row into vectors' worth of
-/// scores, targets and class weights, padded with scores `pad`, targets 0
-/// and weights 0.
-HWY_INLINE void PadTail(const float* x, const float* t, const double* w, size_t n, size_t lanes,
-                        float pad, float* x_pad, float* t_pad, double* w_pad) {
-  for (size_t i = 0; i < lanes; ++i) {
-    x_pad[i] = i < n ? x[i] : pad;
-    t_pad[i] = i < n ? t[i] : 0.0f;
-    w_pad[i] = i < n ? w[i] : 0.0;
-  }
-}
 
 bool RowSumsImpl(const float* x, const float* t, const double* w, const RowOptions& opt,
                  float* max_out, RowSums* sums) {
@@ -248,7 +230,7 @@ bool RowSumsImpl(const float* x, const float* t, const double* w, const RowOptio
   // S = sum e^(x - m) and sum x in double; target terms by the shared math,
   // only where a lane's target is non-zero (also NaN and ignore_label).
   const auto shift = MakeRowShift(d, hn::Set(d, m));
-  DoubleVectorSum exp_sum, x_sum;
+  xs::DoubleSum<decltype(d)> exp_sum, x_sum;
   const bool smoothing = opt.smoothing != 0.0;
 #if HWY_TARGET != HWY_SCALAR
   // Target terms on vectors where a lane's target is non-zero (also NaN and
@@ -293,21 +275,20 @@ bool RowSumsImpl(const float* x, const float* t, const double* w, const RowOptio
   // targets 0 and scores at shift.low, whose e^(x - m) is exactly 0 (below
   // half the smallest subnormal). Cheaper than as many scalar exps.
   if (full < C) {
-    HWY_ALIGN float x_pad[kMaxLanes], t_pad[kMaxLanes];
-    HWY_ALIGN double w_pad[kMaxLanes];
-    PadTail(x + full, t + full, w + full, C - full, lanes, hn::GetLane(shift.low), x_pad, t_pad,
-            w_pad);
-    add_vector(x_pad, t_pad, w_pad, std::false_type());
+    const size_t n = C - full;
+    const xs::Padded<float> x_pad(x + full, n, hn::GetLane(shift.low)), t_pad(t + full, n);
+    const xs::Padded<double, kMaxLanes> w_pad(w + full, n);
+    add_vector(x_pad.v, t_pad.v, w_pad.v, std::false_type());
     if (smoothing) {
       for (size_t c = full; c < C; ++c) sums->gap_sum += Gap(m, x[c]);
     }
   }
-  sums->positives += LaneTotal(targets.positives);
-  sums->ignored += LaneTotal(targets.ignored);
-  sums->invalid += LaneTotal(targets.invalid);
-  sums->target_sum += LaneTotal(targets.target_low, targets.target_high);
-  sums->weighted += LaneTotal(targets.weighted_low, targets.weighted_high);
-  sums->weighted_gap += LaneTotal(targets.gap_low, targets.gap_high);
+  sums->positives += CountTotal(targets.positives);
+  sums->ignored += CountTotal(targets.ignored);
+  sums->invalid += CountTotal(targets.invalid);
+  sums->target_sum += HalvesTotal(targets.target_low, targets.target_high);
+  sums->weighted += HalvesTotal(targets.weighted_low, targets.weighted_high);
+  sums->weighted_gap += HalvesTotal(targets.gap_low, targets.gap_high);
 #endif
   sums->sum_exp += exp_sum.Total();
   // sum over the vector part of (m - x_c); needed only with label smoothing.
@@ -359,12 +340,10 @@ void RowGradientImpl(const float* x, const float* t, const double* w,
   for (size_t c = 0; c < full; c += lanes) hn::StoreU(gradient(x + c, t + c, w + c), d, dx + c);
 #if HWY_TARGET != HWY_SCALAR
   if (full < C) {  // the last C % lanes elements, as in RowSumsImpl
-    HWY_ALIGN float x_pad[kMaxLanes], t_pad[kMaxLanes], g_pad[kMaxLanes];
-    HWY_ALIGN double w_pad[kMaxLanes];
-    PadTail(x + full, t + full, w + full, C - full, lanes, hn::GetLane(shift.low), x_pad, t_pad,
-            w_pad);
-    hn::Store(gradient(x_pad, t_pad, w_pad), d, g_pad);
-    for (size_t c = full; c < C; ++c) dx[c] = g_pad[c - full];
+    const size_t n = C - full;
+    const xs::Padded<float> x_pad(x + full, n, hn::GetLane(shift.low)), t_pad(t + full, n);
+    const xs::Padded<double, kMaxLanes> w_pad(w + full, n);
+    xs::StoreFirst(d, gradient(x_pad.v, t_pad.v, w_pad.v), n, dx + full);
   }
 #endif
 }
@@ -396,9 +375,12 @@ bool SpatialGradientImpl(const float*, const float*, const double*, int64_t, int
 //     read once, the second step runs from L1.
 //  2. vector of rows by vector of rows, all classes, from the local copies:
 //     every row sum in registers (double), then the row's loss and
-//     coefficients with the formulas of AccumulateTarget and FinishRow
-//     (multi_label_softmax_loss_math.hpp) evaluated on vectors, term by term: no
-//     per-row scalar work, which at C = 21 cost more than the exps.
+//     coefficients by the formulas FinishRow uses (RowIsValid, RowLoss of
+//     multi_label_softmax_loss_formulas-inl.h) on vectors: no per-row
+//     scalar work, which at C = 21 cost more than the exps.
+// SpatialForward below runs these steps: Tile (step 2 of a tile),
+// SumClasses (a vector of rows, all classes), CopyNext (step 1 for a class
+// of the next tile), FinishVector (the rows' loss and coefficients).
 // Step 1 of the next tile runs inside step 2 of this one (software
 // pipelining), so the loads from the map overlap the arithmetic; the tile
 // after it is prefetched.
@@ -413,34 +395,34 @@ int SpatialTileRowsImpl(int classes) {
   return rows < lanes ? lanes : rows - rows % lanes;  // many classes: copies beyond L1
 }
 
-/// The row coefficients and loss of half a vector of rows (double lanes),
-/// as FinishRow: see there for the formulas.
+/// The sums of half a vector of rows (double lanes): the row max, S,
+/// the target sums and sum_c x_c (label smoothing).
+template <class VD>
+struct RowHalf {
+  VD max, sum_exp, positives, ignored, target_sum, weighted, weighted_gap, x_sum;
+};
+
+/// The row coefficients and loss of half a vector of rows, as FinishRow:
+/// RowIsValid and RowLoss on vectors, with sum_c (m - x_c) = C m - sum_c x_c.
 template <class DD, class VD = hn::Vec<DD>>
-HWY_INLINE void FinishRows(DD dd, const RowOptions& opt, VD max, VD sum_exp, VD positives,
-                           VD ignored, VD target_sum, VD weighted, VD weighted_gap, VD x_sum,
+HWY_INLINE void FinishRows(DD dd, const RowOptions& opt, const RowHalf<VD>& r,
                            double* coefficients, int64_t row, int64_t rows, double* loss,
                            VD* valid_total) {
-  const VD zero = hn::Zero(dd);
+  const xs::VecOps<DD> o;
   const VD one = hn::Set(dd, 1.0);
-  const auto valid = hn::And(hn::Gt(positives, zero), hn::Eq(ignored, zero));  // RowIsValid
-  const VD norm = opt.target_normalization == kCount ? positives
-                : opt.target_normalization == kSum   ? target_sum
-                                                     : one;
-  const VD a = hn::Div(hn::Set(dd, 1.0 - opt.smoothing), norm);     // (1-eps)/norm
-  const VD q_total = hn::MulAdd(a, weighted, hn::Set(dd, opt.smoothing));  // Q
-  VD row_loss = hn::MulAdd(q_total, hn::Log(dd, sum_exp), hn::Mul(a, weighted_gap));
+  const auto valid = RowIsValid(o, r.positives, r.ignored);
+  const VD gap_sum = opt.smoothing != 0.0
+      ? hn::MulSub(hn::Set(dd, static_cast<double>(opt.classes)), r.max, r.x_sum)
+      : hn::Zero(dd);
+  const RowTerms<VD> terms = HWY_NAMESPACE::RowLoss(o, opt, r.positives, r.target_sum, r.weighted,
+                                     r.weighted_gap, r.sum_exp, gap_sum);
   const double b = opt.smoothing / opt.classes;
-  if (opt.smoothing != 0.0) {  // + eps/C sum_c (m - x_c), sum_c (m - x_c) = C m - sum_c x_c
-    row_loss = hn::MulAdd(hn::Set(dd, b),
-                          hn::MulSub(hn::Set(dd, static_cast<double>(opt.classes)), max, x_sum),
-                          row_loss);
-  }
-  hn::StoreU(max, dd, coefficients + 0 * rows + row);
-  hn::StoreU(hn::Div(one, sum_exp), dd, coefficients + 1 * rows + row);
-  hn::StoreU(hn::IfThenElseZero(valid, q_total), dd, coefficients + 2 * rows + row);
-  hn::StoreU(hn::IfThenElseZero(valid, a), dd, coefficients + 3 * rows + row);
+  hn::StoreU(r.max, dd, coefficients + 0 * rows + row);
+  hn::StoreU(hn::Div(one, r.sum_exp), dd, coefficients + 1 * rows + row);
+  hn::StoreU(hn::IfThenElseZero(valid, terms.q_total), dd, coefficients + 2 * rows + row);
+  hn::StoreU(hn::IfThenElseZero(valid, terms.a), dd, coefficients + 3 * rows + row);
   hn::StoreU(hn::IfThenElseZero(valid, hn::Set(dd, b)), dd, coefficients + 4 * rows + row);
-  hn::StoreU(hn::IfThenElseZero(valid, row_loss), dd, loss);
+  hn::StoreU(hn::IfThenElseZero(valid, terms.loss), dd, loss);
   *valid_total = hn::Add(*valid_total, hn::IfThenElseZero(valid, one));
 }
 
@@ -490,128 +472,200 @@ HWY_INLINE bool CopyTile(D d, const float* x, const float* t, int64_t inner, int
   return hn::AllTrue(d, hn::Eq(probe, probe));
 }
 
-bool SpatialForwardImpl(const float* x, const float* t, const double* w, int64_t inner,
-                        const RowOptions& opt, int count, int64_t first_row, int64_t rows,
-                        double* coefficients, double* loss_sum, double* valid, double* invalid) {
-  const hn::ScalableTag<float> d;
-  const hn::Half<decltype(d)> dh;
-  const hn::Rebind<double, decltype(dh)> dd;
-  const int lanes = static_cast<int>(hn::Lanes(d));
-  const int half = lanes / 2;
-  const int C = opt.classes;
-  const int tile_rows = SpatialTileRowsImpl(C);
-  const auto zero = hn::Zero(d);
-  const bool smoothing = opt.smoothing != 0.0;
-  auto valid_total = hn::Zero(dd);
-  auto invalid_total = hn::Zero(dd);
-  double total = 0.0;
-  HWY_ALIGN double row_loss[HWY_MAX_BYTES / sizeof(double)];
-  LocalTile tiles[2];
-  LocalTiles(C, tile_rows, tiles);
-  bool dense = false;  // whether the last vector of rows had targets in most classes
-  int hits = 0;
-  int now = 0;
-  int size = count < tile_rows ? count : tile_rows;
-  if (!CopyTile(d, x, t, inner, C, size, &tiles[now])) return false;
-  for (int begin = 0; begin < count; begin += size, now ^= 1) {
-    size = count - begin < tile_rows ? count - begin : tile_rows;
-    const LocalTile cur = tiles[now];
-    const LocalTile next = tiles[now ^ 1];
-    // Step 1 of the next tile rides along: its loads from the map overlap
-    // this tile's arithmetic. The tile after it is prefetched.
+/// The sums of a vector of rows (lane j: row j) over their classes, in
+/// class order: S and sum_c x_c in double, and the target sums.
+struct RowVectorSums {
+  xs::DoubleSum<hn::ScalableTag<float>> sum_exp, x_sum;
+  TargetSums targets;
+  HWY_INLINE explicit RowVectorSums(const RowOptions& opt) : targets(opt) {}
+};
+
+/// Step 1 for the next tile: where it reads from in the map (its rows'
+/// class 0), where it copies to, its size, whether the tile after it is
+/// prefetched. A local of Tile, so that the inner loop keeps it in registers.
+struct NextTile {
+  const float* x;
+  const float* t;
+  LocalTile copy;
+  int size;
+  bool prefetch;
+  int64_t inner;
+  int tile_rows;
+};
+
+/// SpatialForwardImpl's run, step by step (see the comment above
+/// kLocalFloats): the arguments, the next tile's place and what the run
+/// adds up.
+class SpatialForward {
+ public:
+  using DF = hn::ScalableTag<float>;
+  using DH = hn::Half<DF>;
+  using DD = hn::Rebind<double, DH>;
+  using VF = hn::Vec<DF>;
+  using VD = hn::Vec<DD>;
+
+  HWY_INLINE SpatialForward(const float* x, const float* t, const double* w, int64_t inner,
+                            const RowOptions& opt, int count, int64_t first_row, int64_t rows,
+                            double* coefficients)
+      : x_(x), t_(t), w_(w), inner_(inner), opt_(opt), count_(count), first_row_(first_row),
+        rows_(rows), coefficients_(coefficients), tile_rows_(SpatialTileRowsImpl(opt.classes)),
+        valid_total_(hn::Zero(DD())), invalid_total_(hn::Zero(DD())) {}
+
+  /// The whole run; false when a score is not finite or a row's |max| is
+  /// kMaxRowMax or more.
+  HWY_INLINE bool Run(double* loss_sum, double* valid, double* invalid) {
+    const DF d;
+    LocalTile tiles[2];
+    LocalTiles(opt_.classes, tile_rows_, tiles);
+    int now = 0;
+    int size = count_ < tile_rows_ ? count_ : tile_rows_;
+    if (!CopyTile(d, x_, t_, inner_, opt_.classes, size, &tiles[now])) return false;
+    for (int begin = 0; begin < count_; begin += size, now ^= 1) {
+      size = count_ - begin < tile_rows_ ? count_ - begin : tile_rows_;
+      if (!Tile(begin, size, tiles[now], tiles[now ^ 1])) return false;
+    }
+    *loss_sum = total_;
+    *valid = hn::GetLane(hn::SumOfLanes(DD(), valid_total_));  // integers: exact in any order
+    *invalid = hn::GetLane(hn::SumOfLanes(DD(), invalid_total_));
+    return true;
+  }
+
+ private:
+  /// Step 2 of the tile of `size` rows from row `begin` (local copy cur),
+  /// with step 1 of the next tile (into next) riding along: its loads from
+  /// the map overlap this tile's arithmetic. The tile after it is
+  /// prefetched.
+  HWY_INLINE bool Tile(int begin, int size, const LocalTile cur, const LocalTile next) {
+    const DF d;
+    const int lanes = static_cast<int>(hn::Lanes(d));
     const int next_begin = begin + size;
-    const int next_size = count - next_begin < tile_rows ? count - next_begin : tile_rows;
-    const float* xn = x + next_begin;
-    const float* tn = t + next_begin;
-    const float* xp = xn + tile_rows;
-    const float* tp_next = tn + tile_rows;
-    const bool prefetch = next_begin + tile_rows < count;
-    auto probe = zero;
-    auto huge = hn::Ne(zero, zero);  // rows with |max| >= kMaxRowMax
-    // Step 2: a vector of rows at a time; every sum over the classes in
-    // class order, in registers.
+    const NextTile next_tile = {x_ + next_begin, t_ + next_begin, next,
+                                count_ - next_begin < tile_rows_ ? count_ - next_begin : tile_rows_,
+                                next_begin + tile_rows_ < count_, inner_, tile_rows_};
+    VF probe = hn::Zero(d);  // x * 0 is NaN exactly for +-inf and NaN
+    auto huge = hn::Ne(probe, probe);  // rows with |max| >= kMaxRowMax
     for (int v = 0; v < size; v += lanes) {
-      const bool copy = v < next_size;
-      const auto vm = hn::Load(d, cur.m + v);
-      const auto shift = MakeRowShift(d, vm);
+      const VF vm = hn::Load(d, cur.m + v);
       huge = hn::Or(huge, hn::Not(hn::Lt(hn::Abs(vm), hn::Set(d, kMaxRowMax))));
-      const auto m_low = hn::PromoteTo(dd, hn::LowerHalf(dh, vm));
-      const auto m_high = hn::PromoteTo(dd, hn::UpperHalf(dh, vm));
-      auto s_low = hn::Zero(dd), s_high = hn::Zero(dd);      // S
-      auto x_low = hn::Zero(dd), x_high = hn::Zero(dd);      // sum x (smoothing)
-      TargetSums targets(opt);  // lane j: row begin + v + j
-      auto next_max = hn::Set(d, -std::numeric_limits<float>::infinity());
+      RowVectorSums sums(opt_);  // lane j: row begin + v + j
+      VF next_max = hn::Set(d, -std::numeric_limits<float>::infinity());
       // Dense targets (a positive in most vectors, as a segmentation map's
       // one-hot rows at C = 21): no branch on them, which would mispredict;
       // sparse ones: skip the vectors without. Adding zero lanes changes no
       // sum: the same bits either way.
-      auto classes = [&](auto dense_tag) {
-        constexpr bool kDense = decltype(dense_tag)::value;
-        for (int c = 0; c < C; ++c) {
-          if (copy) {
-            const auto xv = hn::LoadU(d, xn + c * inner + v);
-            next_max = hn::Max(next_max, xv);
-            probe = hn::MulAdd(xv, zero, probe);
-            hn::Store(xv, d, next.x + c * next_size + v);
-            hn::Store(hn::LoadU(d, tn + c * inner + v), d, next.t + c * next_size + v);
-            if (prefetch) {
-              hwy::Prefetch(xp + c * inner + v);
-              hwy::Prefetch(tp_next + c * inner + v);
-            }
-          }
-          const auto xv = hn::Load(d, cur.x + c * size + v);
-          const auto e = ShiftedExpVec(d, xv, shift);  // e^(x_c - m)
-          s_low = hn::Add(s_low, hn::PromoteTo(dd, hn::LowerHalf(dh, e)));
-          s_high = hn::Add(s_high, hn::PromoteTo(dd, hn::UpperHalf(dh, e)));
-          if (smoothing) {
-            x_low = hn::Add(x_low, hn::PromoteTo(dd, hn::LowerHalf(dh, xv)));
-            x_high = hn::Add(x_high, hn::PromoteTo(dd, hn::UpperHalf(dh, xv)));
-          }
-          const auto tv = hn::Load(d, cur.t + c * size + v);
-          // Not(t == 0): Highway's != is false for NaN on AVX2/AVX-512.
-          const auto nonzero = hn::Not(hn::Eq(tv, zero));  // also NaN and ignore_label
-          const bool any = !hn::AllFalse(d, nonzero);
-          hits += any;
-          if (!kDense && !any) continue;
-          const auto wc = hn::Set(dd, w[c]);
-          targets.Add(xv, tv, nonzero, wc, wc, m_low, m_high);
-        }
-      };
-      if (dense) {
-        classes(std::true_type());
+      int hits = 0;  // classes with a target in some lane
+      if (dense_) {
+        SumClasses<true>(cur, next_tile, size, v, vm, &sums, &next_max, &probe, &hits);
       } else {
-        classes(std::false_type());
+        SumClasses<false>(cur, next_tile, size, v, vm, &sums, &next_max, &probe, &hits);
       }
-      if (copy) hn::Store(next_max, d, next.m + v);
-      dense = 4 * hits > C;  // targets in more than a quarter of these vectors
-      hits = 0;
-      const int64_t row = first_row + begin + v;
-      for (int h = 0; h < 2; ++h) {  // the two double halves, rows in order
-        FinishRows(dd, opt, h == 0 ? m_low : m_high, h == 0 ? s_low : s_high,
-                   hn::PromoteTo(dd, h == 0 ? hn::LowerHalf(dh, targets.positives)
-                                            : hn::UpperHalf(dh, targets.positives)),
-                   hn::PromoteTo(dd, h == 0 ? hn::LowerHalf(dh, targets.ignored)
-                                            : hn::UpperHalf(dh, targets.ignored)),
-                   h == 0 ? targets.target_low : targets.target_high,
-                   h == 0 ? targets.weighted_low : targets.weighted_high,
-                   h == 0 ? targets.gap_low : targets.gap_high, h == 0 ? x_low : x_high,
-                   coefficients, row + h * half, rows, row_loss, &valid_total);
-        for (int j = 0; j < half; ++j) total += row_loss[j];  // row order
-      }
-      invalid_total = hn::Add(invalid_total,
-                              hn::Add(hn::PromoteTo(dd, hn::LowerHalf(dh, targets.invalid)),
-                                      hn::PromoteTo(dd, hn::UpperHalf(dh, targets.invalid))));
+      if (v < next_tile.size) hn::Store(next_max, d, next.m + v);
+      dense_ = 4 * hits > opt_.classes;  // targets in more than a quarter of these vectors
+      FinishVector(vm, sums, first_row_ + begin + v);
     }
     // Rows of the next tile beyond this one's size: none (only the last
     // tile is shorter). A non-finite score in the next tile: the caller's
     // scalar loop redoes the whole run.
     if (!hn::AllTrue(d, hn::Eq(probe, probe))) return false;
-    if (!hn::AllFalse(d, huge)) return false;  // huge scores: the scalar math
+    return hn::AllFalse(d, huge);  // huge scores: the scalar math
   }
-  *loss_sum = total;
-  *valid = hn::GetLane(hn::SumOfLanes(dd, valid_total));      // integers: exact in any order
-  *invalid = hn::GetLane(hn::SumOfLanes(dd, invalid_total));
-  return true;
+
+  /// Step 2 for the vector of rows v of the tile cur (row max vm): every
+  /// sum over the classes in class order, in registers; and step 1 for the
+  /// next tile's rows v (their copy, max and probe).
+  template <bool kDense>
+  HWY_INLINE void SumClasses(const LocalTile& cur, const NextTile& next, int size, int v, VF vm,
+                             RowVectorSums* sums, VF* next_max, VF* probe, int* hits) {
+    const DF d;
+    const DH dh;
+    const DD dd;
+    const VF zero = hn::Zero(d);
+    const auto shift = MakeRowShift(d, vm);
+    const VD m_low = hn::PromoteTo(dd, hn::LowerHalf(dh, vm));
+    const VD m_high = hn::PromoteTo(dd, hn::UpperHalf(dh, vm));
+    const bool copy = v < next.size;
+    const int classes = opt_.classes;
+    const bool smoothing = opt_.smoothing != 0.0;
+    const double* w = w_;
+    for (int c = 0; c < classes; ++c) {
+      if (copy) CopyNext(next, c, v, next_max, probe);
+      const VF xv = hn::Load(d, cur.x + c * size + v);
+      sums->sum_exp.Add(ShiftedExpVec(d, xv, shift));  // e^(x_c - m)
+      if (smoothing) sums->x_sum.Add(xv);
+      const VF tv = hn::Load(d, cur.t + c * size + v);
+      // Not(t == 0): Highway's != is false for NaN on AVX2/AVX-512.
+      const auto nonzero = hn::Not(hn::Eq(tv, zero));  // also NaN and ignore_label
+      const bool any = !hn::AllFalse(d, nonzero);
+      *hits += any;
+      if (!kDense && !any) continue;
+      const VD wc = hn::Set(dd, w[c]);
+      sums->targets.Add(xv, tv, nonzero, wc, wc, m_low, m_high);
+    }
+  }
+
+  /// Step 1 for class c of the next tile's rows v: the copy, the running
+  /// max and the finiteness probe (x * 0 is NaN exactly for +-inf and NaN).
+  HWY_INLINE void CopyNext(const NextTile& next, int c, int v, VF* next_max, VF* probe) {
+    const DF d;
+    const VF xv = hn::LoadU(d, next.x + c * next.inner + v);
+    *next_max = hn::Max(*next_max, xv);
+    *probe = hn::MulAdd(xv, hn::Zero(d), *probe);
+    hn::Store(xv, d, next.copy.x + c * next.size + v);
+    hn::Store(hn::LoadU(d, next.t + c * next.inner + v), d, next.copy.t + c * next.size + v);
+    if (next.prefetch) {
+      hwy::Prefetch(next.x + next.tile_rows + c * next.inner + v);
+      hwy::Prefetch(next.t + next.tile_rows + c * next.inner + v);
+    }
+  }
+
+  /// The rows' coefficients and losses (FinishRows on each double half,
+  /// rows in order), the loss added in row order.
+  HWY_INLINE void FinishVector(VF vm, const RowVectorSums& s, int64_t row) {
+    const DH dh;
+    const DD dd;
+    const int half = static_cast<int>(hn::Lanes(dd));
+    const TargetSums& t = s.targets;
+    HWY_ALIGN double row_loss[HWY_MAX_BYTES / sizeof(double)];
+    for (int h = 0; h < 2; ++h) {
+      const bool lo = h == 0;
+      RowHalf<VD> r;
+      r.max = hn::PromoteTo(dd, lo ? hn::LowerHalf(dh, vm) : hn::UpperHalf(dh, vm));
+      r.sum_exp = lo ? s.sum_exp.low : s.sum_exp.high;
+      r.positives = hn::PromoteTo(dd, lo ? hn::LowerHalf(dh, t.positives)
+                                         : hn::UpperHalf(dh, t.positives));
+      r.ignored = hn::PromoteTo(dd, lo ? hn::LowerHalf(dh, t.ignored)
+                                       : hn::UpperHalf(dh, t.ignored));
+      r.target_sum = lo ? t.target_low : t.target_high;
+      r.weighted = lo ? t.weighted_low : t.weighted_high;
+      r.weighted_gap = lo ? t.gap_low : t.gap_high;
+      r.x_sum = lo ? s.x_sum.low : s.x_sum.high;
+      FinishRows(dd, opt_, r, coefficients_, row + h * half, rows_, row_loss, &valid_total_);
+      for (int j = 0; j < half; ++j) total_ += row_loss[j];  // row order
+    }
+    invalid_total_ = hn::Add(invalid_total_,
+                             hn::Add(hn::PromoteTo(dd, hn::LowerHalf(dh, t.invalid)),
+                                     hn::PromoteTo(dd, hn::UpperHalf(dh, t.invalid))));
+  }
+
+  const float* x_;
+  const float* t_;
+  const double* w_;
+  int64_t inner_;
+  const RowOptions& opt_;
+  int count_;
+  int64_t first_row_, rows_;
+  double* coefficients_;
+  int tile_rows_;
+  bool dense_ = false;       // whether the last vector of rows had targets in most classes
+  double total_ = 0.0;       // the loss, rows in order
+  VD valid_total_, invalid_total_;
+};
+
+bool SpatialForwardImpl(const float* x, const float* t, const double* w, int64_t inner,
+                        const RowOptions& opt, int count, int64_t first_row, int64_t rows,
+                        double* coefficients, double* loss_sum, double* valid, double* invalid) {
+  SpatialForward run(x, t, w, inner, opt, count, first_row, rows, coefficients);
+  return run.Run(loss_sum, valid, invalid);
 }
 
 /// float vector from `lanes` doubles (two demoted halves).
@@ -625,14 +679,15 @@ HWY_INLINE hn::Vec<D> LoadDoubles(D d, const double* p) {
 }
 
 /// ElementGradient on half a vector (double lanes) of one class of
-/// neighbouring rows r..: scale (Q p_c - q_c), p_c = e / S, q_c = a w_c t_c + b.
+/// neighbouring rows r..: ScaledGradient with the rows' stored coefficients.
 template <class DD, class VD = hn::Vec<DD>>
 HWY_INLINE VD TargetGradient(DD dd, const double* coefficients, int64_t r, int64_t rows, VD e,
                              VD t, double w, double scale) {
-  const VD p = hn::Mul(hn::LoadU(dd, coefficients + 1 * rows + r), e);
-  const VD q = hn::MulAdd(hn::Mul(hn::LoadU(dd, coefficients + 3 * rows + r), hn::Set(dd, w)), t,
-                          hn::LoadU(dd, coefficients + 4 * rows + r));
-  return hn::Mul(hn::Set(dd, scale), hn::MulSub(hn::LoadU(dd, coefficients + 2 * rows + r), p, q));
+  return ScaledGradient(xs::VecOps<DD>(), hn::LoadU(dd, coefficients + 2 * rows + r),
+                        hn::LoadU(dd, coefficients + 1 * rows + r),
+                        hn::LoadU(dd, coefficients + 3 * rows + r),
+                        hn::LoadU(dd, coefficients + 4 * rows + r), e, hn::Set(dd, w), t,
+                        hn::Set(dd, scale));
 }
 
 bool SpatialGradientImpl(const float* x, const float* t, const double* w, int64_t inner,

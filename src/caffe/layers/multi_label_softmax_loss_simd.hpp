@@ -19,17 +19,22 @@
 // any x - m; rows whose |max| reaches 32640, where that construction runs
 // out of bits, take the scalar math.
 //
-// Both evaluate the formulas of AccumulateTarget, FinishRow and
-// ElementGradient (multi_label_softmax_loss_math.hpp) on vectors, term by term:
-// sums in double as the scalar math (a row's lane sums totalled in lane
-// order: a fixed order, the same bits for any thread count); the gradient
-// in float, k e - (scale a w_c t_c + scale b) with per-row k = scale Q / S,
-// about 2 ulp of Q p + q (the scalar ElementGradient rounds once, from
-// double), except for spatial tiles holding an ignored row, which keep
-// double. The last C % lanes elements of a contiguous row are one more
-// vector, from padded copies. The scalar math stays the reference, used for
-// double blobs, short spatial runs, non-finite scores and |max| >= 32640,
-// and the tests hold both to the same float64 truth.
+// Which formula lives where. The row's loss and coefficients (RowIsValid,
+// RowLoss: FinishRow's) and the gradient of a target element in double
+// (ScaledGradient: ElementGradient's) are the templates of
+// multi_label_softmax_loss_formulas-inl.h, the same the scalar math uses,
+// here over vectors of doubles (a lane per row). Written again here, as
+// vector code: the target sums (TargetSums, AccumulateTarget's terms with
+// its target checks), and the float gradient of the contiguous rows and of
+// spatial tiles without an ignored row, k e - (scale a w_c t_c + scale b)
+// with per-row k = scale Q / S: the same value as ScaledGradient
+// rearranged for float (about 2 ulp of Q p + q; the scalar ElementGradient
+// rounds once, from double). Sums are in double as the scalar math's (a
+// row's lane sums totalled in lane order: a fixed order, the same bits for
+// any thread count). The last C % lanes elements of a contiguous row are
+// one more vector, from padded copies. The scalar math stays the
+// reference, used for double blobs, short spatial runs, non-finite scores
+// and |max| >= 32640, and the tests hold both to the same float64 truth.
 
 #include "caffe/layers/multi_label_softmax_loss_math.hpp"
 

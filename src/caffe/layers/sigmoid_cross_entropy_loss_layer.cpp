@@ -152,10 +152,7 @@ xent::sigmoid::Options<Dtype> SigmoidCrossEntropyLossLayer<Dtype>::SimdOptions()
   o.pos_weight_period = period_ > 0 ? pos_weight_period_.data() : NULL;
   o.class_weight_period = period_ > 0 ? class_weight_period_.data() : NULL;
   o.period = std::max<int64_t>(period_, 0);
-  o.keep = Dtype(1) - label_smoothing_;
-  o.shift = label_smoothing_ / Dtype(2);
-  o.focal_power = static_cast<int>(focal_gamma_);
-  o.focal_alpha = focal_alpha_;
+  o.constants = Constants();
   return o;
 }
 

@@ -8,6 +8,15 @@
 // chunk's loss is summed in double in lane order, so results do not depend
 // on the thread count.
 //
+// Which formula lives where: bce, the gradient's bracket, the cancellation
+// test, the bracket retaken in double and the focal parts (σ(x), σ(-x), α_t,
+// 1 - p_t) are the templates of sigmoid_cross_entropy_loss_formulas-inl.h,
+// the same the scalar Element uses, here over VecOps (xent_simd-inl.h, with
+// DoubleSum, Padded and the dispatch macros both SIMD files share). Written
+// only here: the target checks and counts, log1p on [0, 1] (Log1pUnit), the
+// whole focal power q^γ and its derivative γ·q^(γ-1)·(1-2τ)·σ(x)σ(-x)
+// (Element takes any real γ, by pow), and the retake bookkeeping.
+//
 // Highway re-includes this file once per target (foreach_target.h). The
 // include path below is relative to our include/ directory, which is on the
 // include path of every caffe source (a path relative to this file would be
@@ -24,6 +33,51 @@
 #include <limits>
 
 #include "sigmoid_cross_entropy_loss_simd.hpp"
+#include "xent_simd-inl.h"
+
+#ifndef CAFFE_SIGMOID_CROSS_ENTROPY_LOSS_SIMD_ARGS_
+#define CAFFE_SIGMOID_CROSS_ENTROPY_LOSS_SIMD_ARGS_
+namespace caffe {
+namespace xent {
+namespace sigmoid {
+
+/// SimdForward's arguments, in one struct for the per-target code.
+template <typename T>
+struct ForwardArgs {
+  const T* x;
+  const T* t;
+  const T* w;             ///< may be NULL
+  T* element_loss;        ///< may be NULL
+  int64_t n, first;
+  const Options<T>* options;  ///< NULL: the plain loss
+  bool has_ignore_label;
+  T ignore_label;
+};
+
+/// SimdBackward's arguments.
+template <typename T>
+struct BackwardArgs {
+  const T* x;
+  const T* t;
+  const T* w;             ///< may be NULL
+  const T* element_diff;  ///< may be NULL
+  T scale;
+  T* dx;
+  int64_t n, first;
+  const Options<T>* options;  ///< NULL: the plain loss
+  bool has_ignore_label;
+  T ignore_label;
+};
+
+template <typename T>
+bool HasFocal(const Options<T>* o) {
+  return o && (o->constants.gamma > T(0) || o->constants.alpha >= T(0));
+}
+
+}  // namespace sigmoid
+}  // namespace xent
+}  // namespace caffe
+#endif  // CAFFE_SIGMOID_CROSS_ENTROPY_LOSS_SIMD_ARGS_
 
 HWY_BEFORE_NAMESPACE();
 namespace caffe {
@@ -31,48 +85,12 @@ namespace xent {
 namespace sigmoid {
 namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
+namespace xs = xent::HWY_NAMESPACE;  // xent_simd-inl.h
 
-/// Double accumulator of a vector of T: float lanes are widened to double
-/// (two halves), double lanes are added as they are.
-#if HWY_TARGET == HWY_SCALAR
-template <class D>
-struct DoubleSum {  // one lane: nothing to split
-  double total = 0.0;
-  explicit DoubleSum(D) {}
-  HWY_INLINE void Add(D, hn::Vec<D> v) { total += static_cast<double>(hn::GetLane(v)); }
-  HWY_INLINE double Total() const { return total; }
-};
-#else
-template <class D>
-struct DoubleSum {
-  using T = hn::TFromD<D>;
-  using DH = hn::Half<D>;
-  using DD = hn::Rebind<double, DH>;
-  hn::Vec<DD> low, high;
-  explicit DoubleSum(D) : low(hn::Zero(DD())), high(hn::Zero(DD())) {}
-  HWY_INLINE void Add(D d, hn::Vec<D> v) {
-    if constexpr (sizeof(T) == 4) {
-      const DH dh;
-      const DD dd;
-      low = hn::Add(low, hn::PromoteTo(dd, hn::LowerHalf(dh, v)));
-      high = hn::Add(high, hn::PromoteTo(dd, hn::UpperHalf(dh, v)));
-    } else {
-      // double: D has the lanes of DD twice; add the halves separately so
-      // the code is the same for both element types.
-      low = hn::Add(low, hn::LowerHalf(DH(), v));
-      high = hn::Add(high, hn::UpperHalf(DH(), v));
-    }
-  }
-  HWY_INLINE double Total() const {
-    const DD dd;
-    HWY_ALIGN double lanes[HWY_MAX_BYTES / sizeof(double)];
-    hn::Store(hn::Add(low, high), dd, lanes);
-    double total = 0.0;
-    for (size_t i = 0; i < hn::Lanes(dd); ++i) total += lanes[i];
-    return total;
-  }
-};
-#endif
+// Bce, BceBracket, BracketCancels, RetakeBracket, FocalParts for this target.
+#define XENT_FORMULA HWY_INLINE
+#include "caffe/layers/sigmoid_cross_entropy_loss_formulas-inl.h"
+#undef XENT_FORMULA
 
 /// log1p(e) for e in [0, 1] (here e = e^-|x|). float: with s = e/(2+e) in
 /// [0, 1/3], log1p(e) = 2·atanh(s) = 2s·(1 + s²/3 + s⁴/5 + ...); the series
@@ -154,21 +172,42 @@ HWY_INLINE void Weights(D d, V t, V pos_weight, V keep, V shift, V* tau, V* a, V
   *b = kOptions ? hn::Mul(pos_weight, *tau) : *tau;
 }
 
-/// The focal term's constants: α_t = c_tau·τ + c_a·(1-τ) + c_one (α off:
-/// c_one = 1, the others 0) and the whole power γ.
+/// The options as vectors, set once per call: τ's keep and shift, the
+/// ignore label, α_t's coefficients, the whole focal power, and whether
+/// there are per-element weights and an ignore label.
 template <class D>
-struct FocalVectors {
-  hn::Vec<D> c_tau, c_a, c_one;
+struct Splat {
+  using V = hn::Vec<D>;
+  V keep, shift, ignore_label;
+  FocalAlpha<V> alpha;
   int power;
+  bool weights, has_ignore_label;
 };
 
 template <class D, typename T = hn::TFromD<D>>
-FocalVectors<D> MakeFocal(D d, const Options<T>* o) {
-  const bool alpha = o && o->focal_alpha >= T(0);
-  return {hn::Set(d, alpha ? o->focal_alpha : T(0)),
-          hn::Set(d, alpha ? T(1) - o->focal_alpha : T(0)), hn::Set(d, alpha ? T(0) : T(1)),
-          o ? o->focal_power : 0};
+HWY_INLINE Splat<D> MakeSplat(D d, const Options<T>* o, const T* w, bool has_ignore_label,
+                              T ignore_label) {
+  Constants<T> k = {T(1), T(0), T(0), T(-1)};  // no options: τ = t, no focal term
+  if (o) k = o->constants;
+  const sigmoid::FocalAlpha<T> alpha = MakeFocalAlpha(k);
+  Splat<D> s;
+  s.keep = hn::Set(d, k.keep);
+  s.shift = hn::Set(d, k.shift);
+  s.ignore_label = hn::Set(d, ignore_label);
+  s.alpha = {hn::Set(d, alpha.c_tau), hn::Set(d, alpha.c_a), hn::Set(d, alpha.c_one)};
+  s.power = static_cast<int>(k.gamma);
+  s.weights = w != nullptr;
+  s.has_ignore_label = has_ignore_label;
+  return s;
 }
+
+/// One vector of elements: logits, targets, weights (zeros when there are
+/// none), per-lane pos_weight and class_weight, and (backward) the factor
+/// scale + element_diff.
+template <class V>
+struct ElementVectors {
+  V x, t, w, pos_weight, class_weight, factor;
+};
 
 /// q^n for a whole n >= 0, by repeated squaring (q² is one rounding).
 template <class D, class V = hn::Vec<D>>
@@ -182,17 +221,12 @@ HWY_INLINE V WholePower(D d, V q, int n) {
   return result;
 }
 
-/// The focal pieces of one vector: σ(x), σ(-x), α_t and q = 1 - p_t.
-template <class D, class V = hn::Vec<D>, class M = hn::Mask<D>>
-HWY_INLINE void FocalParts(D d, const FocalVectors<D>& focal, M positive, V e, V tau, V a,
-                           V* sigma_pos, V* sigma_neg, V* alpha_t, V* q) {
-  const V r = hn::Div(hn::Set(d, 1), hn::Add(hn::Set(d, 1), e));
-  const V er = hn::Mul(e, r);
-  *sigma_pos = hn::IfThenElse(positive, r, er);    // σ(x)
-  *sigma_neg = hn::IfThenElse(positive, er, r);    // σ(-x), no 1 - σ(x)
-  *alpha_t = hn::MulAdd(focal.c_tau, tau, hn::MulAdd(focal.c_a, a, focal.c_one));
-  *q = hn::MulAdd(tau, *sigma_neg, hn::Mul(a, *sigma_pos));  // τσ(-x) + (1-τ)σ(x), terms >= 0
-}
+/// The lanes a forward vector counts: counted (not ignored), bad target,
+/// bad weight.
+template <class M>
+struct ForwardCounts {
+  M counted, bad_target, bad_weight;
+};
 
 /// One vector of the forward. `lanes`: which lanes hold elements. Returns ℓ
 /// (0 in ignored lanes); sets the count masks. kIgnore, kWeights, kOptions,
@@ -200,104 +234,100 @@ HWY_INLINE void FocalParts(D d, const FocalVectors<D>& focal, M positive, V e, V
 /// carries no unused work.
 template <bool kIgnore, bool kWeights, bool kOptions, bool kFocal, class D, class V = hn::Vec<D>,
           class M = hn::Mask<D>>
-HWY_INLINE V ForwardVector(D d, V x, V t, V w, V pos_weight, V class_weight, V keep, V shift,
-                           const FocalVectors<D>& focal, M lanes, V ignore_label, M* counted,
-                           M* bad_target, M* bad_weight) {
+HWY_INLINE V ForwardVector(D d, const Splat<D>& k, const ElementVectors<V>& in, M lanes,
+                           ForwardCounts<M>* counts) {
+  const xs::VecOps<D> o;
   const V zero = hn::Zero(d);
   const V one = hn::Set(d, 1);
-  const M in_range = hn::And(hn::Ge(t, zero), hn::Le(t, one));  // false for NaN
+  const M in_range = hn::And(hn::Ge(in.t, zero), hn::Le(in.t, one));  // false for NaN
   if (kIgnore) {
-    const M ignored = hn::Eq(t, ignore_label);
-    *counted = hn::AndNot(ignored, lanes);
-    *bad_target = hn::AndNot(hn::Or(ignored, in_range), lanes);
+    const M ignored = hn::Eq(in.t, k.ignore_label);
+    counts->counted = hn::AndNot(ignored, lanes);
+    counts->bad_target = hn::AndNot(hn::Or(ignored, in_range), lanes);
   } else {
-    *counted = lanes;
-    *bad_target = hn::AndNot(in_range, lanes);
+    counts->counted = lanes;
+    counts->bad_target = hn::AndNot(in_range, lanes);
   }
   if (kWeights) {  // a weight is finite and >= 0: false for NaN and +inf
     const V most = hn::Set(d, std::numeric_limits<hn::TFromD<D>>::max());
-    *bad_weight = hn::AndNot(hn::And(hn::Ge(w, zero), hn::Le(w, most)), lanes);
+    counts->bad_weight = hn::AndNot(hn::And(hn::Ge(in.w, zero), hn::Le(in.w, most)), lanes);
   }
 
   V tau, a, b;
-  Weights<kOptions>(d, t, pos_weight, keep, shift, &tau, &a, &b);
-  const V abs_x = hn::Abs(x);
+  Weights<kOptions>(d, in.t, in.pos_weight, k.keep, k.shift, &tau, &a, &b);
+  const V abs_x = hn::Abs(in.x);
   const V e = hn::Exp(d, hn::Neg(abs_x));           // e^-|x| in [0,1]
   const V log1p_e = Log1pUnit(d, e);                // log1p(e^-|x|)
-  const M positive = hn::Ge(x, zero);
-  // bce = (a + b)·log1p(e^-|x|) + (x >= 0 ? a·x : b·|x|); a zero weight drops
-  // the term (0·∞ = 0 at x = ±∞). Without options a + b = 1.
-  const V coefficient = hn::IfThenElse(positive, a, b);
-  const V linear = hn::IfThenZeroElse(hn::Eq(coefficient, zero), hn::Mul(coefficient, abs_x));
-  V loss = kOptions ? hn::MulAdd(hn::Add(a, b), log1p_e, linear) : hn::Add(log1p_e, linear);
+  const M positive = hn::Ge(in.x, zero);
+  // Without options a + b = 1 exactly (as a + b in float may not be): one
+  // Add instead of Bce's MulAdd.
+  V loss = kOptions ? Bce(o, positive, a, b, abs_x, log1p_e)
+                    : hn::Add(log1p_e, BceLinear(o, positive, a, b, abs_x));
   if (kOptions || kWeights) {
-    V weight = kOptions && kWeights ? hn::Mul(class_weight, w) : kOptions ? class_weight : w;
+    V weight = kOptions && kWeights ? hn::Mul(in.class_weight, in.w)
+             : kOptions             ? in.class_weight
+                                    : in.w;
     if (kFocal) {  // ℓ = weight·α_t·q^γ·bce
       V sigma_pos, sigma_neg, alpha_t, q;
-      FocalParts(d, focal, positive, e, tau, a, &sigma_pos, &sigma_neg, &alpha_t, &q);
-      weight = hn::Mul(hn::Mul(weight, alpha_t), WholePower(d, q, focal.power));
+      FocalParts(o, positive, e, hn::Div(one, hn::Add(one, e)), tau, a, k.alpha, &sigma_pos,
+                 &sigma_neg, &alpha_t, &q);
+      weight = hn::Mul(hn::Mul(weight, alpha_t), WholePower(d, q, k.power));
     }
-    loss = hn::IfThenZeroElse(hn::Eq(weight, zero), hn::Mul(weight, loss));
+    loss = o.Scale(weight, loss);
   }
-  loss = hn::IfThenElse(hn::IsNaN(x), x, loss);     // NaN in, NaN out
-  return kIgnore ? hn::IfThenElseZero(*counted, loss) : loss;
+  loss = hn::IfThenElse(hn::IsNaN(in.x), in.x, loss);  // NaN in, NaN out
+  return kIgnore ? hn::IfThenElseZero(counts->counted, loss) : loss;
 }
 
 template <bool kIgnore, bool kWeights, bool kOptions, bool kFocal, typename T>
-Sums ForwardLoop(const T* HWY_RESTRICT x, const T* HWY_RESTRICT t,
-                            const T* HWY_RESTRICT w, T* HWY_RESTRICT element_loss, int64_t n,
-                            int64_t first, const Options<T>* options,
-                            T ignore_label_value) {
+Sums ForwardLoop(const ForwardArgs<T>& args) {
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
   using M = hn::Mask<decltype(d)>;
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
-  const V ignore_label = hn::Set(d, ignore_label_value);
-  const V keep = hn::Set(d, kOptions ? options->keep : T(1));
-  const V shift = hn::Set(d, kOptions ? options->shift : T(0));
-  const auto focal = MakeFocal(d, kFocal ? options : nullptr);
-  const M all = hn::FirstN(d, lanes);
-  DoubleSum<decltype(d)> sum(d);
+  const int64_t n = args.n;
+  const auto k = MakeSplat(d, kOptions ? args.options : nullptr, args.w,
+                                         args.has_ignore_label, args.ignore_label);
+  xs::DoubleSum<decltype(d)> sum;
   int64_t counted = 0, bad_targets = 0, bad_weights = 0;
-  auto accumulate = [&](V loss, M c, M bt, M bw) {
-    sum.Add(d, loss);
-    if (kIgnore) counted += hn::CountTrue(d, c);
-    bad_targets += hn::CountTrue(d, bt);
-    if (kWeights) bad_weights += hn::CountTrue(d, bw);
+  auto accumulate = [&](V loss, const ForwardCounts<M>& c) {
+    sum.Add(loss);
+    if (kIgnore) counted += hn::CountTrue(d, c.counted);
+    bad_targets += hn::CountTrue(d, c.bad_target);
+    if (kWeights) bad_weights += hn::CountTrue(d, c.bad_weight);
   };
   Options<T> none = {};  // not read without options
   none.inner = none.classes = 1;
-  PerClass<T> per_class(kOptions ? *options : none, first);
-  V pw = hn::Set(d, 1), cw = hn::Set(d, 1);
+  PerClass<T> per_class(kOptions ? *args.options : none, args.first);
+  ElementVectors<V> in;
+  in.pos_weight = in.class_weight = hn::Set(d, 1);
+  in.w = in.factor = hn::Zero(d);
+  // Vector i of x, t, w (the blob's arrays, or padded copies of the tail).
+  auto vector_at = [&](const T* x, const T* t, const T* w, int64_t i, M valid,
+                       ForwardCounts<M>* c) {
+    in.x = hn::LoadU(d, x + i);
+    in.t = hn::LoadU(d, t + i);
+    if (kWeights) in.w = hn::LoadU(d, w + i);
+    if (kOptions) per_class.Next(d, &in.pos_weight, &in.class_weight);
+    return ForwardVector<kIgnore, kWeights, kOptions, kFocal>(d, k, in, valid, c);
+  };
+  const M all = hn::FirstN(d, lanes);
   int64_t i = 0;
   for (; i + lanes <= n; i += lanes) {
-    const V wv = kWeights ? hn::LoadU(d, w + i) : hn::Zero(d);
-    if (kOptions) per_class.Next(d, &pw, &cw);
-    M c, bt, bw;
-    const V loss = ForwardVector<kIgnore, kWeights, kOptions, kFocal>(
-        d, hn::LoadU(d, x + i), hn::LoadU(d, t + i), wv, pw, cw, keep, shift, focal, all,
-        ignore_label, &c, &bt, &bw);
-    if (element_loss) hn::StoreU(loss, d, element_loss + i);
-    accumulate(loss, c, bt, bw);
+    ForwardCounts<M> c;
+    const V loss = vector_at(args.x, args.t, args.w, i, all, &c);
+    if (args.element_loss) hn::StoreU(loss, d, args.element_loss + i);
+    accumulate(loss, c);
   }
-  if (i < n) {
-    // Tail: the same vector code on a padded copy, padding lanes masked off.
-    const int64_t rest = n - i;
-    HWY_ALIGN T xb[HWY_MAX_BYTES / sizeof(T)] = {}, tb[HWY_MAX_BYTES / sizeof(T)] = {},
-                wb[HWY_MAX_BYTES / sizeof(T)] = {}, lb[HWY_MAX_BYTES / sizeof(T)];
-    std::copy(x + i, x + n, xb);
-    std::copy(t + i, t + n, tb);
-    if (kWeights) std::copy(w + i, w + n, wb);
-    if (kOptions) per_class.Next(d, &pw, &cw);
-    M c, bt, bw;
+  if (i < n) {  // tail: the same vector code on a padded copy, padding lanes masked off
+    const size_t rest = static_cast<size_t>(n - i);
+    const xs::Padded<T> x(args.x + i, rest), t(args.t + i, rest),
+        w(kWeights ? args.w + i : nullptr, rest);
     const M valid = hn::FirstN(d, rest);
-    V loss = ForwardVector<kIgnore, kWeights, kOptions, kFocal>(
-        d, hn::Load(d, xb), hn::Load(d, tb), hn::Load(d, wb), pw, cw, keep, shift, focal, valid,
-        ignore_label, &c, &bt, &bw);
-    loss = hn::IfThenElseZero(valid, loss);
-    hn::Store(loss, d, lb);
-    if (element_loss) std::copy(lb, lb + rest, element_loss + i);
-    accumulate(loss, c, bt, bw);
+    ForwardCounts<M> c;
+    const V loss = hn::IfThenElseZero(valid, vector_at(x.v, t.v, w.v, 0, valid, &c));
+    if (args.element_loss) xs::StoreFirst(d, loss, rest, args.element_loss + i);
+    accumulate(loss, c);
   }
   Sums sums;
   sums.loss = sum.Total();
@@ -308,135 +338,101 @@ Sums ForwardLoop(const T* HWY_RESTRICT x, const T* HWY_RESTRICT t,
 }
 
 template <bool kOptions, bool kFocal, typename T>
-Sums ForwardWith(const T* x, const T* t, const T* w, T* element_loss, int64_t n,
-                            int64_t first, const Options<T>* o, bool has_ignore_label,
-                            T ignore) {
-  if (has_ignore_label) {
-    return w ? ForwardLoop<true, true, kOptions, kFocal>(x, t, w, element_loss, n, first, o,
-                                                         ignore)
-             : ForwardLoop<true, false, kOptions, kFocal>(x, t, w, element_loss, n, first, o,
-                                                          ignore);
+Sums ForwardWith(const ForwardArgs<T>& a) {
+  if (a.has_ignore_label) {
+    return a.w ? ForwardLoop<true, true, kOptions, kFocal>(a)
+               : ForwardLoop<true, false, kOptions, kFocal>(a);
   }
-  return w ? ForwardLoop<false, true, kOptions, kFocal>(x, t, w, element_loss, n, first, o,
-                                                        ignore)
-           : ForwardLoop<false, false, kOptions, kFocal>(x, t, w, element_loss, n, first, o,
-                                                         ignore);
+  return a.w ? ForwardLoop<false, true, kOptions, kFocal>(a)
+             : ForwardLoop<false, false, kOptions, kFocal>(a);
 }
 
 template <typename T>
-bool HasFocal(const Options<T>* o) {
-  return o && (o->focal_power > 0 || o->focal_alpha >= T(0));
+Sums Forward(const ForwardArgs<T>& a) {
+  if (HasFocal(a.options)) return ForwardWith<true, true>(a);
+  return a.options ? ForwardWith<true, false>(a) : ForwardWith<false, false>(a);
 }
 
-template <typename T>
-Sums Forward(const T* x, const T* t, const T* w, T* element_loss, int64_t n,
-                        int64_t first, const Options<T>* options,
-                        bool has_ignore_label, T ignore_label) {
-  if (HasFocal(options)) {
-    return ForwardWith<true, true>(x, t, w, element_loss, n, first, options, has_ignore_label,
-                                   ignore_label);
-  }
-  return options ? ForwardWith<true, false>(x, t, w, element_loss, n, first, options,
-                                            has_ignore_label, ignore_label)
-                 : ForwardWith<false, false>(x, t, w, element_loss, n, first, options,
-                                             has_ignore_label, ignore_label);
-}
-
-/// The bracket of ∂bce/∂x = a·σ(x) - b·σ(-x) = bracket/(1+e) in double, for
-/// a = 1 - τ and b = pos_weight·τ (exact in double for float τ, pos_weight),
-/// lane by lane as BceGradDouble (sigmoid_cross_entropy_loss_math.hpp) takes
-/// it; dd: a vector of doubles. For |x| < 1/16, m = e^-|x| - 1 comes from
-/// its Taylor series cut after z⁹/9! (z = -|x|; the rest is below 2^-57 of
-/// m), cheaper than a second Exp.
+/// The bracket of ∂bce/∂x = bracket/(1+e) in double (RetakeBracket), for
+/// a = 1 - τ and b = pos_weight·τ (exact in double for float τ, pos_weight);
+/// dd: a vector of doubles.
 template <class DD, class VD = hn::Vec<DD>>
 HWY_INLINE VD BracketDouble(DD dd, VD x, VD tau, VD pos_weight) {
-  const VD one = hn::Set(dd, 1.0);
-  const VD z = hn::Neg(hn::Abs(x));
-  const VD e = hn::Exp(dd, z);
-  VD p = hn::Set(dd, 1.0 / 362880);                                // 1/9!
-  const double inverse_factorials[] = {1.0 / 40320, 1.0 / 5040, 1.0 / 720, 1.0 / 120,
-                                       1.0 / 24, 1.0 / 6, 1.0 / 2, 1.0};
-  for (double c : inverse_factorials) p = hn::MulAdd(p, z, hn::Set(dd, c));
-  const VD m = hn::Mul(p, z);                                      // e^z - 1, |z| < 1/16
-  const VD a = hn::Sub(one, tau);
+  const xs::VecOps<DD> o;
+  const VD a = hn::Sub(hn::Set(dd, 1.0), tau);
   const VD b = hn::Mul(pos_weight, tau);
-  const auto positive = hn::Ge(x, hn::Zero(dd));
-  // small |x|: (a - b) + (x >= 0 ? -b : a)·m;  else x >= 0 ? a - b·e : a·e - b
-  const VD small = hn::MulAdd(hn::IfThenElse(positive, hn::Neg(b), a), m, hn::Sub(a, b));
-  const VD large = hn::IfThenElse(positive, hn::NegMulAdd(b, e, a), hn::MulSub(a, e, b));
-  return hn::IfThenElse(hn::Lt(z, hn::Set(dd, -0.0625)), large, small);
+  return RetakeBracket(o, x, a, b, o.Exp(o.Neg(o.Abs(x))));
 }
 
-/// One vector of the backward: ∂ℓ/∂x · factor, 0 in ignored lanes. With
-/// kCheck, sets `cancels` to the lanes whose bracket must be retaken in
-/// double, and tau and `multiplier` (r·weight·factor) for that; without,
-/// ORs a·b into `soft` instead (nonzero bits: some lane has both terms, so
+/// What the backward of one vector hands on besides its gradient: with
+/// kCheck, the lanes whose bracket must be retaken in double (`cancels`)
+/// and what the retake needs (x, τ, pos_weight, the multiplier
+/// k = r·weight·factor and the focal addend); without, `soft`, the OR of
+/// a·b over the vectors so far (nonzero bits: some lane has both terms, so
 /// might cancel; 0 for targets 0 and 1), two vector ops instead of four.
+template <class V, class M>
+struct BackwardOut {
+  M cancels;
+  V x, tau, pos_weight, k, addend;
+  V soft;
+};
+
+/// One vector of the backward: ∂ℓ/∂x · factor, 0 in ignored lanes.
 template <bool kOptions, bool kFocal, bool kCheck, class D, class V = hn::Vec<D>,
           class M = hn::Mask<D>>
-HWY_INLINE V BackwardVector(D d, V x, V t, const V* w, V pos_weight, V class_weight, V keep,
-                            V shift, const FocalVectors<D>& focal, V factor,
-                            bool has_ignore_label, V ignore_label, M* cancels, V* tau,
-                            V* multiplier, V* addend, V* soft) {
+HWY_INLINE V BackwardVector(D d, const Splat<D>& s, const ElementVectors<V>& in,
+                            BackwardOut<V, M>* out) {
+  const xs::VecOps<D> o;
   const V zero = hn::Zero(d);
   const V one = hn::Set(d, 1);
   V a, b;
-  Weights<kOptions>(d, t, pos_weight, keep, shift, tau, &a, &b);
-  const V e = hn::Exp(d, hn::Or(x, hn::Set(d, hn::TFromD<D>(-0.0))));  // e^-|x| (sign bit set)
-  const M positive = hn::Ge(x, zero);
-  // a·σ(x) - b·σ(-x) = r·(x >= 0 ? a - b·e : a·e - b): never 1 - σ, which
-  // would lose σ(-x) for large x.
-  const V bracket = hn::IfThenElse(positive, hn::NegMulAdd(b, e, a), hn::MulSub(a, e, b));
+  Weights<kOptions>(d, in.t, in.pos_weight, s.keep, s.shift, &out->tau, &a, &b);
+  const V e = hn::Exp(d, hn::Or(in.x, hn::Set(d, hn::TFromD<D>(-0.0))));  // e^-|x| (sign bit set)
+  const M positive = hn::Ge(in.x, zero);
+  const V bracket = BceBracket(o, positive, a, b, e);  // ∂bce/∂x = r·bracket
   V k, grad;
   if (kFocal) {
     // ∂ℓ/∂x = c·(q^γ·∂bce/∂x + bce·γq^(γ-1)·(1-2τ)·σ(x)σ(-x)), c = weight·α_t:
     // here bracket·k + addend, k = r·c·q^γ·factor (sigmoid_cross_entropy_loss_math.hpp).
     V sigma_pos, sigma_neg, alpha_t, q;
-    FocalParts(d, focal, positive, e, *tau, a, &sigma_pos, &sigma_neg, &alpha_t, &q);
-    V c = hn::Mul(alpha_t, factor);
-    c = hn::Mul(class_weight, c);
-    if (w) c = hn::Mul(*w, c);
-    const V q_lower = WholePower(d, q, focal.power - 1);     // q^(γ-1)
-    const V modulator = focal.power > 0 ? hn::Mul(q_lower, q) : one;
+    FocalParts(o, positive, e, hn::Div(one, hn::Add(one, e)), out->tau, a, s.alpha, &sigma_pos,
+               &sigma_neg, &alpha_t, &q);
+    V c = hn::Mul(alpha_t, in.factor);
+    c = hn::Mul(in.class_weight, c);
+    if (s.weights) c = hn::Mul(in.w, c);
+    const V q_lower = WholePower(d, q, s.power - 1);     // q^(γ-1)
+    const V modulator = s.power > 0 ? hn::Mul(q_lower, q) : one;
     k = hn::Mul(hn::Div(c, hn::Add(one, e)), modulator);
     V dmodulator = zero;
-    if (focal.power > 0) {
-      dmodulator = hn::Mul(hn::Mul(hn::Set(d, hn::TFromD<D>(focal.power)), q_lower),
-                           hn::Mul(hn::NegMulAdd(hn::Set(d, 2), *tau, one),
+    if (s.power > 0) {
+      dmodulator = hn::Mul(hn::Mul(hn::Set(d, hn::TFromD<D>(s.power)), q_lower),
+                           hn::Mul(hn::NegMulAdd(hn::Set(d, 2), out->tau, one),
                                    hn::Mul(sigma_pos, sigma_neg)));
     }
-    const V abs_x = hn::Abs(x);
-    const V coefficient = hn::IfThenElse(positive, a, b);
-    const V linear = hn::IfThenZeroElse(hn::Eq(coefficient, zero), hn::Mul(coefficient, abs_x));
-    const V bce = hn::MulAdd(hn::Add(a, b), Log1pUnit(d, e), linear);
+    const V bce = Bce(o, positive, a, b, hn::Abs(in.x), Log1pUnit(d, e));
     // bce·∂mod is 0 where ∂mod is, even at bce = ∞.
-    *addend = hn::Mul(c, hn::IfThenZeroElse(hn::Eq(dmodulator, zero), hn::Mul(dmodulator, bce)));
-    grad = hn::MulAdd(bracket, k, *addend);
+    out->addend = hn::Mul(c, o.Scale(dmodulator, bce));
+    grad = hn::MulAdd(bracket, k, out->addend);
   } else {
-    k = hn::Div(factor, hn::Add(one, e));           // r·factor, r = σ(|x|)
-    if (kOptions) k = hn::Mul(class_weight, k);
-    if (w) k = hn::Mul(*w, k);
-    *addend = zero;
+    k = hn::Div(in.factor, hn::Add(one, e));        // r·factor, r = σ(|x|)
+    if (kOptions) k = hn::Mul(in.class_weight, k);
+    if (s.weights) k = hn::Mul(in.w, k);
+    out->addend = zero;
     grad = hn::Mul(bracket, k);
   }
-  grad = hn::IfThenElse(hn::IsNaN(x), x, grad);     // NaN in, NaN out
-  // Where the two terms cancel (σ(x) ≈ b/(a+b); soft targets or smoothing
-  // only: with τ = 0 or 1 one term is 0) the caller retakes the bracket in
-  // double. The test: |bracket| below half the term without e (a for x >= 0,
-  // b for x < 0). When it fails, the term with e is at most 3·|bracket|, so
-  // the float bracket is within a few ulp; four vector ops, as the loop is
-  // bound by their count. False for NaN.
+  grad = hn::IfThenElse(hn::IsNaN(in.x), in.x, grad);  // NaN in, NaN out
+  // Where the two terms cancel the caller retakes the bracket in double;
+  // the test is four vector ops, and the loop is bound by their count.
   if (kCheck) {
-    *cancels = hn::Lt(hn::Add(hn::Abs(bracket), hn::Abs(bracket)),
-                      hn::IfThenElse(positive, a, b));
+    out->cancels = BracketCancels(o, positive, a, b, bracket);
   } else {
-    *soft = hn::Or(*soft, hn::Mul(a, b));
+    out->soft = hn::Or(out->soft, hn::Mul(a, b));
   }
-  *multiplier = k;
-  if (has_ignore_label) {
-    const M ignored = hn::Eq(t, ignore_label);
+  out->k = k;
+  if (s.has_ignore_label) {
+    const M ignored = hn::Eq(in.t, s.ignore_label);
     grad = hn::IfThenZeroElse(ignored, grad);
-    if (kCheck) *cancels = hn::AndNot(ignored, *cancels);
+    if (kCheck) out->cancels = hn::AndNot(ignored, out->cancels);
   }
   return grad;
 }
@@ -454,16 +450,17 @@ class CancellingElements {
 
   explicit CancellingElements(T* dx) : dx_(dx) {}
 
-  HWY_INLINE void Add(D d, hn::Mask<D> m, hn::Vec<D> x, hn::Vec<D> tau, hn::Vec<D> pos_weight,
-                      hn::Vec<D> k, hn::Vec<D> addend, int64_t i) {
+  template <class M>
+  HWY_INLINE void Add(D d, const BackwardOut<hn::Vec<D>, M>& out, int64_t i) {
     // Compress in registers, then a plain store: the memory form of AVX-512's
     // compress store is microcoded and slow on some CPUs (AMD Zen 4).
     const DI di;
-    hn::StoreU(hn::Compress(x, m), d, x_ + pending_);
-    hn::StoreU(hn::Compress(tau, m), d, tau_ + pending_);
-    hn::StoreU(hn::Compress(pos_weight, m), d, pos_weight_ + pending_);
-    hn::StoreU(hn::Compress(k, m), d, k_ + pending_);
-    hn::StoreU(hn::Compress(addend, m), d, addend_ + pending_);
+    const M m = out.cancels;
+    hn::StoreU(hn::Compress(out.x, m), d, x_ + pending_);
+    hn::StoreU(hn::Compress(out.tau, m), d, tau_ + pending_);
+    hn::StoreU(hn::Compress(out.pos_weight, m), d, pos_weight_ + pending_);
+    hn::StoreU(hn::Compress(out.k, m), d, k_ + pending_);
+    hn::StoreU(hn::Compress(out.addend, m), d, addend_ + pending_);
     hn::StoreU(hn::Compress(hn::Iota(di, static_cast<TI>(i)), hn::RebindMask(di, m)), di,
                index_ + pending_);
     pending_ += hn::CountTrue(d, m);
@@ -511,40 +508,23 @@ class CancellingElements {
   HWY_ALIGN TI index_[kSize];
 };
 
-/// The backward's inputs (see SimdBackward).
-template <typename T>
-struct BackwardArgs {
-  const T* x;
-  const T* t;
-  const T* w;             ///< may be NULL
-  const T* element_diff;  ///< may be NULL
-  T scale;
-  T* dx;
-  bool has_ignore_label;
-  T ignore_label;
-  T keep, shift;          ///< τ = t·keep + shift (options only)
-  const Options<T>* options;  ///< NULL: the plain loss
-};
-
-/// Vector i of the backward from xs, ts, ws, eds (the blob's arrays, or a
-/// padded copy of the tail): its gradient, and what a retake in double needs.
+/// Vector i of the backward from a's arrays (the blob's, or padded copies
+/// of the tail): its gradient; `out` as BackwardVector's.
 template <bool kOptions, bool kFocal, bool kCheck, class D, typename T = hn::TFromD<D>,
           class V = hn::Vec<D>, class M = hn::Mask<D>>
-HWY_INLINE V VectorAt(D d, const BackwardArgs<T>& a, const FocalVectors<D>& focal, int64_t i,
-                      const T* xs, const T* ts, const T* ws, const T* eds,
-                      PerClass<T>* per_class, M* cancels, V* xv, V* tau, V* pw, V* k,
-                      V* addend, V* soft) {
+HWY_INLINE V VectorAt(D d, const BackwardArgs<T>& a, const Splat<D>& s, int64_t i,
+                      PerClass<T>* per_class, BackwardOut<V, M>* out) {
   const V scale = hn::Set(d, a.scale);
-  V cw = hn::Set(d, 1), wv;
-  *pw = cw;
-  if (kOptions) per_class->Next(d, pw, &cw);
-  if (a.w) wv = hn::LoadU(d, ws + i);
-  const V factor = a.element_diff ? hn::Add(scale, hn::LoadU(d, eds + i)) : scale;
-  *xv = hn::LoadU(d, xs + i);
-  return BackwardVector<kOptions, kFocal, kCheck>(
-      d, *xv, hn::LoadU(d, ts + i), a.w ? &wv : nullptr, *pw, cw, hn::Set(d, a.keep),
-      hn::Set(d, a.shift), focal, factor, a.has_ignore_label, hn::Set(d, a.ignore_label),
-      cancels, tau, k, addend, soft);
+  ElementVectors<V> in;
+  in.pos_weight = in.class_weight = hn::Set(d, 1);
+  if (kOptions) per_class->Next(d, &in.pos_weight, &in.class_weight);
+  if (a.w) in.w = hn::LoadU(d, a.w + i);
+  in.factor = a.element_diff ? hn::Add(scale, hn::LoadU(d, a.element_diff + i)) : scale;
+  in.x = hn::LoadU(d, a.x + i);
+  in.t = hn::LoadU(d, a.t + i);
+  out->x = in.x;
+  out->pos_weight = in.pos_weight;
+  return BackwardVector<kOptions, kFocal, kCheck>(d, s, in, out);
 }
 
 /// The hot loop over whole vectors [begin, end): stores the gradients.
@@ -559,36 +539,29 @@ HWY_NOINLINE int BackwardBlock(const BackwardArgs<T>& a, int64_t begin, int64_t 
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
-  const auto focal = MakeFocal(d, kFocal ? a.options : nullptr);
-  V soft = hn::Zero(d);
+  const auto s = MakeSplat(d, a.options, a.w, a.has_ignore_label, a.ignore_label);
+  BackwardOut<V, hn::Mask<decltype(d)>> out;
+  out.soft = hn::Zero(d);
   for (int64_t i = begin; i < end; i += lanes) {
-    hn::Mask<decltype(d)> cancels;
-    V xv, tau, pw, k, addend;
-    hn::StoreU(VectorAt<kOptions, kFocal, kCheck>(d, a, focal, i, a.x, a.t, a.w, a.element_diff,
-                                                  per_class, &cancels, &xv, &tau, &pw, &k,
-                                                  &addend, &soft), d, a.dx + i);
-    if (kCheck && !hn::AllFalse(d, cancels)) {
-      cancelling->Add(d, cancels, xv, tau, pw, k, addend, i);
-    }
+    hn::StoreU(VectorAt<kOptions, kFocal, kCheck>(d, a, s, i, per_class, &out), d, a.dx + i);
+    if (kCheck && !hn::AllFalse(d, out.cancels)) cancelling->Add(d, out, i);
   }
   if (kCheck) return 0;
   const hn::RebindToUnsigned<decltype(d)> du;
-  return !hn::AllTrue(du, hn::Eq(hn::BitCast(du, soft), hn::Zero(du)));
+  return !hn::AllTrue(du, hn::Eq(hn::BitCast(du, out.soft), hn::Zero(du)));
 }
 
 template <bool kOptions, bool kFocal, typename T>
-void BackwardWith(const BackwardArgs<T>& a, int64_t n, int64_t first,
-                  const Options<T>* options) {
+void BackwardWith(const BackwardArgs<T>& a) {
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
-  using M = hn::Mask<decltype(d)>;
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  const int64_t n = a.n;
   Options<T> none = {};  // not read without options
   none.inner = none.classes = 1;
-  const Options<T>& o = kOptions ? *options : none;
   CancellingElements<T> cancelling(a.dx);
   const int64_t whole = n - n % lanes;
-  PerClass<T> per_class(o, first);
+  PerClass<T> per_class(kOptions ? *a.options : none, a.first);
   // Hard targets (0 and 1) never cancel: blocks run without the test until
   // one shows a soft target; that block is run again with it, and so is the
   // rest of the range (soft targets seldom come alone).
@@ -606,67 +579,40 @@ void BackwardWith(const BackwardArgs<T>& a, int64_t n, int64_t first,
     BackwardBlock<kOptions, kFocal, true>(a, block, whole, &per_class, &cancelling);
   }
   if (whole < n) {  // tail: the same vector code on a padded copy
-    const int64_t rest = n - whole;
-    HWY_ALIGN T xb[HWY_MAX_BYTES / sizeof(T)] = {}, tb[HWY_MAX_BYTES / sizeof(T)] = {},
-                wb[HWY_MAX_BYTES / sizeof(T)] = {}, eb[HWY_MAX_BYTES / sizeof(T)] = {},
-                gb[HWY_MAX_BYTES / sizeof(T)];
-    std::copy(a.x + whole, a.x + n, xb);
-    std::copy(a.t + whole, a.t + n, tb);
-    if (a.w) std::copy(a.w + whole, a.w + n, wb);
-    if (a.element_diff) std::copy(a.element_diff + whole, a.element_diff + n, eb);
-    M cancels;
-    V xv, tau, pw, k, addend, soft;
-    const auto focal = MakeFocal(d, kFocal ? options : nullptr);
-    hn::Store(VectorAt<kOptions, kFocal, true>(d, a, focal, 0, xb, tb, wb, eb, &per_class,
-                                               &cancels, &xv, &tau, &pw, &k, &addend, &soft),
-              d, gb);
-    std::copy(gb, gb + rest, a.dx + whole);
-    cancels = hn::And(cancels, hn::FirstN(d, static_cast<size_t>(rest)));
-    if (!hn::AllFalse(d, cancels)) cancelling.Add(d, cancels, xv, tau, pw, k, addend, whole);
+    const size_t rest = static_cast<size_t>(n - whole);
+    const xs::Padded<T> x(a.x + whole, rest), t(a.t + whole, rest),
+        w(a.w ? a.w + whole : nullptr, rest),
+        ed(a.element_diff ? a.element_diff + whole : nullptr, rest);
+    BackwardArgs<T> tail = a;
+    tail.x = x.v;
+    tail.t = t.v;
+    if (a.w) tail.w = w.v;
+    if (a.element_diff) tail.element_diff = ed.v;
+    const auto s = MakeSplat(d, a.options, a.w, a.has_ignore_label, a.ignore_label);
+    BackwardOut<V, hn::Mask<decltype(d)>> out;
+    out.soft = hn::Zero(d);
+    xs::StoreFirst(d, VectorAt<kOptions, kFocal, true>(d, tail, s, 0, &per_class, &out), rest,
+               a.dx + whole);
+    out.cancels = hn::And(out.cancels, hn::FirstN(d, rest));
+    if (!hn::AllFalse(d, out.cancels)) cancelling.Add(d, out, whole);
   }
   cancelling.Flush();
 }
 
 template <typename T>
-void Backward(const T* x, const T* t, const T* w, const T* element_diff, T scale, T* dx,
-              int64_t n, int64_t first, const Options<T>* options,
-              bool has_ignore_label, T ignore_label) {
-  const BackwardArgs<T> a = {x, t, w, element_diff, scale, dx, has_ignore_label, ignore_label,
-                             options ? options->keep : T(1), options ? options->shift : T(0),
-                             options};
-  if (HasFocal(options)) {
-    BackwardWith<true, true>(a, n, first, options);
-  } else if (options) {
-    BackwardWith<true, false>(a, n, first, options);
+void Backward(const BackwardArgs<T>& a) {
+  if (HasFocal(a.options)) {
+    BackwardWith<true, true>(a);
+  } else if (a.options) {
+    BackwardWith<true, false>(a);
   } else {
-    BackwardWith<false, false>(a, n, first, options);
+    BackwardWith<false, false>(a);
   }
 }
 
 // Non-template entry points, one per target, for HWY_EXPORT.
-Sums ForwardFloat(const float* x, const float* t, const float* w, float* element_loss,
-                             int64_t n, int64_t first, const Options<float>* options,
-                             bool has_ignore_label, float ignore_label) {
-  return Forward(x, t, w, element_loss, n, first, options, has_ignore_label, ignore_label);
-}
-Sums ForwardDouble(const double* x, const double* t, const double* w,
-                              double* element_loss, int64_t n, int64_t first,
-                              const Options<double>* options, bool has_ignore_label,
-                              double ignore_label) {
-  return Forward(x, t, w, element_loss, n, first, options, has_ignore_label, ignore_label);
-}
-void BackwardFloat(const float* x, const float* t, const float* w, const float* element_diff,
-                   float scale, float* dx, int64_t n, int64_t first,
-                   const Options<float>* options, bool has_ignore_label,
-                   float ignore_label) {
-  Backward(x, t, w, element_diff, scale, dx, n, first, options, has_ignore_label, ignore_label);
-}
-void BackwardDouble(const double* x, const double* t, const double* w,
-                    const double* element_diff, double scale, double* dx, int64_t n,
-                    int64_t first, const Options<double>* options,
-                    bool has_ignore_label, double ignore_label) {
-  Backward(x, t, w, element_diff, scale, dx, n, first, options, has_ignore_label, ignore_label);
-}
+XENT_SIMD_FLOAT_DOUBLE(Sums, Forward, ForwardArgs)
+XENT_SIMD_FLOAT_DOUBLE(void, Backward, BackwardArgs)
 
 }  // namespace HWY_NAMESPACE
 }  // namespace sigmoid
@@ -679,44 +625,35 @@ namespace caffe {
 namespace xent {
 namespace sigmoid {
 
-HWY_EXPORT(ForwardFloat);
-HWY_EXPORT(ForwardDouble);
-HWY_EXPORT(BackwardFloat);
-HWY_EXPORT(BackwardDouble);
+XENT_SIMD_DISPATCH_FLOAT_DOUBLE(Sums, Forward, ForwardArgs)
+XENT_SIMD_DISPATCH_FLOAT_DOUBLE(void, Backward, BackwardArgs)
 
-template <>
-Sums SimdForward<float>(const float* x, const float* t, const float* w,
-                                              float* element_loss, int64_t n, int64_t first,
-                                              const Options<float>* options,
-                                              bool has_ignore_label, float ignore_label) {
-  return HWY_DYNAMIC_DISPATCH(ForwardFloat)(x, t, w, element_loss, n, first, options,
-                                            has_ignore_label, ignore_label);
+template <typename T>
+Sums SimdForward(const T* x, const T* t, const T* w, T* element_loss, int64_t n, int64_t first,
+                 const Options<T>* options, bool has_ignore_label, T ignore_label) {
+  const ForwardArgs<T> a = {x, t, w, element_loss, n, first, options, has_ignore_label,
+                            ignore_label};
+  return DispatchForward(a);
 }
-template <>
-Sums SimdForward<double>(const double* x, const double* t, const double* w,
-                                               double* element_loss, int64_t n, int64_t first,
-                                               const Options<double>* options,
-                                               bool has_ignore_label, double ignore_label) {
-  return HWY_DYNAMIC_DISPATCH(ForwardDouble)(x, t, w, element_loss, n, first, options,
-                                             has_ignore_label, ignore_label);
+
+template <typename T>
+void SimdBackward(const T* x, const T* t, const T* w, const T* element_diff, T scale, T* dx,
+                  int64_t n, int64_t first, const Options<T>* options, bool has_ignore_label,
+                  T ignore_label) {
+  const BackwardArgs<T> a = {x, t, w, element_diff, scale, dx, n, first, options,
+                             has_ignore_label, ignore_label};
+  DispatchBackward(a);
 }
-template <>
-void SimdBackward<float>(const float* x, const float* t, const float* w,
-                                    const float* element_diff, float scale, float* dx, int64_t n,
-                                    int64_t first, const Options<float>* options,
-                                    bool has_ignore_label, float ignore_label) {
-  HWY_DYNAMIC_DISPATCH(BackwardFloat)(x, t, w, element_diff, scale, dx, n, first, options,
-                                      has_ignore_label, ignore_label);
-}
-template <>
-void SimdBackward<double>(const double* x, const double* t, const double* w,
-                                     const double* element_diff, double scale, double* dx,
-                                     int64_t n, int64_t first,
-                                     const Options<double>* options,
-                                     bool has_ignore_label, double ignore_label) {
-  HWY_DYNAMIC_DISPATCH(BackwardDouble)(x, t, w, element_diff, scale, dx, n, first, options,
-                                       has_ignore_label, ignore_label);
-}
+
+template Sums SimdForward<float>(const float*, const float*, const float*, float*, int64_t,
+                                 int64_t, const Options<float>*, bool, float);
+template Sums SimdForward<double>(const double*, const double*, const double*, double*, int64_t,
+                                  int64_t, const Options<double>*, bool, double);
+template void SimdBackward<float>(const float*, const float*, const float*, const float*, float,
+                                  float*, int64_t, int64_t, const Options<float>*, bool, float);
+template void SimdBackward<double>(const double*, const double*, const double*, const double*,
+                                   double, double*, int64_t, int64_t, const Options<double>*,
+                                   bool, double);
 
 }  // namespace sigmoid
 }  // namespace xent

@@ -5,11 +5,14 @@
 // class or broadcast), label smoothing, the focal term with a whole γ up to
 // kMaxFocalPower, per-element weights, the ignore label and the
 // per-element top. One fused
-// pass per range with Highway's SIMD Exp/Log1p, chosen at run time for the
-// CPU it runs on (sigmoid_cross_entropy_loss_simd.cpp). The math is that of
-// sigmoid_cross_entropy_loss_math.hpp's Element, vectorized.
+// pass per range with Highway's SIMD Exp, chosen at run time for the CPU it
+// runs on (sigmoid_cross_entropy_loss_simd.cpp). The math is that of
+// sigmoid_cross_entropy_loss_math.hpp's Element, vectorized: the formulas
+// both use are written once, in sigmoid_cross_entropy_loss_formulas-inl.h.
 
 #include <cstdint>
+
+#include "caffe/layers/sigmoid_cross_entropy_loss_math.hpp"
 
 namespace caffe {
 namespace xent {
@@ -36,10 +39,9 @@ struct Options {
   const T* pos_weight_period;    ///< period + pad values (period > 0)
   const T* class_weight_period;  ///< period + pad values (period > 0)
   int64_t period;
-  T keep;                        ///< 1 - ε: τ = t·keep + shift
-  T shift;                       ///< ε/2
-  int focal_power;               ///< focal γ, a whole number (0: no modulation)
-  T focal_alpha;                 ///< focal α in [0, 1]; negative: off
+  /// τ = t·keep + shift, focal γ (here a whole number up to
+  /// kMaxFocalPower; 0: no modulation) and α (negative: off).
+  Constants<T> constants;
 };
 /// The largest whole focal γ the SIMD path takes (q^γ by multiplication);
 /// other γ go to the scalar element loop.
