@@ -152,7 +152,7 @@ class SigmoidCrossEntropyLossLayer : public XentLossLayer<Dtype> {
   int64_t period_;
   /// The SIMD path's options from the members above (the element loop
   /// reads its per-class arrays and layout too).
-  xent::sigmoid::Options<Dtype> SimdOptions() const;
+  xent::sigmoid::Options<Dtype> Options() const;
   /// The element math's constants (sigmoid_cross_entropy_loss_math.hpp).
   xent::sigmoid::Constants<Dtype> Constants() const;
   /// focal γ, focal α (negative = off), label smoothing ε.

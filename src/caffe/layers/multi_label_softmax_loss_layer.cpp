@@ -15,17 +15,19 @@
 
 namespace caffe {
 
+namespace xent {
+namespace multilabel {
 namespace {
 
 
 /// The SIMD pass 1 where it applies (float, contiguous rows, finite
 /// scores); false where the caller must take the scalar loop.
 inline bool RowSumsSimd(const float* x, const float* t, const double* w, int inner,
-                        const xent::multilabel::RowOptions& opt, float* m, xent::multilabel::RowSums* sums) {
-  return inner == 1 && xent::multilabel::SimdRowSums(x, t, w, opt, m, sums);
+                        const RowOptions& opt, float* m, RowSums* sums) {
+  return inner == 1 && SimdRowSums(x, t, w, opt, m, sums);
 }
-inline bool RowSumsSimd(const double*, const double*, const double*, int, const xent::multilabel::RowOptions&,
-                        double*, xent::multilabel::RowSums*) {
+inline bool RowSumsSimd(const double*, const double*, const double*, int, const RowOptions&,
+                        double*, RowSums*) {
   return false;
 }
 
@@ -35,7 +37,7 @@ inline bool RowSumsSimd(const double*, const double*, const double*, int, const 
 /// loop must take row r (double blobs, contiguous rows, no SIMD).
 inline int SpatialTileRows(const float*, int inner, int64_t left_in_range,
                            int64_t left_in_slice, int64_t most_rows = INT32_MAX) {
-  const int lanes = xent::multilabel::SimdSpatialLanes();
+  const int lanes = SimdSpatialLanes();
   if (inner == 1 || lanes == 0) return 0;
   const int64_t most = std::min<int64_t>(most_rows, std::min(left_in_range, left_in_slice));
   return static_cast<int>(most - most % lanes);
@@ -43,14 +45,14 @@ inline int SpatialTileRows(const float*, int inner, int64_t left_in_range,
 inline int SpatialTileRows(const double*, int, int64_t, int64_t, int64_t = 0) { return 0; }
 
 inline bool SpatialForwardSimd(const float* x, const float* t, const double* w, int inner,
-                               const xent::multilabel::RowOptions& opt, int count, int64_t first_row, int64_t rows,
+                               const RowOptions& opt, int count, int64_t first_row, int64_t rows,
                                double* coefficients, double* loss, double* valid,
                                double* invalid) {
-  return xent::multilabel::SimdSpatialForward(x, t, w, inner, opt, count, first_row, rows,
+  return SimdSpatialForward(x, t, w, inner, opt, count, first_row, rows,
                                               coefficients, loss, valid, invalid);
 }
 inline bool SpatialForwardSimd(const double*, const double*, const double*, int,
-                               const xent::multilabel::RowOptions&, int, int64_t, int64_t, double*, double*,
+                               const RowOptions&, int, int64_t, int64_t, double*, double*,
                                double*, double*) {
   return false;
 }
@@ -58,7 +60,7 @@ inline bool SpatialForwardSimd(const double*, const double*, const double*, int,
 inline bool SpatialGradientSimd(const float* x, const float* t, const double* w, int inner,
                                 int classes, const double* coefficients, int64_t first_row,
                                 int64_t rows, int count, double scale, float* dx) {
-  return xent::multilabel::SimdSpatialGradient(x, t, w, inner, classes, coefficients, first_row,
+  return SimdSpatialGradient(x, t, w, inner, classes, coefficients, first_row,
                                                rows, count, scale, dx);
 }
 inline bool SpatialGradientSimd(const double*, const double*, const double*, int, int,
@@ -69,13 +71,13 @@ inline bool SpatialGradientSimd(const double*, const double*, const double*, int
 /// The SIMD pass 2 of one contiguous row where it applies (float, finite
 /// max, row not ignored); false where the caller must take the scalar loop.
 inline bool RowGradientSimd(const float* x, const float* t, const double* w,
-                            const xent::multilabel::RowCoefficients& coef, double scale, int classes, float* dx) {
-  if (!std::isfinite(coef.max) || xent::multilabel::IsIgnored(coef)) return false;
-  xent::multilabel::SimdRowGradient(x, t, w, coef, scale, classes, dx);
+                            const RowCoefficients& coef, double scale, int classes, float* dx) {
+  if (!std::isfinite(coef.max) || IsIgnored(coef)) return false;
+  SimdRowGradient(x, t, w, coef, scale, classes, dx);
   return true;
 }
 inline bool RowGradientSimd(const double*, const double*, const double*,
-                            const xent::multilabel::RowCoefficients&, double, int, double*) {
+                            const RowCoefficients&, double, int, double*) {
   return false;
 }
 
@@ -86,20 +88,22 @@ inline bool RowGradientSimd(const double*, const double*, const double*,
 /// apart.
 template <typename Dtype>
 xent::LossSums ForwardRows(const Dtype* x, const Dtype* t, const double* w, int64_t begin,
-                      int64_t end, int64_t rows, int inner, const xent::multilabel::RowOptions& opt,
+                      int64_t end, int64_t rows, int inner, const RowOptions& opt,
                       double* coefficients, Dtype* prob) {
   const int C = opt.classes;
   xent::LossSums range;
   // Finishes row r from its max and sums.
-  auto finish = [&](int64_t r, Dtype m, const xent::multilabel::RowSums& sums) {
+  auto finish = [&](int64_t r, Dtype m, const RowSums& sums) {
     const int64_t offset = (r / inner) * C * inner + r % inner;
-    xent::multilabel::RowCoefficients coef;
-    range.loss += xent::multilabel::FinishRow(m, sums, opt, &coef);
-    range.counted += xent::multilabel::RowIsValid(sums) ? 1.0 : 0.0;
+    RowCoefficients coef;
+    range.loss += FinishRow(m, sums, opt, &coef);
+    range.counted += RowIsValid(sums) ? 1.0 : 0.0;
     range.bad_targets += sums.invalid;
-    xent::multilabel::StoreCoefficients(coef, r, rows, coefficients);
+    StoreCoefficients(coef, r, rows, coefficients);
     if (prob != NULL) {
-      for (int c = 0; c < C; ++c) prob[offset + c * inner] = xent::multilabel::Probability(coef, x[offset + c * inner]);
+      for (int c = 0; c < C; ++c) {
+        prob[offset + c * inner] = Probability(coef, x[offset + c * inner]);
+      }
     }
   };
   for (int64_t r = begin; r < end;) {
@@ -118,9 +122,9 @@ xent::LossSums ForwardRows(const Dtype* x, const Dtype* t, const double* w, int6
         range.bad_targets += invalid;
         if (prob != NULL) {
           for (int j = 0; j < run; ++j) {
-            const xent::multilabel::RowCoefficients coef = xent::multilabel::LoadCoefficients(coefficients, r + j, rows);
+            const RowCoefficients coef = LoadCoefficients(coefficients, r + j, rows);
             for (int c = 0; c < C; ++c) {
-              prob[offset + j + c * inner] = xent::multilabel::Probability(coef, xr[j + c * inner]);
+              prob[offset + j + c * inner] = Probability(coef, xr[j + c * inner]);
             }
           }
         }
@@ -130,23 +134,23 @@ xent::LossSums ForwardRows(const Dtype* x, const Dtype* t, const double* w, int6
       // A non-finite score: the whole run by the scalar loop.
       for (const int64_t run_end = r + run; r < run_end; ++r) {
         const int64_t o = (r / inner) * C * inner + r % inner;
-        xent::multilabel::RowSums sums = xent::multilabel::ZeroSums();
+        RowSums sums = ZeroSums();
         Dtype m = x[o];
-        for (int c = 1; c < C; ++c) m = xent::multilabel::MaxOf(m, x[o + c * inner]);
+        for (int c = 1; c < C; ++c) m = MaxOf(m, x[o + c * inner]);
         for (int c = 0; c < C; ++c) {
-          xent::multilabel::AccumulateElement(m, x[o + c * inner], t[o + c * inner], w[c], opt, &sums);
+          AccumulateElement(m, x[o + c * inner], t[o + c * inner], w[c], opt, &sums);
         }
         finish(r, m, sums);
       }
       continue;
     }
-    xent::multilabel::RowSums sums = xent::multilabel::ZeroSums();
+    RowSums sums = ZeroSums();
     Dtype m;
     if (!RowSumsSimd(xr, tr, w, inner, opt, &m, &sums)) {
       m = xr[0];
-      for (int c = 1; c < C; ++c) m = xent::multilabel::MaxOf(m, xr[c * inner]);  // m = max_c x_c
+      for (int c = 1; c < C; ++c) m = MaxOf(m, xr[c * inner]);  // m = max_c x_c
       for (int c = 0; c < C; ++c) {
-        xent::multilabel::AccumulateElement(m, xr[c * inner], tr[c * inner], w[c], opt, &sums);
+        AccumulateElement(m, xr[c * inner], tr[c * inner], w[c], opt, &sums);
       }
     }
     finish(r, m, sums);
@@ -155,7 +159,59 @@ xent::LossSums ForwardRows(const Dtype* x, const Dtype* t, const double* w, int6
   return range;
 }
 
+
+/// Backward of (N, C) scores: rows are contiguous.
+template <typename Dtype>
+void GradientRows(const Dtype* x, const Dtype* t, const double* w, const double* coefficients,
+                  int64_t rows, int C, double scale, Dtype* dx) {
+  // Small blobs stay serial: a thread team costs more than their work, and
+  // its spinning threads slow OpenBLAS's on a busy machine (the demo's 64x10).
+#pragma omp parallel for schedule(static) if (rows * C > xent::kReduceChunk)
+  for (int64_t r = 0; r < rows; ++r) {
+    const RowCoefficients coef = LoadCoefficients(coefficients, r, rows);
+    const int64_t offset = r * C;
+    if (RowGradientSimd(x + offset, t + offset, w, coef, scale, C, dx + offset)) continue;
+    for (int c = 0; c < C; ++c) {
+      dx[offset + c] = ElementGradient(coef, x[offset + c], t[offset + c], w[c], scale);
+    }
+  }
+}
+
+/// Backward of spatial maps: tiles of neighbouring rows (same outer index),
+/// each over all its classes plane by plane, so a row's coefficients are
+/// loaded once; where no SIMD tile applies, the same walk with the scalar
+/// math.
+template <typename Dtype>
+void GradientSpatial(const Dtype* x, const Dtype* t, const double* w, const double* coefficients,
+                     int64_t outer, int C, int inner, double scale, Dtype* dx) {
+  const int64_t rows = outer * inner;
+  const int kTile = kSpatialTileRows;
+  const int64_t tiles_per_outer = (inner + kTile - 1) / kTile;
+  const int64_t tiles = outer * tiles_per_outer;
+#pragma omp parallel for schedule(static) if (rows * C > xent::kReduceChunk)
+  for (int64_t k = 0; k < tiles; ++k) {
+    const int64_t o = k / tiles_per_outer;
+    const int64_t i_end = std::min<int64_t>(inner, (k % tiles_per_outer + 1) * kTile);
+    int64_t i = (k % tiles_per_outer) * kTile;
+    const int simd = SpatialTileRows(x, inner, i_end - i, i_end - i, kTile);
+    const int64_t offset = o * C * inner + i;
+    if (simd > 0 && SpatialGradientSimd(x + offset, t + offset, w, inner, C, coefficients,
+                                        o * inner + i, rows, simd, scale, dx + offset)) {
+      i += simd;
+    }
+    for (int c = 0; c < C; ++c) {
+      for (int64_t j = i; j < i_end; ++j) {
+        const RowCoefficients coef = LoadCoefficients(coefficients, o * inner + j, rows);
+        const int64_t e = (o * C + c) * inner + j;
+        dx[e] = ElementGradient(coef, x[e], t[e], w[c], scale);
+      }
+    }
+  }
+}
+
 }  // namespace
+}  // namespace multilabel
+}  // namespace xent
 
 template <typename Dtype>
 void MultiLabelSoftmaxLossLayer<Dtype>::LayerSetUp(const vector<Blob<Dtype>*>& bottom,
@@ -197,7 +253,8 @@ void MultiLabelSoftmaxLossLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bott
   XENT_CHECK(param, rows <= INT_MAX / xent::multilabel::kCoefficients,
              "bottom[0] (scores) of shape " << x.shape_string() << " has " << rows
              << " rows (softmax vectors along axis " << axis_ << "); this layer keeps "
-             << xent::multilabel::kCoefficients << " values per row in a Caffe blob, so it takes at most "
+             << xent::multilabel::kCoefficients
+             << " values per row in a Caffe blob, so it takes at most "
              << INT_MAX / xent::multilabel::kCoefficients << " rows: split the batch");
   // C = 0 (an empty blob) still checks class_weight, as if for one class.
   if (class_weight_.count() != classes_ || classes_ == 0) {
@@ -281,8 +338,9 @@ void MultiLabelSoftmaxLossLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& 
   const int64_t chunks = xent::ChunkCount(rows, chunk_rows);
   const int inner = inner_num_;
   const xent::LossSums sums = xent::ChunkedSums(chunks, [&](int64_t k) {
-    return ForwardRows(x, t, w, k * chunk_rows, std::min(rows, (k + 1) * chunk_rows), rows, inner,
-                       opt, coefficients, prob);
+    return xent::multilabel::ForwardRows(x, t, w, k * chunk_rows,
+                                         std::min(rows, (k + 1) * chunk_rows), rows, inner, opt,
+                                         coefficients, prob);
   });
   CheckData(bottom, sums);
   this->normalizer_ = this->Normalizer(sums.counted, static_cast<double>(rows),
@@ -302,48 +360,11 @@ void MultiLabelSoftmaxLossLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>&
   const double* coefficients = row_coefficients_.cpu_data();
   Dtype* dx = bottom[0]->mutable_cpu_diff();
   const double scale = static_cast<double>(top[0]->cpu_diff()[0]) / this->normalizer_;
-  const int C = classes_, inner = inner_num_;
-  if (inner == 1) {
-    // (N, C) scores: rows are contiguous.
-    const int64_t rows = outer_num_;
-    // Small blobs stay serial: a thread team costs more than their work, and
-    // its spinning threads slow OpenBLAS's on a busy machine (the demo's 64x10).
-#pragma omp parallel for schedule(static) if (rows * C > xent::kReduceChunk)
-    for (int64_t r = 0; r < rows; ++r) {
-      const xent::multilabel::RowCoefficients coef = xent::multilabel::LoadCoefficients(coefficients, r, rows);
-      const int64_t offset = r * C;
-      if (RowGradientSimd(x + offset, t + offset, w, coef, scale, C, dx + offset)) continue;
-      for (int c = 0; c < C; ++c) {
-        dx[offset + c] = xent::multilabel::ElementGradient(coef, x[offset + c], t[offset + c], w[c], scale);
-      }
-    }
+  if (inner_num_ == 1) {
+    xent::multilabel::GradientRows(x, t, w, coefficients, outer_num_, classes_, scale, dx);
   } else {
-    // Spatial maps: tiles of neighbouring rows (same outer index), each over
-    // all its classes plane by plane, so a row's coefficients are loaded once;
-    // where no SIMD tile applies, the same walk with the scalar math.
-    const int64_t rows = static_cast<int64_t>(outer_num_) * inner;
-    const int kTile = xent::multilabel::kSpatialTileRows;
-    const int64_t tiles_per_outer = (inner + kTile - 1) / kTile;
-    const int64_t tiles = static_cast<int64_t>(outer_num_) * tiles_per_outer;
-#pragma omp parallel for schedule(static) if (rows * C > xent::kReduceChunk)
-    for (int64_t k = 0; k < tiles; ++k) {
-      const int64_t o = k / tiles_per_outer;
-      const int64_t i_end = std::min<int64_t>(inner, (k % tiles_per_outer + 1) * kTile);
-      int64_t i = (k % tiles_per_outer) * kTile;
-      const int simd = SpatialTileRows(x, inner, i_end - i, i_end - i, kTile);
-      const int64_t offset = o * C * inner + i;
-      if (simd > 0 && SpatialGradientSimd(x + offset, t + offset, w, inner, C, coefficients,
-                                          o * inner + i, rows, simd, scale, dx + offset)) {
-        i += simd;
-      }
-      for (int c = 0; c < C; ++c) {
-        for (int64_t j = i; j < i_end; ++j) {
-          const xent::multilabel::RowCoefficients coef = xent::multilabel::LoadCoefficients(coefficients, o * inner + j, rows);
-          const int64_t e = (o * C + c) * inner + j;
-          dx[e] = xent::multilabel::ElementGradient(coef, x[e], t[e], w[c], scale);
-        }
-      }
-    }
+    xent::multilabel::GradientSpatial(x, t, w, coefficients, outer_num_, classes_, inner_num_,
+                                      scale, dx);
   }
 }
 

@@ -23,13 +23,15 @@
 
 namespace caffe {
 
+namespace xent {
+namespace multilabel {
 namespace {
 
 
 /// Spatial maps: one thread per row, grid-stride over the rows.
 template <typename Dtype>
 __global__ void RowPerThreadForward(const Dtype* x, const Dtype* t, const double* w,
-                                    int64_t rows, int inner, xent::multilabel::RowOptions opt,
+                                    int64_t rows, int inner, RowOptions opt,
                                     double* coefficients, Dtype* prob, double* block_partials) {
   const int C = opt.classes;
   double loss = 0.0, valid = 0.0, invalid = 0.0;
@@ -39,18 +41,18 @@ __global__ void RowPerThreadForward(const Dtype* x, const Dtype* t, const double
     const Dtype* xr = x + offset;
     const Dtype* tr = t + offset;
     Dtype m = xr[0];
-    for (int c = 1; c < C; ++c) m = xent::multilabel::MaxOf(m, xr[c * inner]);  // m = max_c x_c
-    xent::multilabel::RowSums sums = xent::multilabel::ZeroSums();
+    for (int c = 1; c < C; ++c) m = MaxOf(m, xr[c * inner]);  // m = max_c x_c
+    RowSums sums = ZeroSums();
     for (int c = 0; c < C; ++c) {
-      xent::multilabel::AccumulateElement(m, xr[c * inner], tr[c * inner], w[c], opt, &sums);
+      AccumulateElement(m, xr[c * inner], tr[c * inner], w[c], opt, &sums);
     }
-    xent::multilabel::RowCoefficients coef;
-    loss += xent::multilabel::FinishRow(m, sums, opt, &coef);
-    valid += xent::multilabel::RowIsValid(sums) ? 1.0 : 0.0;
+    RowCoefficients coef;
+    loss += FinishRow(m, sums, opt, &coef);
+    valid += RowIsValid(sums) ? 1.0 : 0.0;
     invalid += sums.invalid;
-    xent::multilabel::StoreCoefficients(coef, r, rows, coefficients);
+    StoreCoefficients(coef, r, rows, coefficients);
     if (prob != NULL) {
-      for (int c = 0; c < C; ++c) prob[offset + c * inner] = xent::multilabel::Probability(coef, xr[c * inner]);
+      for (int c = 0; c < C; ++c) prob[offset + c * inner] = Probability(coef, xr[c * inner]);
     }
   }
   xent::StoreBlockSums(loss, valid, invalid, 0.0, false, block_partials);
@@ -62,14 +64,14 @@ __device__ __forceinline__ Dtype BlockMax(Dtype value) {
   __shared__ Dtype warp_max[xent::kReduceThreads / 32];
   __shared__ Dtype block_max;
   for (int offset = 16; offset > 0; offset >>= 1) {
-    value = xent::multilabel::MaxOf(value, __shfl_down_sync(0xffffffffu, value, offset));
+    value = MaxOf(value, __shfl_down_sync(0xffffffffu, value, offset));
   }
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   if (lane == 0) warp_max[warp] = value;
   __syncthreads();
   if (threadIdx.x == 0) {
     Dtype m = warp_max[0];
-    for (int k = 1; k < xent::kReduceThreads / 32; ++k) m = xent::multilabel::MaxOf(m, warp_max[k]);
+    for (int k = 1; k < xent::kReduceThreads / 32; ++k) m = MaxOf(m, warp_max[k]);
     block_max = m;
   }
   __syncthreads();
@@ -82,9 +84,9 @@ __device__ __forceinline__ Dtype BlockMax(Dtype value) {
 /// the classes.
 template <typename Dtype>
 __global__ void RowPerBlockForward(const Dtype* x, const Dtype* t, const double* w,
-                                   int64_t rows, int inner, xent::multilabel::RowOptions opt, double* coefficients,
+                                   int64_t rows, int inner, RowOptions opt, double* coefficients,
                                    Dtype* prob, double* block_partials) {
-  __shared__ double shared_coefficients[xent::multilabel::kCoefficients];
+  __shared__ double shared_coefficients[kCoefficients];
   const int C = opt.classes;
   double loss = 0.0, valid = 0.0, invalid = 0.0;  // meaningful in thread 0
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
@@ -92,11 +94,11 @@ __global__ void RowPerBlockForward(const Dtype* x, const Dtype* t, const double*
     const Dtype* xr = x + offset;
     const Dtype* tr = t + offset;
     Dtype m = xr[0];
-    for (int c = threadIdx.x; c < C; c += blockDim.x) m = xent::multilabel::MaxOf(m, xr[c * inner]);
+    for (int c = threadIdx.x; c < C; c += blockDim.x) m = MaxOf(m, xr[c * inner]);
     m = BlockMax(m);  // m = max_c x_c
-    xent::multilabel::RowSums sums = xent::multilabel::ZeroSums();
+    RowSums sums = ZeroSums();
     for (int c = threadIdx.x; c < C; c += blockDim.x) {
-      xent::multilabel::AccumulateElement(m, xr[c * inner], tr[c * inner], w[c], opt, &sums);
+      AccumulateElement(m, xr[c * inner], tr[c * inner], w[c], opt, &sums);
     }
     sums.sum_exp = xent::BlockSum(sums.sum_exp);
     sums.positives = xent::BlockSum(sums.positives);
@@ -107,18 +109,18 @@ __global__ void RowPerBlockForward(const Dtype* x, const Dtype* t, const double*
     sums.ignored = xent::BlockSum(sums.ignored);
     sums.invalid = xent::BlockSum(sums.invalid);
     if (threadIdx.x == 0) {
-      xent::multilabel::RowCoefficients coef;
-      loss += xent::multilabel::FinishRow(m, sums, opt, &coef);
-      valid += xent::multilabel::RowIsValid(sums) ? 1.0 : 0.0;
+      RowCoefficients coef;
+      loss += FinishRow(m, sums, opt, &coef);
+      valid += RowIsValid(sums) ? 1.0 : 0.0;
       invalid += sums.invalid;
-      xent::multilabel::StoreCoefficients(coef, r, rows, coefficients);
-      xent::multilabel::StoreCoefficients(coef, 0, 1, shared_coefficients);
+      StoreCoefficients(coef, r, rows, coefficients);
+      StoreCoefficients(coef, 0, 1, shared_coefficients);
     }
     __syncthreads();
     if (prob != NULL) {
-      const xent::multilabel::RowCoefficients coef = xent::multilabel::LoadCoefficients(shared_coefficients, 0, 1);
+      const RowCoefficients coef = LoadCoefficients(shared_coefficients, 0, 1);
       for (int c = threadIdx.x; c < C; c += blockDim.x) {
-        prob[offset + c * inner] = xent::multilabel::Probability(coef, xr[c * inner]);
+        prob[offset + c * inner] = Probability(coef, xr[c * inner]);
       }
     }
     __syncthreads();  // shared_coefficients is rewritten by the next row
@@ -136,12 +138,14 @@ __global__ void GradientKernel(int64_t count, const Dtype* x, const Dtype* t, co
     const int64_t plane = e / inner;  // (outer, class) plane
     const int c = static_cast<int>(plane % classes);
     const int64_t r = (plane / classes) * inner + e % inner;
-    const xent::multilabel::RowCoefficients coef = xent::multilabel::LoadCoefficients(coefficients, r, rows);
-    dx[e] = xent::multilabel::ElementGradient(coef, x[e], t[e], w[c], scale);
+    const RowCoefficients coef = LoadCoefficients(coefficients, r, rows);
+    dx[e] = ElementGradient(coef, x[e], t[e], w[c], scale);
   }
 }
 
 }  // namespace
+}  // namespace multilabel
+}  // namespace xent
 
 template <typename Dtype>
 void MultiLabelSoftmaxLossLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& bottom,
@@ -170,10 +174,10 @@ void MultiLabelSoftmaxLossLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& 
     const int blocks = static_cast<int>(std::min<int64_t>(wanted, xent::kReduceBlocks));
     double* partials = xent::BlockSumBuffer(&this->block_sums_, lp);
     if (block_per_row) {
-      RowPerBlockForward<Dtype><<<blocks, xent::kReduceThreads>>>(
+      xent::multilabel::RowPerBlockForward<Dtype><<<blocks, xent::kReduceThreads>>>(
           x, t, w, rows, inner_num_, opt, coefficients, prob, partials);
     } else {
-      RowPerThreadForward<Dtype><<<blocks, xent::kReduceThreads>>>(
+      xent::multilabel::RowPerThreadForward<Dtype><<<blocks, xent::kReduceThreads>>>(
           x, t, w, rows, inner_num_, opt, coefficients, prob, partials);
     }
     XENT_LAUNCH_CHECK(lp, "the forward kernel (RowPerBlockForward / RowPerThreadForward)");
@@ -196,7 +200,7 @@ void MultiLabelSoftmaxLossLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>&
   const LayerParameter& lp = this->layer_param_;
   xent::ProbeDeviceMemory(bottom[0]->diff(), lp, "bottom[0]'s gradient");
   const double scale = static_cast<double>(top[0]->cpu_diff()[0]) / this->normalizer_;
-  GradientKernel<Dtype><<<xent::GridBlocks(count), xent::kReduceThreads>>>(
+  xent::multilabel::GradientKernel<Dtype><<<xent::GridBlocks(count), xent::kReduceThreads>>>(
       count, bottom[0]->gpu_data(), bottom[1]->gpu_data(), class_weight_.gpu_data(), classes_,
       inner_num_, static_cast<int64_t>(outer_num_) * inner_num_, row_coefficients_.gpu_data(),
       scale, bottom[0]->mutable_gpu_diff());

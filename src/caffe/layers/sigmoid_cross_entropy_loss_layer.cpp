@@ -25,7 +25,8 @@ void SigmoidCrossEntropyLossLayer<Dtype>::LayerSetUp(
   XENT_CHECK(lp, xent::XentIsValidWeight(p.focal_gamma()),
              "focal_gamma = " << p.focal_gamma() << " is invalid; it must be finite and >= 0");
   XENT_CHECK(lp, p.focal_alpha() == -1.0f || (p.focal_alpha() >= 0.0f && p.focal_alpha() <= 1.0f),
-             "focal_alpha = " << p.focal_alpha() << " is invalid; it must be in [0, 1], or -1 (off)");
+             "focal_alpha = " << p.focal_alpha()
+             << " is invalid; it must be in [0, 1], or -1 (off)");
   XENT_CHECK(lp, p.label_smoothing() >= 0.0f && p.label_smoothing() < 1.0f,
              "label_smoothing = " << p.label_smoothing() << " is invalid; it must be in [0, 1)");
 
@@ -107,6 +108,8 @@ void SigmoidCrossEntropyLossLayer<Dtype>::Reshape(
   if (top.size() == 2) top[1]->ReshapeLike(*bottom[0]);
 }
 
+namespace xent {
+namespace sigmoid {
 namespace {
 
 /// pos_weight and class_weight of consecutive elements of the element loop,
@@ -114,7 +117,7 @@ namespace {
 template <typename Dtype>
 class ClassCursor {
  public:
-  ClassCursor(const xent::sigmoid::Options<Dtype>& o, bool per_class, int64_t begin)
+  ClassCursor(const Options<Dtype>& o, bool per_class, int64_t begin)
       : o_(o), per_class_(per_class), inner_index_(begin % o.inner),
         c_(per_class ? (begin / o.inner) % o.classes : 0) {}
   Dtype pos_weight() const { return o_.pos_weight[c_]; }
@@ -127,12 +130,14 @@ class ClassCursor {
   }
 
  private:
-  const xent::sigmoid::Options<Dtype>& o_;
+  const Options<Dtype>& o_;
   bool per_class_;
   int64_t inner_index_, c_;
 };
 
 }  // namespace
+}  // namespace sigmoid
+}  // namespace xent
 
 template <typename Dtype>
 xent::sigmoid::Constants<Dtype> SigmoidCrossEntropyLossLayer<Dtype>::Constants() const {
@@ -143,7 +148,7 @@ xent::sigmoid::Constants<Dtype> SigmoidCrossEntropyLossLayer<Dtype>::Constants()
 }
 
 template <typename Dtype>
-xent::sigmoid::Options<Dtype> SigmoidCrossEntropyLossLayer<Dtype>::SimdOptions() const {
+xent::sigmoid::Options<Dtype> SigmoidCrossEntropyLossLayer<Dtype>::Options() const {
   xent::sigmoid::Options<Dtype> o;
   o.pos_weight = pos_weight_.cpu_data();
   o.class_weight = class_weight_.cpu_data();
@@ -194,7 +199,7 @@ void SigmoidCrossEntropyLossLayer<Dtype>::Forward_cpu(
   const bool has_ignore = this->has_ignore_label_;
   const Dtype ignore = this->ignore_label_;
   const xent::sigmoid::Constants<Dtype> k = Constants();
-  const xent::sigmoid::Options<Dtype> options = SimdOptions();
+  const xent::sigmoid::Options<Dtype> options = Options();
   const xent::sigmoid::Options<Dtype>* simd_options = plain_ ? NULL : &options;
 
   const xent::LossSums sums = xent::ChunkedSums(xent::ChunkCount(count), [&](int64_t chunk) {
@@ -213,7 +218,7 @@ void SigmoidCrossEntropyLossLayer<Dtype>::Forward_cpu(
     }
     // A focal γ that is not a whole number up to kMaxFocalPower: the shared
     // element math, also one pass.
-    ClassCursor<Dtype> cls(options, per_class_, begin);
+    xent::sigmoid::ClassCursor<Dtype> cls(options, per_class_, begin);
     for (int64_t i = begin; i < end; ++i, cls.Next()) {
       const int kind = xent::sigmoid::TargetKind(t[i], has_ignore, ignore);
       const Dtype wi = w ? w[i] : Dtype(1);
@@ -252,7 +257,7 @@ void SigmoidCrossEntropyLossLayer<Dtype>::Backward_cpu(
   const bool has_ignore = this->has_ignore_label_;
   const Dtype ignore = this->ignore_label_;
   const xent::sigmoid::Constants<Dtype> k = Constants();
-  const xent::sigmoid::Options<Dtype> options = SimdOptions();
+  const xent::sigmoid::Options<Dtype> options = Options();
   const xent::sigmoid::Options<Dtype>* simd_options = plain_ ? NULL : &options;
   const int64_t chunks = xent::ChunkCount(count);
   // One chunk: no thread team (its start-up, and its threads spinning against
@@ -268,7 +273,7 @@ void SigmoidCrossEntropyLossLayer<Dtype>::Backward_cpu(
                                            has_ignore, ignore);
       continue;
     }
-    ClassCursor<Dtype> cls(options, per_class_, begin);
+    xent::sigmoid::ClassCursor<Dtype> cls(options, per_class_, begin);
     for (int64_t i = begin; i < end; ++i, cls.Next()) {
       Dtype grad = 0;
       if (xent::sigmoid::TargetKind(t[i], has_ignore, ignore) != 0) {

@@ -14,6 +14,8 @@
 
 namespace caffe {
 
+namespace xent {
+namespace sigmoid {
 namespace {
 
 /// What every thread needs to compute one element.
@@ -30,7 +32,7 @@ struct KernelArgs {
   bool per_class;             ///< whether the class of an element matters
   bool has_ignore_label;
   Dtype ignore_label;
-  xent::sigmoid::Constants<Dtype> constants;
+  Constants<Dtype> constants;
 };
 
 /// ℓ_i (and ∂ℓ_i/∂x when grad != NULL) for a counted element i.
@@ -38,7 +40,7 @@ template <typename Dtype>
 __device__ __forceinline__ Dtype ElementLoss(const KernelArgs<Dtype>& a, int i, Dtype t,
                                              Dtype weight, Dtype* grad) {
   const int c = a.per_class ? (i / a.inner) % a.classes : 0;  // class along the axis
-  return xent::sigmoid::Element<Dtype>(a.x[i], t, a.pos_weight[c],
+  return Element<Dtype>(a.x[i], t, a.pos_weight[c],
                                          a.class_weight[c] * weight, a.constants, grad);
 }
 
@@ -50,7 +52,7 @@ __global__ void ForwardKernel(const KernelArgs<Dtype> a, Dtype* element_loss,
   for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < a.count;
        i += static_cast<long long>(blockDim.x) * gridDim.x) {
     const Dtype t = a.t[i];
-    const int kind = xent::sigmoid::TargetKind(t, a.has_ignore_label, a.ignore_label);
+    const int kind = TargetKind(t, a.has_ignore_label, a.ignore_label);
     const Dtype weight = a.w ? a.w[i] : Dtype(1);
     bad_weights += !xent::XentIsValidWeight(weight);  // NaN and +inf count as bad
     bad_targets += kind < 0;
@@ -72,7 +74,7 @@ __global__ void BackwardKernel(const KernelArgs<Dtype> a, const Dtype* element_d
        i += static_cast<long long>(blockDim.x) * gridDim.x) {
     const Dtype t = a.t[i];
     Dtype grad = 0;
-    if (xent::sigmoid::TargetKind(t, a.has_ignore_label, a.ignore_label) != 0) {
+    if (TargetKind(t, a.has_ignore_label, a.ignore_label) != 0) {
       ElementLoss(a, static_cast<int>(i), t, a.w ? a.w[i] : Dtype(1), &grad);
       grad *= element_diff ? scale + element_diff[i] : scale;  // λ/norm + λ'_i
     }
@@ -86,7 +88,7 @@ template <typename Dtype>
 KernelArgs<Dtype> MakeArgs(const vector<Blob<Dtype>*>& bottom, const Blob<Dtype>& pos_weight,
                            const Blob<Dtype>& class_weight, int inner, int classes,
                            bool per_class, bool has_ignore_label, Dtype ignore_label,
-                           const xent::sigmoid::Constants<Dtype>& constants) {
+                           const Constants<Dtype>& constants) {
   KernelArgs<Dtype> a;
   a.x = bottom[0]->gpu_data();
   a.t = bottom[1]->gpu_data();
@@ -104,6 +106,8 @@ KernelArgs<Dtype> MakeArgs(const vector<Blob<Dtype>*>& bottom, const Blob<Dtype>
 }
 
 }  // namespace
+}  // namespace sigmoid
+}  // namespace xent
 
 template <typename Dtype>
 void SigmoidCrossEntropyLossLayer<Dtype>::Forward_gpu(
@@ -115,12 +119,12 @@ void SigmoidCrossEntropyLossLayer<Dtype>::Forward_gpu(
   xent::ProbeDeviceMemory(class_weight_.data(), lp, "class_weight");
   if (top.size() == 2) xent::ProbeDeviceMemory(top[1]->data(), lp, "top[1] (element losses)");
   double* partial = xent::BlockSumBuffer(&this->block_sums_, lp);
-  const KernelArgs<Dtype> a = MakeArgs(bottom, pos_weight_, class_weight_, inner_num_, classes_,
-                                       per_class_, this->has_ignore_label_,
-                                       Dtype(this->ignore_label_), Constants());
+  const xent::sigmoid::KernelArgs<Dtype> a = xent::sigmoid::MakeArgs(
+      bottom, pos_weight_, class_weight_, inner_num_, classes_, per_class_,
+      this->has_ignore_label_, Dtype(this->ignore_label_), Constants());
   Dtype* element_loss = top.size() == 2 ? top[1]->mutable_gpu_data() : NULL;
   // NOLINT_NEXT_LINE(whitespace/operators)
-  ForwardKernel<Dtype><<<xent::kReduceBlocks, xent::kReduceThreads>>>(
+  xent::sigmoid::ForwardKernel<Dtype><<<xent::kReduceBlocks, xent::kReduceThreads>>>(
       a, element_loss, partial);
   XENT_LAUNCH_CHECK(lp, "ForwardKernel");
   const xent::LossSums sums = xent::FinishSums(partial, xent::kReduceBlocks, lp);
@@ -138,13 +142,13 @@ void SigmoidCrossEntropyLossLayer<Dtype>::Backward_gpu(
   const LayerParameter& lp = this->layer_param_;
   xent::ProbeDeviceMemory(bottom[0]->diff(), lp, "bottom[0]'s gradient");
   if (top.size() == 2) xent::ProbeDeviceMemory(top[1]->diff(), lp, "top[1]'s gradient");
-  const KernelArgs<Dtype> a = MakeArgs(bottom, pos_weight_, class_weight_, inner_num_, classes_,
-                                       per_class_, this->has_ignore_label_,
-                                       Dtype(this->ignore_label_), Constants());
+  const xent::sigmoid::KernelArgs<Dtype> a = xent::sigmoid::MakeArgs(
+      bottom, pos_weight_, class_weight_, inner_num_, classes_, per_class_,
+      this->has_ignore_label_, Dtype(this->ignore_label_), Constants());
   const Dtype* element_diff = top.size() == 2 ? top[1]->gpu_diff() : NULL;
   const Dtype scale = static_cast<Dtype>(top[0]->cpu_diff()[0] / this->normalizer_);
   // NOLINT_NEXT_LINE(whitespace/operators)
-  BackwardKernel<Dtype><<<xent::GridBlocks(a.count), xent::kReduceThreads>>>(
+  xent::sigmoid::BackwardKernel<Dtype><<<xent::GridBlocks(a.count), xent::kReduceThreads>>>(
       a, element_diff, scale, bottom[0]->mutable_gpu_diff());
   XENT_LAUNCH_CHECK(lp, "BackwardKernel");
 }
