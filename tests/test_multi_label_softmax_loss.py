@@ -460,7 +460,9 @@ def test_gpu_requested_without_gpu_is_layer_error():
 # ---- CPU vs GPU --------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", [(256, 1000), (8, 21, 32, 32), (4, 17000), (3, 40, 7)])
+# (1, 5000, 40): few rows of a spatial map, each a block (not 40 threads).
+@pytest.mark.parametrize("shape", [(256, 1000), (8, 21, 32, 32), (4, 17000), (3, 40, 7),
+                                   (1, 5000, 40)])
 @requires_gpu
 def test_cpu_and_gpu_agree(shape, dtype, rng):
     x = (rng.standard_normal(shape) * 3).astype(dtype)

@@ -79,41 +79,56 @@ void ProbeBottomMemory(const vector<Blob<Dtype>*>& bottom, const LayerParameter&
   }
 }
 
-/// Sum of `value` over a block; the result is valid in thread 0.
-__device__ __forceinline__ double BlockSum(double value) {
-  __shared__ double warp_sums[kReduceThreads / 32];
-  for (int offset = 16; offset > 0; offset >>= 1) {
-    value += __shfl_down_sync(0xffffffffu, value, offset);
-  }
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (lane == 0) warp_sums[warp] = value;
-  __syncthreads();
-  value = threadIdx.x < kReduceThreads / 32 ? warp_sums[threadIdx.x] : 0.0;
-  if (warp == 0) {
+
+/// Sums of N values over a block at once, each by the same fixed tree
+/// (warp shuffles, then one warp over the warp sums), with one pair of
+/// barriers for all N; the results are valid in thread 0.
+template <int N>
+__device__ __forceinline__ void BlockSums(double (&values)[N]) {
+  __shared__ double warp_sums[N][kReduceThreads / 32];
+  for (int k = 0; k < N; ++k) {
     for (int offset = 16; offset > 0; offset >>= 1) {
-      value += __shfl_down_sync(0xffffffffu, value, offset);
+      values[k] += __shfl_down_sync(0xffffffffu, values[k], offset);
     }
   }
-  __syncthreads();  // warp_sums may be reused by a following BlockSum
-  return value;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) {
+    for (int k = 0; k < N; ++k) warp_sums[k][warp] = values[k];
+  }
+  __syncthreads();
+  for (int k = 0; k < N; ++k) {
+    values[k] = threadIdx.x < kReduceThreads / 32 ? warp_sums[k][threadIdx.x] : 0.0;
+  }
+  if (warp == 0) {
+    for (int k = 0; k < N; ++k) {
+      for (int offset = 16; offset > 0; offset >>= 1) {
+        values[k] += __shfl_down_sync(0xffffffffu, values[k], offset);
+      }
+    }
+  }
+  __syncthreads();  // warp_sums may be reused by a following call
+}
+
+/// Sum of `value` over a block; the result is valid in thread 0.
+__device__ __forceinline__ double BlockSum(double value) {
+  double values[1] = {value};
+  BlockSums(values);
+  return values[0];
 }
 
 /// End of a first-stage kernel: the block's four sums (every thread takes
-/// part; the totals are valid in thread 0) into its row of `partial`.
-/// bad_weights of layers without weights: pass 0, no reduction is run.
+/// part; layers without weights pass bad_weights 0) into its row of
+/// `partial`.
 __device__ __forceinline__ void StoreBlockSums(double loss, double counted, double bad_targets,
-                                               double bad_weights, bool has_weights,
-                                               double* partial) {
-  loss = BlockSum(loss);
-  counted = BlockSum(counted);
-  bad_targets = BlockSum(bad_targets);
-  if (has_weights) bad_weights = BlockSum(bad_weights);
+                                               double bad_weights, double* partial) {
+  double sums[kSumColumns];
+  sums[kLossColumn] = loss;
+  sums[kCountedColumn] = counted;
+  sums[kBadTargetsColumn] = bad_targets;
+  sums[kBadWeightsColumn] = bad_weights;
+  BlockSums(sums);
   if (threadIdx.x == 0) {
-    double* out = partial + blockIdx.x * kSumColumns;
-    out[kLossColumn] = loss;
-    out[kCountedColumn] = counted;
-    out[kBadTargetsColumn] = bad_targets;
-    out[kBadWeightsColumn] = has_weights ? bad_weights : 0.0;
+    for (int k = 0; k < kSumColumns; ++k) partial[blockIdx.x * kSumColumns + k] = sums[k];
   }
 }
 

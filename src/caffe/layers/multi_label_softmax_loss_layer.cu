@@ -5,12 +5,14 @@
 // Two kernel shapes for the forward pass, both with a fixed grid (a function
 // of the shape only) and no atomics, so the sums are the same bits run after
 // run:
-//   RowPerThread  spatial maps (inner >= 32): thread r takes row r; its C
-//                 elements are `inner` apart, and neighbouring threads read
-//                 neighbouring addresses (coalesced).
-//   RowPerBlock   long contiguous rows (inner < 32, e.g. (64, 17000)): a block
-//                 takes a row, its threads stride over the classes, block
-//                 reductions (warp shuffles) give the max and the sums.
+//   RowPerThread  spatial maps (inner >= 32) and short rows: thread r takes
+//                 row r; its C elements are `inner` apart, and neighbouring
+//                 threads read neighbouring addresses (coalesced).
+//   RowPerBlock   rows of 32 classes or more that are contiguous (inner < 32,
+//                 e.g. (64, 17000)) or fewer than kReduceBlocks (e.g.
+//                 (1, 5000, 40)): a block takes a row, its threads stride over
+//                 the classes; one block reduction of the max, one of the
+//                 eight row sums (warp shuffles).
 // Each block leaves its LossSums (loss, valid rows, invalid targets) in the
 // layer's block-sum buffer; xent::FinishSums adds them in a fixed order.
 // Backward is elementwise.
@@ -52,10 +54,12 @@ __global__ void RowPerThreadForward(const Dtype* x, const Dtype* t, const double
     invalid += sums.invalid;
     StoreCoefficients(coef, r, rows, coefficients);
     if (prob != NULL) {
-      for (int c = 0; c < C; ++c) prob[offset + c * inner] = Probability(coef, xr[c * inner]);
+      for (int c = 0; c < C; ++c) {
+        prob[offset + c * inner] = Probability(coef, xr[c * inner]);
+      }
     }
   }
-  xent::StoreBlockSums(loss, valid, invalid, 0.0, false, block_partials);
+  xent::StoreBlockSums(loss, valid, invalid, 0.0, block_partials);
 }
 
 /// Max over a block of 256 threads, NaN-propagating; valid in every thread.
@@ -94,20 +98,25 @@ __global__ void RowPerBlockForward(const Dtype* x, const Dtype* t, const double*
     const Dtype* xr = x + offset;
     const Dtype* tr = t + offset;
     Dtype m = xr[0];
-    for (int c = threadIdx.x; c < C; c += blockDim.x) m = MaxOf(m, xr[c * inner]);
+    // 64-bit class index: c + blockDim.x must not overflow for C near INT_MAX.
+    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) m = MaxOf(m, xr[c * inner]);
     m = BlockMax(m);  // m = max_c x_c
     RowSums sums = ZeroSums();
-    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
       AccumulateElement(m, xr[c * inner], tr[c * inner], w[c], opt, &sums);
     }
-    sums.sum_exp = xent::BlockSum(sums.sum_exp);
-    sums.positives = xent::BlockSum(sums.positives);
-    sums.target_sum = xent::BlockSum(sums.target_sum);
-    sums.weighted = xent::BlockSum(sums.weighted);
-    sums.weighted_gap = xent::BlockSum(sums.weighted_gap);
-    sums.gap_sum = xent::BlockSum(sums.gap_sum);
-    sums.ignored = xent::BlockSum(sums.ignored);
-    sums.invalid = xent::BlockSum(sums.invalid);
+    // The eight row sums in one block reduction (valid in thread 0).
+    double row[8] = {sums.sum_exp, sums.positives, sums.target_sum, sums.weighted,
+                     sums.weighted_gap, sums.gap_sum, sums.ignored, sums.invalid};
+    xent::BlockSums(row);
+    sums.sum_exp = row[0];
+    sums.positives = row[1];
+    sums.target_sum = row[2];
+    sums.weighted = row[3];
+    sums.weighted_gap = row[4];
+    sums.gap_sum = row[5];
+    sums.ignored = row[6];
+    sums.invalid = row[7];
     if (threadIdx.x == 0) {
       RowCoefficients coef;
       loss += FinishRow(m, sums, opt, &coef);
@@ -119,13 +128,13 @@ __global__ void RowPerBlockForward(const Dtype* x, const Dtype* t, const double*
     __syncthreads();
     if (prob != NULL) {
       const RowCoefficients coef = LoadCoefficients(shared_coefficients, 0, 1);
-      for (int c = threadIdx.x; c < C; c += blockDim.x) {
+      for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
         prob[offset + c * inner] = Probability(coef, xr[c * inner]);
       }
     }
     __syncthreads();  // shared_coefficients is rewritten by the next row
   }
-  xent::StoreBlockSums(loss, valid, invalid, 0.0, false, block_partials);
+  xent::StoreBlockSums(loss, valid, invalid, 0.0, block_partials);
 }
 
 /// Backward, elementwise over the K scores: element e is class c of row r.
@@ -168,7 +177,10 @@ void MultiLabelSoftmaxLossLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& 
   if (rows > 0) {
     // The grid depends on the shape only, so the reduction order (and the
     // bits of the loss) is the same run after run.
-    const bool block_per_row = inner_num_ < 32 && classes_ >= 32;
+    // A block per row for long rows that are contiguous, or too few to give
+    // a thread each to a full grid ((1, 5000, 40): 40 rows of 5000 classes).
+    const bool block_per_row =
+        classes_ >= 32 && (inner_num_ < 32 || rows < xent::kReduceBlocks);
     const int64_t wanted =
         block_per_row ? rows : (rows + xent::kReduceThreads - 1) / xent::kReduceThreads;
     const int blocks = static_cast<int>(std::min<int64_t>(wanted, xent::kReduceBlocks));

@@ -21,62 +21,70 @@ namespace {
 /// What every thread needs to compute one element.
 template <typename Dtype>
 struct KernelArgs {
-  const Dtype* x;             ///< logits
-  const Dtype* t;             ///< targets
-  const Dtype* w;             ///< per-element weights or NULL
-  const Dtype* pos_weight;    ///< C values
-  const Dtype* class_weight;  ///< C values
-  int count;                  ///< K
-  int inner;                  ///< elements after the class axis
-  int classes;                ///< C
-  bool per_class;             ///< whether the class of an element matters
+  const Dtype* __restrict__ x;             ///< logits
+  const Dtype* __restrict__ t;             ///< targets
+  const Dtype* __restrict__ w;             ///< per-element weights or NULL
+  const Dtype* __restrict__ pos_weight;    ///< C values
+  const Dtype* __restrict__ class_weight;  ///< C values
+  int count;                               ///< K
+  int inner;                               ///< elements after the class axis
+  int classes;                             ///< C
+  bool per_class;                          ///< whether the class of an element matters
   bool has_ignore_label;
   Dtype ignore_label;
   Constants<Dtype> constants;
 };
 
-/// ℓ_i (and ∂ℓ_i/∂x when grad != NULL) for a counted element i.
+/// ℓ_i (and ∂ℓ_i/∂x when grad != NULL) of element i, counted, from its
+/// loaded x, t and weight w_i.
 template <typename Dtype>
-__device__ __forceinline__ Dtype ElementLoss(const KernelArgs<Dtype>& a, int i, Dtype t,
-                                             Dtype weight, Dtype* grad) {
-  const int c = a.per_class ? (i / a.inner) % a.classes : 0;  // class along the axis
-  return Element<Dtype>(a.x[i], t, a.pos_weight[c],
-                                         a.class_weight[c] * weight, a.constants, grad);
+__device__ __forceinline__ Dtype ElementLoss(const KernelArgs<Dtype>& a, long long i, Dtype x,
+                                             Dtype t, Dtype weight, Dtype* grad) {
+  const int c = a.per_class ? static_cast<int>((i / a.inner) % a.classes) : 0;  // its class
+  return Element<Dtype>(x, t, a.pos_weight[c], a.class_weight[c] * weight, a.constants, grad);
 }
 
+// Both kernels load every input of an element before any branch on it, so
+// the loads of x, t and w are in flight together (one DRAM round trip per
+// element, not one after another); grid-stride loops with a 64-bit index
+// (i + stride must not overflow near INT_MAX elements).
+
 template <typename Dtype>
-__global__ void ForwardKernel(const KernelArgs<Dtype> a, Dtype* element_loss,
-                                         double* partial) {
+__global__ void ForwardKernel(const KernelArgs<Dtype> a, Dtype* __restrict__ element_loss,
+                              double* partial) {
   double loss = 0.0, counted = 0.0, bad_targets = 0.0, bad_weights = 0.0;
-  // 64-bit index: i + stride must not overflow near INT_MAX elements.
   for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < a.count;
        i += static_cast<long long>(blockDim.x) * gridDim.x) {
+    const Dtype x = a.x[i];
     const Dtype t = a.t[i];
-    const int kind = TargetKind(t, a.has_ignore_label, a.ignore_label);
     const Dtype weight = a.w ? a.w[i] : Dtype(1);
+    const int kind = TargetKind(t, a.has_ignore_label, a.ignore_label);
     bad_weights += !xent::XentIsValidWeight(weight);  // NaN and +inf count as bad
     bad_targets += kind < 0;
     Dtype element = 0;
     if (kind != 0) {
-      element = ElementLoss(a, static_cast<int>(i), t, weight, static_cast<Dtype*>(NULL));
+      element = ElementLoss(a, i, x, t, weight, static_cast<Dtype*>(NULL));
       loss += element;  // summed in double, also for float blobs
       counted += 1.0;
     }
     if (element_loss) element_loss[i] = element;
   }
-  xent::StoreBlockSums(loss, counted, bad_targets, bad_weights, a.w != NULL, partial);
+  xent::StoreBlockSums(loss, counted, bad_targets, bad_weights, partial);
 }
 
 template <typename Dtype>
-__global__ void BackwardKernel(const KernelArgs<Dtype> a, const Dtype* element_diff,
-                                          Dtype scale, Dtype* dx) {
+__global__ void BackwardKernel(const KernelArgs<Dtype> a, const Dtype* __restrict__ element_diff,
+                               Dtype scale, Dtype* __restrict__ dx) {
   for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < a.count;
        i += static_cast<long long>(blockDim.x) * gridDim.x) {
+    const Dtype x = a.x[i];
     const Dtype t = a.t[i];
+    const Dtype weight = a.w ? a.w[i] : Dtype(1);
+    const Dtype factor = element_diff ? scale + element_diff[i] : scale;  // λ/norm + λ'_i
     Dtype grad = 0;
     if (TargetKind(t, a.has_ignore_label, a.ignore_label) != 0) {
-      ElementLoss(a, static_cast<int>(i), t, a.w ? a.w[i] : Dtype(1), &grad);
-      grad *= element_diff ? scale + element_diff[i] : scale;  // λ/norm + λ'_i
+      ElementLoss(a, i, x, t, weight, &grad);
+      grad *= factor;
     }
     dx[i] = grad;  // ignored elements: 0
   }
