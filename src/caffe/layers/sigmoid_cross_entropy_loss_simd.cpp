@@ -437,6 +437,29 @@ HWY_INLINE V BackwardVector(D d, const Splat<D>& s, const ElementVectors<V>& in,
   return grad;
 }
 
+#if HWY_TARGET == HWY_AVX2
+/// Compressing a mask of 8 lanes: entry m holds, 4 bits per lane, the
+/// source lanes of m's set bits, in order. Highway 1.0.3's Compress on AVX2
+/// keeps such a table in a non-static local array, which GCC copies onto
+/// the stack (1 KiB) at every call: six calls per vector of soft targets
+/// cost more than the retake itself. Here it is one read-only table, and
+/// one index vector serves the six arrays.
+struct Compress8Table {
+  uint32_t packed[256];
+  constexpr Compress8Table() : packed() {
+    for (int m = 0; m < 256; ++m) {
+      uint32_t lanes = 0;
+      int k = 0;
+      for (int j = 0; j < 8; ++j) {
+        if ((m >> j) & 1) lanes |= static_cast<uint32_t>(j) << (4 * k++);
+      }
+      packed[m] = lanes;
+    }
+  }
+};
+constexpr Compress8Table kCompress8;
+#endif
+
 /// Elements whose bracket cancels, gathered (compressed) while the fast pass
 /// runs and retaken in double vectors when the buffer fills and at the end:
 /// only those elements pay for double, whatever their neighbours are. Each
@@ -452,19 +475,26 @@ class CancellingElements {
 
   template <class M>
   HWY_INLINE void Add(D d, const BackwardOut<hn::Vec<D>, M>& out, int64_t i) {
-    // Compress in registers, then a plain store: the memory form of AVX-512's
-    // compress store is microcoded and slow on some CPUs (AMD Zen 4).
     const DI di;
     const M m = out.cancels;
-    hn::StoreU(hn::Compress(out.x, m), d, x_ + pending_);
-    hn::StoreU(hn::Compress(out.tau, m), d, tau_ + pending_);
-    hn::StoreU(hn::Compress(out.pos_weight, m), d, pos_weight_ + pending_);
-    hn::StoreU(hn::Compress(out.k, m), d, k_ + pending_);
-    hn::StoreU(hn::Compress(out.addend, m), d, addend_ + pending_);
-    hn::StoreU(hn::Compress(hn::Iota(di, static_cast<TI>(i)), hn::RebindMask(di, m)), di,
-               index_ + pending_);
-    pending_ += hn::CountTrue(d, m);
-    if (pending_ > kCapacity) Flush();
+#if HWY_TARGET == HWY_AVX2
+    if constexpr (sizeof(T) == 4) {  // 8 float lanes: one index vector for all six
+      uint8_t bits = 0;
+      hn::StoreMaskBits(d, m, &bits);
+      const hn::RebindToUnsigned<D> du;
+      const auto lane = hn::And(hn::Set(du, kCompress8.packed[bits]) >> hn::ShiftLeft<2>(
+                                    hn::Iota(du, 0)), hn::Set(du, 7u));
+      const auto float_lanes = hn::IndicesFromVec(d, lane);
+      const auto index_lanes = hn::IndicesFromVec(di, lane);
+      Store(d, out, m, [&](hn::Vec<D> v) { return hn::TableLookupLanes(v, float_lanes); },
+            hn::TableLookupLanes(hn::Iota(di, static_cast<TI>(i)), index_lanes));
+      return;
+    }
+#endif
+    // Compress in registers, then a plain store: the memory form of AVX-512's
+    // compress store is microcoded and slow on some CPUs (AMD Zen 4).
+    Store(d, out, m, [&](hn::Vec<D> v) { return hn::Compress(v, m); },
+          hn::Compress(hn::Iota(di, static_cast<TI>(i)), hn::RebindMask(di, m)));
   }
 
   void Flush() {
@@ -497,6 +527,21 @@ class CancellingElements {
   }
 
  private:
+  /// Appends the lanes of `m` of the retake's inputs, `compress` putting
+  /// them first; `index` holds their element indices, compressed alike.
+  template <class M, class Compress>
+  HWY_INLINE void Store(D d, const BackwardOut<hn::Vec<D>, M>& out, M m, Compress compress,
+                        hn::Vec<DI> index) {
+    hn::StoreU(compress(out.x), d, x_ + pending_);
+    hn::StoreU(compress(out.tau), d, tau_ + pending_);
+    hn::StoreU(compress(out.pos_weight), d, pos_weight_ + pending_);
+    hn::StoreU(compress(out.k), d, k_ + pending_);
+    hn::StoreU(compress(out.addend), d, addend_ + pending_);
+    hn::StoreU(index, DI(), index_ + pending_);
+    pending_ += hn::CountTrue(d, m);
+    if (pending_ > kCapacity) Flush();
+  }
+
   // Add stores a whole vector past the count; Flush reads whole double
   // vectors (at most as many lanes as a T vector).
   static constexpr size_t kCapacity = 1024;
