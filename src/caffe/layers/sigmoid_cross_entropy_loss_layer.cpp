@@ -32,10 +32,12 @@ void SigmoidCrossEntropyLossLayer<Dtype>::LayerSetUp(
 
   classes_ = -1;  // per-class vectors are expanded in Reshape, once C is known
   period_ = -1;
-  // The SIMD path takes the focal term when γ is a whole number up to
-  // sigmoid::kMaxFocalPower (q^γ by multiplication, as accurate as powf).
-  simd_ = focal_gamma_ == std::floor(focal_gamma_) &&
-          focal_gamma_ <= Dtype(xent::sigmoid::kMaxFocalPower);
+  // The SIMD path takes every focal γ for float blobs (a whole one up to
+  // sigmoid::kMaxFocalPower by multiplication, any other as e^(γ ln q) in
+  // double lanes), and a whole one up to kMaxFocalPower for double blobs
+  // (others: the scalar loop's pow). All as accurate as powf / pow.
+  simd_ = sizeof(Dtype) == 4 || (focal_gamma_ == std::floor(focal_gamma_) &&
+                                 focal_gamma_ <= Dtype(xent::sigmoid::kMaxFocalPower));
 }
 
 template <typename Dtype>

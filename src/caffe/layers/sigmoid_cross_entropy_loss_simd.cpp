@@ -173,14 +173,17 @@ HWY_INLINE void Weights(D d, V t, V pos_weight, V keep, V shift, V* tau, V* a, V
 }
 
 /// The options as vectors, set once per call: τ's keep and shift, the
-/// ignore label, α_t's coefficients, the whole focal power, and whether
-/// there are per-element weights and an ignore label.
+/// ignore label, α_t's coefficients, the focal γ (a whole power up to
+/// kMaxFocalPower, or fractional), and whether there are per-element weights
+/// and an ignore label.
 template <class D>
 struct Splat {
   using V = hn::Vec<D>;
   V keep, shift, ignore_label;
   FocalAlpha<V> alpha;
-  int power;
+  int power;        ///< γ when whole (q^γ by multiplication)
+  bool fractional;  ///< γ not whole, or above kMaxFocalPower: q^γ = e^(γ ln q)
+  double gamma;
   bool weights, has_ignore_label;
 };
 
@@ -196,6 +199,8 @@ HWY_INLINE Splat<D> MakeSplat(D d, const Options<T>* o, const T* w, bool has_ign
   s.ignore_label = hn::Set(d, ignore_label);
   s.alpha = {hn::Set(d, alpha.c_tau), hn::Set(d, alpha.c_a), hn::Set(d, alpha.c_one)};
   s.power = static_cast<int>(k.gamma);
+  s.fractional = k.gamma != T(s.power) || s.power > kMaxFocalPower;
+  s.gamma = static_cast<double>(k.gamma);
   s.weights = w != nullptr;
   s.has_ignore_label = has_ignore_label;
   return s;
@@ -219,6 +224,38 @@ HWY_INLINE V WholePower(D d, V q, int n) {
     if (n > 0) q = hn::Mul(q, q);
   }
   return result;
+}
+
+/// q^γ in double lanes for q in [0, 1] and γ > 0: e^(γ ln q), 0 at q = 0.
+template <class DD, class VD = hn::Vec<DD>>
+HWY_INLINE VD PowerOfDouble(DD dd, VD q, double gamma) {
+  const auto zero_q = hn::Eq(q, hn::Zero(dd));
+  const VD safe = hn::IfThenElse(zero_q, hn::Set(dd, 1.0), q);  // no log of 0
+  return hn::IfThenZeroElse(zero_q, hn::Exp(dd, hn::Mul(hn::Set(dd, gamma), hn::Log(dd, safe))));
+}
+
+/// q^γ for a fractional γ (or one above kMaxFocalPower), q in [0, 1]. Float
+/// lanes take it in double: Highway's Log and Exp are within an ulp or two
+/// of double, so e^(γ ln q) carries no float error even where |γ ln q| is
+/// large (a float log would cost about |γ ln q| float ulps), and the result
+/// is rounded to float once, as accurate as powf. Double blobs with such a
+/// γ take the scalar element loop (the layer decides), which calls pow.
+template <class D, class V = hn::Vec<D>>
+HWY_INLINE V FractionalPower(D d, V q, double gamma) {
+  if constexpr (sizeof(hn::TFromD<D>) == 4) {
+#if HWY_TARGET == HWY_SCALAR
+    const hn::Rebind<double, D> dd;
+    return hn::DemoteTo(d, PowerOfDouble(dd, hn::PromoteTo(dd, q), gamma));
+#else
+    const hn::Half<D> dh;
+    const hn::Rebind<double, decltype(dh)> dd;
+    const auto low = PowerOfDouble(dd, hn::PromoteTo(dd, hn::LowerHalf(dh, q)), gamma);
+    const auto high = PowerOfDouble(dd, hn::PromoteTo(dd, hn::UpperHalf(dh, q)), gamma);
+    return hn::Combine(d, hn::DemoteTo(dh, high), hn::DemoteTo(dh, low));
+#endif
+  } else {
+    return PowerOfDouble(d, q, gamma);
+  }
 }
 
 /// The lanes a forward vector counts: counted (not ignored), bad target,
@@ -271,7 +308,9 @@ HWY_INLINE V ForwardVector(D d, const Splat<D>& k, const ElementVectors<V>& in, 
       V sigma_pos, sigma_neg, alpha_t, q;
       FocalParts(o, positive, e, hn::Div(one, hn::Add(one, e)), tau, a, k.alpha, &sigma_pos,
                  &sigma_neg, &alpha_t, &q);
-      weight = hn::Mul(hn::Mul(weight, alpha_t), WholePower(d, q, k.power));
+      const V modulator =
+          k.fractional ? FractionalPower(d, q, k.gamma) : WholePower(d, q, k.power);
+      weight = hn::Mul(hn::Mul(weight, alpha_t), modulator);
     }
     loss = o.Scale(weight, loss);
   }
@@ -400,15 +439,23 @@ HWY_INLINE V BackwardVector(D d, const Splat<D>& s, const ElementVectors<V>& in,
     V c = hn::Mul(alpha_t, in.factor);
     c = hn::Mul(in.class_weight, c);
     if (s.weights) c = hn::Mul(in.w, c);
-    const V q_lower = WholePower(d, q, s.power - 1);     // q^(γ-1)
-    const V modulator = s.power > 0 ? hn::Mul(q_lower, q) : one;
-    k = hn::Mul(hn::Div(c, hn::Add(one, e)), modulator);
-    V dmodulator = zero;
-    if (s.power > 0) {
+    V modulator = one, dmodulator = zero;
+    if (s.fractional) {
+      // ∂q^γ/∂x over (1-2τ)σ(x)σ(-x) is γ·q^γ/q: taken as γ·q^γ·(σ(x)σ(-x)/q),
+      // that ratio bounded by 1, and 0 where q = 0 (the scalar math's form).
+      modulator = FractionalPower(d, q, s.gamma);
+      const V ratio = hn::IfThenZeroElse(hn::Eq(q, zero),
+                                         hn::Div(hn::Mul(sigma_pos, sigma_neg), q));
+      dmodulator = hn::Mul(hn::Mul(hn::Set(d, hn::TFromD<D>(s.gamma)), modulator),
+                           hn::Mul(hn::NegMulAdd(hn::Set(d, 2), out->tau, one), ratio));
+    } else if (s.power > 0) {
+      const V q_lower = WholePower(d, q, s.power - 1);     // q^(γ-1)
+      modulator = hn::Mul(q_lower, q);
       dmodulator = hn::Mul(hn::Mul(hn::Set(d, hn::TFromD<D>(s.power)), q_lower),
                            hn::Mul(hn::NegMulAdd(hn::Set(d, 2), out->tau, one),
                                    hn::Mul(sigma_pos, sigma_neg)));
     }
+    k = hn::Mul(hn::Div(c, hn::Add(one, e)), modulator);
     const V bce = Bce(o, positive, a, b, hn::Abs(in.x), Log1pUnit(d, e));
     // bce·∂mod is 0 where ∂mod is, even at bce = ∞.
     out->addend = hn::Mul(c, o.Scale(dmodulator, bce));
