@@ -153,15 +153,16 @@ def pos_weights(classes):
 
 
 FOCAL_GAMMA, FOCAL_ALPHA = 2.0, 0.25  # the focal row: RetinaNet's values
+FRACTIONAL_GAMMA = 0.5  # the fractional focal row: a γ that is not a whole number
 
 
-def caffe_net(shape, normalization=None, pos_weight=None, focal=False):
+def caffe_net(shape, normalization=None, pos_weight=None, focal_gamma=None):
     """A pycaffe float Net: Input x and t of `shape`, the loss layer, force_backward."""
     import caffe
     param = "loss_param { normalization: %s }" % normalization if normalization else ""
     fields = ["pos_weight: %r" % float(v) for v in (() if pos_weight is None else pos_weight)]
-    if focal:
-        fields += ["focal_gamma: %r" % FOCAL_GAMMA, "focal_alpha: %r" % FOCAL_ALPHA]
+    if focal_gamma is not None:
+        fields += ["focal_gamma: %r" % focal_gamma, "focal_alpha: %r" % FOCAL_ALPHA]
     if fields:
         param += " sigmoid_cross_entropy_loss_param { %s }" % " ".join(fields)
     with tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False) as f:
@@ -172,7 +173,7 @@ def caffe_net(shape, normalization=None, pos_weight=None, focal=False):
         os.unlink(f.name)
 
 
-def caffe_step(x, t, device, pos_weight=None, focal=False):
+def caffe_step(x, t, device, pos_weight=None, focal_gamma=None):
     """One forward+backward of the layer in a pycaffe Net (Input bottoms, so
     no copies are timed); on the GPU it waits for the device to finish."""
     import caffe
@@ -184,7 +185,7 @@ def caffe_step(x, t, device, pos_weight=None, focal=False):
             raise RuntimeError("libcudart not found: cannot time the GPU")
     else:
         caffe.set_mode_cpu()
-    net = caffe_net(x.shape, pos_weight=pos_weight, focal=focal)
+    net = caffe_net(x.shape, pos_weight=pos_weight, focal_gamma=focal_gamma)
     net.blobs["x"].data[...] = x
     net.blobs["t"].data[...] = t
 
@@ -202,19 +203,19 @@ def torch_threads():
     return int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count())
 
 
-def torch_focal_loss(x, t):
+def torch_focal_loss(x, t, gamma):
     """torchvision.ops.sigmoid_focal_loss's formula (PyTorch has no fused
     focal loss), summed."""
     import torch
     p = torch.sigmoid(x)
     ce = torch.nn.functional.binary_cross_entropy_with_logits(x, t, reduction="none")
     p_t = p * t + (1 - p) * (1 - t)
-    loss = ce * ((1 - p_t) ** FOCAL_GAMMA)
+    loss = ce * ((1 - p_t) ** gamma)
     alpha_t = FOCAL_ALPHA * t + (1 - FOCAL_ALPHA) * (1 - t)
     return (alpha_t * loss).sum()
 
 
-def torch_step(x, t, pos_weight=None, focal=False):
+def torch_step(x, t, pos_weight=None, focal_gamma=None):
     import torch
     torch.set_num_threads(torch_threads())
     tx = torch.from_numpy(x).requires_grad_(True)
@@ -224,8 +225,8 @@ def torch_step(x, t, pos_weight=None, focal=False):
 
     def step():
         tx.grad = None
-        if focal:
-            loss = torch_focal_loss(tx, tt) / batch
+        if focal_gamma is not None:
+            loss = torch_focal_loss(tx, tt, focal_gamma) / batch
         else:
             loss = torch.nn.functional.binary_cross_entropy_with_logits(
                 tx, tt, reduction="sum", pos_weight=pw) / batch
@@ -240,10 +241,10 @@ def worker_throughput(args):
         x, t = throughput_data(log2, args.targets == "soft")
         pw = pos_weights(COLS) if args.pos_weight else None
         if args.impl == "caffe":
-            step = caffe_step(x, t, args.device, pw, args.focal)
+            step = caffe_step(x, t, args.device, pw, args.focal_gamma)
         elif args.impl == "torch":
-            step = torch_step(x, t, pw, args.focal)
-        elif pw is not None or args.focal:
+            step = torch_step(x, t, pw, args.focal_gamma)
+        elif pw is not None or args.focal_gamma is not None:
             raise ValueError("the numpy layer has no pos_weight or focal term")
         else:
             step = lambda: numpy_forward_backward(x, t)[0]  # noqa: E731
@@ -357,7 +358,8 @@ def worker_arguments(parser):
     parser.add_argument("--sizes", type=int, nargs="+", default=[18])
     parser.add_argument("--targets", choices=("hard", "soft"), default="hard")
     parser.add_argument("--pos-weight", action="store_true", help="per-class pos_weight (ours, PyTorch)")
-    parser.add_argument("--focal", action="store_true", help="focal γ 2, α 0.25 (ours, PyTorch)")
+    parser.add_argument("--focal-gamma", type=float, default=None,
+                        help="the focal term with this γ and α 0.25 (ours, PyTorch)")
     parser.add_argument("--repeat", type=int, default=3)
 
 
@@ -424,9 +426,11 @@ def throughput_markdown(peers, sizes, repeat):
     pw_args = ("throughput", "--sizes", SOFT_LOG2, "--repeat", repeat, "--pos-weight")
     pw_runs = {"ours": peers.run("ours", *pw_args, "--impl", "caffe"),
                "PyTorch": peers.run("ours", *pw_args, "--impl", "torch")}
-    focal_args = ("throughput", "--sizes", SOFT_LOG2, "--repeat", repeat, "--focal")
-    focal_runs = {"ours": peers.run("ours", *focal_args, "--impl", "caffe"),
-                  "PyTorch": peers.run("ours", *focal_args, "--impl", "torch")}
+    focal_runs, fractional_runs = ({
+        "ours": peers.run("ours", *focal_args, "--impl", "caffe"),
+        "PyTorch": peers.run("ours", *focal_args, "--impl", "torch")}
+        for focal_args in (("throughput", "--sizes", SOFT_LOG2, "--repeat", repeat,
+                            "--focal-gamma", gamma) for gamma in (FOCAL_GAMMA, FRACTIONAL_GAMMA)))
 
     def rate(peer, log2, table=runs):
         run = table[peer]
@@ -439,11 +443,11 @@ def throughput_markdown(peers, sizes, repeat):
              "",
              "Best of %d timed runs after one warm-up; (N, %d) blobs, logits N(0, 4²), 10 %% "
              "positive targets; soft targets: uniform in [0, 1]; pos_weight: one per class "
-             "(column), 0.5 to 4; focal: γ %g, α %g, PyTorch composing "
+             "(column), 0.5 to 4; focal: γ %g (and %g), α %g, PyTorch composing "
              "torchvision.ops.sigmoid_focal_loss's formula (it has no fused focal loss). "
              "Upstream's layer and the numpy layer have neither pos_weight nor focal. "
              "M el/s = million elements per second; a ratio is ours ÷ the peer (above 1: ours "
-             "is faster)." % (repeat, COLS, FOCAL_GAMMA, FOCAL_ALPHA),
+             "is faster)." % (repeat, COLS, FOCAL_GAMMA, FRACTIONAL_GAMMA, FOCAL_ALPHA),
              "",
              "| elements | ours M el/s | upstream M el/s | ours / upstream | PyTorch%s M el/s | "
              "ours / PyTorch | numpy M el/s | ours / numpy |" % torch_note,
@@ -461,24 +465,28 @@ def throughput_markdown(peers, sizes, repeat):
         other = rate(peer, SOFT_LOG2, soft_runs)
         cells += [fmt_rate(other), fmt_ratio(ours / other)]
     lines.append("| " + " | ".join(cells) + " |")
-    for label, table in (("pos_weight", pw_runs), ("focal", focal_runs)):
+    for label, table in (("pos_weight", pw_runs), ("focal", focal_runs),
+                         ("focal γ %g" % FRACTIONAL_GAMMA, fractional_runs)):
         ours = rate("ours", SOFT_LOG2, table)
         torch_rate = rate("PyTorch", SOFT_LOG2, table)
         lines.append("| " + " | ".join(["2^%d, %s" % (SOFT_LOG2, label), fmt_rate(ours), "n/a",
                                          "n/a", fmt_rate(torch_rate),
                                          fmt_ratio(ours / torch_rate), "n/a", "n/a"]) + " |")
     notes = ["- %s: %s" % (peer, failure(run))
-             for table in (runs, soft_runs, pw_runs, focal_runs)
+             for table in (runs, soft_runs, pw_runs, focal_runs, fractional_runs)
              for peer, run in table.items() if isinstance(run, WorkerError)]
     lines += [""] + notes if notes else []
-    lines += [""] + simd_markdown(peers, sizes, repeat, runs, soft_runs, pw_runs, focal_runs)
+    lines += [""] + simd_markdown(peers, sizes, repeat, runs, soft_runs, pw_runs, focal_runs,
+                                  fractional_runs)
     lines += ["", loss_check(runs, sizes) + " " + loss_check(soft_runs, [SOFT_LOG2], "soft targets")
               + " " + loss_check(pw_runs, [SOFT_LOG2], "pos_weight") + " "
-              + loss_check(focal_runs, [SOFT_LOG2], "focal"), "", gpu_markdown(peers, sizes, repeat)]
+              + loss_check(focal_runs, [SOFT_LOG2], "focal") + " "
+              + loss_check(fractional_runs, [SOFT_LOG2], "focal γ %g" % FRACTIONAL_GAMMA), "",
+              gpu_markdown(peers, sizes, repeat)]
     return "\n".join(lines)
 
 
-def simd_markdown(peers, sizes, repeat, runs, soft_runs, pw_runs, focal_runs):
+def simd_markdown(peers, sizes, repeat, runs, soft_runs, pw_runs, focal_runs, fractional_runs):
     """Ours again on each SIMD target from the best down to AVX2, against the
     PyTorch runs of the table above (one machine, one run: the AVX2 path an
     AVX2-only CPU takes, measured beside the AVX-512 one)."""
@@ -488,7 +496,9 @@ def simd_markdown(peers, sizes, repeat, runs, soft_runs, pw_runs, focal_runs):
     cases = [("2^%d" % log2, log2, (), runs) for log2 in sizes] + [
         ("2^%d, soft targets" % SOFT_LOG2, SOFT_LOG2, ("--targets", "soft"), soft_runs),
         ("2^%d, pos_weight" % SOFT_LOG2, SOFT_LOG2, ("--pos-weight",), pw_runs),
-        ("2^%d, focal" % SOFT_LOG2, SOFT_LOG2, ("--focal",), focal_runs)]
+        ("2^%d, focal" % SOFT_LOG2, SOFT_LOG2, ("--focal-gamma", FOCAL_GAMMA), focal_runs),
+        ("2^%d, focal γ %g" % (SOFT_LOG2, FRACTIONAL_GAMMA), SOFT_LOG2,
+         ("--focal-gamma", FRACTIONAL_GAMMA), fractional_runs)]
     lines = ["### Throughput per SIMD target, CPU, float32, forward + backward", "",
              "Ours with `CAFFE_XENT_SIMD` set to each target this CPU runs, from the best down "
              "to AVX2 (the worker reports the target it ran); PyTorch from the table above; "
