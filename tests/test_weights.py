@@ -91,3 +91,163 @@ def test_pos_weight_without_positives_or_negatives_is_neutral():
 def test_pos_weight_refuses_bad_labels(labels, kwargs, match):
     with pytest.raises(ValueError, match=match):
         caffe_xent.pos_weight(labels, **kwargs)
+
+
+# ---- inverse frequency, effective number of samples, power and cap ----------------
+# Hand-derived values; the formulas are in class_weights' docstring (Cui et
+# al., CVPR 2019, for the effective number; timm's loss factory for the
+# method set and the scaling to mean 1 before the cap).
+
+def test_inv_freq_by_hand():
+    # 1/10 : 1/40 = 4 : 1, scaled to mean 1.
+    np.testing.assert_allclose(caffe_xent.class_weights([10, 40], recipe="inv_freq"), [1.6, 0.4],
+                               rtol=4 * np.finfo(float).eps)
+    # power 0.5: sqrt(4) : 1 = 2 : 1.
+    np.testing.assert_allclose(caffe_xent.class_weights([10, 40], recipe="inv_freq", power=0.5),
+                               [4 / 3, 2 / 3], rtol=4 * np.finfo(float).eps)
+    # 1/4 : 1/10 : 1/30 = 15 : 6 : 2 (of 60), mean 23/180.
+    np.testing.assert_allclose(caffe_xent.class_weights([4, 10, 30], recipe="inv_freq"),
+                               [45 / 23, 18 / 23, 6 / 23], rtol=4 * np.finfo(float).eps)
+
+
+def test_effective_num_by_hand():
+    # beta 1/2: E_n = (1 - 2^-n) / (1/2) = 1, 3/2, 7/4; weights 1/E_n = 1, 2/3, 4/7
+    # (sum 47/21), scaled to mean 1: 63/47, 42/47, 36/47.
+    np.testing.assert_allclose(caffe_xent.class_weights([1, 2, 3], recipe="effective_num", beta=0.5),
+                               [63 / 47, 42 / 47, 36 / 47], rtol=4 * np.finfo(float).eps)
+    # power 2 squares the ratios before the scaling: 1 : 4/9 -> 18/13, 8/13.
+    np.testing.assert_allclose(caffe_xent.class_weights([1, 2], recipe="effective_num", beta=0.5,
+                                                        power=2), [18 / 13, 8 / 13],
+                               rtol=4 * np.finfo(float).eps)
+
+
+def test_effective_num_limits():
+    counts = np.array([1.0, 2.0, 4.0, 1000.0])
+    # beta = 0: every effective number is 1, no re-weighting.
+    np.testing.assert_array_equal(caffe_xent.class_weights(counts, recipe="effective_num", beta=0.0),
+                                  np.ones(4))
+    # beta -> 1: E_n = n (1 - (n-1)(1-beta)/2 + ...) -> n, inverse frequency:
+    # at 1 - beta = 1e-12 within 999/2 * 1e-12 = 5e-10 relative of it.
+    near_one = 1 - 1e-12
+    weights = caffe_xent.class_weights(counts, recipe="effective_num", beta=near_one)
+    np.testing.assert_allclose(weights, caffe_xent.class_weights(counts, recipe="inv_freq"), rtol=1e-9)
+    # ... and to a few ulp of the exact values (for this float beta): 1 - beta^n
+    # taken directly would be off by up to 5e-10 relative here (beta^n rounded
+    # to 2^-53 absolute, against 1 - beta^n of about n 1e-12).
+    import mpmath  # a test dependency
+    mpmath.mp.dps = 40
+    beta = mpmath.mpf(near_one)
+    exact = [(1 - beta) / (1 - beta ** mpmath.mpf(n)) for n in counts]
+    mean = sum(exact) / len(exact)
+    np.testing.assert_allclose(weights, [float(e / mean) for e in exact], rtol=16 * np.finfo(float).eps)
+    # In between: the rarest class's weight over the commonest's lies
+    # between 1 (beta 0) and the inverse frequency ratio (beta -> 1), rising with beta.
+    ratios = [np.divide(*caffe_xent.class_weights([1, 1000], recipe="effective_num", beta=b))
+              for b in (0.9, 0.99, 0.999, 0.9999)]
+    assert 1 < ratios[0] < ratios[1] < ratios[2] < ratios[3] < 1000
+
+
+def test_effective_num_default_beta_is_0999():
+    counts = [3, 30, 300]
+    np.testing.assert_array_equal(caffe_xent.class_weights(counts, recipe="effective_num"),
+                                  caffe_xent.class_weights(counts, recipe="effective_num", beta=0.999))
+    assert caffe_xent.weights.DEFAULT_BETA == 0.999
+
+
+METHODS = [("inv_freq", {}), ("inv_freq", {"power": 0.5}), ("effective_num", {}),
+           ("effective_num", {"beta": 0.99, "power": 1.5})]
+
+
+@pytest.mark.parametrize("recipe, kwargs", METHODS)
+def test_weights_fall_as_counts_rise_and_average_one(recipe, kwargs):
+    counts = np.random.default_rng(7).integers(1, 100000, size=50).astype(float)
+    weights = caffe_xent.class_weights(counts, recipe=recipe, **kwargs)
+    order = np.argsort(counts)
+    assert np.all(np.diff(weights[order]) <= 0)
+    assert weights.mean() == pytest.approx(1.0, rel=1e-14)
+    assert np.all(weights > 0)
+
+
+@pytest.mark.parametrize("recipe, kwargs", METHODS + [("recall", {}), ("precision", {})])
+def test_cap_is_respected_and_changes_nothing_below_it(recipe, kwargs):
+    counts = [5, 50, 500, 5000]
+    free = caffe_xent.class_weights(counts, recipe=recipe, **kwargs)
+    cap = float(np.median(free))
+    capped = caffe_xent.class_weights(counts, recipe=recipe, cap=cap, **kwargs)
+    assert capped.max() == cap
+    np.testing.assert_array_equal(capped[free <= cap], free[free <= cap])
+
+
+@pytest.mark.parametrize("recipe", ["inv_freq", "effective_num"])
+def test_power_zero_gives_all_ones(recipe):
+    np.testing.assert_array_equal(caffe_xent.class_weights([1, 10, 100], recipe=recipe, power=0),
+                                  np.ones(3))
+
+
+def test_inv_freq_ignores_the_scale_of_the_counts():
+    counts = np.array([3.0, 7.0, 11.0])
+    np.testing.assert_allclose(caffe_xent.class_weights(counts, recipe="inv_freq"),
+                               caffe_xent.class_weights(counts / 21, recipe="inv_freq"), rtol=1e-15)
+
+
+@pytest.mark.parametrize("recipe", ["inv_freq", "effective_num"])
+def test_new_recipes_give_a_zero_count_the_rarest_present_class_weight(recipe):
+    weights = caffe_xent.class_weights([0, 10, 90, 0], recipe=recipe)
+    assert np.all(np.isfinite(weights))
+    assert weights[0] == weights[3] == weights[1] == weights.max()
+
+
+@pytest.mark.parametrize("recipe", ["inv_freq", "effective_num"])
+@pytest.mark.parametrize("counts, match", [
+    ([3, -1, 2], "class 1 has -1"),
+    ([0, 0, 0], "every count is 0"),
+    ([], "non-empty 1-D"),
+    ([1, np.inf], "finite"),
+])
+def test_new_recipes_refuse_bad_counts(recipe, counts, match):
+    with pytest.raises(ValueError, match=match):
+        caffe_xent.class_weights(counts, recipe=recipe)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"recipe": "effective_num", "beta": 1.0}, r"beta must be in \[0, 1\), got 1.0"),
+    ({"recipe": "effective_num", "beta": -0.1}, r"beta must be in \[0, 1\)"),
+    ({"recipe": "effective_num", "beta": float("nan")}, r"beta must be in \[0, 1\)"),
+    ({"recipe": "inv_freq", "power": -1}, "power must be finite and >= 0"),
+    ({"recipe": "effective_num", "power": float("inf")}, "power must be finite and >= 0"),
+    ({"recipe": "inv_freq", "cap": 0}, "cap must be > 0"),
+    ({"recipe": "recall", "cap": float("nan")}, "cap must be > 0"),
+    ({"recipe": "recall", "power": 0.5}, "recipe 'recall' takes no power"),
+    ({"recipe": "inv_freq", "beta": 0.9}, "recipe 'inv_freq' takes no beta"),
+])
+def test_bad_parameters_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        caffe_xent.class_weights([1, 2, 3], **kwargs)
+
+
+def test_pos_weight_power_and_cap():
+    # 100 positives, 300 negatives: 3 ** power, capped.
+    labels = np.zeros((400, 2))
+    labels[:100, 0] = 1
+    labels[:200, 1] = 1
+    np.testing.assert_allclose(caffe_xent.pos_weight(labels, power=0.5), [np.sqrt(3), 1.0], rtol=1e-15)
+    np.testing.assert_array_equal(caffe_xent.pos_weight(labels, power=0), [1.0, 1.0])
+    np.testing.assert_array_equal(caffe_xent.pos_weight(labels, cap=2), [2.0, 1.0])
+    np.testing.assert_array_equal(caffe_xent.pos_weight(labels, power=2, cap=0.5), [0.5, 0.5])
+
+
+def test_pos_weight_falls_as_positives_rise():
+    labels = (np.random.default_rng(3).random((1000, 20)) < np.linspace(0.01, 0.9, 20)).astype(float)
+    weights = caffe_xent.pos_weight(labels, power=0.7)
+    positives = labels.sum(axis=0)
+    assert np.all(np.diff(weights[np.argsort(positives)]) <= 0)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"power": -0.5}, "power must be finite and >= 0"),
+    ({"power": float("nan")}, "power must be finite and >= 0"),
+    ({"cap": -1}, "cap must be > 0"),
+])
+def test_pos_weight_refuses_bad_parameters(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        caffe_xent.pos_weight(np.eye(3), **kwargs)

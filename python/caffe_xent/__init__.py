@@ -10,7 +10,9 @@ holds the tools around it:
   chooses another);
 - :class:`LayerError` is what a layer's refusal of its input becomes;
 - :func:`class_weights` and :func:`pos_weight` compute ``class_weight`` and
-  ``pos_weight`` values for imbalanced data (also as the command
+  ``pos_weight`` values for imbalanced data (log-ratio recipes, inverse
+  frequency, effective number of samples, negatives / positives, each with
+  a power and a cap where it applies; also as the command
   ``caffe-xent class-weights FILE.h5 --dataset label``);
 - :mod:`caffe_xent.python_layers` holds numpy Python layers
   (``type: 'Python'``) with the native layers' loss and gradient, and
