@@ -62,6 +62,51 @@ def test_ratio_prints_pos_weight(labels_file):
     np.testing.assert_allclose(values(out.stdout, "pos_weight"), [36 / 4, 30 / 10, 10 / 30], rtol=1e-5)
 
 
+def test_inv_freq_lines_by_hand(labels_file):
+    path, _ = labels_file
+    out = run("class-weights", str(path), "--recipe", "inv_freq")
+    assert out.returncode == 0, out.stderr
+    # Counts 4, 10, 30: 1/4 : 1/10 : 1/30 = 15 : 6 : 2, scaled to mean 1.
+    np.testing.assert_allclose(values(out.stdout, "class_weight"), [45 / 23, 18 / 23, 6 / 23], rtol=1e-5)
+    assert out.stdout.startswith("# class_weight from %s:label, shape 40x3 (recipe inv_freq, 3 classes)"
+                                 % path)
+
+
+def test_effective_num_with_power_beta_and_cap(labels_file):
+    path, multi_hot = labels_file
+    args = ["--recipe", "effective_num", "--beta", "0.9", "--power", "0.5", "--cap", "1.2"]
+    out = run("class-weights", str(path), *args)
+    assert out.returncode == 0, out.stderr
+    expected = caffe_xent.class_weights(multi_hot.sum(axis=0), recipe="effective_num", beta=0.9,
+                                        power=0.5, cap=1.2)
+    np.testing.assert_allclose(values(out.stdout, "class_weight"), expected, rtol=1e-5)
+    assert values(out.stdout, "class_weight").max() == pytest.approx(1.2)  # the cap is reached
+    assert "(recipe effective_num, power 0.5, beta 0.9, cap 1.2, 3 classes)" in out.stdout
+
+
+def test_ratio_with_power_and_cap(labels_file):
+    path, _ = labels_file
+    out = run("class-weights", str(path), "--recipe", "ratio", "--power", "0.5", "--cap", "2")
+    assert out.returncode == 0, out.stderr
+    # (36/4, 30/10, 10/30) ** 0.5 = 3, 1.732, 0.577; capped at 2.
+    np.testing.assert_allclose(values(out.stdout, "pos_weight"), [2, np.sqrt(3), np.sqrt(1 / 3)], rtol=1e-5)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--recipe", "effective_num", "--beta", "1"], "beta must be in [0, 1), got 1.0"),
+    (["--recipe", "ratio", "--beta", "0.9"], "recipe ratio takes no beta"),
+    (["--recipe", "recall", "--power", "2"], "recipe 'recall' takes no power"),
+    (["--recipe", "inv_freq", "--power", "-1"], "power must be finite and >= 0"),
+    (["--recipe", "ratio", "--cap", "0"], "cap must be > 0"),
+])
+def test_bad_method_parameters_exit_2(labels_file, args, message):
+    path, _ = labels_file
+    out = run("class-weights", str(path), *args)
+    assert out.returncode == 2, out.stdout
+    assert message in out.stderr and "Traceback" not in out.stderr
+    assert out.stdout == ""
+
+
 def test_the_lines_parse_as_a_layer_parameter(labels_file):
     caffe_pb2 = pytest.importorskip("caffe.proto.caffe_pb2")
     from google.protobuf import text_format

@@ -1,13 +1,19 @@
 """The ``caffe-xent`` command.
 
-``caffe-xent class-weights FILE.h5 --dataset label [--recipe recall|precision|ratio]``
-reads a label array from an HDF5 file (Caffe's HDF5Data format) and prints
-the lines to paste into a prototxt:
+``caffe-xent class-weights FILE.h5 --dataset label [--recipe RECIPE]
+[--power P] [--beta B] [--cap MAX]`` reads a label array from an HDF5 file
+(Caffe's HDF5Data format) and prints the lines to paste into a prototxt:
 
-- ``--recipe recall`` (default) or ``precision``: ``class_weight:`` lines
-  from the per-class counts (:func:`caffe_xent.class_weights`);
-- ``--recipe ratio``: ``pos_weight:`` lines, negatives / positives per class
-  (:func:`caffe_xent.pos_weight`), for SigmoidCrossEntropyLoss.
+- ``--recipe recall`` (default), ``precision``, ``inv_freq`` or
+  ``effective_num``: ``class_weight:`` lines from the per-class counts
+  (:func:`caffe_xent.class_weights`; ``--power`` for the last two, ``--beta``
+  for ``effective_num``);
+- ``--recipe ratio``: ``pos_weight:`` lines, (negatives / positives) ** power
+  per class (:func:`caffe_xent.pos_weight`; timm's ``neg_pos``), for
+  SigmoidCrossEntropyLoss.
+
+``--cap`` caps every value (after the scaling to mean 1 of ``inv_freq`` and
+``effective_num``).
 
 Counting: a label array of shape (N,) or (N, 1) holds class indices (the
 labels of SoftmaxWithLoss), counted per class; an array (N, C, ...) holds
@@ -28,7 +34,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from .weights import class_weights, pos_weight
+from .weights import DEFAULT_BETA, RECIPES, class_weights, pos_weight
 
 __all__ = ["main"]
 
@@ -49,10 +55,19 @@ def _parser() -> argparse.ArgumentParser:
                     "(recipes recall, precision) or pos_weight (recipe ratio).")
     weights.add_argument("file", metavar="FILE.h5", help="HDF5 file (Caffe's HDF5Data format)")
     weights.add_argument("--dataset", default="label", help="dataset holding the labels (default: label)")
-    weights.add_argument("--recipe", choices=("recall", "precision", "ratio"), default="recall",
+    weights.add_argument("--recipe", choices=RECIPES + ("ratio",), default="recall",
                          help="recall: log(total/count) clipped below at 1; precision: "
-                              "log(total/count) / max; ratio: pos_weight = negatives/positives "
+                              "log(total/count) / max; inv_freq: (total/count)**power, mean 1; "
+                              "effective_num: ((1-beta)/(1-beta**count))**power, mean 1 (Cui et al. "
+                              "2019); ratio: pos_weight = (negatives/positives)**power "
                               "(default: recall)")
+    weights.add_argument("--power", type=float, default=None,
+                         help="exponent of inv_freq, effective_num and ratio (default 1; 0.5 is "
+                              "softer)")
+    weights.add_argument("--beta", type=float, default=None,
+                         help="beta of effective_num, in [0, 1) (default %g)" % DEFAULT_BETA)
+    weights.add_argument("--cap", type=float, default=None,
+                         help="largest value printed (default: no cap)")
     weights.add_argument("--ignore-label", type=float, default=None,
                          help="label value that is not counted (as loss_param.ignore_label)")
     return parser
@@ -107,16 +122,23 @@ def _format(value: float) -> str:
 def _class_weights(args: argparse.Namespace) -> int:
     labels = _read_labels(args.file, args.dataset)
     source = "%s:%s, shape %s" % (args.file, args.dataset, "x".join(map(str, labels.shape)))
+    settings = [("power", args.power), ("beta", args.beta), ("cap", args.cap)]
     try:
         if args.recipe == "ratio":
-            values = pos_weight(labels, ignore_label=args.ignore_label)
+            if args.beta is not None:
+                raise ValueError("recipe ratio takes no beta (effective_num does)")
+            values = pos_weight(labels, ignore_label=args.ignore_label,
+                                power=1.0 if args.power is None else args.power, cap=args.cap)
             field = "pos_weight"
         else:
-            values = class_weights(_class_counts(labels, args.ignore_label), recipe=args.recipe)
+            values = class_weights(_class_counts(labels, args.ignore_label), recipe=args.recipe,
+                                   power=args.power, beta=args.beta, cap=args.cap)
             field = "class_weight"
     except ValueError as error:
         raise _UsageError(str(error)) from None
-    print("# %s from %s (recipe %s, %d classes), caffe-xent" % (field, source, args.recipe, values.size))
+    given = "".join(", %s %s" % (name, _format(value)) for name, value in settings if value is not None)
+    print("# %s from %s (recipe %s%s, %d classes), caffe-xent"
+          % (field, source, args.recipe, given, values.size))
     for value in values:
         print("%s: %s" % (field, _format(value)))
     return 0
