@@ -251,3 +251,22 @@ def test_pos_weight_falls_as_positives_rise():
 def test_pos_weight_refuses_bad_parameters(kwargs, match):
     with pytest.raises(ValueError, match=match):
         caffe_xent.pos_weight(np.eye(3), **kwargs)
+
+
+@pytest.mark.parametrize("method, kwargs", [("inv_freq", {"power": 0.5, "cap": 3.0}),
+                                            ("effective_num", {"beta": 0.99, "cap": 3.0}),
+                                            ("neg_pos", {"power": 0.5, "cap": 5.0})])
+def test_same_values_as_timm(method, kwargs):
+    # timm's loss factory, where it is installed (its weights are float32).
+    timm_weights = pytest.importorskip("timm.loss.class_weights",
+                                       reason="timm (with loss/class_weights.py) is not installed")
+    positives = np.array([3.0, 40.0, 7.0, 120.0, 1.0])
+    samples = 200
+    _, expected = timm_weights.compute_class_weights(positives, samples, method=method, **{
+        ("max_weight" if k == "cap" else k): v for k, v in kwargs.items()})
+    if method == "neg_pos":
+        labels = (np.arange(samples)[:, None] < positives).astype(float)
+        ours = caffe_xent.pos_weight(labels, **kwargs)
+    else:
+        ours = caffe_xent.class_weights(positives, recipe=method, **kwargs)
+    np.testing.assert_allclose(ours, expected.numpy(), rtol=4 * np.finfo(np.float32).eps)
