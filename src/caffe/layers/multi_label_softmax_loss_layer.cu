@@ -9,7 +9,7 @@
 //                 row r; its C elements are `inner` apart, and neighbouring
 //                 threads read neighbouring addresses (coalesced).
 //   RowPerBlock   rows of 32 classes or more that are contiguous (inner < 32,
-//                 e.g. (64, 17000)) or fewer than kReduceBlocks (e.g.
+//                 e.g. (64, 17000)) or fewer than kFewRows = 1024 (e.g.
 //                 (1, 5000, 40)): a block takes a row, its threads stride over
 //                 the classes; one block reduction of the max, one of the
 //                 eight row sums (warp shuffles).
@@ -21,6 +21,7 @@
 
 #include "caffe/layers/multi_label_softmax_loss_layer.hpp"
 #include "caffe/layers/multi_label_softmax_loss_math.hpp"
+#include "caffe/util/xent_device.hpp"
 #include "caffe/util/xent_reduce.cuh"
 
 namespace caffe {
@@ -29,6 +30,9 @@ namespace xent {
 namespace multilabel {
 namespace {
 
+/// Rows below which long rows take a block each even in a spatial map
+/// ((1, 5000, 40): 40 rows): a thread per row would leave the GPU idle.
+const int64_t kFewRows = 1024;
 
 /// Spatial maps: one thread per row, grid-stride over the rows.
 template <typename Dtype>
@@ -137,19 +141,25 @@ __global__ void RowPerBlockForward(const Dtype* x, const Dtype* t, const double*
   xent::StoreBlockSums(loss, valid, invalid, 0.0, block_partials);
 }
 
-/// Backward, elementwise over the K scores: element e is class c of row r.
+/// Backward, elementwise over the K scores, one element per thread: element
+/// e is class c of row r, from e = (outer·C + c)·inner + i by two
+/// FastDivmods (no 64-bit division per element; K < 2^31, a Blob's count).
 template <typename Dtype>
-__global__ void GradientKernel(int64_t count, const Dtype* x, const Dtype* t, const double* w,
-                               int classes, int inner, int64_t rows, const double* coefficients,
-                               double scale, Dtype* dx) {
-  for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < count;
-       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t plane = e / inner;  // (outer, class) plane
-    const int c = static_cast<int>(plane % classes);
-    const int64_t r = (plane / classes) * inner + e % inner;
-    const RowCoefficients coef = LoadCoefficients(coefficients, r, rows);
-    dx[e] = ElementGradient(coef, x[e], t[e], w[c], scale);
-  }
+__global__ void __launch_bounds__(xent::kReduceThreads)
+GradientKernel(uint32_t count, const Dtype* __restrict__ x, const Dtype* __restrict__ t,
+               const double* __restrict__ w, FastDivmod classes, FastDivmod inner,
+               int64_t rows, const double* __restrict__ coefficients, double scale,
+               Dtype* __restrict__ dx) {
+  const uint32_t e = blockIdx.x * static_cast<uint32_t>(xent::kReduceThreads) + threadIdx.x;
+  if (e >= count) return;
+  const uint32_t plane = inner.Div(e);           // outer·C + c
+  const uint32_t i = e - plane * inner.divisor();  // e % inner
+  const uint32_t outer = classes.Div(plane);
+  const uint32_t c = plane - outer * classes.divisor();
+  const int64_t r = static_cast<int64_t>(outer) * inner.divisor() + i;
+  const Dtype xe = x[e], te = t[e];  // both loads before the row's coefficients
+  const RowCoefficients coef = LoadCoefficients(coefficients, r, rows);
+  dx[e] = ElementGradient(coef, xe, te, w[c], scale);
 }
 
 }  // namespace
@@ -180,7 +190,7 @@ void MultiLabelSoftmaxLossLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& 
     // A block per row for long rows that are contiguous, or too few to give
     // a thread each to a full grid ((1, 5000, 40): 40 rows of 5000 classes).
     const bool block_per_row =
-        classes_ >= 32 && (inner_num_ < 32 || rows < xent::kReduceBlocks);
+        classes_ >= 32 && (inner_num_ < 32 || rows < xent::multilabel::kFewRows);
     const int64_t wanted =
         block_per_row ? rows : (rows + xent::kReduceThreads - 1) / xent::kReduceThreads;
     const int blocks = static_cast<int>(std::min<int64_t>(wanted, xent::kReduceBlocks));
@@ -212,10 +222,15 @@ void MultiLabelSoftmaxLossLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>&
   const LayerParameter& lp = this->layer_param_;
   xent::ProbeDeviceMemory(bottom[0]->diff(), lp, "bottom[0]'s gradient");
   const double scale = static_cast<double>(top[0]->cpu_diff()[0]) / this->normalizer_;
-  xent::multilabel::GradientKernel<Dtype><<<xent::GridBlocks(count), xent::kReduceThreads>>>(
-      count, bottom[0]->gpu_data(), bottom[1]->gpu_data(), class_weight_.gpu_data(), classes_,
-      inner_num_, static_cast<int64_t>(outer_num_) * inner_num_, row_coefficients_.gpu_data(),
-      scale, bottom[0]->mutable_gpu_diff());
+  // One element per thread: count / 256 blocks (below 2^23, in gridDim.x's range).
+  const int blocks = static_cast<int>((count + xent::kReduceThreads - 1) / xent::kReduceThreads);
+  // NOLINT_NEXT_LINE(whitespace/operators)
+  xent::multilabel::GradientKernel<Dtype><<<blocks, xent::kReduceThreads>>>(
+      static_cast<uint32_t>(count), bottom[0]->gpu_data(), bottom[1]->gpu_data(),
+      class_weight_.gpu_data(), xent::FastDivmod(static_cast<uint32_t>(classes_)),
+      xent::FastDivmod(static_cast<uint32_t>(inner_num_)),
+      static_cast<int64_t>(outer_num_) * inner_num_, row_coefficients_.gpu_data(), scale,
+      bottom[0]->mutable_gpu_diff());
   XENT_LAUNCH_CHECK(lp, "GradientKernel");
 }
 
