@@ -137,10 +137,20 @@ __device__ __forceinline__ void StoreBlockSums(double loss, double counted, doub
   }
 }
 
+/// Doubles after the totals row of a block-sum buffer that a layer's
+/// kernels may use as scratch between launches of one call (BlockScratch).
+const int kScratchDoubles = 2048 * 9;
+
 /// The layer's buffer of partial sums (`memory`, a XentLossLayer member):
-/// kReduceBlocks rows of kSumColumns doubles and one more row for the
-/// totals, allocated on first use (a shortage throws XentError) and kept.
+/// kReduceBlocks rows of kSumColumns doubles, one more row for the totals,
+/// then kScratchDoubles of scratch (275 KiB in all), allocated on first use
+/// (a shortage throws XentError) and kept.
 double* BlockSumBuffer(shared_ptr<SyncedMemory>* memory, const LayerParameter& layer_param);
+
+/// The scratch area of a BlockSumBuffer (kScratchDoubles doubles).
+inline double* BlockScratch(double* partial) {
+  return partial + (kReduceBlocks + 1) * kSumColumns;
+}
 
 /// Second stage: adds the first `blocks` rows of `partial` (a
 /// BlockSumBuffer) in a fixed order on the device, into its totals row,

@@ -260,6 +260,116 @@ __global__ void RowPerBlockForward(const Dtype* x, const Dtype* t, const double*
   xent::StoreBlockSums(loss, valid, invalid, 0.0, block_partials);
 }
 
+/// Long rows, few of them ((64, 17000): 64 blocks would leave half of a
+/// 132-SM GPU idle): each row is cut into S slices of at least
+/// kSliceClasses classes, rows·S <= kMostSlices, a block per slice, in
+/// three launches:
+///   SliceMax       block (r, s): the max of slice s of row r;
+///   SliceSums      block (r, s): the row max m from the S slice maxes (the
+///                  same loop in every block: the same m), then slice s's
+///                  eight row sums around m;
+///   FinishSlices   thread r: m again, the S slices' sums added in slice
+///                  order, then FinishRow as RowPerThreadForward does.
+/// The sums around one m add up across slices exactly as across the
+/// threads of a block. Scratch: the block-sum buffer's (BlockScratch),
+/// kMostSlices maxes then kMostSlices rows of 8 sums.
+const int64_t kSliceClasses = 2048;
+const int64_t kMostSlices = 2048;
+static_assert(9 * kMostSlices <= xent::kScratchDoubles, "slice maxes and sums fit the scratch");
+
+/// Slices per row for `rows` rows of C classes (1: no slicing).
+inline int64_t SlicesPerRow(int64_t rows, int64_t C) {
+  return std::max<int64_t>(1, std::min<int64_t>(C / kSliceClasses, kMostSlices / rows));
+}
+
+/// Row r's first element, and where slice s of its classes starts: classes
+/// [s·L, min((s+1)·L, C)), L = ceil(C / S). Every slice is non-empty:
+/// (S-1)·L <= C - C/S + S - 1 < C because S(S-1) < S·C/kSliceClasses <= C.
+struct SliceOf {
+  int64_t offset;  ///< row r's class 0 in the blob
+  int64_t first;   ///< s·L
+  int64_t size;    ///< classes in the slice
+  __device__ SliceOf(int64_t r, int64_t s, int64_t slices, int64_t C, int64_t inner) {
+    const int64_t length = (C + slices - 1) / slices;
+    offset = (r / inner) * C * inner + r % inner;
+    first = s * length;
+    size = (first + length < C ? first + length : C) - first;
+  }
+};
+
+/// The row max from its slices' maxes (in slice order: every caller gets
+/// the same value).
+template <typename Dtype>
+__device__ __forceinline__ Dtype MaxOfSlices(const double* __restrict__ slice_max, int64_t r,
+                                             int64_t slices) {
+  Dtype m = static_cast<Dtype>(slice_max[r * slices]);
+  for (int64_t s = 1; s < slices; ++s) {
+    m = MaxOf(m, static_cast<Dtype>(slice_max[r * slices + s]));
+  }
+  return m;
+}
+
+template <typename Dtype>
+__global__ void __launch_bounds__(xent::kReduceThreads)
+SliceMax(const Dtype* __restrict__ x, int inner, int C, int64_t slices,
+         double* __restrict__ slice_max) {
+  const int64_t r = blockIdx.x / slices, s = blockIdx.x % slices;
+  const SliceOf slice(r, s, slices, C, inner);
+  const Dtype m = BlockMax(PartialRowMax(x + slice.offset + slice.first * inner, inner,
+                                         slice.size, threadIdx.x, blockDim.x));
+  if (threadIdx.x == 0) slice_max[blockIdx.x] = static_cast<double>(m);  // exact
+}
+
+template <typename Dtype>
+__global__ void __launch_bounds__(xent::kReduceThreads)
+SliceSums(const Dtype* __restrict__ x, const Dtype* __restrict__ t,
+          const double* __restrict__ w, int inner, RowOptions opt, int64_t slices,
+          const double* __restrict__ slice_max, double* __restrict__ slice_sums) {
+  const int64_t r = blockIdx.x / slices, s = blockIdx.x % slices;
+  const SliceOf slice(r, s, slices, opt.classes, inner);
+  const Dtype m = MaxOfSlices<Dtype>(slice_max, r, slices);
+  const int64_t start = slice.offset + slice.first * inner;
+  RowSums sums = ZeroSums();
+  PartialRowSums(x + start, t + start, w + slice.first, inner, slice.size, threadIdx.x,
+                 blockDim.x, m, opt, &sums);
+  double row[8] = {sums.sum_exp, sums.positives, sums.target_sum, sums.weighted,
+                   sums.weighted_gap, sums.gap_sum, sums.ignored, sums.invalid};
+  xent::BlockSums(row);
+  if (threadIdx.x == 0) {
+    for (int k = 0; k < 8; ++k) slice_sums[blockIdx.x * 8 + k] = row[k];
+  }
+}
+
+template <typename Dtype>
+__global__ void __launch_bounds__(xent::kReduceThreads)
+FinishSlices(int64_t rows, int64_t slices, RowOptions opt, const double* __restrict__ slice_max,
+             const double* __restrict__ slice_sums, double* __restrict__ coefficients,
+             double* __restrict__ block_partials) {
+  double loss = 0.0, valid = 0.0, invalid = 0.0;
+  const int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (r < rows) {
+    const Dtype m = MaxOfSlices<Dtype>(slice_max, r, slices);
+    RowSums sums = ZeroSums();
+    for (int64_t s = 0; s < slices; ++s) {
+      const double* p = slice_sums + (r * slices + s) * 8;
+      sums.sum_exp += p[0];
+      sums.positives += p[1];
+      sums.target_sum += p[2];
+      sums.weighted += p[3];
+      sums.weighted_gap += p[4];
+      sums.gap_sum += p[5];
+      sums.ignored += p[6];
+      sums.invalid += p[7];
+    }
+    RowCoefficients coef;
+    loss = FinishRow(m, sums, opt, &coef);
+    valid = RowIsValid(sums) ? 1.0 : 0.0;
+    invalid = sums.invalid;
+    StoreCoefficients(coef, r, rows, coefficients);
+  }
+  xent::StoreBlockSums(loss, valid, invalid, 0.0, block_partials);  // every thread takes part
+}
+
 /// Backward, elementwise over the K scores, one element per thread: element
 /// e is class c of row r, from e = (outer·C + c)·inner + i by two
 /// FastDivmods (no 64-bit division per element; K < 2^31, a Blob's count).
@@ -315,12 +425,31 @@ void MultiLabelSoftmaxLossLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& 
     const bool warp_per_row = long_rows && rows >= xent::multilabel::kFewRows &&
                               classes_ <= xent::multilabel::kWarpRowClasses;
     const bool block_per_row = long_rows && !warp_per_row;
+    const int64_t threads = xent::kReduceThreads;
     const int64_t wanted = warp_per_row ? (rows + 7) / 8  // 8 warps per block
                            : block_per_row ? rows
-                                           : (rows + xent::kReduceThreads - 1) / xent::kReduceThreads;
+                                           : (rows + threads - 1) / threads;
     const int blocks = static_cast<int>(std::min<int64_t>(wanted, xent::kReduceBlocks));
     double* partials = xent::BlockSumBuffer(&this->block_sums_, lp);
-    if (warp_per_row) {
+    // Few long rows and no probabilities top: a block per slice of a row.
+    const int64_t slices =
+        block_per_row && prob == NULL ? xent::multilabel::SlicesPerRow(rows, classes_) : 1;
+    int sum_blocks = blocks;  // rows of `partials` to add up
+    if (slices > 1) {
+      double* slice_max = xent::BlockScratch(partials);
+      double* slice_sums = slice_max + xent::multilabel::kMostSlices;
+      const int slice_blocks = static_cast<int>(rows * slices);  // <= kMostSlices
+      // NOLINT_NEXT_LINE(whitespace/operators)
+      xent::multilabel::SliceMax<Dtype><<<slice_blocks, xent::kReduceThreads>>>(
+          x, inner_num_, classes_, slices, slice_max);
+      // NOLINT_NEXT_LINE(whitespace/operators)
+      xent::multilabel::SliceSums<Dtype><<<slice_blocks, xent::kReduceThreads>>>(
+          x, t, w, inner_num_, opt, slices, slice_max, slice_sums);
+      sum_blocks = static_cast<int>((rows + xent::kReduceThreads - 1) / xent::kReduceThreads);
+      // NOLINT_NEXT_LINE(whitespace/operators)
+      xent::multilabel::FinishSlices<Dtype><<<sum_blocks, xent::kReduceThreads>>>(
+          rows, slices, opt, slice_max, slice_sums, coefficients, partials);
+    } else if (warp_per_row) {
       xent::multilabel::RowPerWarpForward<Dtype><<<blocks, xent::kReduceThreads>>>(
           x, t, w, rows, inner_num_, opt, coefficients, prob, partials);
     } else if (block_per_row) {
@@ -330,9 +459,9 @@ void MultiLabelSoftmaxLossLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& 
       xent::multilabel::RowPerThreadForward<Dtype><<<blocks, xent::kReduceThreads>>>(
           x, t, w, rows, inner_num_, opt, coefficients, prob, partials);
     }
-    XENT_LAUNCH_CHECK(lp, "the forward kernel (RowPerWarpForward / RowPerBlockForward / "
-                          "RowPerThreadForward)");
-    sums = xent::FinishSums(partials, blocks, lp);
+    XENT_LAUNCH_CHECK(lp, "the forward kernels (RowPerWarpForward / RowPerBlockForward / "
+                          "RowPerThreadForward / SliceMax, SliceSums, FinishSlices)");
+    sums = xent::FinishSums(partials, sum_blocks, lp);
   }
   CheckData(bottom, sums);
   this->normalizer_ = this->Normalizer(sums.counted, static_cast<double>(rows),

@@ -24,7 +24,8 @@ __global__ void FinishBlockSums(const double* __restrict__ partial, int blocks,
 
 double* BlockSumBuffer(shared_ptr<SyncedMemory>* memory, const LayerParameter& layer_param) {
   if (!*memory) {
-    memory->reset(new SyncedMemory((kReduceBlocks + 1) * kSumColumns * sizeof(double)));
+    memory->reset(new SyncedMemory(
+        ((kReduceBlocks + 1) * kSumColumns + kScratchDoubles) * sizeof(double)));
   }
   ProbeDeviceMemory(*memory, layer_param, "the block sums");
   return static_cast<double*>((*memory)->mutable_gpu_data());
