@@ -94,6 +94,30 @@ __device__ __forceinline__ void PartialRowSums(const Dtype* __restrict__ xr,
   }
 }
 
+/// The eight row sums as an array (for the block and warp reductions), in
+/// RowSums's order, and back; AddRowSums adds such an array to `sums`.
+const int kRowSums = 8;
+__device__ __forceinline__ void RowSumsToArray(const RowSums& s, double (&v)[kRowSums]) {
+  v[0] = s.sum_exp;
+  v[1] = s.positives;
+  v[2] = s.target_sum;
+  v[3] = s.weighted;
+  v[4] = s.weighted_gap;
+  v[5] = s.gap_sum;
+  v[6] = s.ignored;
+  v[7] = s.invalid;
+}
+__device__ __forceinline__ void AddRowSums(const double* v, RowSums* s) {
+  s->sum_exp += v[0];
+  s->positives += v[1];
+  s->target_sum += v[2];
+  s->weighted += v[3];
+  s->weighted_gap += v[4];
+  s->gap_sum += v[5];
+  s->ignored += v[6];
+  s->invalid += v[7];
+}
+
 /// Spatial maps: one thread per row, grid-stride over the rows.
 template <typename Dtype>
 __global__ void RowPerThreadForward(const Dtype* x, const Dtype* t, const double* w,
@@ -177,24 +201,18 @@ RowPerWarpForward(const Dtype* __restrict__ x, const Dtype* __restrict__ t,
     m = __shfl_sync(0xffffffffu, m, 0);  // max_c x_c, in every lane
     RowSums sums = ZeroSums();
     PartialRowSums(xr, tr, w, inner, C, lane, 32, m, opt, &sums);
-    double row[8] = {sums.sum_exp, sums.positives, sums.target_sum, sums.weighted,
-                     sums.weighted_gap, sums.gap_sum, sums.ignored, sums.invalid};
+    double row[kRowSums];
+    RowSumsToArray(sums, row);
 #pragma unroll
-    for (int k = 0; k < 8; ++k) {
+    for (int k = 0; k < kRowSums; ++k) {
       for (int step = 16; step > 0; step >>= 1) {
         row[k] += __shfl_down_sync(0xffffffffu, row[k], step);
       }
     }
     RowCoefficients coef = {0.0, 0.0, 0.0, 0.0, 0.0};  // computed in lane 0, then broadcast
     if (lane == 0) {
-      sums.sum_exp = row[0];
-      sums.positives = row[1];
-      sums.target_sum = row[2];
-      sums.weighted = row[3];
-      sums.weighted_gap = row[4];
-      sums.gap_sum = row[5];
-      sums.ignored = row[6];
-      sums.invalid = row[7];
+      sums = ZeroSums();
+      AddRowSums(row, &sums);
       loss += FinishRow(m, sums, opt, &coef);
       valid += RowIsValid(sums) ? 1.0 : 0.0;
       invalid += sums.invalid;
@@ -229,17 +247,11 @@ __global__ void RowPerBlockForward(const Dtype* x, const Dtype* t, const double*
     RowSums sums = ZeroSums();
     PartialRowSums(xr, tr, w, inner, C, threadIdx.x, blockDim.x, m, opt, &sums);
     // The eight row sums in one block reduction (valid in thread 0).
-    double row[8] = {sums.sum_exp, sums.positives, sums.target_sum, sums.weighted,
-                     sums.weighted_gap, sums.gap_sum, sums.ignored, sums.invalid};
+    double row[kRowSums];
+    RowSumsToArray(sums, row);
     xent::BlockSums(row);
-    sums.sum_exp = row[0];
-    sums.positives = row[1];
-    sums.target_sum = row[2];
-    sums.weighted = row[3];
-    sums.weighted_gap = row[4];
-    sums.gap_sum = row[5];
-    sums.ignored = row[6];
-    sums.invalid = row[7];
+    sums = ZeroSums();
+    AddRowSums(row, &sums);
     if (threadIdx.x == 0) {
       RowCoefficients coef;
       loss += FinishRow(m, sums, opt, &coef);
@@ -275,7 +287,8 @@ __global__ void RowPerBlockForward(const Dtype* x, const Dtype* t, const double*
 /// kMostSlices maxes then kMostSlices rows of 8 sums.
 const int64_t kSliceClasses = 2048;
 const int64_t kMostSlices = 2048;
-static_assert(9 * kMostSlices <= xent::kScratchDoubles, "slice maxes and sums fit the scratch");
+static_assert((1 + kRowSums) * kMostSlices <= xent::kScratchDoubles,
+              "the slice maxes and sums fit the scratch");
 
 /// Slices per row for `rows` rows of C classes (1: no slicing).
 inline int64_t SlicesPerRow(int64_t rows, int64_t C) {
@@ -332,11 +345,11 @@ SliceSums(const Dtype* __restrict__ x, const Dtype* __restrict__ t,
   RowSums sums = ZeroSums();
   PartialRowSums(x + start, t + start, w + slice.first, inner, slice.size, threadIdx.x,
                  blockDim.x, m, opt, &sums);
-  double row[8] = {sums.sum_exp, sums.positives, sums.target_sum, sums.weighted,
-                   sums.weighted_gap, sums.gap_sum, sums.ignored, sums.invalid};
+  double row[kRowSums];
+  RowSumsToArray(sums, row);
   xent::BlockSums(row);
   if (threadIdx.x == 0) {
-    for (int k = 0; k < 8; ++k) slice_sums[blockIdx.x * 8 + k] = row[k];
+    for (int k = 0; k < kRowSums; ++k) slice_sums[blockIdx.x * kRowSums + k] = row[k];
   }
 }
 
@@ -351,15 +364,7 @@ FinishSlices(int64_t rows, int64_t slices, RowOptions opt, const double* __restr
     const Dtype m = MaxOfSlices<Dtype>(slice_max, r, slices);
     RowSums sums = ZeroSums();
     for (int64_t s = 0; s < slices; ++s) {
-      const double* p = slice_sums + (r * slices + s) * 8;
-      sums.sum_exp += p[0];
-      sums.positives += p[1];
-      sums.target_sum += p[2];
-      sums.weighted += p[3];
-      sums.weighted_gap += p[4];
-      sums.gap_sum += p[5];
-      sums.ignored += p[6];
-      sums.invalid += p[7];
+      AddRowSums(slice_sums + (r * slices + s) * kRowSums, &sums);
     }
     RowCoefficients coef;
     loss = FinishRow(m, sums, opt, &coef);
@@ -437,7 +442,7 @@ void MultiLabelSoftmaxLossLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& 
     int sum_blocks = blocks;  // rows of `partials` to add up
     if (slices > 1) {
       double* slice_max = xent::BlockScratch(partials);
-      double* slice_sums = slice_max + xent::multilabel::kMostSlices;
+      double* slice_sums = slice_max + xent::multilabel::kMostSlices;  // kRowSums per slice
       const int slice_blocks = static_cast<int>(rows * slices);  // <= kMostSlices
       // NOLINT_NEXT_LINE(whitespace/operators)
       xent::multilabel::SliceMax<Dtype><<<slice_blocks, xent::kReduceThreads>>>(

@@ -146,6 +146,38 @@ __device__ __forceinline__ void ElementWeights(const KernelArgs<Dtype>& a, uint3
   }
 }
 
+/// What the elements of a group need, loaded before any branch on them.
+template <typename Dtype>
+struct GroupInputs {
+  Dtype x[Group<Dtype>::V];           ///< logits
+  Dtype t[Group<Dtype>::V];           ///< targets
+  Dtype w[Group<Dtype>::V];           ///< per-element weights (1 without kWeights)
+  Dtype pos_weight[Group<Dtype>::V];  ///< of each element's class
+  Dtype weight[Group<Dtype>::V];      ///< class_weight·w
+};
+
+/// x, t (and w) of group g, n valid elements, and each element's weights.
+template <typename Dtype, int kFlags>
+__device__ __forceinline__ void LoadInputs(const KernelArgs<Dtype>& a, uint32_t g, int n,
+                                           GroupInputs<Dtype>* in) {
+  const int V = Group<Dtype>::V;
+  LoadGroup(a.x, g, n, a.aligned, in->x);
+  LoadGroup(a.t, g, n, a.aligned, in->t);
+  if (kFlags & kWeights) {
+    LoadGroup(a.w, g, n, a.aligned, in->w);
+  } else {
+#pragma unroll
+    for (int j = 0; j < V; ++j) in->w[j] = Dtype(1);
+  }
+#pragma unroll
+  for (int j = 0; j < V; ++j) {
+    // The last group's elements past the end take element g·V's class
+    // (FastDivmod needs an index < 2^31; their results are never used).
+    ElementWeights<Dtype, kFlags>(a, g * V + (j < n ? j : 0), in->w[j], &in->pos_weight[j],
+                                  &in->weight[j]);
+  }
+}
+
 /// Elements per block of the forward pass, a function of the count only:
 /// a multiple of 1024 (a float4 per thread), at least 2048, and large
 /// enough that at most kReduceBlocks blocks cover the count. At 2^20
@@ -172,31 +204,18 @@ ForwardKernel(const KernelArgs<Dtype> a, uint32_t chunk, Dtype* __restrict__ ele
   uint32_t counted = 0, bad_targets = 0, bad_weights = 0;
   for (uint32_t g = begin / V + threadIdx.x; g * V < end; g += kReduceThreads) {
     const int n = end - g * V < V ? static_cast<int>(end - g * V) : V;  // valid elements
-    Dtype x[Group<Dtype>::V], t[Group<Dtype>::V], w[Group<Dtype>::V], out[Group<Dtype>::V];
-    LoadGroup(a.x, g, n, a.aligned, x);
-    LoadGroup(a.t, g, n, a.aligned, t);
-    if (kFlags & kWeights) {
-      LoadGroup(a.w, g, n, a.aligned, w);
-    } else {
-#pragma unroll
-      for (int j = 0; j < V; ++j) w[j] = Dtype(1);
-    }
-    Dtype pos_weight[Group<Dtype>::V], weight[Group<Dtype>::V];
-#pragma unroll
-    for (int j = 0; j < V; ++j) {
-      // The last group's elements past the end take element g·V's class
-    // (FastDivmod needs an index < 2^31; their results are never used).
-    ElementWeights<Dtype, kFlags>(a, g * V + (j < n ? j : 0), w[j], &pos_weight[j], &weight[j]);
-    }
+    GroupInputs<Dtype> in;
+    LoadInputs<Dtype, kFlags>(a, g, n, &in);
+    Dtype out[Group<Dtype>::V];
 #pragma unroll
     for (int j = 0; j < V; ++j) {
       out[j] = Dtype(0);
       if (j >= n) continue;  // past the end (the last group only)
-      const int kind = TargetKind(t[j], a.has_ignore_label, a.ignore_label);
-      if (kFlags & kWeights) bad_weights += !XentIsValidWeight(w[j]);  // NaN, +inf: bad
+      const int kind = TargetKind(in.t[j], a.has_ignore_label, a.ignore_label);
+      if (kFlags & kWeights) bad_weights += !XentIsValidWeight(in.w[j]);  // NaN, +inf: bad
       bad_targets += kind < 0;
       if (kind != 0) {
-        out[j] = Element<Dtype>(x[j], t[j], pos_weight[j], weight[j], k,
+        out[j] = Element<Dtype>(in.x[j], in.t[j], in.pos_weight[j], in.weight[j], k,
                                 static_cast<Dtype*>(NULL));
         loss += out[j];  // summed in double, also for float blobs
         ++counted;
@@ -218,15 +237,9 @@ BackwardKernel(const KernelArgs<Dtype> a, const Dtype* __restrict__ element_diff
   const uint32_t g = blockIdx.x * kReduceThreads + threadIdx.x;  // < 2^29 groups
   if (g * V >= a.count) return;
   const int n = a.count - g * V < V ? static_cast<int>(a.count - g * V) : V;
-  Dtype x[Group<Dtype>::V], t[Group<Dtype>::V], w[Group<Dtype>::V], factor[Group<Dtype>::V];
-  LoadGroup(a.x, g, n, a.aligned, x);
-  LoadGroup(a.t, g, n, a.aligned, t);
-  if (kFlags & kWeights) {
-    LoadGroup(a.w, g, n, a.aligned, w);
-  } else {
-#pragma unroll
-    for (int j = 0; j < V; ++j) w[j] = Dtype(1);
-  }
+  GroupInputs<Dtype> in;
+  LoadInputs<Dtype, kFlags>(a, g, n, &in);
+  Dtype factor[Group<Dtype>::V], grad[Group<Dtype>::V];
   if (kFlags & kElementTop) {
     LoadGroup(element_diff, g, n, a.aligned, factor);
 #pragma unroll
@@ -235,18 +248,11 @@ BackwardKernel(const KernelArgs<Dtype> a, const Dtype* __restrict__ element_diff
 #pragma unroll
     for (int j = 0; j < V; ++j) factor[j] = scale;
   }
-  Dtype pos_weight[Group<Dtype>::V], weight[Group<Dtype>::V], grad[Group<Dtype>::V];
-#pragma unroll
-  for (int j = 0; j < V; ++j) {
-    // The last group's elements past the end take element g·V's class
-    // (FastDivmod needs an index < 2^31; their results are never used).
-    ElementWeights<Dtype, kFlags>(a, g * V + (j < n ? j : 0), w[j], &pos_weight[j], &weight[j]);
-  }
 #pragma unroll
   for (int j = 0; j < V; ++j) {
     grad[j] = Dtype(0);  // ignored elements (and the last group's tail): 0
-    if (TargetKind(t[j], a.has_ignore_label, a.ignore_label) != 0) {
-      Element<Dtype>(x[j], t[j], pos_weight[j], weight[j], k, &grad[j]);  // loss unused
+    if (TargetKind(in.t[j], a.has_ignore_label, a.ignore_label) != 0) {
+      Element<Dtype>(in.x[j], in.t[j], in.pos_weight[j], in.weight[j], k, &grad[j]);  // loss unused
       grad[j] *= factor[j];
     }
   }
