@@ -375,6 +375,24 @@ FinishSlices(int64_t rows, int64_t slices, RowOptions opt, const double* __restr
   xent::StoreBlockSums(loss, valid, invalid, 0.0, block_partials);  // every thread takes part
 }
 
+/// The gradient of one element as the kernel takes it: float blobs in
+/// float arithmetic (ElementGradientFloat, the CPU vector path's math) for
+/// rows that allow it (FloatGradientApplies: not ignored, |max| below
+/// 32640), else, and for double blobs, the double math (ElementGradient).
+/// The float value is computed before the test, for every row: a branch
+/// first would let ptxas sink the loads of x and t past it (an ignored
+/// row needs neither), one DRAM round trip after the coefficients' instead
+/// of both at once (seen in the SASS); the rare other rows discard it.
+__device__ __forceinline__ float KernelGradient(const RowCoefficients& coef, float x, float t,
+                                                double w, double scale) {
+  const float fast = ElementGradientFloat(coef, x, t, w, scale);
+  return FloatGradientApplies(coef) ? fast : ElementGradient(coef, x, t, w, scale);
+}
+__device__ __forceinline__ double KernelGradient(const RowCoefficients& coef, double x, double t,
+                                                 double w, double scale) {
+  return ElementGradient(coef, x, t, w, scale);
+}
+
 /// Backward, elementwise over the K scores, one element per thread: element
 /// e is class c of row r, from e = (outer·C + c)·inner + i by two
 /// FastDivmods (no 64-bit division per element; K < 2^31, a Blob's count).
@@ -391,9 +409,9 @@ GradientKernel(uint32_t count, const Dtype* __restrict__ x, const Dtype* __restr
   const uint32_t outer = classes.Div(plane);
   const uint32_t c = plane - outer * classes.divisor();
   const int64_t r = static_cast<int64_t>(outer) * inner.divisor() + i;
-  const Dtype xe = x[e], te = t[e];  // both loads before the row's coefficients
+  const Dtype xe = x[e], te = t[e];
   const RowCoefficients coef = LoadCoefficients(coefficients, r, rows);
-  dx[e] = ElementGradient(coef, xe, te, w[c], scale);
+  dx[e] = KernelGradient(coef, xe, te, w[c], scale);
 }
 
 }  // namespace
