@@ -61,7 +61,7 @@ __device__ __forceinline__ void LoadGroup(const Dtype* __restrict__ p, uint32_t 
                                           bool aligned, Dtype (&v)[Group<Dtype>::V]) {
   const int V = Group<Dtype>::V;
   if (aligned && n == V) {
-    if (sizeof(Dtype) == 4) {
+    if constexpr (sizeof(Dtype) == 4) {
       const float4 q = reinterpret_cast<const float4*>(p)[g];
       reinterpret_cast<float*>(v)[0] = q.x;
       reinterpret_cast<float*>(v)[1] = q.y;
@@ -84,7 +84,7 @@ __device__ __forceinline__ void StoreGroup(Dtype* __restrict__ p, uint32_t g, in
                                            const Dtype (&v)[Group<Dtype>::V]) {
   const int V = Group<Dtype>::V;
   if (aligned && n == V) {
-    if (sizeof(Dtype) == 4) {
+    if constexpr (sizeof(Dtype) == 4) {
       const float* f = reinterpret_cast<const float*>(v);
       reinterpret_cast<float4*>(p)[g] = make_float4(f[0], f[1], f[2], f[3]);
     } else {
