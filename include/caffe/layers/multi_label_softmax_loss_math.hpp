@@ -23,6 +23,8 @@
 // any magnitude.
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 
 #include "caffe/layers/xent_common.hpp"
 #include "caffe/util/xent_ops.hpp"
@@ -223,6 +225,82 @@ XENT_HOST_DEVICE Dtype ElementGradient(const RowCoefficients& coef, Dtype x, Dty
 template <typename Dtype>
 XENT_HOST_DEVICE Dtype Probability(const RowCoefficients& coef, Dtype x) {
   return static_cast<Dtype>(coef.inv_sum_exp * ShiftedExp(static_cast<Dtype>(coef.max), x));
+}
+
+/// The float gradient's exp, as scalars (the CUDA gradient kernel; the
+/// CPU's vector form is ShiftedExpVec in multi_label_softmax_loss_simd.cpp,
+/// whose comment gives the error analysis: within ~1.75 ulp of e^(x - m)
+/// for every x - m, the argument never rounded). Same operations, same
+/// order, same constants, one fused rounding per MulAdd (fmaf), so both
+/// give the same bits. For rows with |m| < kFloatGradientMaxRowMax.
+const float kFloatGradientMaxRowMax = 32640.0f;  // 2^15 - 128, as the SIMD path
+
+/// m = hi + lo, hi = m rounded to a multiple of 2^-9, lo = m - hi (exact);
+/// low = hi - 104 (e^(x - m) rounds to 0 below it); m_log2e = hi / ln 2.
+struct FloatRowShift {
+  float hi, lo, low, m_log2e;
+};
+
+XENT_HOST_DEVICE FloatRowShift MakeFloatRowShift(float m) {
+  FloatRowShift shift;
+  shift.hi = rintf(m * 512.0f) * (1.0f / 512.0f);
+  shift.lo = m - shift.hi;
+  shift.low = shift.hi - 104.0f;
+  shift.m_log2e = shift.hi * 1.442695040888963407359924681f;
+  return shift;
+}
+
+/// e^r - 1 for |r| <= ln 2 / 2 + 2^-9: r + r²·P(r), P of degree 5 by
+/// Estrin's scheme (Expm1Reduced's coefficients and order).
+XENT_HOST_DEVICE float Expm1ReducedFloat(float r) {
+  const float r2 = r * r;
+  const float r4 = r2 * r2;
+  const float p = fmaf(r4, fmaf(0.000198527617612853646278381f, r, 0.00139304355252534151077271f),
+                       fmaf(r2, fmaf(0.00833336077630519866943359f, r,
+                                     0.0416664853692054748535156f),
+                            fmaf(0.166666671633720397949219f, r, 0.5f)));
+  return fmaf(p, r2, r);
+}
+
+/// e^(x - m) for finite x (or -inf) <= m, |m| < kFloatGradientMaxRowMax:
+/// k = round((x - m) / ln 2) by the shifter 1.5·2^23 + 192, r = x - m -
+/// k ln 2 from x, hi and lo (b = hi + k ln2_hi exact), 2^k as 2^(k+65) from
+/// the shifter's low bits times 2^-65. The max itself gives exactly 1.
+XENT_HOST_DEVICE float ShiftedExpFloat(float x, const FloatRowShift& shift) {
+  const float kShifterFloat = 12582912.0f + 192.0f;
+  x = x > shift.low ? x : shift.low;  // also -inf -> low (x is never NaN here)
+  const float shifted = fmaf(x, 1.442695040888963407359924681f, -shift.m_log2e) + kShifterFloat;
+  const float k = shifted - kShifterFloat;                      // round((x - m) / ln 2)
+  const float b = fmaf(k, 0.693359375f, shift.hi);              // hi + k ln2_hi, exact
+  const float c = fmaf(k, -2.12194440e-4f, shift.lo);           // lo + k ln2_lo
+  const float r = (x - b) - c;                                  // x - m - k ln 2
+  const float p = Expm1ReducedFloat(r) + 1.0f;                  // e^r
+  uint32_t bits;
+  memcpy(&bits, &shifted, sizeof(bits));
+  bits <<= 23;                                                  // 2^(k + 65)
+  float pow2;
+  memcpy(&pow2, &bits, sizeof(pow2));
+  return (p * pow2) * 0x1p-65f;
+}
+
+/// Pass 2 of one float element in float arithmetic, as the CPU's vector
+/// row gradient: scale (Q p_c - q_c) = k e - (scale·a·w_c·t_c + scale·b)
+/// with k = scale·Q/S, e = e^(x_c - m) by ShiftedExpFloat. For rows not
+/// ignored whose max is finite and below kFloatGradientMaxRowMax in
+/// magnitude (FloatGradientApplies); others take ElementGradient.
+XENT_HOST_DEVICE bool FloatGradientApplies(const RowCoefficients& coef) {
+  const float m = static_cast<float>(coef.max);
+  return !IsIgnored(coef) && fabsf(m) < kFloatGradientMaxRowMax;  // false for NaN and inf
+}
+XENT_HOST_DEVICE float ElementGradientFloat(const RowCoefficients& coef, float x, float t, double w,
+                                            double scale) {
+  const FloatRowShift shift = MakeFloatRowShift(static_cast<float>(coef.max));
+  const float k = static_cast<float>(scale * coef.q_total * coef.inv_sum_exp);
+  const float scaled_b = static_cast<float>(scale * coef.b);
+  const float e = ShiftedExpFloat(x, shift);
+  if (t == 0.0f) return fmaf(k, e, -scaled_b);  // scale (Q p_c - eps/C)
+  const float scaled_a = static_cast<float>(scale * coef.a);
+  return fmaf(k, e, -fmaf(scaled_a * static_cast<float>(w), t, scaled_b));
 }
 
 }  // namespace multilabel

@@ -2,12 +2,14 @@
 #define CAFFE_UTIL_XENT_REDUCE_CUH_
 
 // Deterministic two-stage sums on the GPU for caffe-xent's loss layers: no
-// float atomics, fixed grid, scratch O(blocks).
-//   stage 1: each block reduces its grid-stride slice to one double per
-//            block (warp shuffles, then one warp over the warp sums);
-//   stage 2: one block adds the block partials in a fixed tree order.
-// The grid size is a fixed constant, not a function of the device, so the
-// bits do not depend on the GPU either.
+// float atomics, scratch O(blocks), at most kReduceBlocks blocks.
+//   stage 1: each block reduces its part of the data (a partition that is a
+//            function of the shape alone, chosen by the layer) to one row
+//            of doubles (warp shuffles, then one warp over the warp sums);
+//   stage 2: one block adds the block rows in a fixed order (FinishSums).
+// Neither the grid nor the partition depends on the device (its SM count,
+// its model) or on the run, so the bits of a sum depend on the shape and
+// the data only.
 
 #include <string>
 #include <vector>
@@ -57,7 +59,10 @@ inline void ProbeDeviceMemory(const shared_ptr<SyncedMemory>& memory,
 }
 
 const int kReduceThreads = 256;  ///< threads per block (8 warps)
-const int kReduceBlocks = 1024;  ///< fixed grid for the first stage (the most blocks)
+/// The most blocks of a first stage: the rows of a layer's block-sum
+/// buffer (4096 rows of 4 doubles, 128 KiB). Enough for about 6 waves of
+/// blocks on a 132-SM GPU, so the last wave's idle SMs cost a few percent.
+const int kReduceBlocks = 4096;
 
 /// Columns of the per-block partial sums, in LossSums's order.
 enum SumColumn { kLossColumn = 0, kCountedColumn, kBadTargetsColumn, kBadWeightsColumn, kSumColumns };
@@ -132,14 +137,25 @@ __device__ __forceinline__ void StoreBlockSums(double loss, double counted, doub
   }
 }
 
+/// Doubles after the totals row of a block-sum buffer that a layer's
+/// kernels may use as scratch between launches of one call (BlockScratch).
+const int kScratchDoubles = 2048 * 9;
+
 /// The layer's buffer of partial sums (`memory`, a XentLossLayer member):
-/// kReduceBlocks rows of kSumColumns doubles and one more row for the
-/// totals, allocated on first use (a shortage throws XentError) and kept.
+/// kReduceBlocks rows of kSumColumns doubles, one more row for the totals,
+/// then kScratchDoubles of scratch (275 KiB in all), allocated on first use
+/// (a shortage throws XentError) and kept.
 double* BlockSumBuffer(shared_ptr<SyncedMemory>* memory, const LayerParameter& layer_param);
+
+/// The scratch area of a BlockSumBuffer (kScratchDoubles doubles).
+inline double* BlockScratch(double* partial) {
+  return partial + (kReduceBlocks + 1) * kSumColumns;
+}
 
 /// Second stage: adds the first `blocks` rows of `partial` (a
 /// BlockSumBuffer) in a fixed order on the device, into its totals row,
-/// and copies the totals to the host: one small copy, no allocation.
+/// and copies the totals to the host: one launch and one small copy (32
+/// bytes, the only host synchronization of a Forward), no allocation.
 LossSums FinishSums(double* partial, int blocks, const LayerParameter& layer_param);
 
 }  // namespace xent

@@ -5,15 +5,18 @@ namespace xent {
 
 namespace {
 
-/// out[j] = Σ over the `blocks` rows of column j, in a fixed tree order.
-__global__ void FinishBlockSums(const double* partial, int blocks, double* out) {
-  for (int j = 0; j < kSumColumns; ++j) {
-    double value = 0.0;
-    for (int b = threadIdx.x; b < blocks; b += blockDim.x) {
-      value += partial[b * kSumColumns + j];
-    }
-    value = BlockSum(value);
-    if (threadIdx.x == 0) out[j] = value;
+/// out[j] = Σ over the `blocks` rows of column j: thread k adds rows k,
+/// k + 256, ... in order (one 32-byte row at a time, all four columns),
+/// then the block adds the threads' sums by BlockSums's fixed tree.
+__global__ void FinishBlockSums(const double* __restrict__ partial, int blocks,
+                                double* __restrict__ out) {
+  double sums[kSumColumns] = {0.0, 0.0, 0.0, 0.0};
+  for (int b = threadIdx.x; b < blocks; b += blockDim.x) {
+    for (int j = 0; j < kSumColumns; ++j) sums[j] += partial[b * kSumColumns + j];
+  }
+  BlockSums(sums);
+  if (threadIdx.x == 0) {
+    for (int j = 0; j < kSumColumns; ++j) out[j] = sums[j];
   }
 }
 
@@ -21,7 +24,8 @@ __global__ void FinishBlockSums(const double* partial, int blocks, double* out) 
 
 double* BlockSumBuffer(shared_ptr<SyncedMemory>* memory, const LayerParameter& layer_param) {
   if (!*memory) {
-    memory->reset(new SyncedMemory((kReduceBlocks + 1) * kSumColumns * sizeof(double)));
+    memory->reset(new SyncedMemory(
+        ((kReduceBlocks + 1) * kSumColumns + kScratchDoubles) * sizeof(double)));
   }
   ProbeDeviceMemory(*memory, layer_param, "the block sums");
   return static_cast<double*>((*memory)->mutable_gpu_data());
