@@ -9,13 +9,14 @@
 // on the thread count.
 //
 // Which formula lives where: bce, the gradient's bracket, the cancellation
-// test, the bracket retaken in double and the focal parts (σ(x), σ(-x), α_t,
-// 1 - p_t) are the templates of sigmoid_cross_entropy_loss_formulas-inl.h,
+// test, the bracket retaken (double blobs) and the focal parts (σ(x), σ(-x),
+// α_t, 1 - p_t) are the templates of sigmoid_cross_entropy_loss_formulas-inl.h,
 // the same the scalar Element uses, here over VecOps (xent_simd-inl.h, with
 // DoubleSum, Padded and the dispatch macros both SIMD files share). Written
 // only here: the target checks and counts, log1p on [0, 1] (Log1pUnit), the
 // whole focal power q^γ and its derivative γ·q^(γ-1)·(1-2τ)·σ(x)σ(-x)
-// (Element takes any real γ, by pow), and the retake bookkeeping.
+// (Element takes any real γ, by pow), and the retake bookkeeping. Float
+// lanes keep the bracket as computed (BackwardWith says why).
 //
 // Highway re-includes this file once per target (foreach_target.h). The
 // include path below is relative to our include/ directory, which is on the
@@ -258,6 +259,103 @@ HWY_INLINE V FractionalPower(D d, V q, double gamma) {
   }
 }
 
+/// The bracket of ∂bce/∂x = bracket/(1+e) in double (RetakeBracket), for
+/// a = 1 - τ and b = pos_weight·τ (exact in double for float τ, pos_weight);
+/// dd: a vector of doubles.
+template <class DD, class VD = hn::Vec<DD>>
+HWY_INLINE VD BracketDouble(DD dd, VD x, VD tau, VD pos_weight) {
+  const xs::VecOps<DD> o;
+  const VD a = hn::Sub(hn::Set(dd, 1.0), tau);
+  const VD b = hn::Mul(pos_weight, tau);
+  return RetakeBracket(o, x, a, b, o.Exp(o.Neg(o.Abs(x))));
+}
+
+/// What the backward of one vector hands on besides its gradient: with
+/// kCheck, the lanes whose bracket must be retaken in double (`cancels`)
+/// and what the retake needs (x, τ, pos_weight, the multiplier
+/// k = r·weight·factor and the focal addend); without, `soft`, the OR of
+/// a·b over the vectors so far (nonzero bits: some lane has both terms, so
+/// might cancel; 0 for targets 0 and 1), two vector ops instead of four.
+template <class V, class M>
+struct BackwardOut {
+  M cancels;
+  V x, tau, pos_weight, k, addend;
+  V soft;
+};
+
+/// e^-|x| (x with its sign bit set), in [0, 1]: never exp of a positive number.
+template <class D, class V = hn::Vec<D>>
+HWY_INLINE V ExpNegAbs(D d, V x) {
+  return hn::Exp(d, hn::Or(x, hn::Set(d, hn::TFromD<D>(-0.0))));
+}
+
+/// One vector of the backward: ∂ℓ/∂x · factor, 0 in ignored lanes; e = e^-|x|.
+template <bool kOptions, bool kFocal, bool kCheck, class D, class V = hn::Vec<D>,
+          class M = hn::Mask<D>>
+HWY_INLINE V BackwardVector(D d, const Splat<D>& s, const ElementVectors<V>& in, V e,
+                            BackwardOut<V, M>* out) {
+  const xs::VecOps<D> o;
+  const V zero = hn::Zero(d);
+  const V one = hn::Set(d, 1);
+  V a, b;
+  Weights<kOptions>(d, in.t, in.pos_weight, s.keep, s.shift, &out->tau, &a, &b);
+  const M positive = hn::Ge(in.x, zero);
+  const V bracket = BceBracket(o, positive, a, b, e);  // ∂bce/∂x = r·bracket
+  V k, grad;
+  if (kFocal) {
+    // ∂ℓ/∂x = c·(q^γ·∂bce/∂x + bce·γq^(γ-1)·(1-2τ)·σ(x)σ(-x)), c = weight·α_t:
+    // here bracket·k + addend, k = r·c·q^γ·factor (sigmoid_cross_entropy_loss_math.hpp).
+    V sigma_pos, sigma_neg, alpha_t, q;
+    FocalParts(o, positive, e, hn::Div(one, hn::Add(one, e)), out->tau, a, s.alpha, &sigma_pos,
+               &sigma_neg, &alpha_t, &q);
+    V c = hn::Mul(alpha_t, in.factor);
+    c = hn::Mul(in.class_weight, c);
+    if (s.weights) c = hn::Mul(in.w, c);
+    V modulator = one, dmodulator = zero;
+    if (s.fractional) {
+      // ∂q^γ/∂x over (1-2τ)σ(x)σ(-x) is γ·q^γ/q: taken as γ·q^γ·(σ(x)σ(-x)/q),
+      // that ratio bounded by 1, and 0 where q = 0 (the scalar math's form).
+      modulator = FractionalPower(d, q, s.gamma);
+      const V ratio = hn::IfThenZeroElse(hn::Eq(q, zero),
+                                         hn::Div(hn::Mul(sigma_pos, sigma_neg), q));
+      dmodulator = hn::Mul(hn::Mul(hn::Set(d, hn::TFromD<D>(s.gamma)), modulator),
+                           hn::Mul(hn::NegMulAdd(hn::Set(d, 2), out->tau, one), ratio));
+    } else if (s.power > 0) {
+      const V q_lower = WholePower(d, q, s.power - 1);     // q^(γ-1)
+      modulator = hn::Mul(q_lower, q);
+      dmodulator = hn::Mul(hn::Mul(hn::Set(d, hn::TFromD<D>(s.power)), q_lower),
+                           hn::Mul(hn::NegMulAdd(hn::Set(d, 2), out->tau, one),
+                                   hn::Mul(sigma_pos, sigma_neg)));
+    }
+    k = hn::Mul(hn::Div(c, hn::Add(one, e)), modulator);
+    const V bce = Bce(o, positive, a, b, hn::Abs(in.x), Log1pUnit(d, e));
+    // bce·∂mod is 0 where ∂mod is, even at bce = ∞.
+    out->addend = hn::Mul(c, o.Scale(dmodulator, bce));
+    grad = hn::MulAdd(bracket, k, out->addend);
+  } else {
+    k = hn::Div(in.factor, hn::Add(one, e));        // r·factor, r = σ(|x|)
+    if (kOptions) k = hn::Mul(in.class_weight, k);
+    if (s.weights) k = hn::Mul(in.w, k);
+    out->addend = zero;
+    grad = hn::Mul(bracket, k);
+  }
+  grad = hn::IfThenElse(hn::IsNaN(in.x), in.x, grad);  // NaN in, NaN out
+  // Where the two terms cancel the caller retakes the bracket in double;
+  // the test is four vector ops, and the loop is bound by their count.
+  if (kCheck) {
+    out->cancels = BracketCancels(o, positive, a, b, bracket);
+  } else if (sizeof(hn::TFromD<D>) == 8) {  // float lanes are never retaken (BackwardWith)
+    out->soft = hn::Or(out->soft, hn::Mul(a, b));
+  }
+  out->k = k;
+  if (s.has_ignore_label) {
+    const M ignored = hn::Eq(in.t, s.ignore_label);
+    grad = hn::IfThenZeroElse(ignored, grad);
+    if (kCheck) out->cancels = hn::AndNot(ignored, out->cancels);
+  }
+  return grad;
+}
+
 /// The lanes a forward vector counts: counted (not ignored), bad target,
 /// bad weight.
 template <class M>
@@ -271,7 +369,7 @@ struct ForwardCounts {
 /// carries no unused work.
 template <bool kIgnore, bool kWeights, bool kOptions, bool kFocal, class D, class V = hn::Vec<D>,
           class M = hn::Mask<D>>
-HWY_INLINE V ForwardVector(D d, const Splat<D>& k, const ElementVectors<V>& in, M lanes,
+HWY_INLINE V ForwardVector(D d, const Splat<D>& k, const ElementVectors<V>& in, V e, M lanes,
                            ForwardCounts<M>* counts) {
   const xs::VecOps<D> o;
   const V zero = hn::Zero(d);
@@ -293,7 +391,6 @@ HWY_INLINE V ForwardVector(D d, const Splat<D>& k, const ElementVectors<V>& in, 
   V tau, a, b;
   Weights<kOptions>(d, in.t, in.pos_weight, k.keep, k.shift, &tau, &a, &b);
   const V abs_x = hn::Abs(in.x);
-  const V e = hn::Exp(d, hn::Neg(abs_x));           // e^-|x| in [0,1]
   const V log1p_e = Log1pUnit(d, e);                // log1p(e^-|x|)
   const M positive = hn::Ge(in.x, zero);
   // Without options a + b = 1 exactly (as a + b in float may not be): one
@@ -348,7 +445,8 @@ Sums ForwardLoop(const ForwardArgs<T>& args) {
     in.t = hn::LoadU(d, t + i);
     if (kWeights) in.w = hn::LoadU(d, w + i);
     if (kOptions) per_class.Next(d, &in.pos_weight, &in.class_weight);
-    return ForwardVector<kIgnore, kWeights, kOptions, kFocal>(d, k, in, valid, c);
+    return ForwardVector<kIgnore, kWeights, kOptions, kFocal>(d, k, in, ExpNegAbs(d, in.x), valid,
+                                                              c);
   };
   const M all = hn::FirstN(d, lanes);
   int64_t i = 0;
@@ -392,125 +490,11 @@ Sums Forward(const ForwardArgs<T>& a) {
   return a.options ? ForwardWith<true, false>(a) : ForwardWith<false, false>(a);
 }
 
-/// The bracket of ∂bce/∂x = bracket/(1+e) in double (RetakeBracket), for
-/// a = 1 - τ and b = pos_weight·τ (exact in double for float τ, pos_weight);
-/// dd: a vector of doubles.
-template <class DD, class VD = hn::Vec<DD>>
-HWY_INLINE VD BracketDouble(DD dd, VD x, VD tau, VD pos_weight) {
-  const xs::VecOps<DD> o;
-  const VD a = hn::Sub(hn::Set(dd, 1.0), tau);
-  const VD b = hn::Mul(pos_weight, tau);
-  return RetakeBracket(o, x, a, b, o.Exp(o.Neg(o.Abs(x))));
-}
-
-/// What the backward of one vector hands on besides its gradient: with
-/// kCheck, the lanes whose bracket must be retaken in double (`cancels`)
-/// and what the retake needs (x, τ, pos_weight, the multiplier
-/// k = r·weight·factor and the focal addend); without, `soft`, the OR of
-/// a·b over the vectors so far (nonzero bits: some lane has both terms, so
-/// might cancel; 0 for targets 0 and 1), two vector ops instead of four.
-template <class V, class M>
-struct BackwardOut {
-  M cancels;
-  V x, tau, pos_weight, k, addend;
-  V soft;
-};
-
-/// One vector of the backward: ∂ℓ/∂x · factor, 0 in ignored lanes.
-template <bool kOptions, bool kFocal, bool kCheck, class D, class V = hn::Vec<D>,
-          class M = hn::Mask<D>>
-HWY_INLINE V BackwardVector(D d, const Splat<D>& s, const ElementVectors<V>& in,
-                            BackwardOut<V, M>* out) {
-  const xs::VecOps<D> o;
-  const V zero = hn::Zero(d);
-  const V one = hn::Set(d, 1);
-  V a, b;
-  Weights<kOptions>(d, in.t, in.pos_weight, s.keep, s.shift, &out->tau, &a, &b);
-  const V e = hn::Exp(d, hn::Or(in.x, hn::Set(d, hn::TFromD<D>(-0.0))));  // e^-|x| (sign bit set)
-  const M positive = hn::Ge(in.x, zero);
-  const V bracket = BceBracket(o, positive, a, b, e);  // ∂bce/∂x = r·bracket
-  V k, grad;
-  if (kFocal) {
-    // ∂ℓ/∂x = c·(q^γ·∂bce/∂x + bce·γq^(γ-1)·(1-2τ)·σ(x)σ(-x)), c = weight·α_t:
-    // here bracket·k + addend, k = r·c·q^γ·factor (sigmoid_cross_entropy_loss_math.hpp).
-    V sigma_pos, sigma_neg, alpha_t, q;
-    FocalParts(o, positive, e, hn::Div(one, hn::Add(one, e)), out->tau, a, s.alpha, &sigma_pos,
-               &sigma_neg, &alpha_t, &q);
-    V c = hn::Mul(alpha_t, in.factor);
-    c = hn::Mul(in.class_weight, c);
-    if (s.weights) c = hn::Mul(in.w, c);
-    V modulator = one, dmodulator = zero;
-    if (s.fractional) {
-      // ∂q^γ/∂x over (1-2τ)σ(x)σ(-x) is γ·q^γ/q: taken as γ·q^γ·(σ(x)σ(-x)/q),
-      // that ratio bounded by 1, and 0 where q = 0 (the scalar math's form).
-      modulator = FractionalPower(d, q, s.gamma);
-      const V ratio = hn::IfThenZeroElse(hn::Eq(q, zero),
-                                         hn::Div(hn::Mul(sigma_pos, sigma_neg), q));
-      dmodulator = hn::Mul(hn::Mul(hn::Set(d, hn::TFromD<D>(s.gamma)), modulator),
-                           hn::Mul(hn::NegMulAdd(hn::Set(d, 2), out->tau, one), ratio));
-    } else if (s.power > 0) {
-      const V q_lower = WholePower(d, q, s.power - 1);     // q^(γ-1)
-      modulator = hn::Mul(q_lower, q);
-      dmodulator = hn::Mul(hn::Mul(hn::Set(d, hn::TFromD<D>(s.power)), q_lower),
-                           hn::Mul(hn::NegMulAdd(hn::Set(d, 2), out->tau, one),
-                                   hn::Mul(sigma_pos, sigma_neg)));
-    }
-    k = hn::Mul(hn::Div(c, hn::Add(one, e)), modulator);
-    const V bce = Bce(o, positive, a, b, hn::Abs(in.x), Log1pUnit(d, e));
-    // bce·∂mod is 0 where ∂mod is, even at bce = ∞.
-    out->addend = hn::Mul(c, o.Scale(dmodulator, bce));
-    grad = hn::MulAdd(bracket, k, out->addend);
-  } else {
-    k = hn::Div(in.factor, hn::Add(one, e));        // r·factor, r = σ(|x|)
-    if (kOptions) k = hn::Mul(in.class_weight, k);
-    if (s.weights) k = hn::Mul(in.w, k);
-    out->addend = zero;
-    grad = hn::Mul(bracket, k);
-  }
-  grad = hn::IfThenElse(hn::IsNaN(in.x), in.x, grad);  // NaN in, NaN out
-  // Where the two terms cancel the caller retakes the bracket in double;
-  // the test is four vector ops, and the loop is bound by their count.
-  if (kCheck) {
-    out->cancels = BracketCancels(o, positive, a, b, bracket);
-  } else {
-    out->soft = hn::Or(out->soft, hn::Mul(a, b));
-  }
-  out->k = k;
-  if (s.has_ignore_label) {
-    const M ignored = hn::Eq(in.t, s.ignore_label);
-    grad = hn::IfThenZeroElse(ignored, grad);
-    if (kCheck) out->cancels = hn::AndNot(ignored, out->cancels);
-  }
-  return grad;
-}
-
-#if HWY_TARGET == HWY_AVX2
-/// Compressing a mask of 8 lanes: entry m holds, 4 bits per lane, the
-/// source lanes of m's set bits, in order. Highway 1.0.3's Compress on AVX2
-/// keeps such a table in a non-static local array, which GCC copies onto
-/// the stack (1 KiB) at every call: six calls per vector of soft targets
-/// cost more than the retake itself. Here it is one read-only table, and
-/// one index vector serves the six arrays.
-struct Compress8Table {
-  uint32_t packed[256];
-  constexpr Compress8Table() : packed() {
-    for (int m = 0; m < 256; ++m) {
-      uint32_t lanes = 0;
-      int k = 0;
-      for (int j = 0; j < 8; ++j) {
-        if ((m >> j) & 1) lanes |= static_cast<uint32_t>(j) << (4 * k++);
-      }
-      packed[m] = lanes;
-    }
-  }
-};
-constexpr Compress8Table kCompress8;
-#endif
-
-/// Elements whose bracket cancels, gathered (compressed) while the fast pass
-/// runs and retaken in double vectors when the buffer fills and at the end:
-/// only those elements pay for double, whatever their neighbours are. Each
-/// element's result depends on its own inputs only.
+/// Elements of a double blob whose bracket cancels, gathered (compressed)
+/// while the fast pass runs and retaken (RetakeBracket) when the buffer
+/// fills and at the end: only those elements pay for the retake, whatever
+/// their neighbours are. Each element's result depends on its own inputs
+/// only.
 template <typename T>
 class CancellingElements {
  public:
@@ -524,20 +508,6 @@ class CancellingElements {
   HWY_INLINE void Add(D d, const BackwardOut<hn::Vec<D>, M>& out, int64_t i) {
     const DI di;
     const M m = out.cancels;
-#if HWY_TARGET == HWY_AVX2
-    if constexpr (sizeof(T) == 4) {  // 8 float lanes: one index vector for all six
-      uint8_t bits = 0;
-      hn::StoreMaskBits(d, m, &bits);
-      const hn::RebindToUnsigned<D> du;
-      const auto lane = hn::And(hn::Set(du, kCompress8.packed[bits]) >> hn::ShiftLeft<2>(
-                                    hn::Iota(du, 0)), hn::Set(du, 7u));
-      const auto float_lanes = hn::IndicesFromVec(d, lane);
-      const auto index_lanes = hn::IndicesFromVec(di, lane);
-      Store(d, out, m, [&](hn::Vec<D> v) { return hn::TableLookupLanes(v, float_lanes); },
-            hn::TableLookupLanes(hn::Iota(di, static_cast<TI>(i)), index_lanes));
-      return;
-    }
-#endif
     // Compress in registers, then a plain store: the memory form of AVX-512's
     // compress store is microcoded and slow on some CPUs (AMD Zen 4).
     Store(d, out, m, [&](hn::Vec<D> v) { return hn::Compress(v, m); },
@@ -545,9 +515,8 @@ class CancellingElements {
   }
 
   void Flush() {
-    const hn::ScalableTag<double> dd;
-    const hn::Rebind<T, decltype(dd)> dt;  // T lanes, as many as dd has
-    const size_t lanes = hn::Lanes(dd);
+    const D d;
+    const size_t lanes = hn::Lanes(d);
     // Whole vectors; the lanes past pending_ get zeros, their results are
     // not written anywhere.
     const size_t end = (pending_ + lanes - 1) / lanes * lanes;
@@ -557,16 +526,9 @@ class CancellingElements {
     std::fill(k_ + pending_, k_ + end, T(0));
     std::fill(addend_ + pending_, addend_ + end, T(0));
     for (size_t j = 0; j < pending_; j += lanes) {
-      hn::Vec<decltype(dt)> bracket;
-      if constexpr (sizeof(T) == 8) {
-        bracket = BracketDouble(dd, hn::LoadU(dd, x_ + j), hn::LoadU(dd, tau_ + j),
-                                hn::LoadU(dd, pos_weight_ + j));
-      } else {
-        bracket = hn::DemoteTo(dt, BracketDouble(dd, hn::PromoteTo(dd, hn::LoadU(dt, x_ + j)),
-                                                 hn::PromoteTo(dd, hn::LoadU(dt, tau_ + j)),
-                                                 hn::PromoteTo(dd, hn::LoadU(dt, pos_weight_ + j))));
-      }
-      hn::StoreU(hn::MulAdd(bracket, hn::LoadU(dt, k_ + j), hn::LoadU(dt, addend_ + j)), dt,
+      const hn::Vec<D> bracket = BracketDouble(d, hn::LoadU(d, x_ + j), hn::LoadU(d, tau_ + j),
+                                               hn::LoadU(d, pos_weight_ + j));
+      hn::StoreU(hn::MulAdd(bracket, hn::LoadU(d, k_ + j), hn::LoadU(d, addend_ + j)), d,
                  result_ + j);
     }
     for (size_t j = 0; j < pending_; ++j) dx_[index_[j]] = result_[j];
@@ -589,8 +551,7 @@ class CancellingElements {
     if (pending_ > kCapacity) Flush();
   }
 
-  // Add stores a whole vector past the count; Flush reads whole double
-  // vectors (at most as many lanes as a T vector).
+  // Add stores a whole vector past the count; Flush reads whole vectors.
   static constexpr size_t kCapacity = 1024;
   static constexpr size_t kSize = kCapacity + 2 * HWY_MAX_BYTES / sizeof(T);
   T* dx_;
@@ -616,15 +577,16 @@ HWY_INLINE V VectorAt(D d, const BackwardArgs<T>& a, const Splat<D>& s, int64_t 
   in.t = hn::LoadU(d, a.t + i);
   out->x = in.x;
   out->pos_weight = in.pos_weight;
-  return BackwardVector<kOptions, kFocal, kCheck>(d, s, in, out);
+  return BackwardVector<kOptions, kFocal, kCheck>(d, s, in, ExpNegAbs(d, in.x), out);
 }
 
 /// The hot loop over whole vectors [begin, end): stores the gradients.
-/// kCheck: hands the lanes to retake in double to `cancelling`; otherwise
-/// returns whether any lane might cancel (a soft target), and the block
-/// must be run again with kCheck. Hard targets take the loop without the
-/// test: the loop is bound by its count of vector ops, and the four-op test
-/// cost ~15 % of the plain backward (one thread, AMD Zen 4).
+/// kCheck (double blobs): hands the lanes to retake to `cancelling`;
+/// otherwise, for double, returns whether any lane might cancel (a soft
+/// target), and the block must be run again with kCheck. Hard targets take
+/// the loop without the test: the loop is bound by its count of vector ops,
+/// and the four-op test cost ~15 % of the plain backward (one thread, AMD
+/// Zen 4).
 template <bool kOptions, bool kFocal, bool kCheck, typename T>
 HWY_NOINLINE int BackwardBlock(const BackwardArgs<T>& a, int64_t begin, int64_t end,
                                PerClass<T>* per_class, CancellingElements<T>* cancelling) {
@@ -636,59 +598,82 @@ HWY_NOINLINE int BackwardBlock(const BackwardArgs<T>& a, int64_t begin, int64_t 
   out.soft = hn::Zero(d);
   for (int64_t i = begin; i < end; i += lanes) {
     hn::StoreU(VectorAt<kOptions, kFocal, kCheck>(d, a, s, i, per_class, &out), d, a.dx + i);
-    if (kCheck && !hn::AllFalse(d, out.cancels)) cancelling->Add(d, out, i);
+    if constexpr (kCheck) {
+      if (!hn::AllFalse(d, out.cancels)) cancelling->Add(d, out, i);
+    }
   }
   if (kCheck) return 0;
   const hn::RebindToUnsigned<decltype(d)> du;
   return !hn::AllTrue(du, hn::Eq(hn::BitCast(du, out.soft), hn::Zero(du)));
 }
 
+/// The last n % lanes elements: the same vector code on padded copies.
+/// kCheck: their cancelling lanes go to `cancelling` too.
+template <bool kOptions, bool kFocal, bool kCheck, typename T>
+void BackwardTail(const BackwardArgs<T>& a, int64_t whole, PerClass<T>* per_class,
+                  CancellingElements<T>* cancelling) {
+  const hn::ScalableTag<T> d;
+  using V = hn::Vec<decltype(d)>;
+  const size_t rest = static_cast<size_t>(a.n - whole);
+  const xs::Padded<T> x(a.x + whole, rest), t(a.t + whole, rest),
+      w(a.w ? a.w + whole : nullptr, rest),
+      ed(a.element_diff ? a.element_diff + whole : nullptr, rest);
+  BackwardArgs<T> tail = a;
+  tail.x = x.v;
+  tail.t = t.v;
+  if (a.w) tail.w = w.v;
+  if (a.element_diff) tail.element_diff = ed.v;
+  const auto s = MakeSplat(d, a.options, a.w, a.has_ignore_label, a.ignore_label);
+  BackwardOut<V, hn::Mask<decltype(d)>> out;
+  out.soft = hn::Zero(d);
+  xs::StoreFirst(d, VectorAt<kOptions, kFocal, kCheck>(d, tail, s, 0, per_class, &out), rest,
+                 a.dx + whole);
+  if constexpr (kCheck) {
+    out.cancels = hn::And(out.cancels, hn::FirstN(d, rest));
+    if (!hn::AllFalse(d, out.cancels)) cancelling->Add(d, out, whole);
+  }
+}
+
+/// float: the bracket as computed, within a few ulp of the larger of the
+/// gradient's two terms wherever they cancel (docs/sigmoid_cross_entropy_loss.md,
+/// "Accuracy of the gradient": retaking the cancelling elements in double
+/// halved the soft-target backward on AVX2 and AVX-512 alike). double: the
+/// cancelling elements are retaken (RetakeBracket), so soft targets keep a
+/// few ulp of the value away from the root.
 template <bool kOptions, bool kFocal, typename T>
 void BackwardWith(const BackwardArgs<T>& a) {
   const hn::ScalableTag<T> d;
-  using V = hn::Vec<decltype(d)>;
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
   const int64_t n = a.n;
   Options<T> none = {};  // not read without options
   none.inner = none.classes = 1;
-  CancellingElements<T> cancelling(a.dx);
   const int64_t whole = n - n % lanes;
   PerClass<T> per_class(kOptions ? *a.options : none, a.first);
-  // Hard targets (0 and 1) never cancel: blocks run without the test until
-  // one shows a soft target; that block is run again with it, and so is the
-  // rest of the range (soft targets seldom come alone).
-  const int64_t kBlock = 256 * lanes;
-  int64_t block = 0;
-  for (; block < whole; block += kBlock) {
-    const PerClass<T> block_start = per_class;
-    if (BackwardBlock<kOptions, kFocal, false>(a, block, std::min(whole, block + kBlock),
-                                               &per_class, &cancelling)) {
-      per_class = block_start;
-      break;
+  if constexpr (sizeof(T) == 4) {
+    CancellingElements<T>* const none_cancel = nullptr;  // float lanes keep their bracket
+    BackwardBlock<kOptions, kFocal, false>(a, 0, whole, &per_class, none_cancel);
+    if (whole < n) BackwardTail<kOptions, kFocal, false>(a, whole, &per_class, none_cancel);
+  } else {
+    CancellingElements<T> cancelling(a.dx);
+    // Hard targets (0 and 1) never cancel: blocks run without the test until
+    // one shows a soft target; that block is run again with it, and so is the
+    // rest of the range (soft targets seldom come alone).
+    const int64_t kBlock = 256 * lanes;
+    int64_t block = 0;
+    for (; block < whole; block += kBlock) {
+      const PerClass<T> block_start = per_class;
+      if (BackwardBlock<kOptions, kFocal, false>(a, block, std::min(whole, block + kBlock),
+                                                 &per_class, &cancelling)) {
+        per_class = block_start;
+        break;
+      }
     }
+    if (block < whole) {
+      BackwardBlock<kOptions, kFocal, true>(a, block, whole, &per_class, &cancelling);
+    }
+    if (whole < n) BackwardTail<kOptions, kFocal, true>(a, whole, &per_class, &cancelling);
+    cancelling.Flush();
   }
-  if (block < whole) {
-    BackwardBlock<kOptions, kFocal, true>(a, block, whole, &per_class, &cancelling);
-  }
-  if (whole < n) {  // tail: the same vector code on a padded copy
-    const size_t rest = static_cast<size_t>(n - whole);
-    const xs::Padded<T> x(a.x + whole, rest), t(a.t + whole, rest),
-        w(a.w ? a.w + whole : nullptr, rest),
-        ed(a.element_diff ? a.element_diff + whole : nullptr, rest);
-    BackwardArgs<T> tail = a;
-    tail.x = x.v;
-    tail.t = t.v;
-    if (a.w) tail.w = w.v;
-    if (a.element_diff) tail.element_diff = ed.v;
-    const auto s = MakeSplat(d, a.options, a.w, a.has_ignore_label, a.ignore_label);
-    BackwardOut<V, hn::Mask<decltype(d)>> out;
-    out.soft = hn::Zero(d);
-    xs::StoreFirst(d, VectorAt<kOptions, kFocal, true>(d, tail, s, 0, &per_class, &out), rest,
-               a.dx + whole);
-    out.cancels = hn::And(out.cancels, hn::FirstN(d, rest));
-    if (!hn::AllFalse(d, out.cancels)) cancelling.Add(d, out, whole);
-  }
-  cancelling.Flush();
 }
 
 template <typename T>
