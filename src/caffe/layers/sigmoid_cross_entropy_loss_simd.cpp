@@ -53,6 +53,8 @@ struct ForwardArgs {
   const Options<T>* options;  ///< NULL: the plain loss
   bool has_ignore_label;
   T ignore_label;
+  T* grad;                ///< may be NULL; float only: ∂ℓ/∂x · grad_scale of each element
+  T grad_scale;
 };
 
 /// SimdBackward's arguments.
@@ -415,7 +417,7 @@ HWY_INLINE V ForwardVector(D d, const Splat<D>& k, const ElementVectors<V>& in, 
   return kIgnore ? hn::IfThenElseZero(counts->counted, loss) : loss;
 }
 
-template <bool kIgnore, bool kWeights, bool kOptions, bool kFocal, typename T>
+template <bool kIgnore, bool kWeights, bool kOptions, bool kFocal, bool kGrad, typename T>
 Sums ForwardLoop(const ForwardArgs<T>& args) {
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
@@ -437,23 +439,33 @@ Sums ForwardLoop(const ForwardArgs<T>& args) {
   PerClass<T> per_class(kOptions ? *args.options : none, args.first);
   ElementVectors<V> in;
   in.pos_weight = in.class_weight = hn::Set(d, 1);
-  in.w = in.factor = hn::Zero(d);
-  // Vector i of x, t, w (the blob's arrays, or padded copies of the tail).
+  in.w = hn::Zero(d);
+  in.factor = hn::Set(d, args.grad_scale);  // kGrad: what SimdBackward's scale is
+  // Vector i of x, t, w (the blob's arrays, or padded copies of the tail):
+  // its ℓ, and with kGrad its ∂ℓ/∂x in *grad (BackwardVector, sharing e^-|x|
+  // and, inlined together, the rest the two have in common).
   auto vector_at = [&](const T* x, const T* t, const T* w, int64_t i, M valid,
-                       ForwardCounts<M>* c) {
+                       ForwardCounts<M>* c, V* grad) {
     in.x = hn::LoadU(d, x + i);
     in.t = hn::LoadU(d, t + i);
     if (kWeights) in.w = hn::LoadU(d, w + i);
     if (kOptions) per_class.Next(d, &in.pos_weight, &in.class_weight);
-    return ForwardVector<kIgnore, kWeights, kOptions, kFocal>(d, k, in, ExpNegAbs(d, in.x), valid,
-                                                              c);
+    const V e = ExpNegAbs(d, in.x);
+    if constexpr (kGrad) {
+      BackwardOut<V, M> out;
+      out.soft = hn::Zero(d);
+      *grad = BackwardVector<kOptions, kFocal, false>(d, k, in, e, &out);
+    }
+    return ForwardVector<kIgnore, kWeights, kOptions, kFocal>(d, k, in, e, valid, c);
   };
   const M all = hn::FirstN(d, lanes);
   int64_t i = 0;
+  V grad;
   for (; i + lanes <= n; i += lanes) {
     ForwardCounts<M> c;
-    const V loss = vector_at(args.x, args.t, args.w, i, all, &c);
+    const V loss = vector_at(args.x, args.t, args.w, i, all, &c, &grad);
     if (args.element_loss) hn::StoreU(loss, d, args.element_loss + i);
+    if (kGrad) hn::StoreU(grad, d, args.grad + i);
     accumulate(loss, c);
   }
   if (i < n) {  // tail: the same vector code on a padded copy, padding lanes masked off
@@ -462,8 +474,9 @@ Sums ForwardLoop(const ForwardArgs<T>& args) {
         w(kWeights ? args.w + i : nullptr, rest);
     const M valid = hn::FirstN(d, rest);
     ForwardCounts<M> c;
-    const V loss = hn::IfThenElseZero(valid, vector_at(x.v, t.v, w.v, 0, valid, &c));
+    const V loss = hn::IfThenElseZero(valid, vector_at(x.v, t.v, w.v, 0, valid, &c, &grad));
     if (args.element_loss) xs::StoreFirst(d, loss, rest, args.element_loss + i);
+    if (kGrad) xs::StoreFirst(d, grad, rest, args.grad + i);
     accumulate(loss, c);
   }
   Sums sums;
@@ -474,20 +487,31 @@ Sums ForwardLoop(const ForwardArgs<T>& args) {
   return sums;
 }
 
-template <bool kOptions, bool kFocal, typename T>
+template <bool kOptions, bool kFocal, bool kGrad, typename T>
 Sums ForwardWith(const ForwardArgs<T>& a) {
   if (a.has_ignore_label) {
-    return a.w ? ForwardLoop<true, true, kOptions, kFocal>(a)
-               : ForwardLoop<true, false, kOptions, kFocal>(a);
+    return a.w ? ForwardLoop<true, true, kOptions, kFocal, kGrad>(a)
+               : ForwardLoop<true, false, kOptions, kFocal, kGrad>(a);
   }
-  return a.w ? ForwardLoop<false, true, kOptions, kFocal>(a)
-             : ForwardLoop<false, false, kOptions, kFocal>(a);
+  return a.w ? ForwardLoop<false, true, kOptions, kFocal, kGrad>(a)
+             : ForwardLoop<false, false, kOptions, kFocal, kGrad>(a);
 }
 
+template <bool kGrad, typename T>
+Sums ForwardOptions(const ForwardArgs<T>& a) {
+  if (HasFocal(a.options)) return ForwardWith<true, true, kGrad>(a);
+  return a.options ? ForwardWith<true, false, kGrad>(a) : ForwardWith<false, false, kGrad>(a);
+}
+
+/// The gradient in the same pass as the loss: float blobs only (double
+/// blobs retake cancelling elements, BackwardWith, and leave it to the
+/// backward).
 template <typename T>
 Sums Forward(const ForwardArgs<T>& a) {
-  if (HasFocal(a.options)) return ForwardWith<true, true>(a);
-  return a.options ? ForwardWith<true, false>(a) : ForwardWith<false, false>(a);
+  if constexpr (sizeof(T) == 4) {
+    if (a.grad) return ForwardOptions<true>(a);
+  }
+  return ForwardOptions<false>(a);
 }
 
 /// Elements of a double blob whose bracket cancels, gathered (compressed)
@@ -707,9 +731,10 @@ XENT_SIMD_DISPATCH_FLOAT_DOUBLE(void, Backward, BackwardArgs)
 
 template <typename T>
 Sums SimdForward(const T* x, const T* t, const T* w, T* element_loss, int64_t n, int64_t first,
-                 const Options<T>* options, bool has_ignore_label, T ignore_label) {
+                 const Options<T>* options, bool has_ignore_label, T ignore_label, T* grad,
+                 T grad_scale) {
   const ForwardArgs<T> a = {x, t, w, element_loss, n, first, options, has_ignore_label,
-                            ignore_label};
+                            ignore_label, sizeof(T) == 4 ? grad : nullptr, grad_scale};
   return DispatchForward(a);
 }
 
@@ -723,9 +748,10 @@ void SimdBackward(const T* x, const T* t, const T* w, const T* element_diff, T s
 }
 
 template Sums SimdForward<float>(const float*, const float*, const float*, float*, int64_t,
-                                 int64_t, const Options<float>*, bool, float);
+                                 int64_t, const Options<float>*, bool, float, float*, float);
 template Sums SimdForward<double>(const double*, const double*, const double*, double*, int64_t,
-                                  int64_t, const Options<double>*, bool, double);
+                                  int64_t, const Options<double>*, bool, double, double*,
+                                  double);
 template void SimdBackward<float>(const float*, const float*, const float*, const float*, float,
                                   float*, int64_t, int64_t, const Options<float>*, bool, float);
 template void SimdBackward<double>(const double*, const double*, const double*, const double*,

@@ -50,14 +50,19 @@ const int kMaxFocalPower = 8;
 const int64_t kPeriodPad = 64;
 
 /// Forward over n elements starting at element `first` of the blob (x, t,
-/// w, element_loss point at that element): the sums; when element_loss !=
+/// w, element_loss, grad point at that element): the sums; when element_loss !=
 /// NULL also writes each ℓ (0 for ignored elements). w may be NULL (all
-/// weights 1); options NULL means the plain loss (no option set).
+/// weights 1); options NULL means the plain loss (no option set). When
+/// grad != NULL and T is float, also writes each ∂ℓ/∂x · grad_scale (0 for
+/// ignored elements), the same vector math as SimdBackward with scale =
+/// grad_scale and no element_diff, in the same pass (its e^-|x| shared);
+/// for double, grad is not written.
 template <typename T>
 Sums SimdForward(const T* x, const T* t, const T* w, T* element_loss,
                                        int64_t n, int64_t first,
                                        const Options<T>* options,
-                                       bool has_ignore_label, T ignore_label);
+                                       bool has_ignore_label, T ignore_label, T* grad,
+                                       T grad_scale);
 
 /// Backward over n elements: dx = ∂ℓ/∂x · (scale + element_diff[i]), 0 for
 /// ignored elements. w and element_diff may be NULL; options as in forward.
