@@ -14,6 +14,7 @@
 #include <hwy/highway.h>
 #include <hwy/contrib/math/math-inl.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -201,7 +202,7 @@ HWY_INLINE double CountTotal(hn::Vec<TargetSums::DF> counts) {
 const size_t kMaxLanes = HWY_MAX_BYTES / sizeof(float);
 
 bool RowSumsImpl(const float* x, const float* t, const double* w, const RowOptions& opt,
-                 float* max_out, RowSums* sums) {
+                 float* max_out, RowSums* sums, float* exps) {
   const hn::ScalableTag<float> d;
   const size_t lanes = hn::Lanes(d);
   const size_t C = static_cast<size_t>(opt.classes);
@@ -240,11 +241,15 @@ bool RowSumsImpl(const float* x, const float* t, const double* w, const RowOptio
   const size_t half = lanes / 2;
   const auto m_double = hn::Set(dd, static_cast<double>(m));
 #endif
-  // One vector of elements (scores xp, targets tp, class weights wp).
-  auto add_vector = [&](const float* xp, const float* tp, const double* wp, auto smoothing_tag) {
+  // One vector of elements (scores xp, targets tp, class weights wp); its
+  // e^(x_c - m) stored at ep unless that is NULL.
+  auto add_vector = [&](const float* xp, const float* tp, const double* wp, float* ep,
+                        auto smoothing_tag) {
     constexpr bool kSmoothing = decltype(smoothing_tag)::value;
     const auto v = hn::LoadU(d, xp);
-    exp_sum.Add(ShiftedExpVec(d, v, shift));  // e^(x_c - m)
+    const auto e = ShiftedExpVec(d, v, shift);  // e^(x_c - m)
+    if (ep) hn::StoreU(e, d, ep);
+    exp_sum.Add(e);
     if (kSmoothing) x_sum.Add(v);
     const auto tv = hn::LoadU(d, tp);
     // Not(t == 0), not t != 0: Highway's != is ordered on AVX2/AVX-512
@@ -263,7 +268,9 @@ bool RowSumsImpl(const float* x, const float* t, const double* w, const RowOptio
   // The loop compiled twice, with and without the smoothing sum, to keep the
   // test out of it.
   auto sweep = [&](auto smoothing_tag) {
-    for (size_t c = 0; c < full; c += lanes) add_vector(x + c, t + c, w + c, smoothing_tag);
+    for (size_t c = 0; c < full; c += lanes) {
+      add_vector(x + c, t + c, w + c, exps ? exps + c : nullptr, smoothing_tag);
+    }
   };
   if (smoothing) {
     sweep(std::true_type());
@@ -278,7 +285,9 @@ bool RowSumsImpl(const float* x, const float* t, const double* w, const RowOptio
     const size_t n = C - full;
     const xs::Padded<float> x_pad(x + full, n, hn::GetLane(shift.low)), t_pad(t + full, n);
     const xs::Padded<double, kMaxLanes> w_pad(w + full, n);
-    add_vector(x_pad.v, t_pad.v, w_pad.v, std::false_type());
+    HWY_ALIGN float e_pad[kMaxLanes];
+    add_vector(x_pad.v, t_pad.v, w_pad.v, e_pad, std::false_type());
+    if (exps) std::copy(e_pad, e_pad + n, exps + full);
     if (smoothing) {
       for (size_t c = full; c < C; ++c) sums->gap_sum += Gap(m, x[c]);
     }
@@ -298,7 +307,8 @@ bool RowSumsImpl(const float* x, const float* t, const double* w, const RowOptio
 }
 
 void RowGradientImpl(const float* x, const float* t, const double* w,
-                     const RowCoefficients& coef, double scale, int classes, float* dx) {
+                     const RowCoefficients& coef, double scale, int classes, float* dx,
+                     const float* exps) {
   const hn::ScalableTag<float> d;
   const size_t lanes = hn::Lanes(d);
   const size_t C = static_cast<size_t>(classes);
@@ -318,9 +328,11 @@ void RowGradientImpl(const float* x, const float* t, const double* w,
   const size_t half = lanes / 2;
   const auto scaled_a = hn::Set(d, static_cast<float>(scale * coef.a));
 #endif
-  // One vector of elements (scores xp, targets tp, class weights wp).
-  auto gradient = [&](const float* xp, const float* tp, const double* wp) {
-    const auto e = ShiftedExpVec(d, hn::LoadU(d, xp), shift);  // e^(x_c - m); -inf: 0
+  // One vector of elements (scores xp, targets tp, class weights wp; their
+  // e^(x_c - m) at ep when the forward stored them there, else taken here).
+  auto gradient = [&](const float* xp, const float* tp, const double* wp, const float* ep) {
+    const auto e = ep ? hn::LoadU(d, ep)
+                      : ShiftedExpVec(d, hn::LoadU(d, xp), shift);  // e^(x_c - m); -inf: 0
     auto g = hn::MulSub(k, e, scaled_b);  // scale (Q p_c - eps/C) for t_c = 0
     const auto tv = hn::LoadU(d, tp);
     const auto nonzero = hn::Ne(tv, zero);
@@ -337,13 +349,17 @@ void RowGradientImpl(const float* x, const float* t, const double* w,
     }
     return g;
   };
-  for (size_t c = 0; c < full; c += lanes) hn::StoreU(gradient(x + c, t + c, w + c), d, dx + c);
+  for (size_t c = 0; c < full; c += lanes) {
+    hn::StoreU(gradient(x + c, t + c, w + c, exps ? exps + c : nullptr), d, dx + c);
+  }
 #if HWY_TARGET != HWY_SCALAR
   if (full < C) {  // the last C % lanes elements, as in RowSumsImpl
     const size_t n = C - full;
     const xs::Padded<float> x_pad(x + full, n, hn::GetLane(shift.low)), t_pad(t + full, n);
     const xs::Padded<double, kMaxLanes> w_pad(w + full, n);
-    xs::StoreFirst(d, gradient(x_pad.v, t_pad.v, w_pad.v), n, dx + full);
+    const xs::Padded<float> e_pad(exps ? exps + full : nullptr, n);
+    xs::StoreFirst(d, gradient(x_pad.v, t_pad.v, w_pad.v, exps ? e_pad.v : nullptr), n,
+                   dx + full);
   }
 #endif
 }
@@ -807,13 +823,14 @@ HWY_EXPORT(RowGradientImpl);
 HWY_EXPORT(SpatialLanesImpl);
 
 bool SimdRowSums(const float* x, const float* t, const double* w, const RowOptions& opt,
-                 float* max, RowSums* sums) {
-  return HWY_DYNAMIC_DISPATCH(RowSumsImpl)(x, t, w, opt, max, sums);
+                 float* max, RowSums* sums, float* exps) {
+  return HWY_DYNAMIC_DISPATCH(RowSumsImpl)(x, t, w, opt, max, sums, exps);
 }
 
 void SimdRowGradient(const float* x, const float* t, const double* w,
-                     const RowCoefficients& coef, double scale, int classes, float* dx) {
-  HWY_DYNAMIC_DISPATCH(RowGradientImpl)(x, t, w, coef, scale, classes, dx);
+                     const RowCoefficients& coef, double scale, int classes, float* dx,
+                     const float* exps) {
+  HWY_DYNAMIC_DISPATCH(RowGradientImpl)(x, t, w, coef, scale, classes, dx, exps);
 }
 
 HWY_EXPORT(SpatialForwardImpl);

@@ -46,14 +46,17 @@ namespace multilabel {
 /// sums, as AccumulateElement over the row. Returns false, having changed
 /// nothing, when the row holds a non-finite score (the caller then takes the
 /// scalar path, which gives the limits for +-inf and NaN for NaN) or its
-/// |max| is 32640 or more.
+/// |max| is 32640 or more. When exps != NULL (and it returns true) it also
+/// stores each e^(x_c - m) there, for SimdRowGradient.
 bool SimdRowSums(const float* x, const float* t, const double* w, const RowOptions& opt,
-                 float* max, RowSums* sums);
+                 float* max, RowSums* sums, float* exps = NULL);
 
 /// Pass 2 of one contiguous float row whose max is finite and which is not
-/// ignored: dx_c = scale (Q p_c - q_c).
+/// ignored: dx_c = scale (Q p_c - q_c). exps: the row's e^(x_c - m) as
+/// SimdRowSums stored them (may be dx itself), or NULL to take them again.
 void SimdRowGradient(const float* x, const float* t, const double* w,
-                     const RowCoefficients& coef, double scale, int classes, float* dx);
+                     const RowCoefficients& coef, double scale, int classes, float* dx,
+                     const float* exps = NULL);
 
 /// Most rows of a spatial tile (SimdSpatialGradient: per call).
 const int kSpatialTileRows = 1024;
