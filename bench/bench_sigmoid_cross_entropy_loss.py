@@ -472,7 +472,10 @@ OPTION_ROWS = (
     ("focal", ("--focal-gamma", FOCAL_GAMMA), False),
     ("focal γ %g" % FRACTIONAL_GAMMA, ("--focal-gamma", FRACTIONAL_GAMMA), False),
 )
-BYTES_PER_ELEMENT = 20  # the least a CPU forward + backward moves: x, t read twice, dx written
+# The least the CPU layer moves per element in forward + backward: x and t
+# read and dx written once (float32 in a TRAIN net takes the gradient in the
+# forward pass, docs/sigmoid_cross_entropy_loss.md).
+BYTES_PER_ELEMENT = 12
 BANDWIDTH_LOG2 = 24  # the size whose share of the copy bound the table gives
 
 
@@ -602,9 +605,9 @@ def simd_markdown(peers, sizes, repeat, runs, option_runs, copy):
         if isinstance(copy, WorkerError):
             notes.append("- copy bound: %s" % failure(copy))
         lines += ["", "Bandwidth at %s: the layer moves at least %d bytes per element (x and t "
-                  "read by forward and again by backward, dx written). The bound is a numpy "
-                  "copy of %d bytes per element (read + write = %d), split over %s threads, in "
-                  "this run: %s GB/s. Ours' share of it: %s." % (
+                  "read, dx written: the forward pass takes the gradient too). The bound is a "
+                  "numpy copy of %d bytes per element (read + write = %d), split over %s "
+                  "threads, in this run: %s GB/s. Ours' share of it: %s." % (
                       label, BYTES_PER_ELEMENT, BYTES_PER_ELEMENT // 2, BYTES_PER_ELEMENT,
                       copy.get("threads", "?") if isinstance(copy, dict) else "?",
                       fmt_rate(copy_gbs),
