@@ -146,8 +146,9 @@ class SigmoidCrossEntropyLossLayer : public XentLossLayer<Dtype> {
   bool per_class_;
   /// Whether pos_weight, class_weight are all 1, focal and smoothing off.
   bool plain_;
-  /// Whether the CPU SIMD path applies: every option; a focal γ that is not
-  /// a whole number up to xent::sigmoid::kMaxFocalPower only for float.
+  /// Whether the CPU SIMD path applies: every option; a focal γ that is
+  /// neither whole nor a whole one and a half up to
+  /// xent::sigmoid::kMaxFocalPower (+ 1/2) only for float.
   bool simd_;
   /// CPU SIMD path when inner_num_ is small (or the weights are uniform):
   /// pos_weight / class_weight element by element over one period of

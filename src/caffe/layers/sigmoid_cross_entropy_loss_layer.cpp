@@ -35,11 +35,13 @@ void SigmoidCrossEntropyLossLayer<Dtype>::LayerSetUp(
   diff_ready_ = false;
   diff_scale_ = 0;
   // The SIMD path takes every focal γ for float blobs (a whole one up to
-  // sigmoid::kMaxFocalPower by multiplication, any other as e^(γ ln q) in
-  // double lanes), and a whole one up to kMaxFocalPower for double blobs
-  // (others: the scalar loop's pow). All as accurate as powf / pow.
-  simd_ = sizeof(Dtype) == 4 || (focal_gamma_ == std::floor(focal_gamma_) &&
-                                 focal_gamma_ <= Dtype(xent::sigmoid::kMaxFocalPower));
+  // sigmoid::kMaxFocalPower by multiplication, a whole one and a half by
+  // multiplication and a square root, any other as e^(γ ln q) in double
+  // lanes), and the first two kinds for double blobs (others: the scalar
+  // loop's pow). All as accurate as powf / pow.
+  const Dtype whole = std::floor(focal_gamma_);
+  simd_ = sizeof(Dtype) == 4 || ((focal_gamma_ == whole || focal_gamma_ - whole == Dtype(0.5)) &&
+                                 whole <= Dtype(xent::sigmoid::kMaxFocalPower));
 }
 
 template <typename Dtype>

@@ -177,15 +177,16 @@ HWY_INLINE void Weights(D d, V t, V pos_weight, V keep, V shift, V* tau, V* a, V
 
 /// The options as vectors, set once per call: τ's keep and shift, the
 /// ignore label, α_t's coefficients, the focal γ (a whole power up to
-/// kMaxFocalPower, or fractional), and whether there are per-element weights
-/// and an ignore label.
+/// kMaxFocalPower, a whole one and a half, or fractional), and whether there
+/// are per-element weights and an ignore label.
 template <class D>
 struct Splat {
   using V = hn::Vec<D>;
   V keep, shift, ignore_label;
   FocalAlpha<V> alpha;
-  int power;        ///< γ when whole (q^γ by multiplication)
-  bool fractional;  ///< γ not whole, or above kMaxFocalPower: q^γ = e^(γ ln q)
+  int power;        ///< γ when whole (q^γ by multiplication), its whole part
+  bool fractional;  ///< γ not whole, or above kMaxFocalPower (NonWholePower)
+  bool half;        ///< γ = power + 1/2, power <= kMaxFocalPower: q^power·√q
   double gamma;
   bool weights, has_ignore_label;
 };
@@ -203,6 +204,7 @@ HWY_INLINE Splat<D> MakeSplat(D d, const Options<T>* o, const T* w, bool has_ign
   s.alpha = {hn::Set(d, alpha.c_tau), hn::Set(d, alpha.c_a), hn::Set(d, alpha.c_one)};
   s.power = static_cast<int>(k.gamma);
   s.fractional = k.gamma != T(s.power) || s.power > kMaxFocalPower;
+  s.half = k.gamma - T(s.power) == T(0.5) && s.power <= kMaxFocalPower;
   s.gamma = static_cast<double>(k.gamma);
   s.weights = w != nullptr;
   s.has_ignore_label = has_ignore_label;
@@ -261,6 +263,15 @@ HWY_INLINE V FractionalPower(D d, V q, double gamma) {
   }
 }
 
+/// q^γ for the γ of s.fractional: q^n·√q for γ = n + 1/2 (the square root
+/// correctly rounded: as accurate as WholePower, and as cheap), any other
+/// by FractionalPower.
+template <class D, class V = hn::Vec<D>>
+HWY_INLINE V NonWholePower(D d, V q, const Splat<D>& s) {
+  if (s.half) return hn::Mul(WholePower(d, q, s.power), hn::Sqrt(q));
+  return FractionalPower(d, q, s.gamma);
+}
+
 /// The bracket of ∂bce/∂x = bracket/(1+e) in double (RetakeBracket), for
 /// a = 1 - τ and b = pos_weight·τ (exact in double for float τ, pos_weight);
 /// dd: a vector of doubles.
@@ -317,7 +328,7 @@ HWY_INLINE V BackwardVector(D d, const Splat<D>& s, const ElementVectors<V>& in,
     if (s.fractional) {
       // ∂q^γ/∂x over (1-2τ)σ(x)σ(-x) is γ·q^γ/q: taken as γ·q^γ·(σ(x)σ(-x)/q),
       // that ratio bounded by 1, and 0 where q = 0 (the scalar math's form).
-      modulator = FractionalPower(d, q, s.gamma);
+      modulator = NonWholePower(d, q, s);
       const V ratio = hn::IfThenZeroElse(hn::Eq(q, zero),
                                          hn::Div(hn::Mul(sigma_pos, sigma_neg), q));
       dmodulator = hn::Mul(hn::Mul(hn::Set(d, hn::TFromD<D>(s.gamma)), modulator),
@@ -408,7 +419,7 @@ HWY_INLINE V ForwardVector(D d, const Splat<D>& k, const ElementVectors<V>& in, 
       FocalParts(o, positive, e, hn::Div(one, hn::Add(one, e)), tau, a, k.alpha, &sigma_pos,
                  &sigma_neg, &alpha_t, &q);
       const V modulator =
-          k.fractional ? FractionalPower(d, q, k.gamma) : WholePower(d, q, k.power);
+          k.fractional ? NonWholePower(d, q, k) : WholePower(d, q, k.power);
       weight = hn::Mul(hn::Mul(weight, alpha_t), modulator);
     }
     loss = o.Scale(weight, loss);

@@ -2,8 +2,9 @@
 #define CAFFE_LAYERS_SIGMOID_CROSS_ENTROPY_LOSS_SIMD_HPP_
 
 // CPU fast path of SigmoidCrossEntropyLoss: pos_weight, class_weight (per
-// class or broadcast), label smoothing, the focal term with a whole γ up to
-// kMaxFocalPower, per-element weights, the ignore label and the
+// class or broadcast), label smoothing, the focal term (any γ for float; a
+// whole or half-integer γ up to kMaxFocalPower + 1/2 for double), per-element
+// weights, the ignore label and the
 // per-element top. One fused
 // pass per range with Highway's SIMD Exp, chosen at run time for the CPU it
 // runs on (sigmoid_cross_entropy_loss_simd.cpp). The math is that of
@@ -39,12 +40,12 @@ struct Options {
   const T* pos_weight_period;    ///< period + pad values (period > 0)
   const T* class_weight_period;  ///< period + pad values (period > 0)
   int64_t period;
-  /// τ = t·keep + shift, focal γ (here a whole number up to
-  /// kMaxFocalPower; 0: no modulation) and α (negative: off).
+  /// τ = t·keep + shift, focal γ (0: no modulation) and α (negative: off).
   Constants<T> constants;
 };
-/// The largest whole focal γ the SIMD path takes (q^γ by multiplication);
-/// other γ go to the scalar element loop.
+/// The largest whole focal γ the SIMD path takes by multiplication (q^γ,
+/// and q^γ·√q for γ + 1/2); float blobs take any other γ in double lanes,
+/// double blobs in the scalar element loop.
 const int kMaxFocalPower = 8;
 /// Padding of the period arrays: at least one vector of any target.
 const int64_t kPeriodPad = 64;
