@@ -48,24 +48,26 @@ inline int SpatialTileRows(const double*, int, int64_t, int64_t, int64_t = 0) { 
 inline bool SpatialForwardSimd(const float* x, const float* t, const double* w, int inner,
                                const RowOptions& opt, int count, int64_t first_row, int64_t rows,
                                double* coefficients, double* loss, double* valid,
-                               double* invalid) {
+                               double* invalid, float* exps) {
   return SimdSpatialForward(x, t, w, inner, opt, count, first_row, rows,
-                                              coefficients, loss, valid, invalid);
+                                              coefficients, loss, valid, invalid, exps);
 }
 inline bool SpatialForwardSimd(const double*, const double*, const double*, int,
                                const RowOptions&, int, int64_t, int64_t, double*, double*,
-                               double*, double*) {
+                               double*, double*, double*) {
   return false;
 }
 
 inline bool SpatialGradientSimd(const float* x, const float* t, const double* w, int inner,
                                 int classes, const double* coefficients, int64_t first_row,
-                                int64_t rows, int count, double scale, float* dx) {
+                                int64_t rows, int count, double scale, float* dx,
+                                const float* exps = NULL) {
   return SimdSpatialGradient(x, t, w, inner, classes, coefficients, first_row,
-                                               rows, count, scale, dx);
+                                               rows, count, scale, dx, exps);
 }
 inline bool SpatialGradientSimd(const double*, const double*, const double*, int, int,
-                                const double*, int64_t, int64_t, int, double, double*) {
+                                const double*, int64_t, int64_t, int, double, double*,
+                                const double* = NULL) {
   return false;
 }
 
@@ -85,6 +87,21 @@ inline bool RowGradientSimd(const double*, const double*, const double*,
   return false;
 }
 
+/// ElementGradient of `n` neighbouring rows from row r (its first element at
+/// offset of x, t, dx; classes `inner` apart), the scalar math.
+template <typename Dtype>
+void ScalarGradient(const Dtype* x, const Dtype* t, const double* w, const double* coefficients,
+                    int64_t r, int64_t n, int64_t rows, int C, int inner, double scale,
+                    int64_t offset, Dtype* dx) {
+  for (int c = 0; c < C; ++c) {
+    for (int64_t j = 0; j < n; ++j) {
+      const RowCoefficients coef = LoadCoefficients(coefficients, r + j, rows);
+      const int64_t e = offset + c * inner + j;
+      dx[e] = ElementGradient(coef, x[e], t[e], w[c], scale);
+    }
+  }
+}
+
 /// The gradient of contiguous row r (its elements at x, t, dx), from the
 /// exps RowSumsSimd kept at dx (exps_kept) or taken again.
 template <typename Dtype>
@@ -96,9 +113,11 @@ void RowGradient(const Dtype* x, const Dtype* t, const double* w, const RowCoeff
 
 /// Forward of rows [begin, end): pass 1 of the row math (max, then one sweep
 /// of sums while the row is in cache), the coefficients stored for backward,
-/// and the probabilities when that top is asked for. With dx (contiguous
-/// rows only), also each row's gradient for `scale` right after its sums,
-/// from the exps they kept in dx (RowGradient). Row r is at
+/// and the probabilities when that top is asked for. With dx, also the
+/// gradient for `scale` while the rows are in cache: a contiguous row's
+/// right after its sums, from the exps they kept in dx (RowGradient); a
+/// spatial run's after its tiles, from the exps they kept in dx, a tile of
+/// kSpatialTileRows rows at a time; rows of the scalar math by it. Row r is at
 /// (outer o, inner i) = (r / inner, r % inner); its C elements are `inner`
 /// apart.
 template <typename Dtype>
@@ -131,10 +150,18 @@ xent::LossSums ForwardRows(const Dtype* x, const Dtype* t, const double* w, int6
     if (run > 0) {
       double loss, valid, invalid;
       if (SpatialForwardSimd(xr, tr, w, inner, opt, run, r, rows, coefficients, &loss, &valid,
-                             &invalid)) {
+                             &invalid, dx != NULL ? dx + offset : NULL)) {
         range.loss += loss;
         range.counted += valid;
         range.bad_targets += invalid;
+        for (int j = 0; dx != NULL && j < run; j += kSpatialTileRows) {
+          const int n = std::min(run - j, kSpatialTileRows);
+          if (!SpatialGradientSimd(xr + j, tr + j, w, inner, C, coefficients, r + j, rows, n,
+                                   scale, dx + offset + j, dx + offset + j)) {
+            ScalarGradient(x, t, w, coefficients, r + j, n, rows, C, inner, scale, offset + j,
+                           dx);
+          }
+        }
         if (prob != NULL) {
           for (int j = 0; j < run; ++j) {
             const RowCoefficients coef = LoadCoefficients(coefficients, r + j, rows);
@@ -156,6 +183,7 @@ xent::LossSums ForwardRows(const Dtype* x, const Dtype* t, const double* w, int6
           AccumulateElement(m, x[o + c * inner], t[o + c * inner], w[c], opt, &sums);
         }
         finish(r, m, sums);
+        if (dx != NULL) ScalarGradient(x, t, w, coefficients, r, 1, rows, C, inner, scale, o, dx);
       }
       continue;
     }
@@ -173,6 +201,8 @@ xent::LossSums ForwardRows(const Dtype* x, const Dtype* t, const double* w, int6
     finish(r, m, sums);
     if (exps != NULL) {
       RowGradient(xr, tr, w, LoadCoefficients(coefficients, r, rows), C, scale, exps_kept, exps);
+    } else if (dx != NULL) {
+      ScalarGradient(x, t, w, coefficients, r, 1, rows, C, inner, scale, offset, dx);
     }
     ++r;
   }
@@ -357,17 +387,15 @@ void MultiLabelSoftmaxLossLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& 
   const int64_t chunk_rows = std::max<int64_t>(1, chunk_elements / classes_);
   const int64_t chunks = xent::ChunkCount(rows, chunk_rows);
   const int inner = inner_num_;
-  // Contiguous rows in a TRAIN net whose loss counts: each row's gradient
-  // follows its sums, from the e^(x_c - m) they kept in dx (one exp per
-  // element instead of two, the row still in cache), for the normalizer of
-  // every row valid (the usual case; no other normalization depends on the
-  // count); if the pass counts fewer, Backward computes it again. (Spatial
-  // maps: the gradient in the forward pass without kept exps measured no
-  // gain, and their tiles keep none.)
+  // In a TRAIN net whose loss counts, the gradient follows the rows' sums,
+  // from the e^(x_c - m) they kept in dx (one exp per element instead of
+  // two, the rows still in cache), for the normalizer of every row valid
+  // (the usual case; no other normalization depends on the count); if the
+  // pass counts fewer, Backward computes it again.
   diff_ready_ = false;
   Dtype* dx = NULL;
   double scale = 0.0;
-  if (inner_num_ == 1 && this->phase_ == TRAIN && top[0]->cpu_diff()[0] != Dtype(0)) {
+  if (this->phase_ == TRAIN && top[0]->cpu_diff()[0] != Dtype(0)) {
     dx = bottom[0]->mutable_cpu_diff();
     scale = static_cast<double>(top[0]->cpu_diff()[0]) /
             this->Normalizer(static_cast<double>(rows), static_cast<double>(rows),

@@ -374,11 +374,11 @@ int SpatialLanesImpl() {
 
 #if HWY_TARGET == HWY_SCALAR
 bool SpatialForwardImpl(const float*, const float*, const double*, int64_t, const RowOptions&,
-                        int, int64_t, int64_t, double*, double*, double*, double*) {
+                        int, int64_t, int64_t, double*, double*, double*, double*, float*) {
   return false;
 }
 bool SpatialGradientImpl(const float*, const float*, const double*, int64_t, int,
-                         const double*, int64_t, int64_t, int, double, float*) {
+                         const double*, int64_t, int64_t, int, double, float*, const float*) {
   return false;
 }
 #else
@@ -522,9 +522,10 @@ class SpatialForward {
 
   HWY_INLINE SpatialForward(const float* x, const float* t, const double* w, int64_t inner,
                             const RowOptions& opt, int count, int64_t first_row, int64_t rows,
-                            double* coefficients)
+                            double* coefficients, float* exps)
       : x_(x), t_(t), w_(w), inner_(inner), opt_(opt), count_(count), first_row_(first_row),
-        rows_(rows), coefficients_(coefficients), tile_rows_(SpatialTileRowsImpl(opt.classes)),
+        rows_(rows), coefficients_(coefficients), exps_(exps),
+        tile_rows_(SpatialTileRowsImpl(opt.classes)),
         valid_total_(hn::Zero(DD())), invalid_total_(hn::Zero(DD())) {}
 
   /// The whole run; false when a score is not finite or a row's |max| is
@@ -570,10 +571,11 @@ class SpatialForward {
       // sparse ones: skip the vectors without. Adding zero lanes changes no
       // sum: the same bits either way.
       int hits = 0;  // classes with a target in some lane
+      float* exps = exps_ ? exps_ + begin + v : nullptr;
       if (dense_) {
-        SumClasses<true>(cur, next_tile, size, v, vm, &sums, &next_max, &probe, &hits);
+        SumClasses<true>(cur, next_tile, size, v, vm, exps, &sums, &next_max, &probe, &hits);
       } else {
-        SumClasses<false>(cur, next_tile, size, v, vm, &sums, &next_max, &probe, &hits);
+        SumClasses<false>(cur, next_tile, size, v, vm, exps, &sums, &next_max, &probe, &hits);
       }
       if (v < next_tile.size) hn::Store(next_max, d, next.m + v);
       dense_ = 4 * hits > opt_.classes;  // targets in more than a quarter of these vectors
@@ -587,11 +589,13 @@ class SpatialForward {
   }
 
   /// Step 2 for the vector of rows v of the tile cur (row max vm): every
-  /// sum over the classes in class order, in registers; and step 1 for the
+  /// sum over the classes in class order, in registers, each e^(x_c - m)
+  /// also stored at exps + c * inner unless exps is NULL; and step 1 for the
   /// next tile's rows v (their copy, max and probe).
   template <bool kDense>
   HWY_INLINE void SumClasses(const LocalTile& cur, const NextTile& next, int size, int v, VF vm,
-                             RowVectorSums* sums, VF* next_max, VF* probe, int* hits) {
+                             float* exps, RowVectorSums* sums, VF* next_max, VF* probe,
+                             int* hits) {
     const DF d;
     const DH dh;
     const DD dd;
@@ -606,7 +610,9 @@ class SpatialForward {
     for (int c = 0; c < classes; ++c) {
       if (copy) CopyNext(next, c, v, next_max, probe);
       const VF xv = hn::Load(d, cur.x + c * size + v);
-      sums->sum_exp.Add(ShiftedExpVec(d, xv, shift));  // e^(x_c - m)
+      const VF e = ShiftedExpVec(d, xv, shift);  // e^(x_c - m)
+      if (exps) hn::StoreU(e, d, exps + c * inner_);
+      sums->sum_exp.Add(e);
       if (smoothing) sums->x_sum.Add(xv);
       const VF tv = hn::Load(d, cur.t + c * size + v);
       // Not(t == 0): Highway's != is false for NaN on AVX2/AVX-512.
@@ -671,6 +677,7 @@ class SpatialForward {
   int count_;
   int64_t first_row_, rows_;
   double* coefficients_;
+  float* exps_;  // NULL, or where e^(x_c - m) of the run go (laid out as x)
   int tile_rows_;
   bool dense_ = false;       // whether the last vector of rows had targets in most classes
   double total_ = 0.0;       // the loss, rows in order
@@ -679,8 +686,9 @@ class SpatialForward {
 
 bool SpatialForwardImpl(const float* x, const float* t, const double* w, int64_t inner,
                         const RowOptions& opt, int count, int64_t first_row, int64_t rows,
-                        double* coefficients, double* loss_sum, double* valid, double* invalid) {
-  SpatialForward run(x, t, w, inner, opt, count, first_row, rows, coefficients);
+                        double* coefficients, double* loss_sum, double* valid, double* invalid,
+                        float* exps) {
+  SpatialForward run(x, t, w, inner, opt, count, first_row, rows, coefficients, exps);
   return run.Run(loss_sum, valid, invalid);
 }
 
@@ -708,7 +716,7 @@ HWY_INLINE VD TargetGradient(DD dd, const double* coefficients, int64_t r, int64
 
 bool SpatialGradientImpl(const float* x, const float* t, const double* w, int64_t inner,
                          int classes, const double* coefficients, int64_t first_row,
-                         int64_t rows, int count, double scale, float* dx) {
+                         int64_t rows, int count, double scale, float* dx, const float* exps) {
   const hn::ScalableTag<float> d;
   const hn::Half<decltype(d)> dh;
   const hn::Rebind<double, decltype(dh)> dd;
@@ -767,7 +775,8 @@ bool SpatialGradientImpl(const float* x, const float* t, const double* w, int64_
       for (int v = 0; v < count; v += lanes) {
         hwy::Prefetch(xc + count + v);  // as below
         hwy::Prefetch(tc + count + v);
-        const auto e = ShiftedExpVec(d, hn::LoadU(d, xc + v), shift_at(v));
+        const auto e = exps ? hn::LoadU(d, exps + c * inner + v)
+                            : ShiftedExpVec(d, hn::LoadU(d, xc + v), shift_at(v));
         const auto q = hn::MulAdd(hn::Mul(hn::Load(d, scaled_a + v), wc), hn::LoadU(d, tc + v),
                                   hn::Load(d, scaled_b + v));
         hn::StoreU(hn::MulSub(hn::Load(d, k + v), e, q), d, dxc + v);
@@ -784,7 +793,8 @@ bool SpatialGradientImpl(const float* x, const float* t, const double* w, int64_
       // back to this plane only after all the others: in cache by then.
       hwy::Prefetch(xc + count + v);
       hwy::Prefetch(tc + count + v);
-      const auto e = ShiftedExpVec(d, hn::LoadU(d, xc + v), shift_at(v));
+      const auto e = exps ? hn::LoadU(d, exps + c * inner + v)
+                          : ShiftedExpVec(d, hn::LoadU(d, xc + v), shift_at(v));
       // scale (Q p_c - eps/C), the value for t_c = 0
       auto g = hn::MulSub(hn::Load(d, k + v), e, hn::Load(d, scaled_b + v));
       const auto tv = hn::LoadU(d, tc + v);
@@ -843,16 +853,17 @@ int SimdSpatialLanes() {
 
 bool SimdSpatialForward(const float* x, const float* t, const double* w, int64_t inner,
                         const RowOptions& opt, int count, int64_t first_row, int64_t rows,
-                        double* coefficients, double* loss, double* valid, double* invalid) {
+                        double* coefficients, double* loss, double* valid, double* invalid,
+                        float* exps) {
   return HWY_DYNAMIC_DISPATCH(SpatialForwardImpl)(x, t, w, inner, opt, count, first_row, rows,
-                                                  coefficients, loss, valid, invalid);
+                                                  coefficients, loss, valid, invalid, exps);
 }
 
 bool SimdSpatialGradient(const float* x, const float* t, const double* w, int64_t inner,
                          int classes, const double* coefficients, int64_t first_row,
-                         int64_t rows, int count, double scale, float* dx) {
+                         int64_t rows, int count, double scale, float* dx, const float* exps) {
   return HWY_DYNAMIC_DISPATCH(SpatialGradientImpl)(x, t, w, inner, classes, coefficients,
-                                                   first_row, rows, count, scale, dx);
+                                                   first_row, rows, count, scale, dx, exps);
 }
 
 }  // namespace multilabel
