@@ -61,7 +61,7 @@ def caffe_net(layer_text, shapes, tmp):
     path = os.path.join(tmp, "net_%d.prototxt" % abs(hash(layer_text + inputs)))
     with open(path, "w") as f:
         f.write(net_text)
-    return caffe.Net(path, caffe.TEST)
+    return caffe.Net(path, caffe.TRAIN)  # a training step: the phase the loss runs in
 
 
 def bench_ours(x, t, repeats, tmp):

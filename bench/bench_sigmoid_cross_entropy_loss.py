@@ -54,10 +54,11 @@ GRID_MAGNITUDES = (0.0, 1e-8, 1e-3, 0.5, 1.0, 5.0, 20.0, 40.0, 90.0, 100.0, 700.
 
 # ---- data ------------------------------------------------------------------
 
-def throughput_data(log2_count, soft=False):
+def throughput_data(log2_count, soft=False, ignored=0.0):
     """(N, 4096) float32 logits N(0, 4²) and 10 % positive targets, or soft
-    targets uniform in [0, 1] (the case where ours retakes the gradient of
-    about one element in five in double, see docs/sigmoid_cross_entropy_loss.md)."""
+    targets uniform in [0, 1] (the case where the gradient's two terms can
+    cancel, see docs/sigmoid_cross_entropy_loss.md); `ignored`: that share
+    of the targets set to IGNORE_LABEL."""
     rng = np.random.default_rng(log2_count)
     n = 1 << log2_count
     x = (rng.standard_normal(n, dtype=np.float32) * 4).reshape(-1, COLS)
@@ -65,7 +66,15 @@ def throughput_data(log2_count, soft=False):
         t = rng.random(n, dtype=np.float32).reshape(-1, COLS)
     else:
         t = (rng.random(n, dtype=np.float32) < 0.1).astype(np.float32).reshape(-1, COLS)
+    if ignored:
+        t[rng.random(t.shape) < ignored] = IGNORE_LABEL
     return x, t
+
+
+def element_weights(log2_count):
+    """The per-element weights bottom of the weights row: uniform in [0, 2)."""
+    rng = np.random.default_rng(log2_count + 1000)
+    return (rng.random(1 << log2_count, dtype=np.float32) * 2).reshape(-1, COLS)
 
 
 def large_data():
@@ -140,10 +149,9 @@ def copy_bandwidth(repeat):
 
 # ---- workers: one peer, one measurement, one fresh process -------------------
 
+INPUT = 'layer { name: "%s" type: "Input" top: "%s" input_param { shape { dim: %d dim: %d } } }\n'
 NET = """force_backward: true
-layer { name: "x" type: "Input" top: "x" input_param { shape { dim: %d dim: %d } } }
-layer { name: "t" type: "Input" top: "t" input_param { shape { dim: %d dim: %d } } }
-layer { name: "loss" type: "SigmoidCrossEntropyLoss" bottom: "x" bottom: "t" top: "loss" %s }
+%slayer { name: "loss" type: "SigmoidCrossEntropyLoss" %s top: "loss" %s }
 """
 
 
@@ -152,28 +160,44 @@ def pos_weights(classes):
     return np.linspace(0.5, 4.0, classes, dtype=np.float32)
 
 
+def class_weights(classes):
+    """The class-weight row's per-class weights: 0.25 to 2, one per column."""
+    return np.linspace(0.25, 2.0, classes, dtype=np.float32)
+
+
 FOCAL_GAMMA, FOCAL_ALPHA = 2.0, 0.25  # the focal row: RetinaNet's values
 FRACTIONAL_GAMMA = 0.5  # the fractional focal row: a γ that is not a whole number
+IGNORE_LABEL, IGNORED_SHARE = -1.0, 0.1  # the ignore_label row: 10 % of targets ignored
 
 
-def caffe_net(shape, normalization=None, pos_weight=None, focal_gamma=None):
-    """A pycaffe float Net: Input x and t of `shape`, the loss layer, force_backward."""
+def caffe_net(shape, normalization=None, pos_weight=None, focal_gamma=None, class_weight=None,
+              ignore_label=None, weights=False):
+    """A pycaffe float Net: Input x and t (and w, the per-element weights
+    bottom) of `shape`, the loss layer, force_backward."""
     import caffe
-    param = "loss_param { normalization: %s }" % normalization if normalization else ""
+    loss_fields = ["normalization: %s" % normalization] if normalization else []
+    if ignore_label is not None:
+        loss_fields.append("ignore_label: %d" % ignore_label)
+    param = "loss_param { %s }" % " ".join(loss_fields) if loss_fields else ""
     fields = ["pos_weight: %r" % float(v) for v in (() if pos_weight is None else pos_weight)]
+    fields += ["class_weight: %r" % float(v) for v in (() if class_weight is None else class_weight)]
     if focal_gamma is not None:
         fields += ["focal_gamma: %r" % focal_gamma, "focal_alpha: %r" % FOCAL_ALPHA]
     if fields:
         param += " sigmoid_cross_entropy_loss_param { %s }" % " ".join(fields)
+    names = ["x", "t"] + ["w"] * weights
+    inputs = "".join(INPUT % ((name, name) + tuple(shape)) for name in names)
+    bottoms = " ".join('bottom: "%s"' % name for name in names)
     with tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False) as f:
-        f.write(NET % (shape + shape + (param,)))
+        f.write(NET % (inputs, bottoms, param))
     try:
         return caffe.Net(f.name, caffe.TRAIN)
     finally:
         os.unlink(f.name)
 
 
-def caffe_step(x, t, device, pos_weight=None, focal_gamma=None):
+def caffe_step(x, t, device, pos_weight=None, focal_gamma=None, class_weight=None,
+               ignore_label=None, w=None):
     """One forward+backward of the layer in a pycaffe Net (Input bottoms, so
     no copies are timed); on the GPU it waits for the device to finish."""
     import caffe
@@ -185,9 +209,12 @@ def caffe_step(x, t, device, pos_weight=None, focal_gamma=None):
             raise RuntimeError("libcudart not found: cannot time the GPU")
     else:
         caffe.set_mode_cpu()
-    net = caffe_net(x.shape, pos_weight=pos_weight, focal_gamma=focal_gamma)
+    net = caffe_net(x.shape, pos_weight=pos_weight, focal_gamma=focal_gamma,
+                    class_weight=class_weight, ignore_label=ignore_label, weights=w is not None)
     net.blobs["x"].data[...] = x
     net.blobs["t"].data[...] = t
+    if w is not None:
+        net.blobs["w"].data[...] = w
 
     def step():
         net.forward()
@@ -215,21 +242,34 @@ def torch_focal_loss(x, t, gamma):
     return (alpha_t * loss).sum()
 
 
-def torch_step(x, t, pos_weight=None, focal_gamma=None):
+def torch_step(x, t, pos_weight=None, focal_gamma=None, class_weight=None, ignore_label=None,
+               w=None):
+    """PyTorch's forward + backward, each option built the natural way:
+    pos_weight= and weight= (class weights, broadcast over rows) of
+    binary_cross_entropy_with_logits, the ignore label as a mask multiply,
+    the per-element weights as a weight multiply."""
     import torch
+    import torch.nn.functional as F
     torch.set_num_threads(torch_threads())
     tx = torch.from_numpy(x).requires_grad_(True)
     tt = torch.from_numpy(t)
     pw = None if pos_weight is None else torch.from_numpy(pos_weight)
+    cw = None if class_weight is None else torch.from_numpy(class_weight)
+    tw = None if w is None else torch.from_numpy(w)
+    mask = None if ignore_label is None else (tt != ignore_label).to(tt.dtype)
     batch = x.shape[0]
 
     def step():
         tx.grad = None
         if focal_gamma is not None:
             loss = torch_focal_loss(tx, tt, focal_gamma) / batch
+        elif mask is not None:
+            loss = (F.binary_cross_entropy_with_logits(tx, tt, reduction="none") * mask).sum() / batch
+        elif tw is not None:
+            loss = (F.binary_cross_entropy_with_logits(tx, tt, reduction="none") * tw).sum() / batch
         else:
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(
-                tx, tt, reduction="sum", pos_weight=pw) / batch
+            loss = F.binary_cross_entropy_with_logits(tx, tt, reduction="sum", pos_weight=pw,
+                                                      weight=cw) / batch
         loss.backward()
         return loss
     return step
@@ -237,15 +277,19 @@ def torch_step(x, t, pos_weight=None, focal_gamma=None):
 
 def worker_throughput(args):
     seconds, losses = {}, {}
+    ignore_label = IGNORE_LABEL if args.ignore else None
     for log2 in args.sizes:
-        x, t = throughput_data(log2, args.targets == "soft")
+        x, t = throughput_data(log2, args.targets == "soft", IGNORED_SHARE if args.ignore else 0.0)
         pw = pos_weights(COLS) if args.pos_weight else None
+        cw = class_weights(COLS) if args.class_weight else None
+        w = element_weights(log2) if args.weights else None
         if args.impl == "caffe":
-            step = caffe_step(x, t, args.device, pw, args.focal_gamma)
+            step = caffe_step(x, t, args.device, pw, args.focal_gamma, cw, ignore_label, w)
         elif args.impl == "torch":
-            step = torch_step(x, t, pw, args.focal_gamma)
-        elif pw is not None or args.focal_gamma is not None:
-            raise ValueError("the numpy layer has no pos_weight or focal term")
+            step = torch_step(x, t, pw, args.focal_gamma, cw, ignore_label, w)
+        elif pw is not None or args.focal_gamma is not None or cw is not None or w is not None \
+                or args.ignore:
+            raise ValueError("the numpy layer has only the plain loss")
         else:
             step = lambda: numpy_forward_backward(x, t)[0]  # noqa: E731
         seconds[str(log2)] = best_time(step, args.repeat)
@@ -348,7 +392,8 @@ def worker_large(args):
 
 
 WORKERS = {"throughput": worker_throughput, "accuracy": worker_accuracy,
-           "large": worker_large, "copy-bandwidth": worker_copy_bandwidth}
+           "large": worker_large, "copy-bandwidth": worker_copy_bandwidth,
+           "copy-cpu": lambda args: worker_copy_cpu(args)}
 
 
 def worker_arguments(parser):
@@ -360,6 +405,11 @@ def worker_arguments(parser):
     parser.add_argument("--pos-weight", action="store_true", help="per-class pos_weight (ours, PyTorch)")
     parser.add_argument("--focal-gamma", type=float, default=None,
                         help="the focal term with this γ and α 0.25 (ours, PyTorch)")
+    parser.add_argument("--class-weight", action="store_true", help="per-class class_weight (ours, PyTorch)")
+    parser.add_argument("--ignore", action="store_true",
+                        help="10 %% of targets set to ignore_label -1 (ours, PyTorch)")
+    parser.add_argument("--weights", action="store_true",
+                        help="the per-element weights bottom, uniform in [0, 2) (ours, PyTorch)")
     parser.add_argument("--repeat", type=int, default=3)
 
 
@@ -409,31 +459,62 @@ class Peers:
         return [] if isinstance(ours, WorkerError) else measured_simd_targets(ours.get("simd_targets", []))
 
 
-SOFT_LOG2 = 22  # the soft-target row: 4M elements
+SOFT_LOG2 = 22  # the option rows: 4M elements
+# The rows at 2^SOFT_LOG2 besides the plain loss: label, worker options, and
+# whether upstream's layer and the numpy layer run it too (soft targets only:
+# they have none of the options).
+OPTION_ROWS = (
+    ("soft targets", ("--targets", "soft"), True),
+    ("pos_weight", ("--pos-weight",), False),
+    ("class weights", ("--class-weight",), False),
+    ("ignore_label", ("--ignore",), False),
+    ("weights bottom", ("--weights",), False),
+    ("focal", ("--focal-gamma", FOCAL_GAMMA), False),
+    ("focal γ %g" % FRACTIONAL_GAMMA, ("--focal-gamma", FRACTIONAL_GAMMA), False),
+)
+# The least the CPU layer moves per element in forward + backward: x and t
+# read and dx written once (float32 in a TRAIN net takes the gradient in the
+# forward pass, docs/sigmoid_cross_entropy_loss.md).
+BYTES_PER_ELEMENT = 12
+BANDWIDTH_LOG2 = 24  # the size whose share of the copy bound the table gives
+
+
+def worker_copy_cpu(args):
+    """The machine's copy bound for the layer's traffic at 2^log2 elements:
+    numpy copies BYTES_PER_ELEMENT / 2 bytes per element (read + write =
+    BYTES_PER_ELEMENT), in as many threads as the layer runs (numpy drops
+    the GIL while it copies), each a contiguous slice. GB/s, best of repeat."""
+    from concurrent.futures import ThreadPoolExecutor
+    threads = torch_threads()
+    size = (1 << args.sizes[0]) * BYTES_PER_ELEMENT // 2
+    src = np.ones(size, dtype=np.uint8)
+    dst = np.zeros(size, dtype=np.uint8)
+    bounds = [size * i // threads // 64 * 64 for i in range(threads)] + [size]
+    slices = [slice(a, b) for a, b in zip(bounds, bounds[1:])]
+    with ThreadPoolExecutor(threads) as pool:
+        def copy():
+            list(pool.map(lambda s: np.copyto(dst[s], src[s]), slices))
+        seconds = best_time(copy, args.repeat)
+    return {"gb_per_s": 2 * size / seconds / 1e9, "threads": threads}
 
 
 def throughput_markdown(peers, sizes, repeat):
-    def run_all(*args):
-        return {
-            "ours": peers.run("ours", "throughput", "--impl", "caffe", *args),
-            "upstream": peers.run("upstream", "throughput", "--impl", "caffe", *args),
-            "PyTorch": peers.run("ours", "throughput", "--impl", "torch", *args),
-            "numpy": peers.run("ours", "throughput", "--impl", "numpy", *args),
-        }
+    def run_all(*args, everyone=True):
+        runs = {"ours": peers.run("ours", "throughput", "--impl", "caffe", *args),
+                "PyTorch": peers.run("ours", "throughput", "--impl", "torch", *args)}
+        if everyone:
+            runs["upstream"] = peers.run("upstream", "throughput", "--impl", "caffe", *args)
+            runs["numpy"] = peers.run("ours", "throughput", "--impl", "numpy", *args)
+        return runs
     runs = run_all("--sizes", *sizes, "--repeat", repeat)
-    soft_runs = run_all("--sizes", SOFT_LOG2, "--repeat", repeat, "--targets", "soft")
-    # Upstream's layer and the numpy layer have no pos_weight: ours and PyTorch only.
-    pw_args = ("throughput", "--sizes", SOFT_LOG2, "--repeat", repeat, "--pos-weight")
-    pw_runs = {"ours": peers.run("ours", *pw_args, "--impl", "caffe"),
-               "PyTorch": peers.run("ours", *pw_args, "--impl", "torch")}
-    focal_runs, fractional_runs = ({
-        "ours": peers.run("ours", *focal_args, "--impl", "caffe"),
-        "PyTorch": peers.run("ours", *focal_args, "--impl", "torch")}
-        for focal_args in (("throughput", "--sizes", SOFT_LOG2, "--repeat", repeat,
-                            "--focal-gamma", gamma) for gamma in (FOCAL_GAMMA, FRACTIONAL_GAMMA)))
+    option_runs = [(label, run_all("--sizes", SOFT_LOG2, "--repeat", repeat, *extra,
+                                   everyone=everyone))
+                   for label, extra, everyone in OPTION_ROWS]
+    copy = peers.run("ours", "copy-cpu", "--sizes", BANDWIDTH_LOG2, "--repeat", repeat) \
+        if BANDWIDTH_LOG2 in sizes else None
 
     def rate(peer, log2, table=runs):
-        run = table[peer]
+        run = table.get(peer, WorkerError("not run for this row"))
         return float("nan") if isinstance(run, WorkerError) else (1 << log2) / run["seconds"][str(log2)] / 1e6
 
     torch_note = ""
@@ -443,62 +524,56 @@ def throughput_markdown(peers, sizes, repeat):
              "",
              "Best of %d timed runs after one warm-up; (N, %d) blobs, logits N(0, 4²), 10 %% "
              "positive targets; soft targets: uniform in [0, 1]; pos_weight: one per class "
-             "(column), 0.5 to 4; focal: γ %g (and %g), α %g, PyTorch composing "
+             "(column), 0.5 to 4; class weights: one per class, 0.25 to 2 (PyTorch: `weight=` "
+             "broadcast over rows); ignore_label: %g on %d %% of the targets (PyTorch: the "
+             "per-element loss times a mask); weights bottom: a third bottom of per-element "
+             "weights uniform in [0, 2) (PyTorch: the per-element loss times the weights); "
+             "focal: γ %g (and %g), α %g, PyTorch composing "
              "torchvision.ops.sigmoid_focal_loss's formula (it has no fused focal loss). "
-             "Upstream's layer and the numpy layer have neither pos_weight nor focal. "
+             "Upstream's layer and the numpy layer run only the plain loss and soft targets. "
              "M el/s = million elements per second; a ratio is ours ÷ the peer (above 1: ours "
-             "is faster)." % (repeat, COLS, FOCAL_GAMMA, FRACTIONAL_GAMMA, FOCAL_ALPHA),
+             "is faster)." % (repeat, COLS, IGNORE_LABEL, 100 * IGNORED_SHARE, FOCAL_GAMMA,
+                              FRACTIONAL_GAMMA, FOCAL_ALPHA),
              "",
              "| elements | ours M el/s | upstream M el/s | ours / upstream | PyTorch%s M el/s | "
              "ours / PyTorch | numpy M el/s | ours / numpy |" % torch_note,
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for log2 in sizes:
-        ours = rate("ours", log2)
-        cells = ["2^%d (%d × %d)" % (log2, (1 << log2) // COLS, COLS), fmt_rate(ours)]
+    for label, log2, table in ([("2^%d (%d × %d)" % (log2, (1 << log2) // COLS, COLS), log2, runs)
+                                for log2 in sizes]
+                               + [("2^%d, %s" % (SOFT_LOG2, label), SOFT_LOG2, table)
+                                  for label, table in option_runs]):
+        ours = rate("ours", log2, table)
+        cells = [label, fmt_rate(ours)]
         for peer in ("upstream", "PyTorch", "numpy"):
-            other = rate(peer, log2)
+            if peer not in table:
+                cells += ["n/a", "n/a"]
+                continue
+            other = rate(peer, log2, table)
             cells += [fmt_rate(other), fmt_ratio(ours / other)]
         lines.append("| " + " | ".join(cells) + " |")
-    ours = rate("ours", SOFT_LOG2, soft_runs)
-    cells = ["2^%d, soft targets" % SOFT_LOG2, fmt_rate(ours)]
-    for peer in ("upstream", "PyTorch", "numpy"):
-        other = rate(peer, SOFT_LOG2, soft_runs)
-        cells += [fmt_rate(other), fmt_ratio(ours / other)]
-    lines.append("| " + " | ".join(cells) + " |")
-    for label, table in (("pos_weight", pw_runs), ("focal", focal_runs),
-                         ("focal γ %g" % FRACTIONAL_GAMMA, fractional_runs)):
-        ours = rate("ours", SOFT_LOG2, table)
-        torch_rate = rate("PyTorch", SOFT_LOG2, table)
-        lines.append("| " + " | ".join(["2^%d, %s" % (SOFT_LOG2, label), fmt_rate(ours), "n/a",
-                                         "n/a", fmt_rate(torch_rate),
-                                         fmt_ratio(ours / torch_rate), "n/a", "n/a"]) + " |")
-    notes = ["- %s: %s" % (peer, failure(run))
-             for table in (runs, soft_runs, pw_runs, focal_runs, fractional_runs)
+    notes = ["- %s%s: %s" % (peer, "" if table is runs else " (%s)" % label, failure(run))
+             for label, table in [("", runs)] + option_runs
              for peer, run in table.items() if isinstance(run, WorkerError)]
     lines += [""] + notes if notes else []
-    lines += [""] + simd_markdown(peers, sizes, repeat, runs, soft_runs, pw_runs, focal_runs,
-                                  fractional_runs)
-    lines += ["", loss_check(runs, sizes) + " " + loss_check(soft_runs, [SOFT_LOG2], "soft targets")
-              + " " + loss_check(pw_runs, [SOFT_LOG2], "pos_weight") + " "
-              + loss_check(focal_runs, [SOFT_LOG2], "focal") + " "
-              + loss_check(fractional_runs, [SOFT_LOG2], "focal γ %g" % FRACTIONAL_GAMMA), "",
-              gpu_markdown(peers, sizes, repeat)]
+    lines += [""] + simd_markdown(peers, sizes, repeat, runs, option_runs, copy)
+    lines += ["", " ".join([loss_check(runs, sizes)] + [loss_check(table, [SOFT_LOG2], label)
+                                                       for label, table in option_runs]),
+              "", gpu_markdown(peers, sizes, repeat)]
     return "\n".join(lines)
 
 
-def simd_markdown(peers, sizes, repeat, runs, soft_runs, pw_runs, focal_runs, fractional_runs):
+def simd_markdown(peers, sizes, repeat, runs, option_runs, copy):
     """Ours again on each SIMD target from the best down to AVX2, against the
     PyTorch runs of the table above (one machine, one run: the AVX2 path an
-    AVX2-only CPU takes, measured beside the AVX-512 one)."""
+    AVX2-only CPU takes, measured beside the AVX-512 one), and at
+    2^BANDWIDTH_LOG2 ours' traffic as a share of the copy bound."""
     targets = peers.simd_targets()
     if not targets:
         return ["Per SIMD target: not run (ours did not report its targets)."]
     cases = [("2^%d" % log2, log2, (), runs) for log2 in sizes] + [
-        ("2^%d, soft targets" % SOFT_LOG2, SOFT_LOG2, ("--targets", "soft"), soft_runs),
-        ("2^%d, pos_weight" % SOFT_LOG2, SOFT_LOG2, ("--pos-weight",), pw_runs),
-        ("2^%d, focal" % SOFT_LOG2, SOFT_LOG2, ("--focal-gamma", FOCAL_GAMMA), focal_runs),
-        ("2^%d, focal γ %g" % (SOFT_LOG2, FRACTIONAL_GAMMA), SOFT_LOG2,
-         ("--focal-gamma", FRACTIONAL_GAMMA), fractional_runs)]
+        ("2^%d, %s" % (SOFT_LOG2, label), SOFT_LOG2, extra, table)
+        for (label, extra, _), (_, table) in zip(OPTION_ROWS, option_runs)]
+    copy_gbs = float("nan") if copy is None or isinstance(copy, WorkerError) else copy["gb_per_s"]
     lines = ["### Throughput per SIMD target, CPU, float32, forward + backward", "",
              "Ours with `CAFFE_XENT_SIMD` set to each target this CPU runs, from the best down "
              "to AVX2 (the worker reports the target it ran); PyTorch from the table above; "
@@ -525,6 +600,23 @@ def simd_markdown(peers, sizes, repeat, runs, soft_runs, pw_runs, focal_runs, fr
             ours = rates.get((target, label), float("nan"))
             cells += [fmt_rate(ours), fmt_ratio(ours / torch_rate)]
         lines.append("| " + " | ".join(cells) + " |")
+    if copy is not None:
+        label = "2^%d" % BANDWIDTH_LOG2
+        if isinstance(copy, WorkerError):
+            notes.append("- copy bound: %s" % failure(copy))
+        lines += ["", "Bandwidth at %s: the layer moves at least %d bytes per element (x and t "
+                  "read, dx written: the forward pass takes the gradient too). The bound is a "
+                  "numpy copy of %d bytes per element (read + write = %d), split over %s "
+                  "threads, in this run: %s GB/s. Ours' share of it: %s." % (
+                      label, BYTES_PER_ELEMENT, BYTES_PER_ELEMENT // 2, BYTES_PER_ELEMENT,
+                      copy.get("threads", "?") if isinstance(copy, dict) else "?",
+                      fmt_rate(copy_gbs),
+                      "; ".join("%s %s GB/s, %s %%" % (
+                          target, fmt_rate(rates.get((target, label), float("nan"))
+                                           * BYTES_PER_ELEMENT / 1e3),
+                          fmt_rate(100 * rates.get((target, label), float("nan"))
+                                   * BYTES_PER_ELEMENT / 1e3 / copy_gbs))
+                                for target in targets))]
     return lines + ([""] + notes if notes else [])
 
 

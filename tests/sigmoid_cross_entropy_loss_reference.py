@@ -65,8 +65,11 @@ def softplus(z: np.ndarray) -> np.ndarray:
 def reference(x, t, w=None, *, axis: int = 1, pos_weight=(), class_weight=(),
               focal_gamma: float = 0.0, focal_alpha: float = -1.0,
               label_smoothing: float = 0.0, ignore_label: Optional[int] = None,
-              normalization: str = "BATCH_SIZE"):
-    """Returns (loss, element_loss, dloss/dx) in float64.
+              normalization: str = "BATCH_SIZE", terms: bool = False):
+    """Returns (loss, element_loss, dloss/dx) in float64; with terms=True
+    also, per element, the larger of the two terms of the gradient's
+    difference, coefficient·(1-p_t)^γ·max(a·σ(x), b·σ(-x)), normalized like
+    the gradient (the scale of a float32 gradient's error where they cancel).
 
     The element loss is written as a sum of non-negative terms,
     pos_weight·τ·softplus(-x) + (1-τ)·softplus(x), equal to the documented
@@ -104,11 +107,15 @@ def reference(x, t, w=None, *, axis: int = 1, pos_weight=(), class_weight=(),
         nan = np.isnan(x)
         element = np.where(nan, np.nan, element)
         grad = np.where(nan, np.nan, grad)
+        larger = np.abs(coefficient * modulator) * np.maximum(a * sig, b * sig_neg)
     element = np.where(ignored, 0.0, element)
     grad = np.where(ignored, 0.0, grad)
+    larger = np.where(ignored, 0.0, larger)
     count = x.size
     normalizer = {"FULL": count, "VALID": count - int(ignored.sum()),
                   "BATCH_SIZE": x.shape[0] if x.ndim else 1, "NONE": 1}[normalization]
     normalizer = max(1, normalizer)
     loss = float(np.sum(element)) / normalizer
+    if terms:
+        return loss, element, grad / normalizer, larger / normalizer
     return loss, element, grad / normalizer

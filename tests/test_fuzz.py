@@ -222,7 +222,7 @@ def test_sigmoid_cross_entropy_loss_matches_reference(child, device, case):
     assert answer[0] == "ok", answer
     tops, diffs = answer[1]
     dtype = bottoms[0].dtype.type
-    loss, element, grad = sigmoid_cross_entropy_loss_reference(*bottoms, **ref)
+    loss, element, grad, larger = sigmoid_cross_entropy_loss_reference(*bottoms, **ref, terms=True)
     assert tops[0].shape == () and tops[1].shape == bottoms[0].shape
     assert diffs[0].shape == bottoms[0].shape
     if bottoms[0].size == 0:
@@ -232,7 +232,11 @@ def test_sigmoid_cross_entropy_loss_matches_reference(child, device, case):
     floor = 4 * float(np.finfo(dtype).smallest_subnormal)
     assert float(tops[0]) == pytest.approx(loss, rel=LOSS_RTOL[dtype], abs=floor)
     check_close(tops[1], element, dtype, "element loss", extra=floor)
-    check_close(diffs[0], grad, dtype, "gradient", extra=floor + smoothing_tau_error(bottoms, ref))
+    # Float32: where the gradient's two terms cancel, a few ulp of the larger
+    # (docs/sigmoid_cross_entropy_loss.md, "Accuracy of the gradient").
+    cancel = 4 * float(np.finfo(np.float32).eps) * larger if dtype == np.float32 else 0.0
+    check_close(diffs[0], grad, dtype, "gradient",
+                extra=floor + cancel + smoothing_tau_error(bottoms, ref))
 
 
 def smoothing_tau_error(bottoms, ref):

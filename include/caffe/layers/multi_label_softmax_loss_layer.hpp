@@ -148,6 +148,13 @@ class MultiLabelSoftmaxLossLayer : public XentLossLayer<Dtype> {
   /// Per-row coefficients from forward (5 x rows doubles, see
   /// multi_label_softmax_loss_math.hpp): max, 1/S, Q, a, b.
   Blob<double> row_coefficients_;
+  /// Whether the last Forward_cpu wrote bottom[0]'s diff (a TRAIN layer
+  /// with a nonzero top diff: the gradient right after the rows' sums, from
+  /// the exps they kept), for the scale diff_scale_ (the top
+  /// diff over the normalizer it assumed: every row valid). Backward,
+  /// finding that scale, has nothing left to do; Reshape clears it.
+  bool diff_ready_;
+  double diff_scale_;
 };
 
 }  // namespace caffe

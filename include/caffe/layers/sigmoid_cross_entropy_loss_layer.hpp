@@ -96,8 +96,12 @@ class SigmoidCrossEntropyLossLayer : public XentLossLayer<Dtype> {
       const vector<Blob<Dtype>*>& top);
 
   /**
-   * @brief Gradient with respect to the logits, recomputed from x and t
-   *        (Forward caches nothing but the normalizer).
+   * @brief Gradient with respect to the logits, from x and t. On the CPU
+   *        a float32 layer in a TRAIN net writes it in Forward's pass, which
+   *        shares its e^-|x| and saves a second pass over the blobs, when
+   *        everything it depends on is known there (DiffInForward); then
+   *        Backward, given the same top diff, has nothing left to do (a
+   *        different top diff: it recomputes).
    *
    * @f$ \frac{\partial E}{\partial x_i} = \left(\frac{\lambda}{\mathrm{norm}}
    *     + \lambda'_i\right) \frac{\partial \ell_i}{\partial x_i} @f$, with
@@ -142,8 +146,9 @@ class SigmoidCrossEntropyLossLayer : public XentLossLayer<Dtype> {
   bool per_class_;
   /// Whether pos_weight, class_weight are all 1, focal and smoothing off.
   bool plain_;
-  /// Whether the CPU SIMD path applies: every option; a focal γ that is not
-  /// a whole number up to xent::sigmoid::kMaxFocalPower only for float.
+  /// Whether the CPU SIMD path applies: every option; a focal γ that is
+  /// neither whole nor a whole one and a half up to
+  /// xent::sigmoid::kMaxFocalPower (+ 1/2) only for float.
   bool simd_;
   /// CPU SIMD path when inner_num_ is small (or the weights are uniform):
   /// pos_weight / class_weight element by element over one period of
@@ -157,6 +162,14 @@ class SigmoidCrossEntropyLossLayer : public XentLossLayer<Dtype> {
   xent::sigmoid::Constants<Dtype> Constants() const;
   /// focal γ, focal α (negative = off), label smoothing ε.
   Dtype focal_gamma_, focal_alpha_, label_smoothing_;
+  /// Whether the last Forward_cpu wrote bottom[0]'s diff, for a top diff
+  /// that gave the scale diff_scale_ (Reshape clears it).
+  bool diff_ready_;
+  Dtype diff_scale_;
+  /// Whether Forward_cpu writes bottom[0]'s diff: float on the SIMD path,
+  /// TRAIN phase, one top with a nonzero diff (the loss weight), and the
+  /// normalizer known before the pass (not VALID with an ignore label).
+  bool DiffInForward(const vector<Blob<Dtype>*>& top) const;
 };
 
 }  // namespace caffe

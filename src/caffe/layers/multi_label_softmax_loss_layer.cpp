@@ -22,12 +22,13 @@ namespace {
 
 /// The SIMD pass 1 where it applies (float, contiguous rows, finite
 /// scores); false where the caller must take the scalar loop.
+/// exps: where to keep the row's e^(x_c - m) (SimdRowSums), or NULL.
 inline bool RowSumsSimd(const float* x, const float* t, const double* w, int inner,
-                        const RowOptions& opt, float* m, RowSums* sums) {
-  return inner == 1 && SimdRowSums(x, t, w, opt, m, sums);
+                        const RowOptions& opt, float* m, RowSums* sums, float* exps) {
+  return inner == 1 && SimdRowSums(x, t, w, opt, m, sums, exps);
 }
 inline bool RowSumsSimd(const double*, const double*, const double*, int, const RowOptions&,
-                        double*, RowSums*) {
+                        double*, RowSums*, double*) {
   return false;
 }
 
@@ -47,49 +48,82 @@ inline int SpatialTileRows(const double*, int, int64_t, int64_t, int64_t = 0) { 
 inline bool SpatialForwardSimd(const float* x, const float* t, const double* w, int inner,
                                const RowOptions& opt, int count, int64_t first_row, int64_t rows,
                                double* coefficients, double* loss, double* valid,
-                               double* invalid) {
+                               double* invalid, float* exps) {
   return SimdSpatialForward(x, t, w, inner, opt, count, first_row, rows,
-                                              coefficients, loss, valid, invalid);
+                                              coefficients, loss, valid, invalid, exps);
 }
 inline bool SpatialForwardSimd(const double*, const double*, const double*, int,
                                const RowOptions&, int, int64_t, int64_t, double*, double*,
-                               double*, double*) {
+                               double*, double*, double*) {
   return false;
 }
 
 inline bool SpatialGradientSimd(const float* x, const float* t, const double* w, int inner,
                                 int classes, const double* coefficients, int64_t first_row,
-                                int64_t rows, int count, double scale, float* dx) {
+                                int64_t rows, int count, double scale, float* dx,
+                                const float* exps = NULL) {
   return SimdSpatialGradient(x, t, w, inner, classes, coefficients, first_row,
-                                               rows, count, scale, dx);
+                                               rows, count, scale, dx, exps);
 }
 inline bool SpatialGradientSimd(const double*, const double*, const double*, int, int,
-                                const double*, int64_t, int64_t, int, double, double*) {
+                                const double*, int64_t, int64_t, int, double, double*,
+                                const double* = NULL) {
   return false;
 }
 
 /// The SIMD pass 2 of one contiguous row where it applies (float, finite
 /// max, row not ignored); false where the caller must take the scalar loop.
+/// exps: the row's e^(x_c - m) kept by RowSumsSimd, or NULL.
 inline bool RowGradientSimd(const float* x, const float* t, const double* w,
-                            const RowCoefficients& coef, double scale, int classes, float* dx) {
+                            const RowCoefficients& coef, double scale, int classes, float* dx,
+                            const float* exps = NULL) {
   if (!std::isfinite(coef.max) || IsIgnored(coef)) return false;
-  SimdRowGradient(x, t, w, coef, scale, classes, dx);
+  SimdRowGradient(x, t, w, coef, scale, classes, dx, exps);
   return true;
 }
 inline bool RowGradientSimd(const double*, const double*, const double*,
-                            const RowCoefficients&, double, int, double*) {
+                            const RowCoefficients&, double, int, double*,
+                            const double* = NULL) {
   return false;
+}
+
+/// ElementGradient of `n` neighbouring rows from row r (its first element at
+/// offset of x, t, dx; classes `inner` apart), the scalar math.
+template <typename Dtype>
+void ScalarGradient(const Dtype* x, const Dtype* t, const double* w, const double* coefficients,
+                    int64_t r, int64_t n, int64_t rows, int C, int inner, double scale,
+                    int64_t offset, Dtype* dx) {
+  for (int c = 0; c < C; ++c) {
+    for (int64_t j = 0; j < n; ++j) {
+      const RowCoefficients coef = LoadCoefficients(coefficients, r + j, rows);
+      const int64_t e = offset + c * inner + j;
+      dx[e] = ElementGradient(coef, x[e], t[e], w[c], scale);
+    }
+  }
+}
+
+/// The gradient of contiguous row r (its elements at x, t, dx), from the
+/// exps RowSumsSimd kept at dx (exps_kept) or taken again.
+template <typename Dtype>
+void RowGradient(const Dtype* x, const Dtype* t, const double* w, const RowCoefficients& coef,
+                 int C, double scale, bool exps_kept, Dtype* dx) {
+  if (RowGradientSimd(x, t, w, coef, scale, C, dx, exps_kept ? dx : NULL)) return;
+  for (int c = 0; c < C; ++c) dx[c] = ElementGradient(coef, x[c], t[c], w[c], scale);
 }
 
 /// Forward of rows [begin, end): pass 1 of the row math (max, then one sweep
 /// of sums while the row is in cache), the coefficients stored for backward,
-/// and the probabilities when that top is asked for. Row r is at
+/// and the probabilities when that top is asked for. With dx, also the
+/// gradient for `scale` while the rows are in cache: a contiguous row's
+/// right after its sums, from the exps they kept in dx (RowGradient); a
+/// spatial run's after its tiles, from the exps they kept in dx, a tile of
+/// kSpatialTileRows rows at a time; rows of the scalar math by it. Row r is at
 /// (outer o, inner i) = (r / inner, r % inner); its C elements are `inner`
 /// apart.
 template <typename Dtype>
 xent::LossSums ForwardRows(const Dtype* x, const Dtype* t, const double* w, int64_t begin,
                       int64_t end, int64_t rows, int inner, const RowOptions& opt,
-                      double* coefficients, Dtype* prob) {
+                      double* coefficients, Dtype* prob, Dtype* dx, double scale) {
   const int C = opt.classes;
   xent::LossSums range;
   // Finishes row r from its max and sums.
@@ -116,10 +150,18 @@ xent::LossSums ForwardRows(const Dtype* x, const Dtype* t, const double* w, int6
     if (run > 0) {
       double loss, valid, invalid;
       if (SpatialForwardSimd(xr, tr, w, inner, opt, run, r, rows, coefficients, &loss, &valid,
-                             &invalid)) {
+                             &invalid, dx != NULL ? dx + offset : NULL)) {
         range.loss += loss;
         range.counted += valid;
         range.bad_targets += invalid;
+        for (int j = 0; dx != NULL && j < run; j += kSpatialTileRows) {
+          const int n = std::min(run - j, kSpatialTileRows);
+          if (!SpatialGradientSimd(xr + j, tr + j, w, inner, C, coefficients, r + j, rows, n,
+                                   scale, dx + offset + j, dx + offset + j)) {
+            ScalarGradient(x, t, w, coefficients, r + j, n, rows, C, inner, scale, offset + j,
+                           dx);
+          }
+        }
         if (prob != NULL) {
           for (int j = 0; j < run; ++j) {
             const RowCoefficients coef = LoadCoefficients(coefficients, r + j, rows);
@@ -141,12 +183,15 @@ xent::LossSums ForwardRows(const Dtype* x, const Dtype* t, const double* w, int6
           AccumulateElement(m, x[o + c * inner], t[o + c * inner], w[c], opt, &sums);
         }
         finish(r, m, sums);
+        if (dx != NULL) ScalarGradient(x, t, w, coefficients, r, 1, rows, C, inner, scale, o, dx);
       }
       continue;
     }
     RowSums sums = ZeroSums();
     Dtype m;
-    if (!RowSumsSimd(xr, tr, w, inner, opt, &m, &sums)) {
+    Dtype* exps = dx != NULL && inner == 1 ? dx + offset : NULL;
+    const bool exps_kept = RowSumsSimd(xr, tr, w, inner, opt, &m, &sums, exps);
+    if (!exps_kept) {
       m = xr[0];
       for (int c = 1; c < C; ++c) m = MaxOf(m, xr[c * inner]);  // m = max_c x_c
       for (int c = 0; c < C; ++c) {
@@ -154,6 +199,11 @@ xent::LossSums ForwardRows(const Dtype* x, const Dtype* t, const double* w, int6
       }
     }
     finish(r, m, sums);
+    if (exps != NULL) {
+      RowGradient(xr, tr, w, LoadCoefficients(coefficients, r, rows), C, scale, exps_kept, exps);
+    } else if (dx != NULL) {
+      ScalarGradient(x, t, w, coefficients, r, 1, rows, C, inner, scale, offset, dx);
+    }
     ++r;
   }
   return range;
@@ -168,12 +218,9 @@ void GradientRows(const Dtype* x, const Dtype* t, const double* w, const double*
   // its spinning threads slow OpenBLAS's on a busy machine (the demo's 64x10).
 #pragma omp parallel for schedule(static) if (rows * C > xent::kReduceChunk)
   for (int64_t r = 0; r < rows; ++r) {
-    const RowCoefficients coef = LoadCoefficients(coefficients, r, rows);
     const int64_t offset = r * C;
-    if (RowGradientSimd(x + offset, t + offset, w, coef, scale, C, dx + offset)) continue;
-    for (int c = 0; c < C; ++c) {
-      dx[offset + c] = ElementGradient(coef, x[offset + c], t[offset + c], w[c], scale);
-    }
+    RowGradient(x + offset, t + offset, w, LoadCoefficients(coefficients, r, rows), C, scale,
+                false, dx + offset);
   }
 }
 
@@ -227,6 +274,8 @@ void MultiLabelSoftmaxLossLayer<Dtype>::LayerSetUp(const vector<Blob<Dtype>*>& b
   XENT_CHECK(param, !this->has_ignore_label_ || this->ignore_label_ != 0,
              "ignore_label = 0 is refused: 0 is the target of a negative class, so every "
              "row with a negative class would be ignored");
+  diff_ready_ = false;
+  diff_scale_ = 0.0;
 }
 
 template <typename Dtype>
@@ -264,6 +313,7 @@ void MultiLabelSoftmaxLossLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bott
     class_weight_.Reshape(std::vector<int>(1, classes_));
     std::copy(weights.begin(), weights.begin() + classes_, class_weight_.mutable_cpu_data());
   }
+  diff_ready_ = false;
   top[0]->Reshape(std::vector<int>());  // the loss: a scalar
   if (top.size() >= 2) top[1]->ReshapeLike(x);
   std::vector<int> coefficient_shape(2, static_cast<int>(rows));
@@ -337,15 +387,33 @@ void MultiLabelSoftmaxLossLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& 
   const int64_t chunk_rows = std::max<int64_t>(1, chunk_elements / classes_);
   const int64_t chunks = xent::ChunkCount(rows, chunk_rows);
   const int inner = inner_num_;
+  // In a TRAIN net whose loss counts, the gradient follows the rows' sums,
+  // from the e^(x_c - m) they kept in dx (one exp per element instead of
+  // two, the rows still in cache), for the normalizer of every row valid
+  // (the usual case; no other normalization depends on the count); if the
+  // pass counts fewer, Backward computes it again.
+  diff_ready_ = false;
+  Dtype* dx = NULL;
+  double scale = 0.0;
+  if (this->phase_ == TRAIN && top[0]->cpu_diff()[0] != Dtype(0)) {
+    dx = bottom[0]->mutable_cpu_diff();
+    scale = static_cast<double>(top[0]->cpu_diff()[0]) /
+            this->Normalizer(static_cast<double>(rows), static_cast<double>(rows),
+                             bottom[0]->shape(0));
+  }
   const xent::LossSums sums = xent::ChunkedSums(chunks, [&](int64_t k) {
     return xent::multilabel::ForwardRows(x, t, w, k * chunk_rows,
                                          std::min(rows, (k + 1) * chunk_rows), rows, inner, opt,
-                                         coefficients, prob);
+                                         coefficients, prob, dx, scale);
   });
   CheckData(bottom, sums);
   this->normalizer_ = this->Normalizer(sums.counted, static_cast<double>(rows),
                                        bottom[0]->shape(0));
   top[0]->mutable_cpu_data()[0] = static_cast<Dtype>(sums.loss / this->normalizer_);
+  if (dx != NULL && static_cast<double>(top[0]->cpu_diff()[0]) / this->normalizer_ == scale) {
+    diff_scale_ = scale;
+    diff_ready_ = true;
+  }
 }
 
 template <typename Dtype>
@@ -360,6 +428,7 @@ void MultiLabelSoftmaxLossLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>&
   const double* coefficients = row_coefficients_.cpu_data();
   Dtype* dx = bottom[0]->mutable_cpu_diff();
   const double scale = static_cast<double>(top[0]->cpu_diff()[0]) / this->normalizer_;
+  if (diff_ready_ && scale == diff_scale_) return;  // Forward_cpu wrote dx for this scale
   if (inner_num_ == 1) {
     xent::multilabel::GradientRows(x, t, w, coefficients, outer_num_, classes_, scale, dx);
   } else {

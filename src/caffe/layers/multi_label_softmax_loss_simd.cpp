@@ -14,6 +14,7 @@
 #include <hwy/highway.h>
 #include <hwy/contrib/math/math-inl.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -201,7 +202,7 @@ HWY_INLINE double CountTotal(hn::Vec<TargetSums::DF> counts) {
 const size_t kMaxLanes = HWY_MAX_BYTES / sizeof(float);
 
 bool RowSumsImpl(const float* x, const float* t, const double* w, const RowOptions& opt,
-                 float* max_out, RowSums* sums) {
+                 float* max_out, RowSums* sums, float* exps) {
   const hn::ScalableTag<float> d;
   const size_t lanes = hn::Lanes(d);
   const size_t C = static_cast<size_t>(opt.classes);
@@ -240,11 +241,15 @@ bool RowSumsImpl(const float* x, const float* t, const double* w, const RowOptio
   const size_t half = lanes / 2;
   const auto m_double = hn::Set(dd, static_cast<double>(m));
 #endif
-  // One vector of elements (scores xp, targets tp, class weights wp).
-  auto add_vector = [&](const float* xp, const float* tp, const double* wp, auto smoothing_tag) {
+  // One vector of elements (scores xp, targets tp, class weights wp); its
+  // e^(x_c - m) stored at ep unless that is NULL.
+  auto add_vector = [&](const float* xp, const float* tp, const double* wp, float* ep,
+                        auto smoothing_tag) {
     constexpr bool kSmoothing = decltype(smoothing_tag)::value;
     const auto v = hn::LoadU(d, xp);
-    exp_sum.Add(ShiftedExpVec(d, v, shift));  // e^(x_c - m)
+    const auto e = ShiftedExpVec(d, v, shift);  // e^(x_c - m)
+    if (ep) hn::StoreU(e, d, ep);
+    exp_sum.Add(e);
     if (kSmoothing) x_sum.Add(v);
     const auto tv = hn::LoadU(d, tp);
     // Not(t == 0), not t != 0: Highway's != is ordered on AVX2/AVX-512
@@ -263,7 +268,9 @@ bool RowSumsImpl(const float* x, const float* t, const double* w, const RowOptio
   // The loop compiled twice, with and without the smoothing sum, to keep the
   // test out of it.
   auto sweep = [&](auto smoothing_tag) {
-    for (size_t c = 0; c < full; c += lanes) add_vector(x + c, t + c, w + c, smoothing_tag);
+    for (size_t c = 0; c < full; c += lanes) {
+      add_vector(x + c, t + c, w + c, exps ? exps + c : nullptr, smoothing_tag);
+    }
   };
   if (smoothing) {
     sweep(std::true_type());
@@ -278,7 +285,9 @@ bool RowSumsImpl(const float* x, const float* t, const double* w, const RowOptio
     const size_t n = C - full;
     const xs::Padded<float> x_pad(x + full, n, hn::GetLane(shift.low)), t_pad(t + full, n);
     const xs::Padded<double, kMaxLanes> w_pad(w + full, n);
-    add_vector(x_pad.v, t_pad.v, w_pad.v, std::false_type());
+    HWY_ALIGN float e_pad[kMaxLanes];
+    add_vector(x_pad.v, t_pad.v, w_pad.v, e_pad, std::false_type());
+    if (exps) std::copy(e_pad, e_pad + n, exps + full);
     if (smoothing) {
       for (size_t c = full; c < C; ++c) sums->gap_sum += Gap(m, x[c]);
     }
@@ -298,7 +307,8 @@ bool RowSumsImpl(const float* x, const float* t, const double* w, const RowOptio
 }
 
 void RowGradientImpl(const float* x, const float* t, const double* w,
-                     const RowCoefficients& coef, double scale, int classes, float* dx) {
+                     const RowCoefficients& coef, double scale, int classes, float* dx,
+                     const float* exps) {
   const hn::ScalableTag<float> d;
   const size_t lanes = hn::Lanes(d);
   const size_t C = static_cast<size_t>(classes);
@@ -318,9 +328,11 @@ void RowGradientImpl(const float* x, const float* t, const double* w,
   const size_t half = lanes / 2;
   const auto scaled_a = hn::Set(d, static_cast<float>(scale * coef.a));
 #endif
-  // One vector of elements (scores xp, targets tp, class weights wp).
-  auto gradient = [&](const float* xp, const float* tp, const double* wp) {
-    const auto e = ShiftedExpVec(d, hn::LoadU(d, xp), shift);  // e^(x_c - m); -inf: 0
+  // One vector of elements (scores xp, targets tp, class weights wp; their
+  // e^(x_c - m) at ep when the forward stored them there, else taken here).
+  auto gradient = [&](const float* xp, const float* tp, const double* wp, const float* ep) {
+    const auto e = ep ? hn::LoadU(d, ep)
+                      : ShiftedExpVec(d, hn::LoadU(d, xp), shift);  // e^(x_c - m); -inf: 0
     auto g = hn::MulSub(k, e, scaled_b);  // scale (Q p_c - eps/C) for t_c = 0
     const auto tv = hn::LoadU(d, tp);
     const auto nonzero = hn::Ne(tv, zero);
@@ -337,13 +349,17 @@ void RowGradientImpl(const float* x, const float* t, const double* w,
     }
     return g;
   };
-  for (size_t c = 0; c < full; c += lanes) hn::StoreU(gradient(x + c, t + c, w + c), d, dx + c);
+  for (size_t c = 0; c < full; c += lanes) {
+    hn::StoreU(gradient(x + c, t + c, w + c, exps ? exps + c : nullptr), d, dx + c);
+  }
 #if HWY_TARGET != HWY_SCALAR
   if (full < C) {  // the last C % lanes elements, as in RowSumsImpl
     const size_t n = C - full;
     const xs::Padded<float> x_pad(x + full, n, hn::GetLane(shift.low)), t_pad(t + full, n);
     const xs::Padded<double, kMaxLanes> w_pad(w + full, n);
-    xs::StoreFirst(d, gradient(x_pad.v, t_pad.v, w_pad.v), n, dx + full);
+    const xs::Padded<float> e_pad(exps ? exps + full : nullptr, n);
+    xs::StoreFirst(d, gradient(x_pad.v, t_pad.v, w_pad.v, exps ? e_pad.v : nullptr), n,
+                   dx + full);
   }
 #endif
 }
@@ -358,11 +374,11 @@ int SpatialLanesImpl() {
 
 #if HWY_TARGET == HWY_SCALAR
 bool SpatialForwardImpl(const float*, const float*, const double*, int64_t, const RowOptions&,
-                        int, int64_t, int64_t, double*, double*, double*, double*) {
+                        int, int64_t, int64_t, double*, double*, double*, double*, float*) {
   return false;
 }
 bool SpatialGradientImpl(const float*, const float*, const double*, int64_t, int,
-                         const double*, int64_t, int64_t, int, double, float*) {
+                         const double*, int64_t, int64_t, int, double, float*, const float*) {
   return false;
 }
 #else
@@ -506,9 +522,10 @@ class SpatialForward {
 
   HWY_INLINE SpatialForward(const float* x, const float* t, const double* w, int64_t inner,
                             const RowOptions& opt, int count, int64_t first_row, int64_t rows,
-                            double* coefficients)
+                            double* coefficients, float* exps)
       : x_(x), t_(t), w_(w), inner_(inner), opt_(opt), count_(count), first_row_(first_row),
-        rows_(rows), coefficients_(coefficients), tile_rows_(SpatialTileRowsImpl(opt.classes)),
+        rows_(rows), coefficients_(coefficients), exps_(exps),
+        tile_rows_(SpatialTileRowsImpl(opt.classes)),
         valid_total_(hn::Zero(DD())), invalid_total_(hn::Zero(DD())) {}
 
   /// The whole run; false when a score is not finite or a row's |max| is
@@ -554,10 +571,11 @@ class SpatialForward {
       // sparse ones: skip the vectors without. Adding zero lanes changes no
       // sum: the same bits either way.
       int hits = 0;  // classes with a target in some lane
+      float* exps = exps_ ? exps_ + begin + v : nullptr;
       if (dense_) {
-        SumClasses<true>(cur, next_tile, size, v, vm, &sums, &next_max, &probe, &hits);
+        SumClasses<true>(cur, next_tile, size, v, vm, exps, &sums, &next_max, &probe, &hits);
       } else {
-        SumClasses<false>(cur, next_tile, size, v, vm, &sums, &next_max, &probe, &hits);
+        SumClasses<false>(cur, next_tile, size, v, vm, exps, &sums, &next_max, &probe, &hits);
       }
       if (v < next_tile.size) hn::Store(next_max, d, next.m + v);
       dense_ = 4 * hits > opt_.classes;  // targets in more than a quarter of these vectors
@@ -571,11 +589,13 @@ class SpatialForward {
   }
 
   /// Step 2 for the vector of rows v of the tile cur (row max vm): every
-  /// sum over the classes in class order, in registers; and step 1 for the
+  /// sum over the classes in class order, in registers, each e^(x_c - m)
+  /// also stored at exps + c * inner unless exps is NULL; and step 1 for the
   /// next tile's rows v (their copy, max and probe).
   template <bool kDense>
   HWY_INLINE void SumClasses(const LocalTile& cur, const NextTile& next, int size, int v, VF vm,
-                             RowVectorSums* sums, VF* next_max, VF* probe, int* hits) {
+                             float* exps, RowVectorSums* sums, VF* next_max, VF* probe,
+                             int* hits) {
     const DF d;
     const DH dh;
     const DD dd;
@@ -590,7 +610,9 @@ class SpatialForward {
     for (int c = 0; c < classes; ++c) {
       if (copy) CopyNext(next, c, v, next_max, probe);
       const VF xv = hn::Load(d, cur.x + c * size + v);
-      sums->sum_exp.Add(ShiftedExpVec(d, xv, shift));  // e^(x_c - m)
+      const VF e = ShiftedExpVec(d, xv, shift);  // e^(x_c - m)
+      if (exps) hn::StoreU(e, d, exps + c * inner_);
+      sums->sum_exp.Add(e);
       if (smoothing) sums->x_sum.Add(xv);
       const VF tv = hn::Load(d, cur.t + c * size + v);
       // Not(t == 0): Highway's != is false for NaN on AVX2/AVX-512.
@@ -655,6 +677,7 @@ class SpatialForward {
   int count_;
   int64_t first_row_, rows_;
   double* coefficients_;
+  float* exps_;  // NULL, or where e^(x_c - m) of the run go (laid out as x)
   int tile_rows_;
   bool dense_ = false;       // whether the last vector of rows had targets in most classes
   double total_ = 0.0;       // the loss, rows in order
@@ -663,8 +686,9 @@ class SpatialForward {
 
 bool SpatialForwardImpl(const float* x, const float* t, const double* w, int64_t inner,
                         const RowOptions& opt, int count, int64_t first_row, int64_t rows,
-                        double* coefficients, double* loss_sum, double* valid, double* invalid) {
-  SpatialForward run(x, t, w, inner, opt, count, first_row, rows, coefficients);
+                        double* coefficients, double* loss_sum, double* valid, double* invalid,
+                        float* exps) {
+  SpatialForward run(x, t, w, inner, opt, count, first_row, rows, coefficients, exps);
   return run.Run(loss_sum, valid, invalid);
 }
 
@@ -692,7 +716,7 @@ HWY_INLINE VD TargetGradient(DD dd, const double* coefficients, int64_t r, int64
 
 bool SpatialGradientImpl(const float* x, const float* t, const double* w, int64_t inner,
                          int classes, const double* coefficients, int64_t first_row,
-                         int64_t rows, int count, double scale, float* dx) {
+                         int64_t rows, int count, double scale, float* dx, const float* exps) {
   const hn::ScalableTag<float> d;
   const hn::Half<decltype(d)> dh;
   const hn::Rebind<double, decltype(dh)> dd;
@@ -751,7 +775,8 @@ bool SpatialGradientImpl(const float* x, const float* t, const double* w, int64_
       for (int v = 0; v < count; v += lanes) {
         hwy::Prefetch(xc + count + v);  // as below
         hwy::Prefetch(tc + count + v);
-        const auto e = ShiftedExpVec(d, hn::LoadU(d, xc + v), shift_at(v));
+        const auto e = exps ? hn::LoadU(d, exps + c * inner + v)
+                            : ShiftedExpVec(d, hn::LoadU(d, xc + v), shift_at(v));
         const auto q = hn::MulAdd(hn::Mul(hn::Load(d, scaled_a + v), wc), hn::LoadU(d, tc + v),
                                   hn::Load(d, scaled_b + v));
         hn::StoreU(hn::MulSub(hn::Load(d, k + v), e, q), d, dxc + v);
@@ -768,7 +793,8 @@ bool SpatialGradientImpl(const float* x, const float* t, const double* w, int64_
       // back to this plane only after all the others: in cache by then.
       hwy::Prefetch(xc + count + v);
       hwy::Prefetch(tc + count + v);
-      const auto e = ShiftedExpVec(d, hn::LoadU(d, xc + v), shift_at(v));
+      const auto e = exps ? hn::LoadU(d, exps + c * inner + v)
+                          : ShiftedExpVec(d, hn::LoadU(d, xc + v), shift_at(v));
       // scale (Q p_c - eps/C), the value for t_c = 0
       auto g = hn::MulSub(hn::Load(d, k + v), e, hn::Load(d, scaled_b + v));
       const auto tv = hn::LoadU(d, tc + v);
@@ -807,13 +833,14 @@ HWY_EXPORT(RowGradientImpl);
 HWY_EXPORT(SpatialLanesImpl);
 
 bool SimdRowSums(const float* x, const float* t, const double* w, const RowOptions& opt,
-                 float* max, RowSums* sums) {
-  return HWY_DYNAMIC_DISPATCH(RowSumsImpl)(x, t, w, opt, max, sums);
+                 float* max, RowSums* sums, float* exps) {
+  return HWY_DYNAMIC_DISPATCH(RowSumsImpl)(x, t, w, opt, max, sums, exps);
 }
 
 void SimdRowGradient(const float* x, const float* t, const double* w,
-                     const RowCoefficients& coef, double scale, int classes, float* dx) {
-  HWY_DYNAMIC_DISPATCH(RowGradientImpl)(x, t, w, coef, scale, classes, dx);
+                     const RowCoefficients& coef, double scale, int classes, float* dx,
+                     const float* exps) {
+  HWY_DYNAMIC_DISPATCH(RowGradientImpl)(x, t, w, coef, scale, classes, dx, exps);
 }
 
 HWY_EXPORT(SpatialForwardImpl);
@@ -826,16 +853,17 @@ int SimdSpatialLanes() {
 
 bool SimdSpatialForward(const float* x, const float* t, const double* w, int64_t inner,
                         const RowOptions& opt, int count, int64_t first_row, int64_t rows,
-                        double* coefficients, double* loss, double* valid, double* invalid) {
+                        double* coefficients, double* loss, double* valid, double* invalid,
+                        float* exps) {
   return HWY_DYNAMIC_DISPATCH(SpatialForwardImpl)(x, t, w, inner, opt, count, first_row, rows,
-                                                  coefficients, loss, valid, invalid);
+                                                  coefficients, loss, valid, invalid, exps);
 }
 
 bool SimdSpatialGradient(const float* x, const float* t, const double* w, int64_t inner,
                          int classes, const double* coefficients, int64_t first_row,
-                         int64_t rows, int count, double scale, float* dx) {
+                         int64_t rows, int count, double scale, float* dx, const float* exps) {
   return HWY_DYNAMIC_DISPATCH(SpatialGradientImpl)(x, t, w, inner, classes, coefficients,
-                                                   first_row, rows, count, scale, dx);
+                                                   first_row, rows, count, scale, dx, exps);
 }
 
 }  // namespace multilabel

@@ -46,14 +46,17 @@ namespace multilabel {
 /// sums, as AccumulateElement over the row. Returns false, having changed
 /// nothing, when the row holds a non-finite score (the caller then takes the
 /// scalar path, which gives the limits for +-inf and NaN for NaN) or its
-/// |max| is 32640 or more.
+/// |max| is 32640 or more. When exps != NULL (and it returns true) it also
+/// stores each e^(x_c - m) there, for SimdRowGradient.
 bool SimdRowSums(const float* x, const float* t, const double* w, const RowOptions& opt,
-                 float* max, RowSums* sums);
+                 float* max, RowSums* sums, float* exps = NULL);
 
 /// Pass 2 of one contiguous float row whose max is finite and which is not
-/// ignored: dx_c = scale (Q p_c - q_c).
+/// ignored: dx_c = scale (Q p_c - q_c). exps: the row's e^(x_c - m) as
+/// SimdRowSums stored them (may be dx itself), or NULL to take them again.
 void SimdRowGradient(const float* x, const float* t, const double* w,
-                     const RowCoefficients& coef, double scale, int classes, float* dx);
+                     const RowCoefficients& coef, double scale, int classes, float* dx,
+                     const float* exps = NULL);
 
 /// Most rows of a spatial tile (SimdSpatialGradient: per call).
 const int kSpatialTileRows = 1024;
@@ -70,19 +73,24 @@ int SimdSpatialLanes();
 /// not ignored, *invalid = invalid targets. Returns false when a score is
 /// not finite or a row's |max| is 32640 or more; the caller's scalar loop
 /// then redoes all `count` rows (the coefficients of some may have been
-/// written).
+/// written). exps, unless NULL: where each e^(x_c - m) goes, laid out as x
+/// (for SimdSpatialGradient; only meaningful when it returns true).
 bool SimdSpatialForward(const float* x, const float* t, const double* w, int64_t inner,
                         const RowOptions& opt, int count, int64_t first_row, int64_t rows,
-                        double* coefficients, double* loss, double* valid, double* invalid);
+                        double* coefficients, double* loss, double* valid, double* invalid,
+                        float* exps = NULL);
 
 /// Pass 2 of `count` (at most kSpatialTileRows) neighbouring rows of a
 /// spatial map, all their classes: rows first_row.. of the structure-of-arrays
 /// coefficient buffer of `rows` rows. Returns false, having written nothing,
 /// when a row's max is not finite (the caller's scalar loop gives the
 /// limits) or its |max| is 32640 or more.
+/// exps: the rows' e^(x_c - m) as SimdSpatialForward stored them (laid out
+/// as x; may be dx itself), or NULL to take them again.
 bool SimdSpatialGradient(const float* x, const float* t, const double* w, int64_t inner,
                          int classes, const double* coefficients, int64_t first_row,
-                         int64_t rows, int count, double scale, float* dx);
+                         int64_t rows, int count, double scale, float* dx,
+                         const float* exps = NULL);
 
 }  // namespace multilabel
 }  // namespace xent

@@ -32,12 +32,16 @@ void SigmoidCrossEntropyLossLayer<Dtype>::LayerSetUp(
 
   classes_ = -1;  // per-class vectors are expanded in Reshape, once C is known
   period_ = -1;
+  diff_ready_ = false;
+  diff_scale_ = 0;
   // The SIMD path takes every focal γ for float blobs (a whole one up to
-  // sigmoid::kMaxFocalPower by multiplication, any other as e^(γ ln q) in
-  // double lanes), and a whole one up to kMaxFocalPower for double blobs
-  // (others: the scalar loop's pow). All as accurate as powf / pow.
-  simd_ = sizeof(Dtype) == 4 || (focal_gamma_ == std::floor(focal_gamma_) &&
-                                 focal_gamma_ <= Dtype(xent::sigmoid::kMaxFocalPower));
+  // sigmoid::kMaxFocalPower by multiplication, a whole one and a half by
+  // multiplication and a square root, any other as e^(γ ln q) in double
+  // lanes), and the first two kinds for double blobs (others: the scalar
+  // loop's pow). All as accurate as powf / pow.
+  const Dtype whole = std::floor(focal_gamma_);
+  simd_ = sizeof(Dtype) == 4 || ((focal_gamma_ == whole || focal_gamma_ - whole == Dtype(0.5)) &&
+                                 whole <= Dtype(xent::sigmoid::kMaxFocalPower));
 }
 
 template <typename Dtype>
@@ -67,6 +71,7 @@ void SigmoidCrossEntropyLossLayer<Dtype>::Reshape(
   }
   outer_num_ = num_axes > 0 ? bottom[0]->shape(0) : 1;
   count_ = count;
+  diff_ready_ = false;
   if (classes != classes_) {
     classes_ = classes;
     const std::vector<float> pos_weight =
@@ -191,6 +196,20 @@ void SigmoidCrossEntropyLossLayer<Dtype>::CheckData(const vector<Blob<Dtype>*>& 
 }
 
 template <typename Dtype>
+bool SigmoidCrossEntropyLossLayer<Dtype>::DiffInForward(const vector<Blob<Dtype>*>& top) const {
+  // Float on the SIMD path (double blobs retake cancelling elements in their
+  // backward), and only where a backward will follow with what the forward
+  // knows: a TRAIN net, the loss weighted (a TEST net, or a loss only
+  // watched, would pay for a gradient never read), no per-element top (its
+  // diff comes with the backward), and a normalizer that does not wait for
+  // the pass's count.
+  return sizeof(Dtype) == 4 && simd_ && this->phase_ == TRAIN && top.size() == 1 &&
+         top[0]->cpu_diff()[0] != Dtype(0) &&
+         !(this->has_ignore_label_ &&
+           this->normalization_ == LossParameter_NormalizationMode_VALID);
+}
+
+template <typename Dtype>
 void SigmoidCrossEntropyLossLayer<Dtype>::Forward_cpu(
     const vector<Blob<Dtype>*>& bottom, const vector<Blob<Dtype>*>& top) {
   const int64_t count = bottom[0]->count();
@@ -203,6 +222,16 @@ void SigmoidCrossEntropyLossLayer<Dtype>::Forward_cpu(
   const xent::sigmoid::Constants<Dtype> k = Constants();
   const xent::sigmoid::Options<Dtype> options = Options();
   const xent::sigmoid::Options<Dtype>* simd_options = plain_ ? NULL : &options;
+  diff_ready_ = false;
+  Dtype* dx = NULL;  // bottom[0]'s diff, written in the same pass (DiffInForward)
+  Dtype dx_scale = 0;
+  if (DiffInForward(top)) {
+    // Without an ignore label every element counts; with one the
+    // normalization is not VALID: either way the pass's count is count_.
+    dx_scale = static_cast<Dtype>(top[0]->cpu_diff()[0] /
+        this->Normalizer(static_cast<double>(count_), static_cast<double>(count_), outer_num_));
+    dx = bottom[0]->mutable_cpu_diff();
+  }
 
   const xent::LossSums sums = xent::ChunkedSums(xent::ChunkCount(count), [&](int64_t chunk) {
     const int64_t begin = chunk * xent::kReduceChunk;
@@ -211,7 +240,8 @@ void SigmoidCrossEntropyLossLayer<Dtype>::Forward_cpu(
     if (simd_) {  // one fused SIMD pass
       const xent::sigmoid::Sums simd = xent::sigmoid::SimdForward<Dtype>(
           x + begin, t + begin, w ? w + begin : NULL, element_loss ? element_loss + begin : NULL,
-          end - begin, begin, simd_options, has_ignore, ignore);
+          end - begin, begin, simd_options, has_ignore, ignore, dx ? dx + begin : NULL,
+          dx_scale);
       range.loss = simd.loss;
       range.counted = static_cast<double>(simd.counted);
       range.bad_targets = static_cast<double>(simd.bad_targets);
@@ -240,6 +270,10 @@ void SigmoidCrossEntropyLossLayer<Dtype>::Forward_cpu(
   CheckData(bottom, sums);
   this->normalizer_ = this->Normalizer(sums.counted, static_cast<double>(count_), outer_num_);
   top[0]->mutable_cpu_data()[0] = static_cast<Dtype>(sums.loss / this->normalizer_);
+  if (dx) {
+    diff_scale_ = dx_scale;
+    diff_ready_ = true;
+  }
 }
 
 template <typename Dtype>
@@ -262,6 +296,8 @@ void SigmoidCrossEntropyLossLayer<Dtype>::Backward_cpu(
   const xent::sigmoid::Options<Dtype> options = Options();
   const xent::sigmoid::Options<Dtype>* simd_options = plain_ ? NULL : &options;
   const int64_t chunks = xent::ChunkCount(count);
+  // Forward_cpu wrote dx for this scale (DiffInForward): nothing left to do.
+  if (diff_ready_ && scale == diff_scale_ && !element_diff && count == count_) return;
   // One chunk: no thread team (its start-up, and its threads spinning against
   // OpenBLAS's, cost more than a small blob's work; ChunkedSums does the same).
 #pragma omp parallel for schedule(static) if (chunks > 1)

@@ -9,13 +9,14 @@
 // on the thread count.
 //
 // Which formula lives where: bce, the gradient's bracket, the cancellation
-// test, the bracket retaken in double and the focal parts (σ(x), σ(-x), α_t,
-// 1 - p_t) are the templates of sigmoid_cross_entropy_loss_formulas-inl.h,
+// test, the bracket retaken (double blobs) and the focal parts (σ(x), σ(-x),
+// α_t, 1 - p_t) are the templates of sigmoid_cross_entropy_loss_formulas-inl.h,
 // the same the scalar Element uses, here over VecOps (xent_simd-inl.h, with
 // DoubleSum, Padded and the dispatch macros both SIMD files share). Written
 // only here: the target checks and counts, log1p on [0, 1] (Log1pUnit), the
 // whole focal power q^γ and its derivative γ·q^(γ-1)·(1-2τ)·σ(x)σ(-x)
-// (Element takes any real γ, by pow), and the retake bookkeeping.
+// (Element takes any real γ, by pow), and the retake bookkeeping. Float
+// lanes keep the bracket as computed (BackwardWith says why).
 //
 // Highway re-includes this file once per target (foreach_target.h). The
 // include path below is relative to our include/ directory, which is on the
@@ -52,6 +53,8 @@ struct ForwardArgs {
   const Options<T>* options;  ///< NULL: the plain loss
   bool has_ignore_label;
   T ignore_label;
+  T* grad;                ///< may be NULL; float only: ∂ℓ/∂x · grad_scale of each element
+  T grad_scale;
 };
 
 /// SimdBackward's arguments.
@@ -174,15 +177,16 @@ HWY_INLINE void Weights(D d, V t, V pos_weight, V keep, V shift, V* tau, V* a, V
 
 /// The options as vectors, set once per call: τ's keep and shift, the
 /// ignore label, α_t's coefficients, the focal γ (a whole power up to
-/// kMaxFocalPower, or fractional), and whether there are per-element weights
-/// and an ignore label.
+/// kMaxFocalPower, a whole one and a half, or fractional), and whether there
+/// are per-element weights and an ignore label.
 template <class D>
 struct Splat {
   using V = hn::Vec<D>;
   V keep, shift, ignore_label;
   FocalAlpha<V> alpha;
-  int power;        ///< γ when whole (q^γ by multiplication)
-  bool fractional;  ///< γ not whole, or above kMaxFocalPower: q^γ = e^(γ ln q)
+  int power;        ///< γ when whole (q^γ by multiplication), its whole part
+  bool fractional;  ///< γ not whole, or above kMaxFocalPower (NonWholePower)
+  bool half;        ///< γ = power + 1/2, power <= kMaxFocalPower: q^power·√q
   double gamma;
   bool weights, has_ignore_label;
 };
@@ -200,6 +204,7 @@ HWY_INLINE Splat<D> MakeSplat(D d, const Options<T>* o, const T* w, bool has_ign
   s.alpha = {hn::Set(d, alpha.c_tau), hn::Set(d, alpha.c_a), hn::Set(d, alpha.c_one)};
   s.power = static_cast<int>(k.gamma);
   s.fractional = k.gamma != T(s.power) || s.power > kMaxFocalPower;
+  s.half = k.gamma - T(s.power) == T(0.5) && s.power <= kMaxFocalPower;
   s.gamma = static_cast<double>(k.gamma);
   s.weights = w != nullptr;
   s.has_ignore_label = has_ignore_label;
@@ -258,138 +263,13 @@ HWY_INLINE V FractionalPower(D d, V q, double gamma) {
   }
 }
 
-/// The lanes a forward vector counts: counted (not ignored), bad target,
-/// bad weight.
-template <class M>
-struct ForwardCounts {
-  M counted, bad_target, bad_weight;
-};
-
-/// One vector of the forward. `lanes`: which lanes hold elements. Returns ℓ
-/// (0 in ignored lanes); sets the count masks. kIgnore, kWeights, kOptions,
-/// kFocal (implies kOptions): compile-time switches so the plain case
-/// carries no unused work.
-template <bool kIgnore, bool kWeights, bool kOptions, bool kFocal, class D, class V = hn::Vec<D>,
-          class M = hn::Mask<D>>
-HWY_INLINE V ForwardVector(D d, const Splat<D>& k, const ElementVectors<V>& in, M lanes,
-                           ForwardCounts<M>* counts) {
-  const xs::VecOps<D> o;
-  const V zero = hn::Zero(d);
-  const V one = hn::Set(d, 1);
-  const M in_range = hn::And(hn::Ge(in.t, zero), hn::Le(in.t, one));  // false for NaN
-  if (kIgnore) {
-    const M ignored = hn::Eq(in.t, k.ignore_label);
-    counts->counted = hn::AndNot(ignored, lanes);
-    counts->bad_target = hn::AndNot(hn::Or(ignored, in_range), lanes);
-  } else {
-    counts->counted = lanes;
-    counts->bad_target = hn::AndNot(in_range, lanes);
-  }
-  if (kWeights) {  // a weight is finite and >= 0: false for NaN and +inf
-    const V most = hn::Set(d, std::numeric_limits<hn::TFromD<D>>::max());
-    counts->bad_weight = hn::AndNot(hn::And(hn::Ge(in.w, zero), hn::Le(in.w, most)), lanes);
-  }
-
-  V tau, a, b;
-  Weights<kOptions>(d, in.t, in.pos_weight, k.keep, k.shift, &tau, &a, &b);
-  const V abs_x = hn::Abs(in.x);
-  const V e = hn::Exp(d, hn::Neg(abs_x));           // e^-|x| in [0,1]
-  const V log1p_e = Log1pUnit(d, e);                // log1p(e^-|x|)
-  const M positive = hn::Ge(in.x, zero);
-  // Without options a + b = 1 exactly (as a + b in float may not be): one
-  // Add instead of Bce's MulAdd.
-  V loss = kOptions ? Bce(o, positive, a, b, abs_x, log1p_e)
-                    : hn::Add(log1p_e, BceLinear(o, positive, a, b, abs_x));
-  if (kOptions || kWeights) {
-    V weight = kOptions && kWeights ? hn::Mul(in.class_weight, in.w)
-             : kOptions             ? in.class_weight
-                                    : in.w;
-    if (kFocal) {  // ℓ = weight·α_t·q^γ·bce
-      V sigma_pos, sigma_neg, alpha_t, q;
-      FocalParts(o, positive, e, hn::Div(one, hn::Add(one, e)), tau, a, k.alpha, &sigma_pos,
-                 &sigma_neg, &alpha_t, &q);
-      const V modulator =
-          k.fractional ? FractionalPower(d, q, k.gamma) : WholePower(d, q, k.power);
-      weight = hn::Mul(hn::Mul(weight, alpha_t), modulator);
-    }
-    loss = o.Scale(weight, loss);
-  }
-  loss = hn::IfThenElse(hn::IsNaN(in.x), in.x, loss);  // NaN in, NaN out
-  return kIgnore ? hn::IfThenElseZero(counts->counted, loss) : loss;
-}
-
-template <bool kIgnore, bool kWeights, bool kOptions, bool kFocal, typename T>
-Sums ForwardLoop(const ForwardArgs<T>& args) {
-  const hn::ScalableTag<T> d;
-  using V = hn::Vec<decltype(d)>;
-  using M = hn::Mask<decltype(d)>;
-  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
-  const int64_t n = args.n;
-  const auto k = MakeSplat(d, kOptions ? args.options : nullptr, args.w,
-                                         args.has_ignore_label, args.ignore_label);
-  xs::DoubleSum<decltype(d)> sum;
-  int64_t counted = 0, bad_targets = 0, bad_weights = 0;
-  auto accumulate = [&](V loss, const ForwardCounts<M>& c) {
-    sum.Add(loss);
-    if (kIgnore) counted += hn::CountTrue(d, c.counted);
-    bad_targets += hn::CountTrue(d, c.bad_target);
-    if (kWeights) bad_weights += hn::CountTrue(d, c.bad_weight);
-  };
-  Options<T> none = {};  // not read without options
-  none.inner = none.classes = 1;
-  PerClass<T> per_class(kOptions ? *args.options : none, args.first);
-  ElementVectors<V> in;
-  in.pos_weight = in.class_weight = hn::Set(d, 1);
-  in.w = in.factor = hn::Zero(d);
-  // Vector i of x, t, w (the blob's arrays, or padded copies of the tail).
-  auto vector_at = [&](const T* x, const T* t, const T* w, int64_t i, M valid,
-                       ForwardCounts<M>* c) {
-    in.x = hn::LoadU(d, x + i);
-    in.t = hn::LoadU(d, t + i);
-    if (kWeights) in.w = hn::LoadU(d, w + i);
-    if (kOptions) per_class.Next(d, &in.pos_weight, &in.class_weight);
-    return ForwardVector<kIgnore, kWeights, kOptions, kFocal>(d, k, in, valid, c);
-  };
-  const M all = hn::FirstN(d, lanes);
-  int64_t i = 0;
-  for (; i + lanes <= n; i += lanes) {
-    ForwardCounts<M> c;
-    const V loss = vector_at(args.x, args.t, args.w, i, all, &c);
-    if (args.element_loss) hn::StoreU(loss, d, args.element_loss + i);
-    accumulate(loss, c);
-  }
-  if (i < n) {  // tail: the same vector code on a padded copy, padding lanes masked off
-    const size_t rest = static_cast<size_t>(n - i);
-    const xs::Padded<T> x(args.x + i, rest), t(args.t + i, rest),
-        w(kWeights ? args.w + i : nullptr, rest);
-    const M valid = hn::FirstN(d, rest);
-    ForwardCounts<M> c;
-    const V loss = hn::IfThenElseZero(valid, vector_at(x.v, t.v, w.v, 0, valid, &c));
-    if (args.element_loss) xs::StoreFirst(d, loss, rest, args.element_loss + i);
-    accumulate(loss, c);
-  }
-  Sums sums;
-  sums.loss = sum.Total();
-  sums.counted = kIgnore ? counted : n;
-  sums.bad_targets = bad_targets;
-  sums.bad_weights = bad_weights;
-  return sums;
-}
-
-template <bool kOptions, bool kFocal, typename T>
-Sums ForwardWith(const ForwardArgs<T>& a) {
-  if (a.has_ignore_label) {
-    return a.w ? ForwardLoop<true, true, kOptions, kFocal>(a)
-               : ForwardLoop<true, false, kOptions, kFocal>(a);
-  }
-  return a.w ? ForwardLoop<false, true, kOptions, kFocal>(a)
-             : ForwardLoop<false, false, kOptions, kFocal>(a);
-}
-
-template <typename T>
-Sums Forward(const ForwardArgs<T>& a) {
-  if (HasFocal(a.options)) return ForwardWith<true, true>(a);
-  return a.options ? ForwardWith<true, false>(a) : ForwardWith<false, false>(a);
+/// q^γ for the γ of s.fractional: q^n·√q for γ = n + 1/2 (the square root
+/// correctly rounded: as accurate as WholePower, and as cheap), any other
+/// by FractionalPower.
+template <class D, class V = hn::Vec<D>>
+HWY_INLINE V NonWholePower(D d, V q, const Splat<D>& s) {
+  if (s.half) return hn::Mul(WholePower(d, q, s.power), hn::Sqrt(q));
+  return FractionalPower(d, q, s.gamma);
 }
 
 /// The bracket of ∂bce/∂x = bracket/(1+e) in double (RetakeBracket), for
@@ -416,17 +296,22 @@ struct BackwardOut {
   V soft;
 };
 
-/// One vector of the backward: ∂ℓ/∂x · factor, 0 in ignored lanes.
+/// e^-|x| (x with its sign bit set), in [0, 1]: never exp of a positive number.
+template <class D, class V = hn::Vec<D>>
+HWY_INLINE V ExpNegAbs(D d, V x) {
+  return hn::Exp(d, hn::Or(x, hn::Set(d, hn::TFromD<D>(-0.0))));
+}
+
+/// One vector of the backward: ∂ℓ/∂x · factor, 0 in ignored lanes; e = e^-|x|.
 template <bool kOptions, bool kFocal, bool kCheck, class D, class V = hn::Vec<D>,
           class M = hn::Mask<D>>
-HWY_INLINE V BackwardVector(D d, const Splat<D>& s, const ElementVectors<V>& in,
+HWY_INLINE V BackwardVector(D d, const Splat<D>& s, const ElementVectors<V>& in, V e,
                             BackwardOut<V, M>* out) {
   const xs::VecOps<D> o;
   const V zero = hn::Zero(d);
   const V one = hn::Set(d, 1);
   V a, b;
   Weights<kOptions>(d, in.t, in.pos_weight, s.keep, s.shift, &out->tau, &a, &b);
-  const V e = hn::Exp(d, hn::Or(in.x, hn::Set(d, hn::TFromD<D>(-0.0))));  // e^-|x| (sign bit set)
   const M positive = hn::Ge(in.x, zero);
   const V bracket = BceBracket(o, positive, a, b, e);  // ∂bce/∂x = r·bracket
   V k, grad;
@@ -443,7 +328,7 @@ HWY_INLINE V BackwardVector(D d, const Splat<D>& s, const ElementVectors<V>& in,
     if (s.fractional) {
       // ∂q^γ/∂x over (1-2τ)σ(x)σ(-x) is γ·q^γ/q: taken as γ·q^γ·(σ(x)σ(-x)/q),
       // that ratio bounded by 1, and 0 where q = 0 (the scalar math's form).
-      modulator = FractionalPower(d, q, s.gamma);
+      modulator = NonWholePower(d, q, s);
       const V ratio = hn::IfThenZeroElse(hn::Eq(q, zero),
                                          hn::Div(hn::Mul(sigma_pos, sigma_neg), q));
       dmodulator = hn::Mul(hn::Mul(hn::Set(d, hn::TFromD<D>(s.gamma)), modulator),
@@ -472,7 +357,7 @@ HWY_INLINE V BackwardVector(D d, const Splat<D>& s, const ElementVectors<V>& in,
   // the test is four vector ops, and the loop is bound by their count.
   if (kCheck) {
     out->cancels = BracketCancels(o, positive, a, b, bracket);
-  } else {
+  } else if (sizeof(hn::TFromD<D>) == 8) {  // float lanes are never retaken (BackwardWith)
     out->soft = hn::Or(out->soft, hn::Mul(a, b));
   }
   out->k = k;
@@ -484,33 +369,167 @@ HWY_INLINE V BackwardVector(D d, const Splat<D>& s, const ElementVectors<V>& in,
   return grad;
 }
 
-#if HWY_TARGET == HWY_AVX2
-/// Compressing a mask of 8 lanes: entry m holds, 4 bits per lane, the
-/// source lanes of m's set bits, in order. Highway 1.0.3's Compress on AVX2
-/// keeps such a table in a non-static local array, which GCC copies onto
-/// the stack (1 KiB) at every call: six calls per vector of soft targets
-/// cost more than the retake itself. Here it is one read-only table, and
-/// one index vector serves the six arrays.
-struct Compress8Table {
-  uint32_t packed[256];
-  constexpr Compress8Table() : packed() {
-    for (int m = 0; m < 256; ++m) {
-      uint32_t lanes = 0;
-      int k = 0;
-      for (int j = 0; j < 8; ++j) {
-        if ((m >> j) & 1) lanes |= static_cast<uint32_t>(j) << (4 * k++);
-      }
-      packed[m] = lanes;
-    }
-  }
+/// The lanes a forward vector counts: counted (not ignored), bad target,
+/// bad weight.
+template <class M>
+struct ForwardCounts {
+  M counted, bad_target, bad_weight;
 };
-constexpr Compress8Table kCompress8;
-#endif
 
-/// Elements whose bracket cancels, gathered (compressed) while the fast pass
-/// runs and retaken in double vectors when the buffer fills and at the end:
-/// only those elements pay for double, whatever their neighbours are. Each
-/// element's result depends on its own inputs only.
+/// One vector of the forward. `lanes`: which lanes hold elements. Returns ℓ
+/// (0 in ignored lanes); sets the count masks. kIgnore, kWeights, kOptions,
+/// kFocal (implies kOptions): compile-time switches so the plain case
+/// carries no unused work.
+template <bool kIgnore, bool kWeights, bool kOptions, bool kFocal, class D, class V = hn::Vec<D>,
+          class M = hn::Mask<D>>
+HWY_INLINE V ForwardVector(D d, const Splat<D>& k, const ElementVectors<V>& in, V e, M lanes,
+                           ForwardCounts<M>* counts) {
+  const xs::VecOps<D> o;
+  const V zero = hn::Zero(d);
+  const V one = hn::Set(d, 1);
+  const M in_range = hn::And(hn::Ge(in.t, zero), hn::Le(in.t, one));  // false for NaN
+  if (kIgnore) {
+    const M ignored = hn::Eq(in.t, k.ignore_label);
+    counts->counted = hn::AndNot(ignored, lanes);
+    counts->bad_target = hn::AndNot(hn::Or(ignored, in_range), lanes);
+  } else {
+    counts->counted = lanes;
+    counts->bad_target = hn::AndNot(in_range, lanes);
+  }
+  if (kWeights) {  // a weight is finite and >= 0: false for NaN and +inf
+    const V most = hn::Set(d, std::numeric_limits<hn::TFromD<D>>::max());
+    counts->bad_weight = hn::AndNot(hn::And(hn::Ge(in.w, zero), hn::Le(in.w, most)), lanes);
+  }
+
+  V tau, a, b;
+  Weights<kOptions>(d, in.t, in.pos_weight, k.keep, k.shift, &tau, &a, &b);
+  const V abs_x = hn::Abs(in.x);
+  const V log1p_e = Log1pUnit(d, e);                // log1p(e^-|x|)
+  const M positive = hn::Ge(in.x, zero);
+  // Without options a + b = 1 exactly (as a + b in float may not be): one
+  // Add instead of Bce's MulAdd.
+  V loss = kOptions ? Bce(o, positive, a, b, abs_x, log1p_e)
+                    : hn::Add(log1p_e, BceLinear(o, positive, a, b, abs_x));
+  if (kOptions || kWeights) {
+    V weight = kOptions && kWeights ? hn::Mul(in.class_weight, in.w)
+             : kOptions             ? in.class_weight
+                                    : in.w;
+    if (kFocal) {  // ℓ = weight·α_t·q^γ·bce
+      V sigma_pos, sigma_neg, alpha_t, q;
+      FocalParts(o, positive, e, hn::Div(one, hn::Add(one, e)), tau, a, k.alpha, &sigma_pos,
+                 &sigma_neg, &alpha_t, &q);
+      const V modulator =
+          k.fractional ? NonWholePower(d, q, k) : WholePower(d, q, k.power);
+      weight = hn::Mul(hn::Mul(weight, alpha_t), modulator);
+    }
+    loss = o.Scale(weight, loss);
+  }
+  loss = hn::IfThenElse(hn::IsNaN(in.x), in.x, loss);  // NaN in, NaN out
+  return kIgnore ? hn::IfThenElseZero(counts->counted, loss) : loss;
+}
+
+template <bool kIgnore, bool kWeights, bool kOptions, bool kFocal, bool kGrad, typename T>
+Sums ForwardLoop(const ForwardArgs<T>& args) {
+  const hn::ScalableTag<T> d;
+  using V = hn::Vec<decltype(d)>;
+  using M = hn::Mask<decltype(d)>;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  const int64_t n = args.n;
+  const auto k = MakeSplat(d, kOptions ? args.options : nullptr, args.w,
+                                         args.has_ignore_label, args.ignore_label);
+  xs::DoubleSum<decltype(d)> sum;
+  int64_t counted = 0, bad_targets = 0, bad_weights = 0;
+  auto accumulate = [&](V loss, const ForwardCounts<M>& c) {
+    sum.Add(loss);
+    if (kIgnore) counted += hn::CountTrue(d, c.counted);
+    bad_targets += hn::CountTrue(d, c.bad_target);
+    if (kWeights) bad_weights += hn::CountTrue(d, c.bad_weight);
+  };
+  Options<T> none = {};  // not read without options
+  none.inner = none.classes = 1;
+  PerClass<T> per_class(kOptions ? *args.options : none, args.first);
+  ElementVectors<V> in;
+  in.pos_weight = in.class_weight = hn::Set(d, 1);
+  in.w = hn::Zero(d);
+  in.factor = hn::Set(d, args.grad_scale);  // kGrad: what SimdBackward's scale is
+  // Vector i of x, t, w (the blob's arrays, or padded copies of the tail):
+  // its ℓ, and with kGrad its ∂ℓ/∂x in *grad (BackwardVector, sharing e^-|x|
+  // and, inlined together, the rest the two have in common).
+  auto vector_at = [&](const T* x, const T* t, const T* w, int64_t i, M valid,
+                       ForwardCounts<M>* c, V* grad) {
+    in.x = hn::LoadU(d, x + i);
+    in.t = hn::LoadU(d, t + i);
+    if (kWeights) in.w = hn::LoadU(d, w + i);
+    if (kOptions) per_class.Next(d, &in.pos_weight, &in.class_weight);
+    const V e = ExpNegAbs(d, in.x);
+    if constexpr (kGrad) {
+      BackwardOut<V, M> out;
+      out.soft = hn::Zero(d);
+      *grad = BackwardVector<kOptions, kFocal, false>(d, k, in, e, &out);
+    }
+    return ForwardVector<kIgnore, kWeights, kOptions, kFocal>(d, k, in, e, valid, c);
+  };
+  const M all = hn::FirstN(d, lanes);
+  int64_t i = 0;
+  V grad;
+  for (; i + lanes <= n; i += lanes) {
+    ForwardCounts<M> c;
+    const V loss = vector_at(args.x, args.t, args.w, i, all, &c, &grad);
+    if (args.element_loss) hn::StoreU(loss, d, args.element_loss + i);
+    if (kGrad) hn::StoreU(grad, d, args.grad + i);
+    accumulate(loss, c);
+  }
+  if (i < n) {  // tail: the same vector code on a padded copy, padding lanes masked off
+    const size_t rest = static_cast<size_t>(n - i);
+    const xs::Padded<T> x(args.x + i, rest), t(args.t + i, rest),
+        w(kWeights ? args.w + i : nullptr, rest);
+    const M valid = hn::FirstN(d, rest);
+    ForwardCounts<M> c;
+    const V loss = hn::IfThenElseZero(valid, vector_at(x.v, t.v, w.v, 0, valid, &c, &grad));
+    if (args.element_loss) xs::StoreFirst(d, loss, rest, args.element_loss + i);
+    if (kGrad) xs::StoreFirst(d, grad, rest, args.grad + i);
+    accumulate(loss, c);
+  }
+  Sums sums;
+  sums.loss = sum.Total();
+  sums.counted = kIgnore ? counted : n;
+  sums.bad_targets = bad_targets;
+  sums.bad_weights = bad_weights;
+  return sums;
+}
+
+template <bool kOptions, bool kFocal, bool kGrad, typename T>
+Sums ForwardWith(const ForwardArgs<T>& a) {
+  if (a.has_ignore_label) {
+    return a.w ? ForwardLoop<true, true, kOptions, kFocal, kGrad>(a)
+               : ForwardLoop<true, false, kOptions, kFocal, kGrad>(a);
+  }
+  return a.w ? ForwardLoop<false, true, kOptions, kFocal, kGrad>(a)
+             : ForwardLoop<false, false, kOptions, kFocal, kGrad>(a);
+}
+
+template <bool kGrad, typename T>
+Sums ForwardOptions(const ForwardArgs<T>& a) {
+  if (HasFocal(a.options)) return ForwardWith<true, true, kGrad>(a);
+  return a.options ? ForwardWith<true, false, kGrad>(a) : ForwardWith<false, false, kGrad>(a);
+}
+
+/// The gradient in the same pass as the loss: float blobs only (double
+/// blobs retake cancelling elements, BackwardWith, and leave it to the
+/// backward).
+template <typename T>
+Sums Forward(const ForwardArgs<T>& a) {
+  if constexpr (sizeof(T) == 4) {
+    if (a.grad) return ForwardOptions<true>(a);
+  }
+  return ForwardOptions<false>(a);
+}
+
+/// Elements of a double blob whose bracket cancels, gathered (compressed)
+/// while the fast pass runs and retaken (RetakeBracket) when the buffer
+/// fills and at the end: only those elements pay for the retake, whatever
+/// their neighbours are. Each element's result depends on its own inputs
+/// only.
 template <typename T>
 class CancellingElements {
  public:
@@ -524,20 +543,6 @@ class CancellingElements {
   HWY_INLINE void Add(D d, const BackwardOut<hn::Vec<D>, M>& out, int64_t i) {
     const DI di;
     const M m = out.cancels;
-#if HWY_TARGET == HWY_AVX2
-    if constexpr (sizeof(T) == 4) {  // 8 float lanes: one index vector for all six
-      uint8_t bits = 0;
-      hn::StoreMaskBits(d, m, &bits);
-      const hn::RebindToUnsigned<D> du;
-      const auto lane = hn::And(hn::Set(du, kCompress8.packed[bits]) >> hn::ShiftLeft<2>(
-                                    hn::Iota(du, 0)), hn::Set(du, 7u));
-      const auto float_lanes = hn::IndicesFromVec(d, lane);
-      const auto index_lanes = hn::IndicesFromVec(di, lane);
-      Store(d, out, m, [&](hn::Vec<D> v) { return hn::TableLookupLanes(v, float_lanes); },
-            hn::TableLookupLanes(hn::Iota(di, static_cast<TI>(i)), index_lanes));
-      return;
-    }
-#endif
     // Compress in registers, then a plain store: the memory form of AVX-512's
     // compress store is microcoded and slow on some CPUs (AMD Zen 4).
     Store(d, out, m, [&](hn::Vec<D> v) { return hn::Compress(v, m); },
@@ -545,9 +550,8 @@ class CancellingElements {
   }
 
   void Flush() {
-    const hn::ScalableTag<double> dd;
-    const hn::Rebind<T, decltype(dd)> dt;  // T lanes, as many as dd has
-    const size_t lanes = hn::Lanes(dd);
+    const D d;
+    const size_t lanes = hn::Lanes(d);
     // Whole vectors; the lanes past pending_ get zeros, their results are
     // not written anywhere.
     const size_t end = (pending_ + lanes - 1) / lanes * lanes;
@@ -557,16 +561,9 @@ class CancellingElements {
     std::fill(k_ + pending_, k_ + end, T(0));
     std::fill(addend_ + pending_, addend_ + end, T(0));
     for (size_t j = 0; j < pending_; j += lanes) {
-      hn::Vec<decltype(dt)> bracket;
-      if constexpr (sizeof(T) == 8) {
-        bracket = BracketDouble(dd, hn::LoadU(dd, x_ + j), hn::LoadU(dd, tau_ + j),
-                                hn::LoadU(dd, pos_weight_ + j));
-      } else {
-        bracket = hn::DemoteTo(dt, BracketDouble(dd, hn::PromoteTo(dd, hn::LoadU(dt, x_ + j)),
-                                                 hn::PromoteTo(dd, hn::LoadU(dt, tau_ + j)),
-                                                 hn::PromoteTo(dd, hn::LoadU(dt, pos_weight_ + j))));
-      }
-      hn::StoreU(hn::MulAdd(bracket, hn::LoadU(dt, k_ + j), hn::LoadU(dt, addend_ + j)), dt,
+      const hn::Vec<D> bracket = BracketDouble(d, hn::LoadU(d, x_ + j), hn::LoadU(d, tau_ + j),
+                                               hn::LoadU(d, pos_weight_ + j));
+      hn::StoreU(hn::MulAdd(bracket, hn::LoadU(d, k_ + j), hn::LoadU(d, addend_ + j)), d,
                  result_ + j);
     }
     for (size_t j = 0; j < pending_; ++j) dx_[index_[j]] = result_[j];
@@ -589,8 +586,7 @@ class CancellingElements {
     if (pending_ > kCapacity) Flush();
   }
 
-  // Add stores a whole vector past the count; Flush reads whole double
-  // vectors (at most as many lanes as a T vector).
+  // Add stores a whole vector past the count; Flush reads whole vectors.
   static constexpr size_t kCapacity = 1024;
   static constexpr size_t kSize = kCapacity + 2 * HWY_MAX_BYTES / sizeof(T);
   T* dx_;
@@ -616,15 +612,16 @@ HWY_INLINE V VectorAt(D d, const BackwardArgs<T>& a, const Splat<D>& s, int64_t 
   in.t = hn::LoadU(d, a.t + i);
   out->x = in.x;
   out->pos_weight = in.pos_weight;
-  return BackwardVector<kOptions, kFocal, kCheck>(d, s, in, out);
+  return BackwardVector<kOptions, kFocal, kCheck>(d, s, in, ExpNegAbs(d, in.x), out);
 }
 
 /// The hot loop over whole vectors [begin, end): stores the gradients.
-/// kCheck: hands the lanes to retake in double to `cancelling`; otherwise
-/// returns whether any lane might cancel (a soft target), and the block
-/// must be run again with kCheck. Hard targets take the loop without the
-/// test: the loop is bound by its count of vector ops, and the four-op test
-/// cost ~15 % of the plain backward (one thread, AMD Zen 4).
+/// kCheck (double blobs): hands the lanes to retake to `cancelling`;
+/// otherwise, for double, returns whether any lane might cancel (a soft
+/// target), and the block must be run again with kCheck. Hard targets take
+/// the loop without the test: the loop is bound by its count of vector ops,
+/// and the four-op test cost ~15 % of the plain backward (one thread, AMD
+/// Zen 4).
 template <bool kOptions, bool kFocal, bool kCheck, typename T>
 HWY_NOINLINE int BackwardBlock(const BackwardArgs<T>& a, int64_t begin, int64_t end,
                                PerClass<T>* per_class, CancellingElements<T>* cancelling) {
@@ -636,59 +633,82 @@ HWY_NOINLINE int BackwardBlock(const BackwardArgs<T>& a, int64_t begin, int64_t 
   out.soft = hn::Zero(d);
   for (int64_t i = begin; i < end; i += lanes) {
     hn::StoreU(VectorAt<kOptions, kFocal, kCheck>(d, a, s, i, per_class, &out), d, a.dx + i);
-    if (kCheck && !hn::AllFalse(d, out.cancels)) cancelling->Add(d, out, i);
+    if constexpr (kCheck) {
+      if (!hn::AllFalse(d, out.cancels)) cancelling->Add(d, out, i);
+    }
   }
   if (kCheck) return 0;
   const hn::RebindToUnsigned<decltype(d)> du;
   return !hn::AllTrue(du, hn::Eq(hn::BitCast(du, out.soft), hn::Zero(du)));
 }
 
+/// The last n % lanes elements: the same vector code on padded copies.
+/// kCheck: their cancelling lanes go to `cancelling` too.
+template <bool kOptions, bool kFocal, bool kCheck, typename T>
+void BackwardTail(const BackwardArgs<T>& a, int64_t whole, PerClass<T>* per_class,
+                  CancellingElements<T>* cancelling) {
+  const hn::ScalableTag<T> d;
+  using V = hn::Vec<decltype(d)>;
+  const size_t rest = static_cast<size_t>(a.n - whole);
+  const xs::Padded<T> x(a.x + whole, rest), t(a.t + whole, rest),
+      w(a.w ? a.w + whole : nullptr, rest),
+      ed(a.element_diff ? a.element_diff + whole : nullptr, rest);
+  BackwardArgs<T> tail = a;
+  tail.x = x.v;
+  tail.t = t.v;
+  if (a.w) tail.w = w.v;
+  if (a.element_diff) tail.element_diff = ed.v;
+  const auto s = MakeSplat(d, a.options, a.w, a.has_ignore_label, a.ignore_label);
+  BackwardOut<V, hn::Mask<decltype(d)>> out;
+  out.soft = hn::Zero(d);
+  xs::StoreFirst(d, VectorAt<kOptions, kFocal, kCheck>(d, tail, s, 0, per_class, &out), rest,
+                 a.dx + whole);
+  if constexpr (kCheck) {
+    out.cancels = hn::And(out.cancels, hn::FirstN(d, rest));
+    if (!hn::AllFalse(d, out.cancels)) cancelling->Add(d, out, whole);
+  }
+}
+
+/// float: the bracket as computed, within a few ulp of the larger of the
+/// gradient's two terms wherever they cancel (docs/sigmoid_cross_entropy_loss.md,
+/// "Accuracy of the gradient": retaking the cancelling elements in double
+/// halved the soft-target backward on AVX2 and AVX-512 alike). double: the
+/// cancelling elements are retaken (RetakeBracket), so soft targets keep a
+/// few ulp of the value away from the root.
 template <bool kOptions, bool kFocal, typename T>
 void BackwardWith(const BackwardArgs<T>& a) {
   const hn::ScalableTag<T> d;
-  using V = hn::Vec<decltype(d)>;
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
   const int64_t n = a.n;
   Options<T> none = {};  // not read without options
   none.inner = none.classes = 1;
-  CancellingElements<T> cancelling(a.dx);
   const int64_t whole = n - n % lanes;
   PerClass<T> per_class(kOptions ? *a.options : none, a.first);
-  // Hard targets (0 and 1) never cancel: blocks run without the test until
-  // one shows a soft target; that block is run again with it, and so is the
-  // rest of the range (soft targets seldom come alone).
-  const int64_t kBlock = 256 * lanes;
-  int64_t block = 0;
-  for (; block < whole; block += kBlock) {
-    const PerClass<T> block_start = per_class;
-    if (BackwardBlock<kOptions, kFocal, false>(a, block, std::min(whole, block + kBlock),
-                                               &per_class, &cancelling)) {
-      per_class = block_start;
-      break;
+  if constexpr (sizeof(T) == 4) {
+    CancellingElements<T>* const none_cancel = nullptr;  // float lanes keep their bracket
+    BackwardBlock<kOptions, kFocal, false>(a, 0, whole, &per_class, none_cancel);
+    if (whole < n) BackwardTail<kOptions, kFocal, false>(a, whole, &per_class, none_cancel);
+  } else {
+    CancellingElements<T> cancelling(a.dx);
+    // Hard targets (0 and 1) never cancel: blocks run without the test until
+    // one shows a soft target; that block is run again with it, and so is the
+    // rest of the range (soft targets seldom come alone).
+    const int64_t kBlock = 256 * lanes;
+    int64_t block = 0;
+    for (; block < whole; block += kBlock) {
+      const PerClass<T> block_start = per_class;
+      if (BackwardBlock<kOptions, kFocal, false>(a, block, std::min(whole, block + kBlock),
+                                                 &per_class, &cancelling)) {
+        per_class = block_start;
+        break;
+      }
     }
+    if (block < whole) {
+      BackwardBlock<kOptions, kFocal, true>(a, block, whole, &per_class, &cancelling);
+    }
+    if (whole < n) BackwardTail<kOptions, kFocal, true>(a, whole, &per_class, &cancelling);
+    cancelling.Flush();
   }
-  if (block < whole) {
-    BackwardBlock<kOptions, kFocal, true>(a, block, whole, &per_class, &cancelling);
-  }
-  if (whole < n) {  // tail: the same vector code on a padded copy
-    const size_t rest = static_cast<size_t>(n - whole);
-    const xs::Padded<T> x(a.x + whole, rest), t(a.t + whole, rest),
-        w(a.w ? a.w + whole : nullptr, rest),
-        ed(a.element_diff ? a.element_diff + whole : nullptr, rest);
-    BackwardArgs<T> tail = a;
-    tail.x = x.v;
-    tail.t = t.v;
-    if (a.w) tail.w = w.v;
-    if (a.element_diff) tail.element_diff = ed.v;
-    const auto s = MakeSplat(d, a.options, a.w, a.has_ignore_label, a.ignore_label);
-    BackwardOut<V, hn::Mask<decltype(d)>> out;
-    out.soft = hn::Zero(d);
-    xs::StoreFirst(d, VectorAt<kOptions, kFocal, true>(d, tail, s, 0, &per_class, &out), rest,
-               a.dx + whole);
-    out.cancels = hn::And(out.cancels, hn::FirstN(d, rest));
-    if (!hn::AllFalse(d, out.cancels)) cancelling.Add(d, out, whole);
-  }
-  cancelling.Flush();
 }
 
 template <typename T>
@@ -722,9 +742,10 @@ XENT_SIMD_DISPATCH_FLOAT_DOUBLE(void, Backward, BackwardArgs)
 
 template <typename T>
 Sums SimdForward(const T* x, const T* t, const T* w, T* element_loss, int64_t n, int64_t first,
-                 const Options<T>* options, bool has_ignore_label, T ignore_label) {
+                 const Options<T>* options, bool has_ignore_label, T ignore_label, T* grad,
+                 T grad_scale) {
   const ForwardArgs<T> a = {x, t, w, element_loss, n, first, options, has_ignore_label,
-                            ignore_label};
+                            ignore_label, sizeof(T) == 4 ? grad : nullptr, grad_scale};
   return DispatchForward(a);
 }
 
@@ -738,9 +759,10 @@ void SimdBackward(const T* x, const T* t, const T* w, const T* element_diff, T s
 }
 
 template Sums SimdForward<float>(const float*, const float*, const float*, float*, int64_t,
-                                 int64_t, const Options<float>*, bool, float);
+                                 int64_t, const Options<float>*, bool, float, float*, float);
 template Sums SimdForward<double>(const double*, const double*, const double*, double*, int64_t,
-                                  int64_t, const Options<double>*, bool, double);
+                                  int64_t, const Options<double>*, bool, double, double*,
+                                  double);
 template void SimdBackward<float>(const float*, const float*, const float*, const float*, float,
                                   float*, int64_t, int64_t, const Options<float>*, bool, float);
 template void SimdBackward<double>(const double*, const double*, const double*, const double*,
