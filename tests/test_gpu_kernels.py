@@ -154,10 +154,11 @@ def set_mode(device):
     caffe.set_mode_gpu() if device == "gpu" else caffe.set_mode_cpu()
 
 
-def make_net(tmp_path, layer, shape):
+def make_net(tmp_path, layer, shape, options=None):
     path = tmp_path / ("%s.prototxt" % layer)
+    options = NET_OPTIONS[layer] if options is None else options
     path.write_text(NET % {"dims": " ".join("dim: %d" % d for d in shape),
-                           "layer": layer_on_x_and_t(layer, NET_OPTIONS[layer])})
+                           "layer": layer_on_x_and_t(layer, options)})
     return caffe.Net(str(path), caffe.TRAIN)
 
 
@@ -254,6 +255,42 @@ def test_forward_on_one_device_backward_on_the_other(layer, forward_device, back
             loss, dx = forward_backward(net, x, t, forward_device, backward_device)
             check_against_reference(layer, x, t, loss, dx, "%s forward on %s, backward on %s"
                                     % (layer, forward_device, backward_device))
+    finally:
+        caffe.set_mode_cpu()
+
+
+# Options under which a float32 CPU Forward in a TRAIN net writes x's
+# gradient itself (no ignore_label with VALID), so a CPU Backward may take
+# it as it is: it must not after a Forward on the GPU with other data.
+DIFF_IN_FORWARD_OPTIONS = {SIGMOID: {"pos_weight": [2.5]}, MULTI_LABEL: {"label_smoothing": 0.1}}
+
+
+@pytest.mark.parametrize("second_device", DEVICES)
+@pytest.mark.parametrize("layer", [SIGMOID, MULTI_LABEL])
+def test_cpu_backward_after_a_second_forward_takes_the_second_data(layer, second_device,
+                                                                   tmp_path, rng):
+    shape = (6, 5, 40)
+    options = DIFF_IN_FORWARD_OPTIONS[layer]
+    caffe.set_mode_cpu()
+    net = make_net(tmp_path, layer, shape, options)
+    try:
+        first, second = [((rng.standard_normal(shape) * 3).astype(np.float32),
+                          multi_hot(rng, shape, 1).astype(np.float32)) for _ in range(2)]
+        net.blobs["x"].data[...], net.blobs["t"].data[...] = first
+        net.forward()  # on the CPU: may leave the first data's gradient in x's diff
+        net.blobs["x"].data[...], net.blobs["t"].data[...] = second
+        set_mode(second_device)
+        loss = float(net.forward()["loss"])
+        caffe.set_mode_cpu()
+        net.backward()
+        x, t = second
+        if layer == SIGMOID:
+            ref_loss, _, grad = sigmoid_reference(x, t, **proto_floats(options))
+            assert loss == pytest.approx(ref_loss, rel=LOSS_RTOL[np.float32])
+            check_close(net.blobs["x"].diff, grad, np.float32, "second forward on %s" % second_device)
+        else:
+            assert_matches_reference(options, x, t, np.float32, np.float32(loss),
+                                     net.blobs["x"].diff.copy())
     finally:
         caffe.set_mode_cpu()
 

@@ -421,6 +421,9 @@ GradientKernel(uint32_t count, const Dtype* __restrict__ x, const Dtype* __restr
 template <typename Dtype>
 void MultiLabelSoftmaxLossLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& bottom,
                                                     const vector<Blob<Dtype>*>& top) {
+  // A CPU Backward after this Forward must not take the diff an earlier
+  // Forward_cpu wrote for data it may no longer hold.
+  diff_ready_ = false;
   if (bottom[0]->count() == 0) return ForwardEmpty(bottom, top);
   const LayerParameter& lp = this->layer_param_;
   // Out of device memory on first use: XentError, not Caffe's abort.

@@ -316,6 +316,9 @@ int Flags(const Constants<Dtype>& k, bool per_class, bool weights, bool element_
 template <typename Dtype>
 void SigmoidCrossEntropyLossLayer<Dtype>::Forward_gpu(
     const vector<Blob<Dtype>*>& bottom, const vector<Blob<Dtype>*>& top) {
+  // A CPU Backward after this Forward must not take the diff an earlier
+  // Forward_cpu wrote (DiffInForward) for data it may no longer hold.
+  diff_ready_ = false;
   const LayerParameter& lp = this->layer_param_;
   const int64_t count = bottom[0]->count();
   xent::LossSums sums;
