@@ -50,8 +50,8 @@ def parse_args(argv):
     parser.add_argument("--out", default="results", help="output directory (default: results)")
     parser.add_argument("--iters", type=int, default=None,
                         help="training iterations per loss (default: max_iter of solver.prototxt)")
-    parser.add_argument("--speed-iters", type=int, default=120,
-                        help="iterations of each run of the native vs Python-layer timing (default: 120)")
+    parser.add_argument("--speed-iters", type=int, default=80,
+                        help="iterations of each run of the native vs Python-layer timing (default: 80)")
     parser.add_argument("--speed-rounds", type=int, default=3,
                         help="runs of each in the native vs Python-layer timing, alternating "
                              "which goes first; the median is reported (default: 3)")
