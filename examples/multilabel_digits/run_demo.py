@@ -67,8 +67,12 @@ def parse_args(argv):
     parser.add_argument("--test-size", type=int, default=1000, help="test canvases (default: 1000)")
     parser.add_argument("--seed", type=int, default=1,
                         help="seed of the data and of the solver (default: 1)")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="train every loss with this many seeds (SEED, SEED+1, ...: new data, "
+                             "weights and batch order each) and report the mean and the range "
+                             "of each metric (default: 1)")
     args = parser.parse_args(argv)
-    for name in ("iters", "speed_iters", "speed_rounds", "train_size", "test_size"):
+    for name in ("iters", "speed_iters", "speed_rounds", "train_size", "test_size", "seeds"):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -307,11 +311,20 @@ def plot(out, results, skipped, chance):
     for i, (name, result) in enumerate(results.items()):
         values = [result["final"][key] for key, _ in keys]
         positions = np.arange(len(keys)) + (i - (len(results) - 1) / 2) * width
-        bars = bar_axes.bar(positions, values, width, color=colors[name], label=name)
+        spread = None
+        if "final_range" in result:  # several seeds: the mean, and a bar from lowest to highest
+            spread = np.array([[value - result["final_range"][key][0],
+                                result["final_range"][key][1] - value]
+                               for value, (key, _) in zip(values, keys)]).T
+        bars = bar_axes.bar(positions, values, width, color=colors[name], label=name,
+                            yerr=spread, capsize=2, error_kw={"linewidth": 0.8})
         bar_axes.bar_label(bars, fmt="%.3f", fontsize=6, rotation=90, padding=2)
     bar_axes.set_xticks(np.arange(len(keys)), [text for _, text in keys], fontsize=8)
     lowest = min(result["final"][key] for result in results.values() for key, _ in keys)
-    bar_axes.set(ylim=(max(0.0, lowest - 0.1), 1.02), title="Test metrics at the last iteration")
+    seeds = len(next(iter(results.values())).get("final_per_seed", [None]))
+    bar_axes.set(ylim=(max(0.0, lowest - 0.1), 1.02),
+                 title="Test metrics at the last iteration" +
+                 (f" (mean of {seeds} seeds, lowest-highest)" if seeds > 1 else ""))
 
     names = list(results)
     time_axes.barh(names, [results[n]["train_seconds"] for n in names],
@@ -333,15 +346,24 @@ def plot(out, results, skipped, chance):
     return path
 
 
-def print_table(results, skipped, speed, chance, test_size):
+def print_table(results, skipped, speed, chance, test_size, seeds):
     rows = [("loss", "mAP/class", "mAP/tail", "mAP/sample", "F1@best", "P@M", "train s", "iter/s")]
+
+    def cell(result, key):
+        text = f"{result['final'][key]:.4f}"
+        if len(seeds) > 1:
+            low, high = result["final_range"][key]
+            text += f" ({low:.3f}-{high:.3f})"
+        return text
     for name, result in results.items():
-        final = result["final"]
-        rows.append((name, *(f"{final[key]:.4f}" for key in ("mAP", "tail_mAP", "sample_mAP", "F1", "P@M")),
+        rows.append((name, *(cell(result, key) for key in METRIC_KEYS),
                      f"{result['train_seconds']:.1f}", f"{result['iters_per_s']:.1f}"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     print(f"\nTest set: {test_size} canvases from unseen handwriting, complete labels; "
           f"chance mAP {chance:.3f}. mAP/tail: the rarest half of the classes.")
+    if len(seeds) > 1:
+        print(f"Seeds {', '.join(map(str, seeds))}: the mean of each metric (lowest-highest); "
+              "train s summed over the seeds. A difference inside the ranges is no ranking.")
     for i, row in enumerate(rows):
         print("  ".join(cell.ljust(w) if j == 0 else cell.rjust(w)
                         for j, (cell, w) in enumerate(zip(row, widths))))
@@ -409,35 +431,32 @@ def time_native_vs_python(caffe_pb2, tool, out, args, test_iter, gpu):
     return speed
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    caffe, caffe_pb2, tool = import_requirements()
+METRIC_KEYS = ("mAP", "tail_mAP", "sample_mAP", "F1", "P@M")
 
-    gpu = False
-    if args.gpu:
-        import caffe_xent
-        if caffe_xent.gpu_available():
-            gpu = True
-            caffe.set_mode_gpu()
-            caffe.set_device(0)
-        else:
-            print("note: --gpu asked, but no CUDA device is visible (or the build is CPU-only): "
-                  "training on the CPU", file=sys.stderr)
-    out = os.path.abspath(args.out)
-    os.makedirs(os.path.join(out, "snapshots"), exist_ok=True)
-    demo_start = time.monotonic()
 
+def train_every_loss(caffe, caffe_pb2, tool, work, args, seed, gpu):
+    """Compose the data of `seed` into WORK/data and train each asked loss there.
+
+    Returns (results, skipped, data summary, chance mAP, test_iter).
+    """
+    os.makedirs(os.path.join(work, "snapshots"), exist_ok=True)
     print(f"Composing {args.train_size} train and {args.test_size} test canvases "
-          f"(seed {args.seed}, {args.missing_fraction:.0%} of the training positives missing) "
-          f"into {os.path.join(out, 'data')}", file=sys.stderr)
-    dataset = digits_data.make_dataset(os.path.join(out, "data"), args.train_size,
-                                       args.test_size, args.seed, args.missing_fraction)
+          f"(seed {seed}, {args.missing_fraction:.0%} of the training positives missing) "
+          f"into {os.path.join(work, 'data')}", file=sys.stderr)
+    dataset = digits_data.make_dataset(os.path.join(work, "data"), args.train_size,
+                                       args.test_size, seed, args.missing_fraction)
     test = dataset["test"]
-    chance = metrics.chance_map(test[1])
     train_frequency = digits_data.class_frequencies(dataset["train_complete"])
     # the rarest half of the classes by their true training frequency
     tail = sorted(int(c) for c in
                   np.argsort(train_frequency, kind="stable")[:digits_data.NUM_CLASSES // 2])
+    data = {
+        "train_positives_per_image": float(dataset["train"][1].sum(axis=1).mean()),
+        "train_positives_per_image_complete": float(dataset["train_complete"].sum(axis=1).mean()),
+        "test_positives_per_image": float(test[1].sum(axis=1).mean()),
+        "train_class_frequency": train_frequency.tolist(),
+        "tail_classes": tail,
+    }
 
     solver_defaults = caffe_pb2.SolverParameter()
     from google.protobuf import text_format
@@ -455,15 +474,15 @@ def main(argv=None):
             skipped[loss.name] = reason
             print(f"note: {loss.name} ({loss.label}) skipped, {reason}", file=sys.stderr)
             continue
-        net = loss_table.write_net(caffe_pb2, loss, out)
-        solver = write_solver(caffe_pb2, out, loss.name, net, iters, interval, interval,
-                              test_iter, args.seed, gpu)
-        run = train(tool, out, loss.name, solver, iters, gpu, loss.name)
+        net = loss_table.write_net(caffe_pb2, loss, work)
+        solver = write_solver(caffe_pb2, work, loss.name, net, iters, interval, interval,
+                              test_iter, seed, gpu)
+        run = train(tool, work, loss.name, solver, iters, gpu, loss.name)
         if "failed" in run:
             fail(f"training with {loss.label} failed: {run['failed']}", code=1)
-        curve = evaluate_snapshots(caffe, caffe_pb2, out, loss, test, tail)
+        curve = evaluate_snapshots(caffe, caffe_pb2, work, loss, test, tail)
         if not curve or curve[-1][0] != iters:
-            fail(f"no final snapshot of the {loss.label} run in {out}/snapshots", code=1)
+            fail(f"no final snapshot of the {loss.label} run in {work}/snapshots", code=1)
         results[loss.name] = {
             "label": loss.label,
             "loss_layer": loss.layer,
@@ -482,26 +501,74 @@ def main(argv=None):
     if not results:
         fail("none of the losses asked for is in this build: " +
              "; ".join(f"{name}: {reason}" for name, reason in skipped.items()), code=1)
+    config = {"iters": iters, "snapshot_interval": interval}
+    return results, skipped, data, metrics.chance_map(test[1]), test_iter, config
 
-    speed = time_native_vs_python(caffe_pb2, tool, out, args, test_iter, gpu)
+
+def combine_seeds(per_seed):
+    """One result per loss over the seeds: the metrics' mean, each seed's, their range.
+
+    Curves and times are those of the first seed (times: summed over seeds).
+    """
+    combined = {}
+    for name, first in per_seed[0].items():
+        runs = [results[name] for results in per_seed]
+        result = dict(first)
+        result["final"] = {key: float(np.mean([r["final"][key] for r in runs])) for key in METRIC_KEYS}
+        result["final_per_seed"] = [r["final"] for r in runs]
+        result["final_range"] = {key: [min(r["final"][key] for r in runs),
+                                       max(r["final"][key] for r in runs)] for key in METRIC_KEYS}
+        result["train_seconds"] = float(sum(r["train_seconds"] for r in runs))
+        result["iters_per_s"] = float(statistics.median(r["iters_per_s"] for r in runs))
+        combined[name] = result
+    return combined
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    caffe, caffe_pb2, tool = import_requirements()
+
+    gpu = False
+    if args.gpu:
+        import caffe_xent
+        if caffe_xent.gpu_available():
+            gpu = True
+            caffe.set_mode_gpu()
+            caffe.set_device(0)
+        else:
+            print("note: --gpu asked, but no CUDA device is visible (or the build is CPU-only): "
+                  "training on the CPU", file=sys.stderr)
+    out = os.path.abspath(args.out)
+    os.makedirs(out, exist_ok=True)
+    demo_start = time.monotonic()
+
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    per_seed, chances, data = [], [], []
+    for seed in seeds:
+        # one seed works in OUT itself; several each in OUT/seedS
+        work = out if len(seeds) == 1 else os.path.join(out, f"seed{seed}")
+        results, skipped, seed_data, chance, test_iter, config = train_every_loss(
+            caffe, caffe_pb2, tool, work, args, seed, gpu)
+        per_seed.append(results)
+        chances.append(chance)
+        data.append(seed_data)
+    results = combine_seeds(per_seed)
+    chance = float(np.mean(chances))
+
+    # the timing runs use the first seed's data, in its working directory
+    first_work = out if len(seeds) == 1 else os.path.join(out, f"seed{seeds[0]}")
+    speed = time_native_vs_python(caffe_pb2, tool, first_work, args, test_iter, gpu)
 
     plot_path = plot(out, results, skipped, chance)
     summary = {
-        "config": {"iters": iters, "speed_iters": args.speed_iters,
+        "config": {**config, "speed_iters": args.speed_iters,
                    "speed_rounds": args.speed_rounds, "train_size": args.train_size,
-                   "test_size": args.test_size, "seed": args.seed, "gpu": gpu,
+                   "test_size": args.test_size, "seeds": seeds, "gpu": gpu,
                    "missing_fraction": args.missing_fraction,
                    "zipf_exponent": digits_data.ZIPF_EXPONENT,
                    "canvas": [digits_data.SIDE, digits_data.SIDE],
-                   "classes": [digits_data.class_name(c) for c in range(digits_data.NUM_CLASSES)],
-                   "snapshot_interval": interval},
-        "data": {
-            "train_positives_per_image": float(dataset["train"][1].sum(axis=1).mean()),
-            "train_positives_per_image_complete": float(dataset["train_complete"].sum(axis=1).mean()),
-            "test_positives_per_image": float(test[1].sum(axis=1).mean()),
-            "train_class_frequency": train_frequency.tolist(),
-            "tail_classes": tail,
-        },
+                   "classes": [digits_data.class_name(c) for c in range(digits_data.NUM_CLASSES)]},
+        "data": data[0] if len(data) == 1 else data,
         "chance_mAP": chance,
         "losses": results,
         "skipped": skipped,
@@ -510,7 +577,7 @@ def main(argv=None):
     }
     with open(os.path.join(out, "metrics.json"), "w") as f:
         json.dump(summary, f, indent=2)
-    print_table(results, skipped, speed, chance, args.test_size)
+    print_table(results, skipped, speed, chance, args.test_size, seeds)
     print(f"\nWrote {os.path.join(out, 'metrics.json')} and {plot_path} "
           f"({summary['total_seconds']:.0f} s in all)")
     return 0
