@@ -104,6 +104,24 @@ def test_class_scores_per_kind():
         loss_table.class_scores(score, "tanh")
 
 
+def test_combine_seeds_by_hand():
+    import run_demo
+
+    def run(m, seconds):
+        final = {key: m for key in run_demo.METRIC_KEYS}
+        return {"final": final, "train_seconds": seconds, "iters_per_s": seconds, "curve": {"seed": m}}
+    combined = run_demo.combine_seeds([{"bce": run(0.5, 1.0)}, {"bce": run(0.8, 2.0)},
+                                       {"bce": run(0.6, 4.0)}])["bce"]
+    assert combined["final"]["mAP"] == pytest.approx((0.5 + 0.8 + 0.6) / 3)
+    assert combined["final_range"]["P@M"] == [0.5, 0.8]
+    assert [f["F1"] for f in combined["final_per_seed"]] == [0.5, 0.8, 0.6]
+    assert combined["train_seconds"] == 7.0 and combined["iters_per_s"] == 2.0
+    assert combined["curve"] == {"seed": 0.5}  # the first seed's curves
+    one = run(0.7, 3.0)
+    one["final"]["F1_threshold"] = 0.25
+    assert run_demo.combine_seeds([{"bce": one}])["bce"]["final"] == one["final"]  # kept whole
+
+
 def canvas_slots(data):
     """(N, GRID, GRID, SLOT, SLOT): the slot images of each canvas."""
     grid, slot = digits_data.GRID, digits_data.SLOT
@@ -276,3 +294,25 @@ def test_unknown_loss_name_is_refused(tmp_path):
     command = [sys.executable, RUN_DEMO, "--losses", "bce,hinge", "--out", str(tmp_path)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "unknown hinge" in result.stderr
+
+
+@pytest.mark.slow
+def test_demo_with_two_seeds_reports_mean_and_range(tmp_path):
+    out = tmp_path / "results"
+    command = [sys.executable, RUN_DEMO, "--losses", "bce,softmax", "--seeds", "2", "--iters", "10",
+               "--speed-iters", "5", "--speed-rounds", "1", "--train-size", "100",
+               "--test-size", "100", "--out", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Seeds 1, 2: the mean of each metric" in result.stdout
+    with open(out / "metrics.json") as f:
+        summary = json.load(f)
+    assert summary["config"]["seeds"] == [1, 2] and len(summary["data"]) == 2
+    for name in ("bce", "softmax"):
+        assert (out / "seed1" / "snapshots" / f"{name}_iter_10.caffemodel").exists()
+        assert (out / "seed2" / "snapshots" / f"{name}_iter_10.caffemodel").exists()
+        trained = summary["losses"][name]
+        per_seed = [final["mAP"] for final in trained["final_per_seed"]]
+        assert len(per_seed) == 2 and per_seed[0] != per_seed[1]  # other data, other weights
+        assert trained["final"]["mAP"] == pytest.approx(np.mean(per_seed), rel=1e-12)
+        assert trained["final_range"]["mAP"] == [min(per_seed), max(per_seed)]

@@ -514,7 +514,9 @@ def combine_seeds(per_seed):
     for name, first in per_seed[0].items():
         runs = [results[name] for results in per_seed]
         result = dict(first)
-        result["final"] = {key: float(np.mean([r["final"][key] for r in runs])) for key in METRIC_KEYS}
+        # one seed: its metrics as they are (the best F1's threshold too); several: the means
+        result["final"] = dict(first["final"]) if len(runs) == 1 else {
+            key: float(np.mean([r["final"][key] for r in runs])) for key in METRIC_KEYS}
         result["final_per_seed"] = [r["final"] for r in runs]
         result["final_range"] = {key: [min(r["final"][key] for r in runs),
                                        max(r["final"][key] for r in runs)] for key in METRIC_KEYS}
