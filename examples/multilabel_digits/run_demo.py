@@ -287,6 +287,8 @@ def plot(out, results, skipped, chance):
     import matplotlib.pyplot as plt
     import numpy as np
     colors = {loss.name: plt.get_cmap("tab10")(i) for i, loss in enumerate(LOSSES)}
+    seeds = len(next(iter(results.values())).get("final_per_seed", [None]))
+    first_seed = " (first seed)" if seeds > 1 else ""
     figure, axes = plt.subplots(2, 2, figsize=(13, 9))
     (loss_axes, map_axes), (bar_axes, time_axes) = axes
     for name, result in results.items():
@@ -301,9 +303,10 @@ def plot(out, results, skipped, chance):
                       markersize=3, label=name)
     map_axes.axhline(chance, color="gray", linestyle=":", label=f"chance ({chance:.2f})")
     loss_axes.set(xlabel="iteration", yscale="log",
-                  ylabel="loss / its first train value (each loss on its own scale)", title="Loss")
+                  ylabel="loss / its first train value (each loss on its own scale)",
+                  title="Loss" + first_seed)
     map_axes.set(xlabel="iteration", ylabel="test mAP per class (macro)", ylim=(0, 1),
-                 title="Test mAP per snapshot")
+                 title="Test mAP per snapshot" + first_seed)
 
     keys = [("mAP", "mAP\nper class"), ("tail_mAP", "mAP, rarest\nhalf of classes"),
             ("sample_mAP", "mAP\nper sample"), ("F1", "F1 at best\nthreshold"), ("P@M", "P@M")]
@@ -321,7 +324,6 @@ def plot(out, results, skipped, chance):
         bar_axes.bar_label(bars, fmt="%.3f", fontsize=6, rotation=90, padding=2)
     bar_axes.set_xticks(np.arange(len(keys)), [text for _, text in keys], fontsize=8)
     lowest = min(result["final"][key] for result in results.values() for key, _ in keys)
-    seeds = len(next(iter(results.values())).get("final_per_seed", [None]))
     bar_axes.set(ylim=(max(0.0, lowest - 0.1), 1.02),
                  title="Test metrics at the last iteration" +
                  (f" (mean of {seeds} seeds, lowest-highest)" if seeds > 1 else ""))
@@ -330,7 +332,8 @@ def plot(out, results, skipped, chance):
     time_axes.barh(names, [results[n]["train_seconds"] for n in names],
                    color=[colors[n] for n in names])
     time_axes.invert_yaxis()
-    time_axes.set(xlabel="seconds (caffe train, test passes and snapshots included)",
+    time_axes.set(xlabel="seconds (caffe train, test passes and snapshots included" +
+                  (f"; summed over {seeds} seeds)" if seeds > 1 else ")"),
                   title="Training time")
     if skipped:
         time_axes.text(0.98, 0.02, "not in this build: " + ", ".join(skipped),
