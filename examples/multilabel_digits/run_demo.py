@@ -314,13 +314,13 @@ def plot(out, results, skipped, chance):
     for i, (name, result) in enumerate(results.items()):
         values = [result["final"][key] for key, _ in keys]
         positions = np.arange(len(keys)) + (i - (len(results) - 1) / 2) * width
-        spread = None
-        if "final_range" in result:  # several seeds: the mean, and a bar from lowest to highest
-            spread = np.array([[value - result["final_range"][key][0],
-                                result["final_range"][key][1] - value]
-                               for value, (key, _) in zip(values, keys)]).T
-        bars = bar_axes.bar(positions, values, width, color=colors[name], label=name,
-                            yerr=spread, capsize=2, error_kw={"linewidth": 0.8})
+        spread = {}
+        if seeds > 1:  # the mean, and an error bar from the lowest seed to the highest
+            spread = {"capsize": 2, "error_kw": {"linewidth": 0.8},
+                      "yerr": np.array([[value - result["final_range"][key][0],
+                                         result["final_range"][key][1] - value]
+                                        for value, (key, _) in zip(values, keys)]).T}
+        bars = bar_axes.bar(positions, values, width, color=colors[name], label=name, **spread)
         bar_axes.bar_label(bars, fmt="%.3f", fontsize=6, rotation=90, padding=2)
     bar_axes.set_xticks(np.arange(len(keys)), [text for _, text in keys], fontsize=8)
     lowest = min(result["final"][key] for result in results.values() for key, _ in keys)
