@@ -1,4 +1,5 @@
-"""Multi-label ranking metrics in numpy: mAP, best-threshold F1, precision@M.
+"""Multi-label ranking metrics in numpy: mAP per class and per sample,
+best-threshold F1, precision@M.
 
 `scores` and `labels` are (N images x C classes); labels are 0/1. Higher
 scores mean "more likely present". Ties are handled as scikit-learn does:
@@ -44,6 +45,16 @@ def mean_average_precision(scores, labels):
     return float(np.nanmean(per_class))
 
 
+def sample_average_precision(scores, labels):
+    """mAP per sample: the mean over images (with at least one positive) of
+    the AP of that image's ranking of the classes."""
+    scores = np.asarray(scores, np.float64)
+    labels = np.asarray(labels, np.float64)
+    rows = [average_precision(scores[n], labels[n])
+            for n in range(labels.shape[0]) if labels[n].any()]
+    return float(np.mean(rows)) if rows else float("nan")
+
+
 def best_f1(scores, labels):
     """F1 over all (image, class) decisions at the one global threshold that maximises it.
 
@@ -86,12 +97,18 @@ def chance_map(labels):
     return float(prevalence[prevalence > 0].mean())
 
 
-def evaluate(scores, labels):
-    """All the demo's metrics as a dict."""
+def evaluate(scores, labels, tail=None):
+    """All the demo's metrics as a dict; `tail` (class indices) adds the macro mAP over those."""
     f1, threshold = best_f1(scores, labels)
-    return {
+    result = {
         "mAP": mean_average_precision(scores, labels),
+        "sample_mAP": sample_average_precision(scores, labels),
         "F1": f1,
         "F1_threshold": threshold,
         "P@M": precision_at_m(scores, labels),
     }
+    if tail is not None:
+        tail = np.asarray(tail, np.int64)
+        result["tail_mAP"] = mean_average_precision(np.asarray(scores)[:, tail],
+                                                    np.asarray(labels)[:, tail])
+    return result
