@@ -85,7 +85,7 @@ def test_cpu_leg_passes_and_gpu_steps_say_no_gpu(cpu_leg):
         "gpu": "no GPU", "cpp": "passed", "pytest": "no GPU", "train": "no GPU", "bench": "no GPU"}, report
     assert re.search(r"\| cpp \| passed \| \d+ \(\d+\) \| [1-9]\d* passed, 0 failed \|", report), report
     assert "no GPU: the benchmark measures the GPU only" in report
-    assert re.search(r"sigmoid on CPU, 60 iterations.*loss [\d.]+ -> [\d.]+", report), report
+    assert re.search(r"bce on CPU, 60 iterations.*loss [\d.]+ -> [\d.]+", report), report
     assert len(os.listdir(out)) <= 8
 
 

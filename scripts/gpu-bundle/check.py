@@ -234,6 +234,8 @@ def step_train(step, state, args):
     if rc != 0 or not result:
         step.fail("train_check exited %s: %s" % (rc, (output.strip().splitlines() or [""])[-1][:300]))
         return
+    for name, reason in result.get("not_in_this_build", {}).items():
+        step.notes.append("%s: %s" % (name, reason))
     for name, run in result["losses"].items():
         step.notes.append("%s on %s, %d iterations, %.1f s: loss %.3f -> %.3f, test mAP %.3f"
                           % (name, result["device"], run["iters"], run["seconds"], run["loss_first"],

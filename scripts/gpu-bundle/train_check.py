@@ -3,11 +3,12 @@
     train_check.py --data DIR --iters N [--gpu]
 
 DIR holds the demo's train.h5 and test.h5 (examples/multilabel_digits/
-digits_data.py writes them) and sizes.json (the number of images in each). For each of the demo's two nets (sigmoid and
-softmax loss), trains N iterations with the demo's solver settings, then
-scores the test set with the solver's test net. Prints one JSON line:
-the mean loss of the first and last tenth of the iterations, the test mAP,
-the seconds, per loss.
+digits_data.py writes them) and sizes.json (the number of images in each). For each loss of
+the demo's table (loss_table.py) that this build has, trains the demo's net
+with it for N iterations with the demo's solver settings, then scores the
+test set with the solver's test net. Prints one JSON line: per loss, the
+mean loss of the first and last tenth of the iterations, the test mAP (per
+class) and the seconds; and the losses this build lacks, with the reason.
 """
 import argparse
 import json
@@ -17,7 +18,12 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEMO = os.path.join(os.path.dirname(HERE), "examples", "multilabel_digits")
+# The demo beside this script's folder: the bundle's gpu/ (or, in the
+# repository, scripts/gpu-bundle/ two levels below the root).
+DEMO = next(d for d in (os.path.join(os.path.dirname(HERE), "examples", "multilabel_digits"),
+                        os.path.join(os.path.dirname(os.path.dirname(HERE)), "examples",
+                                     "multilabel_digits"))
+            if os.path.isdir(d))
 sys.path.insert(0, DEMO)
 
 import numpy as np  # noqa: E402
@@ -27,8 +33,9 @@ import caffe  # noqa: E402
 from caffe.proto import caffe_pb2  # noqa: E402
 from google.protobuf import text_format  # noqa: E402
 
-import metrics  # noqa: E402  (the demo's)
-from run_demo import LOSSES, TEST_BATCH, class_scores  # noqa: E402
+import loss_table  # noqa: E402  (the demo's)
+import metrics  # noqa: E402
+from run_demo import TEST_BATCH  # noqa: E402
 
 
 def list_file(work, data, name):
@@ -39,14 +46,15 @@ def list_file(work, data, name):
     return path
 
 
-def train_one(work, data, net_file, kind, iters, gpu):
-    with open(os.path.join(DEMO, net_file)) as f:
-        net_text = f.read()
-    for name in ("train", "test"):
-        net_text = net_text.replace('"data/%s.txt"' % name, '"%s"' % list_file(work, data, name))
-    net_path = os.path.join(work, net_file)
+def train_one(work, data, loss, iters, gpu):
+    net = loss_table.net_for(caffe_pb2, loss)
+    for layer in net.layer:
+        if layer.type == "HDF5Data":
+            name = os.path.splitext(os.path.basename(layer.hdf5_data_param.source))[0]
+            layer.hdf5_data_param.source = list_file(work, data, name)
+    net_path = os.path.join(work, "net_%s.prototxt" % loss.name)
     with open(net_path, "w") as f:
-        f.write(net_text)
+        f.write(text_format.MessageToString(net))
     solver = caffe_pb2.SolverParameter()
     with open(os.path.join(DEMO, "solver.prototxt")) as f:
         text_format.Merge(f.read(), solver)
@@ -57,7 +65,7 @@ def train_one(work, data, net_file, kind, iters, gpu):
     solver.test_interval = iters + 1
     solver.display = 0
     solver.solver_mode = caffe_pb2.SolverParameter.GPU if gpu else caffe_pb2.SolverParameter.CPU
-    solver_path = os.path.join(work, "solver_%s.prototxt" % kind)
+    solver_path = os.path.join(work, "solver_%s.prototxt" % loss.name)
     with open(solver_path, "w") as f:
         f.write(text_format.MessageToString(solver))
 
@@ -83,7 +91,7 @@ def train_one(work, data, net_file, kind, iters, gpu):
     return {"iters": iters, "seconds": round(seconds, 2),
             "loss_first": float(np.mean(losses[:tenth])), "loss_last": float(np.mean(losses[-tenth:])),
             "test_images": int(len(labels)),
-            "test_map": float(metrics.mean_average_precision(class_scores(scores, kind), labels > 0))}
+            "test_map": float(metrics.mean_average_precision(loss_table.class_scores(scores, loss.scores), labels > 0))}
 
 
 def main():
@@ -97,10 +105,14 @@ def main():
         caffe.set_device(0)
     else:
         caffe.set_mode_cpu()
-    result = {"device": "GPU" if args.gpu else "CPU", "losses": {}}
+    result = {"device": "GPU" if args.gpu else "CPU", "losses": {}, "not_in_this_build": {}}
     with tempfile.TemporaryDirectory() as work:
-        for name, (net_file, kind, _label) in LOSSES.items():
-            result["losses"][name] = train_one(work, args.data, net_file, kind, args.iters, args.gpu)
+        for loss in loss_table.LOSSES:
+            reason = loss_table.unavailable(caffe, caffe_pb2, loss)
+            if reason:
+                result["not_in_this_build"][loss.name] = reason
+                continue
+            result["losses"][loss.name] = train_one(work, args.data, loss, args.iters, args.gpu)
     print(json.dumps(result))
 
 
