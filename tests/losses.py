@@ -11,6 +11,7 @@ from typing import Callable
 
 from sigmoid_cross_entropy_loss_reference import layer_text as sigmoid_cross_entropy_loss_text
 from test_multi_label_softmax_loss import prototxt as multi_label_softmax_loss_text
+from zlpr_loss_reference import layer_text as zlpr_loss_text
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,8 @@ class Loss:
     text: Callable[[str], str]
     # Fewest axes of bottom[0] its default parameters accept.
     min_axes: int
+    # The shape of its second top for scores of `shape` (default parameters).
+    second_top_shape: Callable[[tuple], tuple] = lambda shape: shape
 
 
 LOSSES = {loss.type: loss for loss in [
@@ -31,4 +34,7 @@ LOSSES = {loss.type: loss for loss in [
          lambda normalization: multi_label_softmax_loss_text(normalization=normalization,
                                                              tops=("loss", "prob")),
          min_axes=2),
+    Loss("ZLPRLoss", "test_zlpr_loss.py",
+         lambda normalization: zlpr_loss_text(normalization=normalization, tops=("loss", "rows")),
+         min_axes=2, second_top_shape=lambda shape: shape[:1] + shape[2:]),  # one loss per row
 ]}
