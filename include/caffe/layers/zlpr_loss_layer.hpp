@@ -49,8 +49,10 @@ namespace caffe {
  * mean over samples of timm's ZlprLoss and of Su's Keras function.
  *
  * CPU: rows in parallel (OpenMP) over fixed chunks, sums in double, chunk
- * sums added in chunk order (the same bits for any thread count); spatial
- * maps go by tiles of neighbouring rows, read plane by plane. GPU: a thread
+ * sums added in chunk order (the same bits for any thread count);
+ * contiguous float rows take a Highway SIMD path for the exps
+ * (zlpr_loss_simd.cpp: double-vector exps, the same math), spatial maps go
+ * by tiles of neighbouring rows, read plane by plane. GPU: a thread
  * per row (spatial maps, short rows) or a block per row (long rows), block
  * sums added in a fixed order (xent_reduce.cuh).
  *

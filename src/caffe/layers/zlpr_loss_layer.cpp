@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <climits>
+#include <cmath>
 #include <cstdint>
 #include <sstream>
 #include <vector>
@@ -9,6 +10,8 @@
 #include "caffe/layers/zlpr_loss_math.hpp"
 #include "caffe/util/math_functions.hpp"
 #include "caffe/util/xent_reduce.hpp"
+
+#include "zlpr_loss_simd.hpp"
 
 namespace caffe {
 
@@ -20,6 +23,29 @@ namespace {
 /// registers and L1 while the loops read the map plane by plane (class by
 /// class), contiguous along the inner dimension.
 const int kTileRows = 64;
+
+/// The SIMD pass 1 of one contiguous row where it applies (float; see
+/// zlpr_loss_simd.hpp); false where the caller must take the scalar loop.
+inline bool RowSumsSimd(const float* x, const float* t, const RowOptions& opt,
+                        RowShifts<float>* m, RowSums* sums) {
+  return SimdRowSums(x, t, opt, m, sums);
+}
+inline bool RowSumsSimd(const double*, const double*, const RowOptions&, RowShifts<double>*,
+                        RowSums*) {
+  return false;
+}
+
+/// The SIMD pass 2 of one contiguous row where it applies (float, finite
+/// shifts); false where the caller must take the scalar loop.
+inline bool RowGradientSimd(const float* x, const float* t, const RowOptions& opt,
+                            const RowCoefficients& coef, double scale, float* dx) {
+  return std::isfinite(coef.neg_shift) && std::isfinite(coef.pos_shift) &&
+         SimdRowGradient(x, t, opt, coef, scale, dx);
+}
+inline bool RowGradientSimd(const double*, const double*, const RowOptions&,
+                            const RowCoefficients&, double, double*) {
+  return false;
+}
 
 /// Forward of rows [begin, end): for each row (contiguous rows) or tile of
 /// neighbouring rows (spatial maps: same outer index), pass 1 of the row math (the
@@ -48,9 +74,11 @@ LossSums ForwardRows(const Dtype* x, const Dtype* t, int64_t begin, int64_t end,
       const Dtype* xr = x + r * C;
       const Dtype* tr = t + r * C;
       RowShifts<Dtype> m = ZeroShifts<Dtype>();
-      for (int c = 0; c < C; ++c) AccumulateShift(xr[c], tr[c], opt, &m);
       RowSums sums = ZeroSums();
-      for (int c = 0; c < C; ++c) AccumulateElement(m, xr[c], tr[c], opt, &sums);
+      if (!RowSumsSimd(xr, tr, opt, &m, &sums)) {
+        for (int c = 0; c < C; ++c) AccumulateShift(xr[c], tr[c], opt, &m);
+        for (int c = 0; c < C; ++c) AccumulateElement(m, xr[c], tr[c], opt, &sums);
+      }
       finish(r, m, sums);
     }
     return range;
@@ -99,6 +127,7 @@ void GradientRows(const Dtype* x, const Dtype* t, const double* coefficients,
     const RowCoefficients coef = LoadCoefficients(coefficients, r, rows);
     const double s = RowScale(scale, row_diff, r);
     const int64_t offset = r * C;
+    if (RowGradientSimd(x + offset, t + offset, opt, coef, s, dx + offset)) continue;
     for (int c = 0; c < C; ++c) {
       dx[offset + c] = ElementGradient(coef, x[offset + c], t[offset + c], opt, s);
     }
