@@ -184,6 +184,23 @@ XENT_HOST_DEVICE double FinishRow(const RowShifts<Dtype>& m, const RowSums& s,
 /// element that is not ignored.
 XENT_HOST_DEVICE bool RowIsCounted(const RowSums& s) { return s.kept > 0.0; }
 
+/// The end of row r's forward pass, the same on CPU and GPU: FinishRow, its
+/// coefficients stored (structure of arrays of `rows` rows), its loss into
+/// the row top where there is one, and its share of the forward sums added
+/// to *loss, *counted and *invalid.
+template <typename Dtype>
+XENT_HOST_DEVICE void StoreRow(const RowShifts<Dtype>& m, const RowSums& s, int64_t r,
+                               int64_t rows, double* coefficients, Dtype* row_loss, double* loss,
+                               double* counted, double* invalid) {
+  RowCoefficients coef;
+  const double row = FinishRow(m, s, &coef);
+  StoreCoefficients(coef, r, rows, coefficients);
+  if (row_loss != NULL) row_loss[r] = static_cast<Dtype>(row);
+  *loss += row;
+  *counted += RowIsCounted(s) ? 1.0 : 0.0;
+  *invalid += s.invalid;
+}
+
 /// Pass 2, one element: d l_r / d x_c times `scale` (top diff / normalizer,
 /// plus the per-row top's diff). Ignored elements give exactly 0, even for
 /// NaN scores.

@@ -61,13 +61,8 @@ LossSums ForwardRows(const Dtype* x, const Dtype* t, int64_t begin, int64_t end,
   RowShifts<Dtype> shifts[kTileRows];
   RowSums sums[kTileRows];
   auto finish = [&](int64_t r, const RowShifts<Dtype>& m, const RowSums& s) {
-    RowCoefficients coef;
-    const double loss = FinishRow(m, s, &coef);
-    range.loss += loss;
-    range.counted += RowIsCounted(s) ? 1.0 : 0.0;
-    range.bad_targets += s.invalid;
-    StoreCoefficients(coef, r, rows, coefficients);
-    if (row_loss != NULL) row_loss[r] = static_cast<Dtype>(loss);
+    StoreRow(m, s, r, rows, coefficients, row_loss, &range.loss, &range.counted,
+             &range.bad_targets);
   };
   if (inner == 1) {  // contiguous rows: the row's shifts and sums in registers
     for (int64_t r = begin; r < end; ++r) {

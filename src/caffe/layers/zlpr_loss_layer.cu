@@ -46,13 +46,7 @@ __global__ void RowPerThreadForward(const Dtype* x, const Dtype* t, int64_t rows
     for (int64_t c = 0; c < C; ++c) {
       AccumulateElement(m, xr[c * inner], tr[c * inner], opt, &sums);
     }
-    RowCoefficients coef;
-    const double row = FinishRow(m, sums, &coef);
-    loss += row;
-    counted += RowIsCounted(sums) ? 1.0 : 0.0;
-    invalid += sums.invalid;
-    StoreCoefficients(coef, r, rows, coefficients);
-    if (row_loss != NULL) row_loss[r] = static_cast<Dtype>(row);
+    StoreRow(m, sums, r, rows, coefficients, row_loss, &loss, &counted, &invalid);
   }
   xent::StoreBlockSums(loss, counted, invalid, 0.0, block_partials);
 }
@@ -117,13 +111,7 @@ __global__ void RowPerBlockForward(const Dtype* x, const Dtype* t, int64_t rows,
       sums.pos_sum = row_sums[1];
       sums.kept = row_sums[2];
       sums.invalid = row_sums[3];
-      RowCoefficients coef;
-      const double row = FinishRow(m, sums, &coef);
-      loss += row;
-      counted += RowIsCounted(sums) ? 1.0 : 0.0;
-      invalid += sums.invalid;
-      StoreCoefficients(coef, r, rows, coefficients);
-      if (row_loss != NULL) row_loss[r] = static_cast<Dtype>(row);
+      StoreRow(m, sums, r, rows, coefficients, row_loss, &loss, &counted, &invalid);
     }
   }
   xent::StoreBlockSums(loss, counted, invalid, 0.0, block_partials);

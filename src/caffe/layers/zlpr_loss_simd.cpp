@@ -45,6 +45,27 @@ const size_t kMaxLanes = HWY_MAX_BYTES / sizeof(float);
 /// sees an infinity.
 const double kExpFloor = -1001.0;
 
+/// How a row of C classes splits into vectors, and ignore_label in lanes.
+struct RowLayout {
+  size_t lanes, full, tail;
+  bool has_ignore;
+  VF ignore;
+  MF all;
+  HWY_INLINE explicit RowLayout(const RowOptions& opt)
+      : lanes(hn::Lanes(DF())),
+        full(opt.classes - opt.classes % lanes),
+        tail(opt.classes - full),
+        // ignore_label as a float; one that no float equals is never matched
+        // (as Kind, which compares in double).
+        has_ignore(opt.has_ignore_label &&
+                   static_cast<double>(static_cast<float>(opt.ignore_label)) == opt.ignore_label),
+        ignore(hn::Set(DF(), static_cast<float>(opt.ignore_label))),
+        all(hn::FirstN(DF(), lanes)) {}
+};
+
+/// Rows the vector paths take: lane counts stay exact floats.
+HWY_INLINE bool VectorRow(const RowOptions& opt) { return opt.classes < (1 << 24); }
+
 /// The targets of one vector as Kind sees them, in lanes: negatives (0),
 /// positives (1) and invalid targets (neither, nor ignore_label), among the
 /// `live` lanes (all but a padded tail's extra lanes).
@@ -52,9 +73,9 @@ struct Kinds {
   MF neg, pos, bad;
 };
 
-HWY_INLINE Kinds Classify(VF tv, MF live, bool has_ignore, VF ignore) {
+HWY_INLINE Kinds Classify(VF tv, MF live, const RowLayout& row) {
   const DF d;
-  const MF ignored = has_ignore ? hn::And(live, hn::Eq(tv, ignore)) : hn::FirstN(d, 0);
+  const MF ignored = row.has_ignore ? hn::And(live, hn::Eq(tv, row.ignore)) : hn::FirstN(d, 0);
   Kinds k;
   k.neg = hn::AndNot(ignored, hn::And(live, hn::Eq(tv, hn::Zero(d))));
   k.pos = hn::AndNot(ignored, hn::And(live, hn::Eq(tv, hn::Set(d, 1.0f))));
@@ -115,20 +136,12 @@ HWY_INLINE float LaneMax(VF v) {
 
 bool RowSumsImpl(const float* x, const float* t, const RowOptions& opt, RowShifts<float>* shifts,
                  RowSums* sums) {
+  if (!VectorRow(opt)) return false;
   const DF d;
   const DD dd;
-  const size_t lanes = hn::Lanes(d);
-  const size_t C = static_cast<size_t>(opt.classes);
-  if (C >= (size_t(1) << 24)) return false;
-  const size_t full = C - C % lanes;
-  const size_t tail = C - full;
-  // ignore_label as a float; one that no float equals is never matched (as
-  // Kind, which compares in double).
-  const bool has_ignore = opt.has_ignore_label &&
-      static_cast<double>(static_cast<float>(opt.ignore_label)) == opt.ignore_label;
-  const VF ignore = hn::Set(d, static_cast<float>(opt.ignore_label));
+  const RowLayout row(opt);
+  const size_t lanes = row.lanes, full = row.full, tail = row.tail;
   const VF zero = hn::Zero(d), one = hn::Set(d, 1.0f);
-  const MF all = hn::FirstN(d, lanes);
   const xs::Padded<float> x_pad(x + full, tail), t_pad(t + full, tail);
 
   // Sweep 1: the shifts max(0, max v), the counts, and a finiteness probe of
@@ -136,7 +149,7 @@ bool RowSumsImpl(const float* x, const float* t, const RowOptions& opt, RowShift
   VF m_neg = zero, m_pos = zero, probe = zero, kept = zero, bad = zero;
   auto sweep1 = [&](const float* xp, const float* tp, MF live) {
     const VF xv = hn::LoadU(d, xp);
-    const Kinds k = Classify(hn::LoadU(d, tp), live, has_ignore, ignore);
+    const Kinds k = Classify(hn::LoadU(d, tp), live, row);
     const MF in_set = hn::Or(k.neg, k.pos);
     m_neg = hn::Max(m_neg, hn::IfThenElseZero(k.neg, xv));
     m_pos = hn::Max(m_pos, hn::IfThenElseZero(k.pos, hn::Neg(xv)));
@@ -144,7 +157,7 @@ bool RowSumsImpl(const float* x, const float* t, const RowOptions& opt, RowShift
     kept = hn::Add(kept, hn::IfThenElseZero(in_set, one));
     bad = hn::Add(bad, hn::IfThenElseZero(k.bad, one));
   };
-  for (size_t c = 0; c < full; c += lanes) sweep1(x + c, t + c, all);
+  for (size_t c = 0; c < full; c += lanes) sweep1(x + c, t + c, row.all);
   if (tail) sweep1(x_pad.v, t_pad.v, hn::FirstN(d, tail));
   if (!hn::AllTrue(d, hn::Eq(probe, probe))) return false;
   const float neg_shift = LaneMax(m_neg), pos_shift = LaneMax(m_pos);
@@ -154,7 +167,7 @@ bool RowSumsImpl(const float* x, const float* t, const RowOptions& opt, RowShift
   VD neg_low = hn::Zero(dd), neg_high = hn::Zero(dd), pos_low = hn::Zero(dd),
      pos_high = hn::Zero(dd);
   auto sweep2 = [&](const float* xp, const float* tp, MF live) {
-    const Kinds k = Classify(hn::LoadU(d, tp), live, has_ignore, ignore);
+    const Kinds k = Classify(hn::LoadU(d, tp), live, row);
     const Selected s = Select(hn::LoadU(d, xp), k, vm_neg, vm_pos);
     const VD e_low = ShiftedExp(s.v_low, s.m_low);
     const VD e_high = ShiftedExp(s.v_high, s.m_high);
@@ -163,7 +176,7 @@ bool RowSumsImpl(const float* x, const float* t, const RowOptions& opt, RowShift
     pos_low = hn::Add(pos_low, hn::IfThenElseZero(s.pos_low, e_low));
     pos_high = hn::Add(pos_high, hn::IfThenElseZero(s.pos_high, e_high));
   };
-  for (size_t c = 0; c < full; c += lanes) sweep2(x + c, t + c, all);
+  for (size_t c = 0; c < full; c += lanes) sweep2(x + c, t + c, row.all);
   if (tail) sweep2(x_pad.v, t_pad.v, hn::FirstN(d, tail));
 
   shifts->neg = neg_shift;
@@ -177,32 +190,26 @@ bool RowSumsImpl(const float* x, const float* t, const RowOptions& opt, RowShift
 
 bool RowGradientImpl(const float* x, const float* t, const RowOptions& opt,
                      const RowCoefficients& coef, double scale, float* dx) {
+  if (!VectorRow(opt)) return false;
   const DF d;
   const DH dh;
   const DD dd;
-  const size_t lanes = hn::Lanes(d);
-  const size_t C = static_cast<size_t>(opt.classes);
-  if (C >= (size_t(1) << 24)) return false;
-  const size_t full = C - C % lanes;
-  const size_t tail = C - full;
-  const bool has_ignore = opt.has_ignore_label &&
-      static_cast<double>(static_cast<float>(opt.ignore_label)) == opt.ignore_label;
-  const VF ignore = hn::Set(d, static_cast<float>(opt.ignore_label));
-  const MF all = hn::FirstN(d, lanes);
+  const RowLayout row(opt);
+  const size_t lanes = row.lanes, full = row.full, tail = row.tail;
   const VF vm_neg = hn::Set(d, static_cast<float>(coef.neg_shift));
   const VF vm_pos = hn::Set(d, static_cast<float>(coef.pos_shift));
   // SideGradient's scale / S per side; a positive's gradient is negated.
   const VD k_neg = hn::Set(dd, scale * coef.neg_inv_sum);
   const VD k_pos = hn::Set(dd, -(scale * coef.pos_inv_sum));
   auto gradient = [&](const float* xp, const float* tp, MF live) {
-    const Kinds k = Classify(hn::LoadU(d, tp), live, has_ignore, ignore);
+    const Kinds k = Classify(hn::LoadU(d, tp), live, row);
     const Selected s = Select(hn::LoadU(d, xp), k, vm_neg, vm_pos);
     const VD g_low = hn::Mul(hn::IfThenElse(s.pos_low, k_pos, k_neg), ShiftedExp(s.v_low, s.m_low));
     const VD g_high =
         hn::Mul(hn::IfThenElse(s.pos_high, k_pos, k_neg), ShiftedExp(s.v_high, s.m_high));
     return hn::Combine(d, hn::DemoteTo(dh, g_high), hn::DemoteTo(dh, g_low));
   };
-  for (size_t c = 0; c < full; c += lanes) hn::StoreU(gradient(x + c, t + c, all), d, dx + c);
+  for (size_t c = 0; c < full; c += lanes) hn::StoreU(gradient(x + c, t + c, row.all), d, dx + c);
   if (tail) {
     const xs::Padded<float> x_pad(x + full, tail), t_pad(t + full, tail);
     xs::StoreFirst(d, gradient(x_pad.v, t_pad.v, hn::FirstN(d, tail)), tail, dx + full);
