@@ -8,8 +8,8 @@ learnable Scale of 1 on the logits (so they need a gradient) and one loss
 layer at (1024, 4096), timed by the custom
 `caffe time` (the tool beside this interpreter). Its per-layer lines give
 the loss layer's own forward and backward time (the data layers are not
-counted, nor the Scale layer). ZLPRLoss takes hard targets only (it refuses
-soft ones). Run once per SIMD target (CAFFE_XENT_SIMD), from the best the CPU
+counted, nor the Scale layer). ZLPRLoss and TwoWayLoss take hard targets
+only (they refuse soft ones). Run once per SIMD target (CAFFE_XENT_SIMD), from the best the CPU
 has down to AVX2. Prints a markdown table.
 """
 from __future__ import annotations
@@ -25,8 +25,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import measured_simd_targets  # noqa: E402
 
 SHAPE = (1024, 4096)
-LOSSES = ("SigmoidCrossEntropyLoss", "MultiLabelSoftmaxLoss", "ZLPRLoss")
-HARD_ONLY = ("ZLPRLoss",)  # losses whose targets are 0/1 only
+LOSSES = ("SigmoidCrossEntropyLoss", "MultiLabelSoftmaxLoss", "ZLPRLoss", "TwoWayLoss")
+HARD_ONLY = ("ZLPRLoss", "TwoWayLoss")  # losses whose targets are 0/1 only
 
 
 def hard_targets(tmp):

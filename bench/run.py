@@ -3,7 +3,8 @@
 Runs bench/bench_sigmoid_cross_entropy_loss.py's throughput and accuracy
 tables (ours vs upstream's pristine build vs PyTorch vs numpy, ours on each
 SIMD target down to AVX2), bench/bench_multi_label_softmax_loss.py's and
-bench/bench_zlpr_loss.py's tables and bench/bench_caffe_time.py, and writes them with the machine facts and
+bench/bench_zlpr_loss.py's and bench/bench_two_way_loss.py's tables and
+bench/bench_caffe_time.py, and writes them with the machine facts and
 this command to a markdown file:
 
     .venv/bin/python bench/run.py --pristine build/pristine/stage --out docs/benchmarks.md
@@ -32,6 +33,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import bench_multi_label_softmax_loss  # noqa: E402
 import bench_sigmoid_cross_entropy_loss  # noqa: E402
+import bench_two_way_loss  # noqa: E402
 import bench_zlpr_loss  # noqa: E402
 from _common import cpu_model, git_commit, load_average  # noqa: E402
 
@@ -122,9 +124,11 @@ def main():
     parser.add_argument("--sizes", type=int, nargs="+", default=[18, 22, 24], help="log2 element counts")
     parser.add_argument("--repeat", type=int, default=20, help="timed runs per throughput figure (best kept)")
     parser.add_argument("--multi-label-softmax-loss-repeat", type=int, default=10,
-                        help="timed runs per MultiLabelSoftmaxLoss and ZLPRLoss figure (best kept)")
+                        help="timed runs per MultiLabelSoftmaxLoss, ZLPRLoss and TwoWayLoss "
+                             "figure (best kept)")
     parser.add_argument("--timeout", type=int, default=900,
-                        help="seconds for each MultiLabelSoftmaxLoss and ZLPRLoss worker, and for "
+                        help="seconds for each MultiLabelSoftmaxLoss, ZLPRLoss and TwoWayLoss worker, "
+                             "and for "
                              "`caffe time`")
     args = parser.parse_args()
 
@@ -147,6 +151,9 @@ def main():
     print("bench: ZLPR ...", file=sys.stderr, flush=True)
     zlpr = row_loss_markdown("ZLPRLoss", bench_zlpr_loss, args.multi_label_softmax_loss_repeat,
                              args.timeout)
+    print("bench: two-way ...", file=sys.stderr, flush=True)
+    two_way = row_loss_markdown("TwoWayLoss", bench_two_way_loss,
+                                args.multi_label_softmax_loss_repeat, args.timeout)
     print("bench: caffe time ...", file=sys.stderr, flush=True)
     caffe_time = caffe_time_markdown(args.timeout)
     end_load = load_average()
@@ -178,6 +185,8 @@ def main():
         multi_label,
         "",
         zlpr,
+        "",
+        two_way,
         "",
         caffe_time,
         "",

@@ -1,7 +1,7 @@
 """Property-based fuzzing of the loss layers (Hypothesis).
 
-Properties, each for SigmoidCrossEntropyLoss, MultiLabelSoftmaxLoss and
-ZLPRLoss:
+Properties, each for SigmoidCrossEntropyLoss, MultiLabelSoftmaxLoss,
+ZLPRLoss and TwoWayLoss:
 
 1. Valid input of any shape -- empty (a dimension of 0), 1-D to 5-D, long
    class axes -- with any axis (negative too), every option, float32 and
@@ -44,13 +44,16 @@ from sigmoid_cross_entropy_loss_reference import layer_text as sigmoid_cross_ent
 from sigmoid_cross_entropy_loss_reference import reference as sigmoid_cross_entropy_loss_reference
 from test_multi_label_softmax_loss import assert_matches_reference, prototxt as multi_label_softmax_loss_text
 from test_sigmoid_cross_entropy_loss import LOSS_RTOL, check_close, proto_floats
+from test_two_way_loss import check_results as two_way_loss_check_results
 from test_zlpr_loss import check_results as zlpr_loss_check_results
+from two_way_loss_reference import layer_text as two_way_loss_text
 from zlpr_loss_reference import layer_text as zlpr_loss_text
 
 SIGMOID_CROSS_ENTROPY_LOSS, MULTI_LABEL_SOFTMAX_LOSS = "SigmoidCrossEntropyLoss", "MultiLabelSoftmaxLoss"
-ZLPR_LOSS = "ZLPRLoss"
+ZLPR_LOSS, TWO_WAY_LOSS = "ZLPRLoss", "TwoWayLoss"
+HARD_TARGET_LOSSES = (ZLPR_LOSS, TWO_WAY_LOSS)  # targets 0, 1 or ignore_label only
 LAYER_NAMES = {SIGMOID_CROSS_ENTROPY_LOSS: "xent", MULTI_LABEL_SOFTMAX_LOSS: "mlsoftmax",
-               ZLPR_LOSS: "zlpr"}
+               ZLPR_LOSS: "zlpr", TWO_WAY_LOSS: "twoway"}
 NORMALIZATIONS = ("FULL", "VALID", "BATCH_SIZE", "NONE")
 # Elements per drawn blob: enough for long class axes and the SIMD tiles of
 # spatial maps, small enough for hundreds of examples a second.
@@ -233,6 +236,17 @@ def zlpr_loss_cases(draw):
     return options, x, t.astype(dtype)
 
 
+@st.composite
+def two_way_loss_cases(draw):
+    """(options, x, t) of a valid TwoWayLoss layer: as zlpr_loss_cases, and
+    temperatures drawn now and then."""
+    options, x, t = draw(zlpr_loss_cases())
+    for name in ("positive_temperature", "negative_temperature"):
+        if draw(st.booleans()):
+            options[name] = draw(st.sampled_from([0.25, 1.0, 4.0]))
+    return options, x, t
+
+
 # ---- property 1: valid input matches the float64 references -------------------
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -313,6 +327,20 @@ def test_zlpr_loss_matches_reference(child, device, case):
     zlpr_loss_check_results(x, t, options, loss, rows, dx)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@given(case=two_way_loss_cases())
+def test_two_way_loss_matches_reference(child, device, case):
+    options, x, t = case
+    text = two_way_loss_text(**options)
+    note("%s, shape %s, dtype %s" % (text, x.shape, x.dtype))
+    answer = answer_of(child, "run_layer", (text, [x, t], device, {}))
+    assert answer[0] == "ok", answer
+    (loss,), (dx, _) = answer[1]
+    if x.size == 0:
+        assert float(loss) == 0.0  # documented: an empty blob gives loss 0
+    two_way_loss_check_results(x, t, options, loss, dx)
+
+
 # ---- property 2: one non-finite datum is refused, by index -------------------
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -322,7 +350,9 @@ def test_zlpr_loss_matches_reference(child, device, case):
                           lambda c: (MULTI_LABEL_SOFTMAX_LOSS, multi_label_softmax_loss_text(**c[0]),
                                      [c[1], c[2]])),
                       zlpr_loss_cases().map(
-                          lambda c: (ZLPR_LOSS, zlpr_loss_text(**c[0]), [c[1], c[2]]))),
+                          lambda c: (ZLPR_LOSS, zlpr_loss_text(**c[0]), [c[1], c[2]])),
+                      two_way_loss_cases().map(
+                          lambda c: (TWO_WAY_LOSS, two_way_loss_text(**c[0]), [c[1], c[2]]))),
        where=st.integers(0, 2**31), value=st.sampled_from([np.nan, np.inf, -np.inf]),
        weights=st.booleans())
 def test_non_finite_data_is_refused_naming_the_first(child, device, case, where, value, weights):
@@ -362,7 +392,8 @@ def malformed_cases(draw, for_net=False):
     def bad_number():
         return non_finite(nan_first=for_net)  # run_layer: infinities first
 
-    layer = draw(st.sampled_from([SIGMOID_CROSS_ENTROPY_LOSS, MULTI_LABEL_SOFTMAX_LOSS, ZLPR_LOSS]))
+    layer = draw(st.sampled_from([SIGMOID_CROSS_ENTROPY_LOSS, MULTI_LABEL_SOFTMAX_LOSS, ZLPR_LOSS,
+                                  TWO_WAY_LOSS]))
     shape, axis = draw(shapes(min_axes=0, max_axes=4, max_elements=400))
     rng = np.random.default_rng(draw(rng_states))
     faults = []
@@ -409,13 +440,19 @@ def malformed_cases(draw, for_net=False):
             label_smoothing=option("label_smoothing", [None, 0.0, 0.2], [1.0, -0.1]),
             ignore_label=ignore, normalization=draw(st.sampled_from([None, *NORMALIZATIONS])),
             tops=draw(st.sampled_from([1, 2])))
-    elif layer == ZLPR_LOSS:
+    elif layer in HARD_TARGET_LOSSES:
         if ignore == 2 and draw(st.booleans()):
             ignore = draw(st.sampled_from([0, 1]))  # refused: the targets of the two sets
             faults.append("ignore_label 0 or 1")
-        text = zlpr_loss_text(axis=axis, ignore_label=ignore,
-                              normalization=draw(st.sampled_from(NORMALIZATIONS)),
-                              tops=draw(st.sampled_from([("loss",), ("loss", "rows")])))
+        normalization = draw(st.sampled_from(NORMALIZATIONS))
+        if layer == ZLPR_LOSS:
+            text = zlpr_loss_text(axis=axis, ignore_label=ignore, normalization=normalization,
+                                  tops=draw(st.sampled_from([("loss",), ("loss", "rows")])))
+        else:
+            text = two_way_loss_text(
+                axis=axis, ignore_label=ignore, normalization=normalization,
+                positive_temperature=option("positive_temperature", [None, 4.0, 0.5], [0.0, -1.0]),
+                negative_temperature=option("negative_temperature", [None, 1.0, 2.0], [0.0, -2.0]))
     else:
         if ignore == 2 and draw(st.booleans()):
             ignore = 0  # refused: 0 is a negative class's target
@@ -443,7 +480,7 @@ def malformed_cases(draw, for_net=False):
         t.flat[rng.integers(0, t.size)] = ignore
     if t.size and draw(st.integers(0, 3)) == 0:
         bad = [-0.5, -3.0] + ([1.5] if layer == SIGMOID_CROSS_ENTROPY_LOSS else [])
-        bad += [0.5, 2.0] if layer == ZLPR_LOSS else []  # ZLPR: hard targets only
+        bad += [0.5, 3.0] if layer in HARD_TARGET_LOSSES else []  # hard targets only (2 may be ignore_label)
         t.flat[draw(st.integers(0, t.size - 1))] = draw(st.one_of(bad_number(), st.sampled_from(bad)))
         faults.append("target value")
     bottoms = [x, t]
@@ -535,7 +572,7 @@ def net_text(layer_text, bottoms):
 @given(case=malformed_cases(for_net=True))
 def test_malformed_input_through_pycaffe_net(child, device, case):
     layer, text, bottoms, faults = case
-    # The multi-label and ZLPR prototxts name their bottoms; net_text names them again.
+    # The multi-label, ZLPR and two-way prototxts name their bottoms; net_text names them again.
     text = text.replace('bottom: "x" bottom: "t" ', "")
     bottoms = [b.astype(np.float32) for b in bottoms]
     net = net_text(text, bottoms)

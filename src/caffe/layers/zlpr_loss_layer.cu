@@ -20,6 +20,7 @@
 
 #include "caffe/layers/zlpr_loss_layer.hpp"
 #include "caffe/layers/zlpr_loss_math.hpp"
+#include "caffe/util/xent_block_max.cuh"
 #include "caffe/util/xent_reduce.cuh"
 
 namespace caffe {
@@ -51,39 +52,6 @@ __global__ void RowPerThreadForward(const Dtype* x, const Dtype* t, int64_t rows
   xent::StoreBlockSums(loss, counted, invalid, 0.0, block_partials);
 }
 
-/// The two shifts over a block of kReduceThreads threads, NaN-propagating
-/// (MaxOf); valid in every thread.
-template <typename Dtype>
-__device__ __forceinline__ RowShifts<Dtype> BlockShifts(RowShifts<Dtype> m) {
-  __shared__ Dtype warp_max[2][xent::kReduceThreads / 32];
-  __shared__ Dtype block_max[2];
-  for (int offset = 16; offset > 0; offset >>= 1) {
-    m.neg = multilabel::MaxOf(m.neg, __shfl_down_sync(0xffffffffu, m.neg, offset));
-    m.pos = multilabel::MaxOf(m.pos, __shfl_down_sync(0xffffffffu, m.pos, offset));
-  }
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (lane == 0) {
-    warp_max[0][warp] = m.neg;
-    warp_max[1][warp] = m.pos;
-  }
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    for (int side = 0; side < 2; ++side) {
-      Dtype v = warp_max[side][0];
-      for (int k = 1; k < xent::kReduceThreads / 32; ++k) v = multilabel::MaxOf(v, warp_max[side][k]);
-      block_max[side] = v;
-    }
-  }
-  __syncthreads();
-  RowShifts<Dtype> result;
-  result.neg = block_max[0];
-  result.pos = block_max[1];
-  __syncthreads();  // block_max is rewritten by the next row
-  return result;
-}
-
-/// Long rows: one block per row (block-stride over the rows), threads over
-/// the classes.
 template <typename Dtype>
 __global__ void RowPerBlockForward(const Dtype* x, const Dtype* t, int64_t rows, int inner,
                                    RowOptions opt, double* coefficients, Dtype* row_loss,
@@ -99,7 +67,7 @@ __global__ void RowPerBlockForward(const Dtype* x, const Dtype* t, int64_t rows,
     for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
       AccumulateShift(xr[c * inner], tr[c * inner], opt, &m);
     }
-    m = BlockShifts(m);
+    xent::BlockMaxPair(&m.neg, &m.pos);
     RowSums sums = ZeroSums();
     for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
       AccumulateElement(m, xr[c * inner], tr[c * inner], opt, &sums);

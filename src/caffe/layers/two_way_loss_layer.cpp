@@ -1,0 +1,268 @@
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstdint>
+#include <sstream>
+#include <vector>
+
+#include "caffe/layers/two_way_loss_layer.hpp"
+#include "caffe/layers/two_way_loss_math.hpp"
+#include "caffe/layers/xent_common.hpp"
+#include "caffe/util/xent_reduce.hpp"
+
+namespace caffe {
+
+namespace xent {
+namespace twoway {
+namespace {
+
+/// Lines handled together: the rows of a spatial tile (neighbouring inner
+/// positions), or a block of columns; their shifts and sums stay in L1 while
+/// the loops read the blob in memory order.
+const int kTile = 64;
+
+/// The sample-wise pass over rows [begin, end): for each tile of
+/// neighbouring rows (one row where inner = 1), the shifts, then the sums,
+/// then FinishLine. Row r is at (outer o, inner i) = (r / inner, r % inner);
+/// its C elements are `inner` apart.
+template <typename Dtype>
+LossSums RowPass(const Dtype* x, const Dtype* t, int64_t begin, int64_t end, int64_t rows,
+                 int inner, const Options& o, double* coefficients) {
+  const int C = o.targets.classes;
+  LossSums range;
+  Shifts shifts[kTile];
+  LineSums sums[kTile];
+  for (int64_t r = begin; r < end;) {
+    const int64_t i = r % inner;
+    const int n = static_cast<int>(std::min<int64_t>(kTile, std::min(end - r, inner - i)));
+    const int64_t offset = (r / inner) * C * inner + i;
+    for (int j = 0; j < n; ++j) {
+      shifts[j] = EmptyShifts();
+      sums[j] = ZeroSums();
+    }
+    for (int c = 0; c < C; ++c) {
+      for (int j = 0; j < n; ++j) {
+        const int64_t e = offset + static_cast<int64_t>(c) * inner + j;
+        AccumulateShift(x[e], t[e], o, &shifts[j]);
+      }
+    }
+    for (int c = 0; c < C; ++c) {
+      for (int j = 0; j < n; ++j) {
+        const int64_t e = offset + static_cast<int64_t>(c) * inner + j;
+        AccumulateElement(shifts[j], x[e], t[e], o, &sums[j]);
+      }
+    }
+    for (int j = 0; j < n; ++j) {
+      StoreLine(shifts[j], sums[j], o, r + j, rows, coefficients, &range.loss, &range.counted,
+                &range.bad_targets);
+    }
+    r += n;
+  }
+  return range;
+}
+
+/// The class-wise pass over the columns of block k (kTile columns): every
+/// row in order, for each column of the block, so that each column's sums
+/// are added in row order on one thread. Bad targets are counted by the row
+/// pass only.
+template <typename Dtype>
+LossSums ColumnPass(const Dtype* x, const Dtype* t, int64_t k, int64_t outer, int inner,
+                    const Options& o, double* coefficients) {
+  const int C = o.targets.classes;
+  const int first = static_cast<int>(k * kTile);
+  const int n = std::min(kTile, C - first);
+  Shifts shifts[kTile];
+  LineSums sums[kTile];
+  for (int j = 0; j < n; ++j) {
+    shifts[j] = EmptyShifts();
+    sums[j] = ZeroSums();
+  }
+  for (int64_t q = 0; q < outer; ++q) {
+    for (int j = 0; j < n; ++j) {
+      const int64_t offset = (q * C + first + j) * inner;
+      for (int i = 0; i < inner; ++i) AccumulateShift(x[offset + i], t[offset + i], o, &shifts[j]);
+    }
+  }
+  for (int64_t q = 0; q < outer; ++q) {
+    for (int j = 0; j < n; ++j) {
+      const int64_t offset = (q * C + first + j) * inner;
+      for (int i = 0; i < inner; ++i) {
+        AccumulateElement(shifts[j], x[offset + i], t[offset + i], o, &sums[j]);
+      }
+    }
+  }
+  LossSums block;
+  double unused_invalid = 0.0;
+  for (int j = 0; j < n; ++j) {
+    StoreLine(shifts[j], sums[j], o, first + j, C, coefficients, &block.loss, &block.counted,
+              &unused_invalid);
+  }
+  return block;
+}
+
+/// Backward: outer slices in parallel, each plane by plane (contiguous).
+template <typename Dtype>
+void Gradient(const Dtype* x, const Dtype* t, const double* row_coefficients,
+              const double* column_coefficients, int64_t outer, int inner, const Options& o,
+              double row_scale, double column_scale, Dtype* dx) {
+  const int C = o.targets.classes;
+  const int64_t rows = outer * inner;
+#pragma omp parallel for schedule(static) if (rows * C > kReduceChunk)
+  for (int64_t q = 0; q < outer; ++q) {
+    for (int c = 0; c < C; ++c) {
+      const LineCoefficients column = LoadCoefficients(column_coefficients, c, C);
+      const int64_t offset = (q * C + c) * inner;
+      for (int i = 0; i < inner; ++i) {
+        const LineCoefficients row = LoadCoefficients(row_coefficients, q * inner + i, rows);
+        dx[offset + i] = ElementGradient(row, column, x[offset + i], t[offset + i], o, row_scale,
+                                         column_scale);
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace twoway
+}  // namespace xent
+
+template <typename Dtype>
+void TwoWayLossLayer<Dtype>::LayerSetUp(const vector<Blob<Dtype>*>& bottom,
+                                        const vector<Blob<Dtype>*>& top) {
+  XentLossLayer<Dtype>::LayerSetUp(bottom, top);  // blob counts, loss weights, loss_param
+  const LayerParameter& param = this->layer_param_;
+  const TwoWayLossParameter& tw = param.two_way_loss_param();
+  tp_ = tw.positive_temperature();
+  tn_ = tw.negative_temperature();
+  XENT_CHECK(param, tp_ > 0.0 && tp_ <= FLT_MAX,
+             "positive_temperature = " << tp_ << " is invalid; it must be finite and > 0");
+  XENT_CHECK(param, tn_ > 0.0 && tn_ <= FLT_MAX,
+             "negative_temperature = " << tn_ << " is invalid; it must be finite and > 0");
+  XENT_CHECK(param,
+             !this->has_ignore_label_ || (this->ignore_label_ != 0 && this->ignore_label_ != 1),
+             "ignore_label = " << this->ignore_label_ << " is refused: 0 and 1 are the targets "
+             "of the negatives and the positives; choose another value (e.g. -1 or 255)");
+  row_normalizer_ = column_normalizer_ = 1.0;
+}
+
+template <typename Dtype>
+void TwoWayLossLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
+                                     const vector<Blob<Dtype>*>& top) {
+  const LayerParameter& param = this->layer_param_;
+  const Blob<Dtype>& x = *bottom[0];
+  XENT_CHECK(param, x.shape() == bottom[1]->shape(),
+             "bottom[1] (targets) has shape " << bottom[1]->shape_string()
+             << " but bottom[0] (scores) has " << x.shape_string() << "; they must be equal");
+  const int num_axes = x.num_axes();
+  const int axis = param.two_way_loss_param().axis();
+  XENT_CHECK(param, axis >= -num_axes && axis < num_axes,
+             "axis " << axis << " is out of range for bottom[0] (scores) of shape "
+                     << x.shape_string() << " (" << num_axes << " axes)");
+  axis_ = axis < 0 ? axis + num_axes : axis;
+  outer_num_ = x.count(0, axis_);
+  classes_ = x.shape(axis_);
+  inner_num_ = x.count(axis_ + 1);
+  const int64_t rows = static_cast<int64_t>(outer_num_) * inner_num_;
+  const int64_t most = INT_MAX / xent::twoway::kCoefficients;
+  XENT_CHECK(param, rows <= most && classes_ <= most,
+             "bottom[0] (scores) of shape " << x.shape_string() << " has " << rows << " rows and "
+             << classes_ << " classes; this layer keeps " << xent::twoway::kCoefficients
+             << " values per row and per class in a Caffe blob, so it takes at most " << most
+             << " of each: split the batch");
+  top[0]->Reshape(std::vector<int>());
+  row_coefficients_.Reshape(std::vector<int>{xent::twoway::kCoefficients, static_cast<int>(rows)});
+  column_coefficients_.Reshape(std::vector<int>{xent::twoway::kCoefficients, classes_});
+}
+
+template <typename Dtype>
+typename XentLossLayer<Dtype>::BlobNames TwoWayLossLayer<Dtype>::Blobs() const {
+  typename XentLossLayer<Dtype>::BlobNames names;
+  names.bottoms = {"scores", "targets"};
+  names.required_bottoms = 2;
+  names.tops = {"loss"};
+  return names;
+}
+
+template <typename Dtype>
+void TwoWayLossLayer<Dtype>::CheckData(const vector<Blob<Dtype>*>& bottom,
+                                       double bad_targets) const {
+  const xent::twoway::Options opt = Options();
+  std::ostringstream what;
+  what << "values that are not 0 or 1";
+  if (this->has_ignore_label_) what << " (nor ignore_label, " << this->ignore_label_ << ")";
+  this->RefuseBadValues(
+      bottom, 1, bad_targets, what.str(),
+      [&](Dtype t) { return xent::zlpr::Kind(t, opt.targets) == xent::zlpr::kInvalid; },
+      "; two-way targets are hard labels: 1 (positive), 0 (negative) or ignore_label "
+      "(neither)");
+}
+
+template <typename Dtype>
+xent::twoway::Options TwoWayLossLayer<Dtype>::Options() const {
+  const xent::twoway::Options opt = {
+      {classes_, this->has_ignore_label_, static_cast<double>(this->ignore_label_)}, tp_, tn_};
+  return opt;
+}
+
+template <typename Dtype>
+void TwoWayLossLayer<Dtype>::FinishForward(const vector<Blob<Dtype>*>& bottom,
+                                           const vector<Blob<Dtype>*>& top,
+                                           const xent::LossSums& rows,
+                                           const xent::LossSums& columns) {
+  CheckData(bottom, rows.bad_targets);
+  const double batch = bottom[0]->num_axes() > 0 ? bottom[0]->shape(0) : 1;
+  row_normalizer_ = this->Normalizer(rows.counted,
+                                     static_cast<double>(outer_num_) * inner_num_, batch);
+  column_normalizer_ = this->Normalizer(columns.counted, classes_, batch);
+  top[0]->mutable_cpu_data()[0] =
+      static_cast<Dtype>(rows.loss / row_normalizer_ + columns.loss / column_normalizer_);
+}
+
+template <typename Dtype>
+void TwoWayLossLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
+                                         const vector<Blob<Dtype>*>& top) {
+  const xent::twoway::Options opt = Options();
+  const Dtype* x = bottom[0]->cpu_data();
+  const Dtype* t = bottom[1]->cpu_data();
+  const int64_t rows = static_cast<int64_t>(outer_num_) * inner_num_;
+  const int inner = inner_num_;
+  const int64_t outer = outer_num_;
+  xent::LossSums row_sums, column_sums;
+  if (bottom[0]->count() > 0) {
+    // Fixed chunks of rows and fixed blocks of columns (functions of the
+    // shape, never of the thread count), sums added in order.
+    double* row_coef = row_coefficients_.mutable_cpu_data();
+    double* column_coef = column_coefficients_.mutable_cpu_data();
+    const int64_t chunk_rows = std::max<int64_t>(1, xent::kReduceChunk / classes_);
+    row_sums = xent::ChunkedSums(xent::ChunkCount(rows, chunk_rows), [&](int64_t k) {
+      return xent::twoway::RowPass(x, t, k * chunk_rows, std::min(rows, (k + 1) * chunk_rows),
+                                   rows, inner, opt, row_coef);
+    });
+    column_sums = xent::ChunkedSums(xent::ChunkCount(classes_, xent::twoway::kTile),
+                                    [&](int64_t k) {
+      return xent::twoway::ColumnPass(x, t, k, outer, inner, opt, column_coef);
+    });
+  }
+  FinishForward(bottom, top, row_sums, column_sums);
+}
+
+template <typename Dtype>
+void TwoWayLossLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
+                                          const vector<bool>& propagate_down,
+                                          const vector<Blob<Dtype>*>& bottom) {
+  this->CheckPropagateDown(propagate_down);
+  if (!propagate_down[0] || bottom[0]->count() == 0) return;
+  const double lambda = static_cast<double>(top[0]->cpu_diff()[0]);
+  xent::twoway::Gradient(bottom[0]->cpu_data(), bottom[1]->cpu_data(),
+                         row_coefficients_.cpu_data(), column_coefficients_.cpu_data(),
+                         outer_num_, inner_num_, Options(), lambda / row_normalizer_,
+                         lambda / column_normalizer_, bottom[0]->mutable_cpu_diff());
+}
+
+#ifdef CPU_ONLY
+STUB_GPU(TwoWayLossLayer);
+#endif
+
+INSTANTIATE_CLASS(TwoWayLossLayer);
+REGISTER_LAYER_CLASS(TwoWayLoss);
+
+}  // namespace caffe
