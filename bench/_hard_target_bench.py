@@ -8,12 +8,13 @@ _common.py: every peer and shape in a fresh interpreter).
 """
 from __future__ import annotations
 
+import argparse
 import os
 import tempfile
 
 import numpy as np
 
-from _common import WorkerError, best_time, failure, run_worker
+from _common import WorkerError, best_time, failure, is_worker_call, run_worker, serve_worker
 from bench_multi_label_softmax_loss import caffe_net
 
 SHAPES = [(256, 1000), (64, 17000), (8, 21, 128, 128)]
@@ -115,3 +116,17 @@ def markdown(script, peer_label, repeat, shapes=None, timeout=900):
     if notes:
         lines += [""] + notes
     return "\n".join(lines)
+
+
+def main(script, doc, layer_type, torch_loss, peer_label="timm's formulation"):
+    """A benchmark script's entry point: a worker call runs one peer at one
+    shape; otherwise the table is printed (--repeat, --shapes)."""
+    if is_worker_call():
+        serve_worker(script, {"throughput": lambda args: worker_throughput(
+            args, layer_type, torch_loss)}, worker_arguments)
+        return
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--repeat", type=int, default=10, help="timed runs per figure (best is kept)")
+    parser.add_argument("--shapes", default=shapes_text())
+    args = parser.parse_args()
+    print(markdown(script, peer_label, args.repeat, args.shapes))

@@ -17,13 +17,11 @@ Each peer and shape runs in its own fresh interpreter (_hard_target_bench.py).
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _hard_target_bench as common  # noqa: E402
-from _common import is_worker_call, serve_worker  # noqa: E402
 from two_way_loss_pytorch import two_way_timm  # noqa: E402
 
 THIS = os.path.abspath(__file__)
@@ -34,17 +32,5 @@ def markdown(repeat, shapes=None, timeout=900):
     return common.markdown(THIS, "timm's formulation", repeat, shapes, timeout)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeat", type=int, default=10, help="timed runs per figure (best is kept)")
-    parser.add_argument("--shapes", default=common.shapes_text())
-    args = parser.parse_args()
-    print(markdown(args.repeat, args.shapes))
-
-
 if __name__ == "__main__":
-    if is_worker_call():
-        serve_worker(THIS, {"throughput": lambda args: common.worker_throughput(
-            args, "TwoWayLoss", two_way_timm)}, common.worker_arguments)
-    else:
-        main()
+    common.main(THIS, __doc__, "TwoWayLoss", two_way_timm)

@@ -8,6 +8,7 @@
 #include "caffe/layers/two_way_loss_layer.hpp"
 #include "caffe/layers/two_way_loss_math.hpp"
 #include "caffe/layers/xent_common.hpp"
+#include "caffe/layers/xent_hard_targets.hpp"
 #include "caffe/util/xent_reduce.hpp"
 
 namespace caffe {
@@ -137,10 +138,7 @@ void TwoWayLossLayer<Dtype>::LayerSetUp(const vector<Blob<Dtype>*>& bottom,
              "positive_temperature = " << tp_ << " is invalid; it must be finite and > 0");
   XENT_CHECK(param, tn_ > 0.0 && tn_ <= FLT_MAX,
              "negative_temperature = " << tn_ << " is invalid; it must be finite and > 0");
-  XENT_CHECK(param,
-             !this->has_ignore_label_ || (this->ignore_label_ != 0 && this->ignore_label_ != 1),
-             "ignore_label = " << this->ignore_label_ << " is refused: 0 and 1 are the targets "
-             "of the negatives and the positives; choose another value (e.g. -1 or 255)");
+  xent::RefuseHardTargetIgnoreLabel(param, this->has_ignore_label_, this->ignore_label_);
   row_normalizer_ = column_normalizer_ = 1.0;
 }
 
@@ -149,18 +147,12 @@ void TwoWayLossLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
                                      const vector<Blob<Dtype>*>& top) {
   const LayerParameter& param = this->layer_param_;
   const Blob<Dtype>& x = *bottom[0];
-  XENT_CHECK(param, x.shape() == bottom[1]->shape(),
-             "bottom[1] (targets) has shape " << bottom[1]->shape_string()
-             << " but bottom[0] (scores) has " << x.shape_string() << "; they must be equal");
-  const int num_axes = x.num_axes();
-  const int axis = param.two_way_loss_param().axis();
-  XENT_CHECK(param, axis >= -num_axes && axis < num_axes,
-             "axis " << axis << " is out of range for bottom[0] (scores) of shape "
-                     << x.shape_string() << " (" << num_axes << " axes)");
-  axis_ = axis < 0 ? axis + num_axes : axis;
-  outer_num_ = x.count(0, axis_);
-  classes_ = x.shape(axis_);
-  inner_num_ = x.count(axis_ + 1);
+  const xent::ClassAxis geometry =
+      xent::CheckedClassAxis(param, x, *bottom[1], param.two_way_loss_param().axis());
+  axis_ = geometry.axis;
+  outer_num_ = geometry.outer;
+  classes_ = geometry.classes;
+  inner_num_ = geometry.inner;
   const int64_t rows = static_cast<int64_t>(outer_num_) * inner_num_;
   const int64_t most = INT_MAX / xent::twoway::kCoefficients;
   XENT_CHECK(param, rows <= most && classes_ <= most,
@@ -186,14 +178,10 @@ template <typename Dtype>
 void TwoWayLossLayer<Dtype>::CheckData(const vector<Blob<Dtype>*>& bottom,
                                        double bad_targets) const {
   const xent::twoway::Options opt = Options();
-  std::ostringstream what;
-  what << "values that are not 0 or 1";
-  if (this->has_ignore_label_) what << " (nor ignore_label, " << this->ignore_label_ << ")";
   this->RefuseBadValues(
-      bottom, 1, bad_targets, what.str(),
+      bottom, 1, bad_targets, xent::HardTargetWhat(this->has_ignore_label_, this->ignore_label_),
       [&](Dtype t) { return xent::zlpr::Kind(t, opt.targets) == xent::zlpr::kInvalid; },
-      "; two-way targets are hard labels: 1 (positive), 0 (negative) or ignore_label "
-      "(neither)");
+      xent::HardTargetAdvice("two-way"));
 }
 
 template <typename Dtype>

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "caffe/layers/xent_common.hpp"
+#include "caffe/layers/xent_hard_targets.hpp"
 #include "caffe/layers/zlpr_loss_layer.hpp"
 #include "caffe/layers/zlpr_loss_math.hpp"
 #include "caffe/util/math_functions.hpp"
@@ -158,12 +159,8 @@ template <typename Dtype>
 void ZLPRLossLayer<Dtype>::LayerSetUp(const vector<Blob<Dtype>*>& bottom,
                                       const vector<Blob<Dtype>*>& top) {
   XentLossLayer<Dtype>::LayerSetUp(bottom, top);  // blob counts, loss weights, loss_param
-  // 0 and 1 are the targets of the two sets: as ignore_label either would
-  // empty one of them.
-  XENT_CHECK(this->layer_param_,
-             !this->has_ignore_label_ || (this->ignore_label_ != 0 && this->ignore_label_ != 1),
-             "ignore_label = " << this->ignore_label_ << " is refused: 0 and 1 are the targets "
-             "of the negatives and the positives; choose another value (e.g. -1 or 255)");
+  xent::RefuseHardTargetIgnoreLabel(this->layer_param_, this->has_ignore_label_,
+                                    this->ignore_label_);
 }
 
 template <typename Dtype>
@@ -171,19 +168,12 @@ void ZLPRLossLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
                                    const vector<Blob<Dtype>*>& top) {
   const LayerParameter& param = this->layer_param_;
   const Blob<Dtype>& x = *bottom[0];
-  const Blob<Dtype>& t = *bottom[1];
-  XENT_CHECK(param, x.shape() == t.shape(),
-             "bottom[1] (targets) has shape " << t.shape_string() << " but bottom[0] (scores) has "
-             << x.shape_string() << "; they must be equal");
-  const int num_axes = x.num_axes();
-  const int axis = param.zlpr_loss_param().axis();
-  XENT_CHECK(param, axis >= -num_axes && axis < num_axes,
-             "axis " << axis << " is out of range for bottom[0] (scores) of shape "
-                     << x.shape_string() << " (" << num_axes << " axes)");
-  axis_ = axis < 0 ? axis + num_axes : axis;
-  outer_num_ = x.count(0, axis_);
-  classes_ = x.shape(axis_);
-  inner_num_ = x.count(axis_ + 1);
+  const xent::ClassAxis geometry =
+      xent::CheckedClassAxis(param, x, *bottom[1], param.zlpr_loss_param().axis());
+  axis_ = geometry.axis;
+  outer_num_ = geometry.outer;
+  classes_ = geometry.classes;
+  inner_num_ = geometry.inner;
   // Forward keeps kCoefficients doubles per row in a Blob, which holds at
   // most INT_MAX values: refuse here rather than let Blob::Reshape fail.
   const int64_t rows = static_cast<int64_t>(outer_num_) * inner_num_;
@@ -216,14 +206,11 @@ template <typename Dtype>
 void ZLPRLossLayer<Dtype>::CheckData(const vector<Blob<Dtype>*>& bottom,
                                      const xent::LossSums& sums) const {
   const xent::zlpr::RowOptions opt = Options();
-  std::ostringstream what;
-  what << "values that are not 0 or 1";
-  if (this->has_ignore_label_) what << " (nor ignore_label, " << this->ignore_label_ << ")";
   // The rule of xent::zlpr::Kind.
   this->RefuseBadValues(
-      bottom, 1, sums.bad_targets, what.str(),
+      bottom, 1, sums.bad_targets, xent::HardTargetWhat(this->has_ignore_label_, this->ignore_label_),
       [&](Dtype t) { return xent::zlpr::Kind(t, opt) == xent::zlpr::kInvalid; },
-      "; ZLPR targets are hard labels: 1 (positive), 0 (negative) or ignore_label (neither)");
+      xent::HardTargetAdvice("ZLPR"));
 }
 
 template <typename Dtype>
