@@ -48,7 +48,9 @@ namespace caffe {
  * Deterministic: rows in parallel over fixed chunks of rows (chunk sums in
  * chunk order), columns in fixed blocks, each column's sums in row order on
  * one thread; on the GPU a fixed grid and block sums in a fixed order. The
- * same bits for any thread count, run after run.
+ * same bits for any thread count, run after run. Float (N, C) scores take a
+ * Highway SIMD path for the exps (two_way_loss_simd.cpp, the same math in
+ * double vectors).
  *
  * Memory beyond the top: 5 doubles per row and per column, kept from
  * forward for backward.

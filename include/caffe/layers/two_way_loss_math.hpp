@@ -38,6 +38,8 @@ struct Options {
   zlpr::RowOptions targets;  ///< C and ignore_label: the same target rule as ZLPRLoss
   double tp;                 ///< Tp > 0, temperature of the positives' soft-min
   double tn;                 ///< Tn > 0, temperature of the negatives' soft-max
+  double inv_tp;             ///< 1 / Tp
+  double inv_tn;             ///< 1 / Tn
 };
 
 // SideLse, HardPair, SideGradient.
@@ -46,10 +48,13 @@ struct Options {
 #undef XENT_FORMULA
 
 /// The value of element x on its side: x / Tn for a negative, -x / Tp for
-/// a positive.
+/// a positive, as a product with the reciprocal (exact for the default
+/// temperatures, powers of 2; within an ulp of double otherwise), the same
+/// in the SIMD path.
 template <typename Dtype>
 XENT_HOST_DEVICE double SideValue(Dtype x, int kind, const Options& o) {
-  return kind == zlpr::kNegative ? static_cast<double>(x) / o.tn : -static_cast<double>(x) / o.tp;
+  return kind == zlpr::kNegative ? static_cast<double>(x) * o.inv_tn
+                                 : -static_cast<double>(x) * o.inv_tp;
 }
 
 /// The shifts of a line's two sides, m = max v (-inf for an empty side),

@@ -11,6 +11,8 @@
 #include "caffe/layers/xent_hard_targets.hpp"
 #include "caffe/util/xent_reduce.hpp"
 
+#include "two_way_loss_simd.hpp"
+
 namespace caffe {
 
 namespace xent {
@@ -21,6 +23,42 @@ namespace {
 /// positions), or a block of columns; their shifts and sums stay in L1 while
 /// the loops read the blob in memory order.
 const int kTile = 64;
+
+// The SIMD passes where they apply (float, (N, C) scores; see
+// two_way_loss_simd.hpp); false (0 lanes) where the caller must take the
+// scalar loop.
+inline bool RowPassSimd(const float* x, const float* t, const Options& o, Shifts* m,
+                        LineSums* s) {
+  return SimdRowPass(x, t, o, m, s);
+}
+inline bool RowPassSimd(const double*, const double*, const Options&, Shifts*, LineSums*) {
+  return false;
+}
+inline int ColumnLanes(const float*) { return SimdColumnLanes(); }
+inline int ColumnLanes(const double*) { return 0; }
+inline bool ColumnPassSimd(const float* x, const float* t, int64_t rows, const Options& o,
+                           int first, Shifts* m, LineSums* s) {
+  return SimdColumnPass(x, t, rows, o, first, m, s);
+}
+inline bool ColumnPassSimd(const double*, const double*, int64_t, const Options&, int, Shifts*,
+                           LineSums*) {
+  return false;
+}
+inline bool RowGradientSimd(const float* x, const float* t, const Options& o,
+                            const LineCoefficients& row, const double* columns,
+                            double row_scale, double column_scale, float* dx) {
+  return SimdRowGradient(x, t, o, row, columns, row_scale, column_scale, dx);
+}
+inline bool RowGradientSimd(const double*, const double*, const Options&,
+                            const LineCoefficients&, const double*, double, double, double*) {
+  return false;
+}
+
+/// Whether a line's exps are safe on vectors: weight 0 (no share) or both
+/// shifts finite (no inf - inf).
+inline bool VectorSafe(const LineCoefficients& c) {
+  return c.weight == 0.0 || (std::isfinite(c.neg_shift) && std::isfinite(c.pos_shift));
+}
 
 /// The sample-wise pass over rows [begin, end): for each tile of
 /// neighbouring rows (one row where inner = 1), the shifts, then the sums,
@@ -33,6 +71,20 @@ LossSums RowPass(const Dtype* x, const Dtype* t, int64_t begin, int64_t end, int
   LossSums range;
   Shifts shifts[kTile];
   LineSums sums[kTile];
+  if (inner == 1) {  // contiguous rows
+    for (int64_t r = begin; r < end; ++r) {
+      Shifts m = EmptyShifts();
+      LineSums s = ZeroSums();
+      const Dtype* xr = x + r * C;
+      const Dtype* tr = t + r * C;
+      if (!RowPassSimd(xr, tr, o, &m, &s)) {
+        for (int c = 0; c < C; ++c) AccumulateShift(xr[c], tr[c], o, &m);
+        for (int c = 0; c < C; ++c) AccumulateElement(m, xr[c], tr[c], o, &s);
+      }
+      StoreLine(m, s, o, r, rows, coefficients, &range.loss, &range.counted, &range.bad_targets);
+    }
+    return range;
+  }
   for (int64_t r = begin; r < end;) {
     const int64_t i = r % inner;
     const int n = static_cast<int>(std::min<int64_t>(kTile, std::min(end - r, inner - i)));
@@ -78,14 +130,21 @@ LossSums ColumnPass(const Dtype* x, const Dtype* t, int64_t k, int64_t outer, in
     shifts[j] = EmptyShifts();
     sums[j] = ZeroSums();
   }
+  // (N, C) float scores: vectors of neighbouring columns, then the rest.
+  int done = 0;
+  const int lanes = inner == 1 ? ColumnLanes(x) : 0;
+  while (lanes > 0 && done + lanes <= n &&
+         ColumnPassSimd(x, t, outer, o, first + done, &shifts[done], &sums[done])) {
+    done += lanes;
+  }
   for (int64_t q = 0; q < outer; ++q) {
-    for (int j = 0; j < n; ++j) {
+    for (int j = done; j < n; ++j) {
       const int64_t offset = (q * C + first + j) * inner;
       for (int i = 0; i < inner; ++i) AccumulateShift(x[offset + i], t[offset + i], o, &shifts[j]);
     }
   }
   for (int64_t q = 0; q < outer; ++q) {
-    for (int j = 0; j < n; ++j) {
+    for (int j = done; j < n; ++j) {
       const int64_t offset = (q * C + first + j) * inner;
       for (int i = 0; i < inner; ++i) {
         AccumulateElement(shifts[j], x[offset + i], t[offset + i], o, &sums[j]);
@@ -108,8 +167,19 @@ void Gradient(const Dtype* x, const Dtype* t, const double* row_coefficients,
               double row_scale, double column_scale, Dtype* dx) {
   const int C = o.targets.classes;
   const int64_t rows = outer * inner;
+  bool columns_safe = inner == 1;
+  for (int c = 0; c < C && columns_safe; ++c) {
+    columns_safe = VectorSafe(LoadCoefficients(column_coefficients, c, C));
+  }
 #pragma omp parallel for schedule(static) if (rows * C > kReduceChunk)
   for (int64_t q = 0; q < outer; ++q) {
+    if (columns_safe) {
+      const LineCoefficients row = LoadCoefficients(row_coefficients, q, rows);
+      if (VectorSafe(row) && RowGradientSimd(x + q * C, t + q * C, o, row, column_coefficients,
+                                             row_scale, column_scale, dx + q * C)) {
+        continue;
+      }
+    }
     for (int c = 0; c < C; ++c) {
       const LineCoefficients column = LoadCoefficients(column_coefficients, c, C);
       const int64_t offset = (q * C + c) * inner;
@@ -187,7 +257,8 @@ void TwoWayLossLayer<Dtype>::CheckData(const vector<Blob<Dtype>*>& bottom,
 template <typename Dtype>
 xent::twoway::Options TwoWayLossLayer<Dtype>::Options() const {
   const xent::twoway::Options opt = {
-      {classes_, this->has_ignore_label_, static_cast<double>(this->ignore_label_)}, tp_, tn_};
+      {classes_, this->has_ignore_label_, static_cast<double>(this->ignore_label_)}, tp_, tn_,
+      1.0 / tp_, 1.0 / tn_};
   return opt;
 }
 

@@ -16,6 +16,7 @@
 #include <limits>
 
 #include "xent_simd-inl.h"
+#include "hard_target_simd-inl.h"  // after xent_simd-inl.h
 #include "zlpr_loss_simd.hpp"
 
 HWY_BEFORE_NAMESPACE();
@@ -28,60 +29,15 @@ namespace hn = hwy::HWY_NAMESPACE;
 namespace xs = xent::HWY_NAMESPACE;  // xent_simd-inl.h
 
 #if HWY_TARGET != HWY_SCALAR
-using DF = hn::ScalableTag<float>;
-using DH = hn::Half<DF>;
-using DD = hn::Rebind<double, DH>;
-using VF = hn::Vec<DF>;
-using VD = hn::Vec<DD>;
-using MF = hn::Mask<DF>;
-using MD = hn::Mask<DD>;
-
-/// Float lanes of the widest vectors (the size of a padded tail).
-const size_t kMaxLanes = HWY_MAX_BYTES / sizeof(float);
-
-/// Arguments below it give e^(v - m) = 0 (Highway's double Exp returns 0
-/// below -1000; e^-1000 is below the smallest subnormal double): lanes
-/// outside a side, and -inf values, are raised to it so that the exp never
-/// sees an infinity.
-const double kExpFloor = -1001.0;
-
-/// How a row of C classes splits into vectors, and ignore_label in lanes.
-struct RowLayout {
-  size_t lanes, full, tail;
-  bool has_ignore;
-  VF ignore;
-  MF all;
-  HWY_INLINE explicit RowLayout(const RowOptions& opt)
-      : lanes(hn::Lanes(DF())),
-        full(opt.classes - opt.classes % lanes),
-        tail(opt.classes - full),
-        // ignore_label as a float; one that no float equals is never matched
-        // (as Kind, which compares in double).
-        has_ignore(opt.has_ignore_label &&
-                   static_cast<double>(static_cast<float>(opt.ignore_label)) == opt.ignore_label),
-        ignore(hn::Set(DF(), static_cast<float>(opt.ignore_label))),
-        all(hn::FirstN(DF(), lanes)) {}
-};
-
-/// Rows the vector paths take: lane counts stay exact floats.
-HWY_INLINE bool VectorRow(const RowOptions& opt) { return opt.classes < (1 << 24); }
-
-/// The targets of one vector as Kind sees them, in lanes: negatives (0),
-/// positives (1) and invalid targets (neither, nor ignore_label), among the
-/// `live` lanes (all but a padded tail's extra lanes).
-struct Kinds {
-  MF neg, pos, bad;
-};
-
-HWY_INLINE Kinds Classify(VF tv, MF live, const RowLayout& row) {
-  const DF d;
-  const MF ignored = row.has_ignore ? hn::And(live, hn::Eq(tv, row.ignore)) : hn::FirstN(d, 0);
-  Kinds k;
-  k.neg = hn::AndNot(ignored, hn::And(live, hn::Eq(tv, hn::Zero(d))));
-  k.pos = hn::AndNot(ignored, hn::And(live, hn::Eq(tv, hn::Set(d, 1.0f))));
-  k.bad = hn::AndNot(hn::Or(ignored, hn::Or(k.neg, k.pos)), live);
-  return k;
-}
+namespace hs = hard::HWY_NAMESPACE;  // hard_target_simd-inl.h
+using hs::DD;
+using hs::DF;
+using hs::DH;
+using hs::Kinds;
+using hs::MD;
+using hs::MF;
+using hs::VD;
+using hs::VF;
 
 /// The lanes' values v (x on a negative, -x on a positive, -FLT_MAX
 /// elsewhere: no term) and shifts (m_neg or m_pos), and the positives as a
@@ -109,37 +65,12 @@ HWY_INLINE Selected Select(VF xv, const Kinds& k, VF m_neg, VF m_pos) {
   return s;
 }
 
-/// e^(v - m) in double: v - m is exact for float v and m (or within 2^-53
-/// relative where they are far apart, and then the exp underflows anyway).
-HWY_INLINE VD ShiftedExp(VD v, VD m) {
-  const DD dd;
-  return hn::Exp(dd, hn::Max(hn::Sub(v, m), hn::Set(dd, kExpFloor)));
-}
-
-/// The total of float counts (exact integers) in double, in lane order.
-HWY_INLINE double CountTotal(VF counts) {
-  const DH dh;
-  const DD dd;
-  return xs::LaneTotal(hn::Add(hn::PromoteTo(dd, hn::LowerHalf(dh, counts)),
-                               hn::PromoteTo(dd, hn::UpperHalf(dh, counts))));
-}
-
-/// The largest lane of v.
-HWY_INLINE float LaneMax(VF v) {
-  const DF d;
-  HWY_ALIGN float lanes[kMaxLanes];
-  hn::Store(v, d, lanes);
-  float m = lanes[0];
-  for (size_t i = 1; i < hn::Lanes(d); ++i) m = m > lanes[i] ? m : lanes[i];
-  return m;
-}
-
 bool RowSumsImpl(const float* x, const float* t, const RowOptions& opt, RowShifts<float>* shifts,
                  RowSums* sums) {
-  if (!VectorRow(opt)) return false;
+  if (!hs::VectorLine(opt.classes)) return false;
   const DF d;
   const DD dd;
-  const RowLayout row(opt);
+  const hs::Layout row(opt.classes, opt);
   const size_t lanes = row.lanes, full = row.full, tail = row.tail;
   const VF zero = hn::Zero(d), one = hn::Set(d, 1.0f);
   const xs::Padded<float> x_pad(x + full, tail), t_pad(t + full, tail);
@@ -149,7 +80,7 @@ bool RowSumsImpl(const float* x, const float* t, const RowOptions& opt, RowShift
   VF m_neg = zero, m_pos = zero, probe = zero, kept = zero, bad = zero;
   auto sweep1 = [&](const float* xp, const float* tp, MF live) {
     const VF xv = hn::LoadU(d, xp);
-    const Kinds k = Classify(hn::LoadU(d, tp), live, row);
+    const Kinds k = hs::Classify(hn::LoadU(d, tp), live, row);
     const MF in_set = hn::Or(k.neg, k.pos);
     m_neg = hn::Max(m_neg, hn::IfThenElseZero(k.neg, xv));
     m_pos = hn::Max(m_pos, hn::IfThenElseZero(k.pos, hn::Neg(xv)));
@@ -160,17 +91,17 @@ bool RowSumsImpl(const float* x, const float* t, const RowOptions& opt, RowShift
   for (size_t c = 0; c < full; c += lanes) sweep1(x + c, t + c, row.all);
   if (tail) sweep1(x_pad.v, t_pad.v, hn::FirstN(d, tail));
   if (!hn::AllTrue(d, hn::Eq(probe, probe))) return false;
-  const float neg_shift = LaneMax(m_neg), pos_shift = LaneMax(m_pos);
+  const float neg_shift = hs::LaneMax(m_neg), pos_shift = hs::LaneMax(m_pos);
 
   // Sweep 2: each side's sum of e^(v - m), in double halves.
   const VF vm_neg = hn::Set(d, neg_shift), vm_pos = hn::Set(d, pos_shift);
   VD neg_low = hn::Zero(dd), neg_high = hn::Zero(dd), pos_low = hn::Zero(dd),
      pos_high = hn::Zero(dd);
   auto sweep2 = [&](const float* xp, const float* tp, MF live) {
-    const Kinds k = Classify(hn::LoadU(d, tp), live, row);
+    const Kinds k = hs::Classify(hn::LoadU(d, tp), live, row);
     const Selected s = Select(hn::LoadU(d, xp), k, vm_neg, vm_pos);
-    const VD e_low = ShiftedExp(s.v_low, s.m_low);
-    const VD e_high = ShiftedExp(s.v_high, s.m_high);
+    const VD e_low = hs::ShiftedExp(s.v_low, s.m_low);
+    const VD e_high = hs::ShiftedExp(s.v_high, s.m_high);
     neg_low = hn::Add(neg_low, hn::IfThenZeroElse(s.pos_low, e_low));
     neg_high = hn::Add(neg_high, hn::IfThenZeroElse(s.pos_high, e_high));
     pos_low = hn::Add(pos_low, hn::IfThenElseZero(s.pos_low, e_low));
@@ -183,18 +114,18 @@ bool RowSumsImpl(const float* x, const float* t, const RowOptions& opt, RowShift
   shifts->pos = pos_shift;
   sums->neg_sum += xs::LaneTotal(hn::Add(neg_low, neg_high));
   sums->pos_sum += xs::LaneTotal(hn::Add(pos_low, pos_high));
-  sums->kept += CountTotal(kept);
-  sums->invalid += CountTotal(bad);
+  sums->kept += hs::CountTotal(kept);
+  sums->invalid += hs::CountTotal(bad);
   return true;
 }
 
 bool RowGradientImpl(const float* x, const float* t, const RowOptions& opt,
                      const RowCoefficients& coef, double scale, float* dx) {
-  if (!VectorRow(opt)) return false;
+  if (!hs::VectorLine(opt.classes)) return false;
   const DF d;
   const DH dh;
   const DD dd;
-  const RowLayout row(opt);
+  const hs::Layout row(opt.classes, opt);
   const size_t lanes = row.lanes, full = row.full, tail = row.tail;
   const VF vm_neg = hn::Set(d, static_cast<float>(coef.neg_shift));
   const VF vm_pos = hn::Set(d, static_cast<float>(coef.pos_shift));
@@ -202,11 +133,11 @@ bool RowGradientImpl(const float* x, const float* t, const RowOptions& opt,
   const VD k_neg = hn::Set(dd, scale * coef.neg_inv_sum);
   const VD k_pos = hn::Set(dd, -(scale * coef.pos_inv_sum));
   auto gradient = [&](const float* xp, const float* tp, MF live) {
-    const Kinds k = Classify(hn::LoadU(d, tp), live, row);
+    const Kinds k = hs::Classify(hn::LoadU(d, tp), live, row);
     const Selected s = Select(hn::LoadU(d, xp), k, vm_neg, vm_pos);
-    const VD g_low = hn::Mul(hn::IfThenElse(s.pos_low, k_pos, k_neg), ShiftedExp(s.v_low, s.m_low));
+    const VD g_low = hn::Mul(hn::IfThenElse(s.pos_low, k_pos, k_neg), hs::ShiftedExp(s.v_low, s.m_low));
     const VD g_high =
-        hn::Mul(hn::IfThenElse(s.pos_high, k_pos, k_neg), ShiftedExp(s.v_high, s.m_high));
+        hn::Mul(hn::IfThenElse(s.pos_high, k_pos, k_neg), hs::ShiftedExp(s.v_high, s.m_high));
     return hn::Combine(d, hn::DemoteTo(dh, g_high), hn::DemoteTo(dh, g_low));
   };
   for (size_t c = 0; c < full; c += lanes) hn::StoreU(gradient(x + c, t + c, row.all), d, dx + c);
