@@ -22,7 +22,7 @@ namespace {
 /// Lines handled together: the rows of a spatial tile (neighbouring inner
 /// positions), or a block of columns; their shifts and sums stay in L1 while
 /// the loops read the blob in memory order.
-const int kTile = 64;
+const int kTile = kColumnBlock;
 
 // The SIMD passes where they apply (float, (N, C) scores; see
 // two_way_loss_simd.hpp); false (0 lanes) where the caller must take the
@@ -37,11 +37,11 @@ inline bool RowPassSimd(const double*, const double*, const Options&, Shifts*, L
 inline int ColumnLanes(const float*) { return SimdColumnLanes(); }
 inline int ColumnLanes(const double*) { return 0; }
 inline bool ColumnPassSimd(const float* x, const float* t, int64_t rows, const Options& o,
-                           int first, Shifts* m, LineSums* s) {
-  return SimdColumnPass(x, t, rows, o, first, m, s);
+                           int first, int count, Shifts* m, LineSums* s) {
+  return SimdColumnPass(x, t, rows, o, first, count, m, s);
 }
-inline bool ColumnPassSimd(const double*, const double*, int64_t, const Options&, int, Shifts*,
-                           LineSums*) {
+inline bool ColumnPassSimd(const double*, const double*, int64_t, const Options&, int, int,
+                           Shifts*, LineSums*) {
   return false;
 }
 inline bool RowGradientSimd(const float* x, const float* t, const Options& o,
@@ -130,13 +130,12 @@ LossSums ColumnPass(const Dtype* x, const Dtype* t, int64_t k, int64_t outer, in
     shifts[j] = EmptyShifts();
     sums[j] = ZeroSums();
   }
-  // (N, C) float scores: vectors of neighbouring columns, then the rest.
-  int done = 0;
+  // (N, C) float scores: the block's whole vectors of columns at once, then
+  // the rest.
   const int lanes = inner == 1 ? ColumnLanes(x) : 0;
-  while (lanes > 0 && done + lanes <= n &&
-         ColumnPassSimd(x, t, outer, o, first + done, &shifts[done], &sums[done])) {
-    done += lanes;
-  }
+  const int vector_columns = lanes > 0 ? n - n % lanes : 0;
+  const int done = vector_columns > 0 && ColumnPassSimd(x, t, outer, o, first, vector_columns,
+                                                         shifts, sums) ? vector_columns : 0;
   for (int64_t q = 0; q < outer; ++q) {
     for (int j = done; j < n; ++j) {
       const int64_t offset = (q * C + first + j) * inner;

@@ -141,24 +141,15 @@ bool RowPassImpl(const float* x, const float* t, const Options& o, Shifts* m, Li
 
 int ColumnLanesImpl() { return static_cast<int>(hn::Lanes(DF())); }
 
-bool ColumnPassImpl(const float* x, const float* t, int64_t rows, const Options& o, int first,
-                    Shifts* m, LineSums* s) {
-  if (!hs::VectorLine(rows)) return false;
-  const DF d;
+/// Vectors of columns per ColumnPassImpl call, at most (kColumnBlock
+/// columns of the narrowest vectors, 4 floats).
+const int kMaxColumnVectors = kColumnBlock / 4;
+
+/// Writes the per-lane shifts and sums of one vector of columns into m[0..L)
+/// and s[0..L). Lane j is column j: the low half's lanes first, then the
+/// high half's.
+HWY_INLINE void StoreColumns(const LaneSums& lanes, Shifts* m, LineSums* s) {
   const DD dd;
-  const int64_t C = o.targets.classes;
-  const hs::Layout layout(0, o.targets);  // only ignore_label and `all` are used
-  LaneSums lanes;
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* xp = x + r * C + first;
-    lanes.Shift(Load(xp, t + r * C + first, layout.all, layout, o), hn::LoadU(d, xp));
-  }
-  if (!lanes.Finite()) return false;
-  for (int64_t r = 0; r < rows; ++r) {
-    lanes.Sum(Load(x + r * C + first, t + r * C + first, layout.all, layout, o), lanes.m_neg_low,
-              lanes.m_neg_high, lanes.m_pos_low, lanes.m_pos_high);
-  }
-  // Lane j is column first + j: low half lanes first, then the high half.
   const size_t half = hn::Lanes(dd);
   HWY_ALIGN double values[8][hs::kMaxLanes];
   const VD parts[4][2] = {{lanes.m_neg_low, lanes.m_neg_high}, {lanes.m_pos_low, lanes.m_pos_high},
@@ -182,6 +173,37 @@ bool ColumnPassImpl(const float* x, const float* t, int64_t rows, const Options&
     s[j].positives += values[5][j];
     s[j].invalid += values[6][j];
   }
+}
+
+bool ColumnPassImpl(const float* x, const float* t, int64_t rows, const Options& o, int first,
+                    int count, Shifts* m, LineSums* s) {
+  const DF d;
+  const int lanes = static_cast<int>(hn::Lanes(d));
+  const int vectors = count / lanes;
+  if (!hs::VectorLine(rows) || count % lanes != 0 || vectors > kMaxColumnVectors) return false;
+  const int64_t C = o.targets.classes;
+  const hs::Layout layout(0, o.targets);  // only ignore_label and `all` are used
+  // Every row in order, all the block's vectors of columns per row (one
+  // contiguous run of `count` floats): each lane's column sums in row order.
+  LaneSums sums[kMaxColumnVectors];
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int v = 0; v < vectors; ++v) {
+      const int64_t offset = r * C + first + v * lanes;
+      sums[v].Shift(Load(x + offset, t + offset, layout.all, layout, o), hn::LoadU(d, x + offset));
+    }
+  }
+  for (int v = 0; v < vectors; ++v) {
+    if (!sums[v].Finite()) return false;
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int v = 0; v < vectors; ++v) {
+      const int64_t offset = r * C + first + v * lanes;
+      LaneSums& l = sums[v];
+      l.Sum(Load(x + offset, t + offset, layout.all, layout, o), l.m_neg_low, l.m_neg_high,
+            l.m_pos_low, l.m_pos_high);
+    }
+  }
+  for (int v = 0; v < vectors; ++v) StoreColumns(sums[v], m + v * lanes, s + v * lanes);
   return true;
 }
 
@@ -274,7 +296,7 @@ bool RowGradientImpl(const float* x, const float* t, const Options& o,
 #else   // HWY_SCALAR: no vector path
 bool RowPassImpl(const float*, const float*, const Options&, Shifts*, LineSums*) { return false; }
 int ColumnLanesImpl() { return 0; }
-bool ColumnPassImpl(const float*, const float*, int64_t, const Options&, int, Shifts*,
+bool ColumnPassImpl(const float*, const float*, int64_t, const Options&, int, int, Shifts*,
                     LineSums*) {
   return false;
 }
@@ -310,8 +332,8 @@ int SimdColumnLanes() {
 }
 
 bool SimdColumnPass(const float* x, const float* t, int64_t rows, const Options& o, int first,
-                    Shifts* m, LineSums* s) {
-  return HWY_DYNAMIC_DISPATCH(ColumnPassImpl)(x, t, rows, o, first, m, s);
+                    int count, Shifts* m, LineSums* s) {
+  return HWY_DYNAMIC_DISPATCH(ColumnPassImpl)(x, t, rows, o, first, count, m, s);
 }
 
 bool SimdRowGradient(const float* x, const float* t, const Options& o,

@@ -32,16 +32,20 @@ namespace twoway {
 /// kept score that is not finite, C >= 2^24, no vector path).
 bool SimdRowPass(const float* x, const float* t, const Options& o, Shifts* m, LineSums* s);
 
-/// Columns per SimdColumnPass call: the float lanes of the CPU's vectors
-/// (0 where there is no vector path).
+/// Columns per block of the column pass (the CPU loop's and SimdColumnPass's).
+const int kColumnBlock = 64;
+
+/// The float lanes of the CPU's vectors: SimdColumnPass takes a multiple of
+/// them (0 where there is no vector path).
 int SimdColumnLanes();
 
-/// Sweeps 1 and 2 of columns first.. first + SimdColumnLanes() - 1 of
-/// (rows, C) float scores: their shifts and sums into m[0..lanes) and
-/// s[0..lanes). Returns false, having changed nothing, where the caller
-/// must take the scalar path for these columns.
+/// Sweeps 1 and 2 of columns first.. first + count - 1 (count a multiple of
+/// SimdColumnLanes(), at most kColumnBlock) of (rows, C) float scores, each
+/// row's `count` floats read as one run: their shifts and sums into
+/// m[0..count) and s[0..count). Returns false, having changed nothing,
+/// where the caller must take the scalar path for these columns.
 bool SimdColumnPass(const float* x, const float* t, int64_t rows, const Options& o, int first,
-                    Shifts* m, LineSums* s);
+                    int count, Shifts* m, LineSums* s);
 
 /// Backward of one contiguous float row: dx_c = ElementGradient(row,
 /// column c, ...) for every c. The caller guarantees that the shifts of the
