@@ -23,7 +23,7 @@ PEERS = ("ours", "torch")
 
 def make_data(shape):
     """Scores N(0, 3²) and 0/1 targets, 10 % positive; the same data in every
-    worker (the generator is seeded by the shape)."""
+    worker (the generator starts from the shape)."""
     rng = np.random.default_rng(list(shape))
     x = (rng.standard_normal(shape) * 3).astype(np.float32)
     t = (rng.random(shape) < 0.1).astype(np.float32)
