@@ -308,7 +308,7 @@ def test_netspec_shorthand_and_training(tmp_path):
     from caffe import layers as L
 
     caffe.set_mode_cpu()
-    caffe.set_random_seed(7)  # the same initial weights every run
+    caffe.set_random_seed(7)  # the same initial weights on every run
     batch, features, classes = 32, 10, 6
     n = caffe.NetSpec()
     n.x, n.t = L.Input(shape=[dict(dim=[batch, features]), dict(dim=[batch, classes])], ntop=2)
