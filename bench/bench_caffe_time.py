@@ -8,7 +8,8 @@ learnable Scale of 1 on the logits (so they need a gradient) and one loss
 layer at (1024, 4096), timed by the custom
 `caffe time` (the tool beside this interpreter). Its per-layer lines give
 the loss layer's own forward and backward time (the data layers are not
-counted, nor the Scale layer). Run once per SIMD target (CAFFE_XENT_SIMD), from the best the CPU
+counted, nor the Scale layer). ZLPRLoss and TwoWayLoss take hard targets
+only (they refuse soft ones). Run once per SIMD target (CAFFE_XENT_SIMD), from the best the CPU
 has down to AVX2. Prints a markdown table.
 """
 from __future__ import annotations
@@ -24,7 +25,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import measured_simd_targets  # noqa: E402
 
 SHAPE = (1024, 4096)
-LOSSES = ("SigmoidCrossEntropyLoss", "MultiLabelSoftmaxLoss")
+LOSSES = ("SigmoidCrossEntropyLoss", "MultiLabelSoftmaxLoss", "ZLPRLoss", "TwoWayLoss")
+HARD_ONLY = ("ZLPRLoss", "TwoWayLoss")  # losses whose targets are 0/1 only
 
 
 def hard_targets(tmp):
@@ -93,7 +95,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         source = hard_targets(tmp)
         for loss in LOSSES:
-            for hard in (True, False):
+            for hard in (True,) if loss in HARD_ONLY else (True, False):
                 model = os.path.join(tmp, "%s_%s.prototxt" % (loss, "hard" if hard else "soft"))
                 with open(model, "w") as f:
                     f.write(net_text(loss, source if hard else None))

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""GPU benchmark of both losses: ours, or PyTorch on the same GPU, float32,
+"""GPU benchmark of the losses: ours, or PyTorch on the same GPU, float32,
 one forward + one backward.
 
     python bench/bench_gpu.py [--json]                    # ours (caffe_xent.time_layer)
@@ -12,15 +12,20 @@ the same inputs from the same seeds, so both time identical data.
 Cases: SigmoidCrossEntropyLoss at 2^20, 2^24 and 2^26 elements as (N, 4096),
 logits N(0, 4²), 10 % positive targets; MultiLabelSoftmaxLoss at the same
 counts as (N, 1024) and at `make bench`'s shapes (256, 1000), (64, 17000),
-(8, 21, 128, 128), 1 to 3 positives per row; the fixed cost of both on a
-(1, 10) blob. Each figure is the median of 5 rounds, each round the mean of
+(8, 21, 128, 128), 1 to 3 positives per row; ZLPRLoss at 2^24 elements as
+(N, 1024) and at the same three shapes, and TwoWayLoss at (256, 1000) and
+(16384, 1024), 10 % positive targets; the fixed cost of each on a (1, 10)
+blob. Each figure is the median of 5 rounds, each round the mean of
 enough calls to run well past launch overhead, after a warm-up.
 
 Ours: `caffe_xent.time_layer`, data resident on the GPU, the time a net
 waits for (launches and the layer's host synchronizations included).
 PyTorch: `binary_cross_entropy_with_logits(x, t, reduction="sum") / N`, and
-`-(q · log_softmax(x)).sum() / rows` with q = t / (positives per row), each
-followed by `torch.autograd.grad`, timed with CUDA events; eager, then
+`-(q · log_softmax(x)).sum() / rows` with q = t / (positives per row), and
+timm's ZLPR formulation (a logsumexp per side over masked logits and a zero
+column, mean over rows; class axis moved last) and its two-way
+formulation (masked logsumexp per side over rows and over columns,
+softplus, means over the lines with a positive), each followed by `torch.autograd.grad`, timed with CUDA events; eager, then
 `torch.compile` (static shapes) while --deadline-s allows.
 """
 import argparse
@@ -34,7 +39,9 @@ import numpy as np
 
 # Each loss by its stem (the name of its layer's source files): its LayerParameter text.
 LAYERS = {"sigmoid_cross_entropy_loss": 'type: "SigmoidCrossEntropyLoss"',
-          "multi_label_softmax_loss": 'type: "MultiLabelSoftmaxLoss"'}
+          "multi_label_softmax_loss": 'type: "MultiLabelSoftmaxLoss"',
+          "zlpr_loss": 'type: "ZLPRLoss"',
+          "two_way_loss": 'type: "TwoWayLoss"'}
 BYTES_PER_ELEMENT = 20  # forward reads x, t (8 B); backward reads x, t and writes dx (12 B)
 REPEATS = 5
 
@@ -50,15 +57,22 @@ def cases(max_log2):
     for shape in ((256, 1000), (64, 17000), (8, 21, 128, 128)):
         if np.prod(shape) <= 2**max_log2:
             out.append(("multi_label_softmax_loss", shape))
+    for shape in ((2**24 // 1024, 1024), (256, 1000), (64, 17000), (8, 21, 128, 128)):
+        if np.prod(shape) <= 2**max_log2:
+            out.append(("zlpr_loss", shape))
+    for shape in ((256, 1000), (2**24 // 1024, 1024)):
+        if np.prod(shape) <= 2**max_log2:
+            out.append(("two_way_loss", shape))
     return out
 
 
 def inputs(layer, shape, seed):
-    """Logits N(0, 4²) and targets: 10 % positives (sigmoid_cross_entropy_loss), or 1
-    to 3 positives per softmax row along axis 1 (multi_label_softmax_loss)."""
+    """Logits N(0, 4²) and targets: 10 % positives (sigmoid_cross_entropy_loss,
+    zlpr_loss, two_way_loss), or 1 to 3 positives per softmax row along axis 1
+    (multi_label_softmax_loss)."""
     rng = np.random.default_rng(seed)
     x = (rng.standard_normal(shape, dtype=np.float32) * 4).astype(np.float32)
-    if layer == "sigmoid_cross_entropy_loss":
+    if layer in ("sigmoid_cross_entropy_loss", "zlpr_loss", "two_way_loss"):
         t = (rng.random(shape, dtype=np.float32) < 0.1).astype(np.float32)
     else:
         classes = shape[1]
@@ -122,8 +136,32 @@ def run_torch(args):
         rows = (count > 0).sum().clamp_min(1)
         return -(q * F.log_softmax(x, dim=1)).sum() / rows
 
+    def zlpr_loss(x, t):
+        # timm's formulation (bench/zlpr_loss_pytorch.py; repeated here: this
+        # script runs alone on the GPU machine), the class axis moved last.
+        x, positive = x.movedim(1, -1), t.movedim(1, -1) > 0.5
+        zero = x.new_zeros(x.shape[:-1] + (1,))
+        neg = torch.logsumexp(torch.cat([x.masked_fill(positive, float("-inf")), zero], -1), -1)
+        pos = torch.logsumexp(torch.cat([(-x).masked_fill(~positive, float("-inf")), zero], -1), -1)
+        return (neg + pos).mean()
+
+    def two_way_loss(x, t, tp=4.0, tn=1.0):
+        # timm's formulation (bench/two_way_loss_pytorch.py; repeated here
+        # for the same reason), (N, C) logits.
+        positive = t > 0.5
+        pos_values = (-x / tp).masked_fill(~positive, -1e4)
+        neg_values = (x / tn).masked_fill(positive, -1e4)
+        total = x.new_zeros(())
+        for dim in (1, 0):
+            lines = positive.any(dim=dim)
+            pair = tn * torch.logsumexp(neg_values, dim=dim) + tp * torch.logsumexp(pos_values, dim=dim)
+            total = total + F.softplus(pair)[lines].sum() / lines.sum().clamp(min=1)
+        return total
+
     losses = {"sigmoid_cross_entropy_loss": sigmoid_cross_entropy_loss,
-              "multi_label_softmax_loss": multi_label_softmax_loss}
+              "multi_label_softmax_loss": multi_label_softmax_loss,
+              "zlpr_loss": zlpr_loss,
+              "two_way_loss": two_way_loss}
 
     def timed(fn, x, t, iters):
         def step():

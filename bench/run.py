@@ -2,15 +2,16 @@
 
 Runs bench/bench_sigmoid_cross_entropy_loss.py's throughput and accuracy
 tables (ours vs upstream's pristine build vs PyTorch vs numpy, ours on each
-SIMD target down to AVX2), bench/bench_multi_label_softmax_loss.py's table
-and bench/bench_caffe_time.py, and writes them with the machine facts and
+SIMD target down to AVX2), bench/bench_multi_label_softmax_loss.py's and
+bench/bench_zlpr_loss.py's and bench/bench_two_way_loss.py's tables and
+bench/bench_caffe_time.py, and writes them with the machine facts and
 this command to a markdown file:
 
     .venv/bin/python bench/run.py --pristine build/pristine/stage --out docs/benchmarks.md
                                   [--sizes 18 22 24] [--repeat 20]
                                   [--multi-label-softmax-loss-repeat 10]
 
-Both loss benchmarks are imported and asked for their markdown; each runs
+The loss benchmarks are imported and asked for their markdown; each runs
 its measurements in worker subprocesses (the protocol of _common.py). A
 part that fails puts its error message in its section; the run goes on.
 """
@@ -32,6 +33,8 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import bench_multi_label_softmax_loss  # noqa: E402
 import bench_sigmoid_cross_entropy_loss  # noqa: E402
+import bench_two_way_loss  # noqa: E402
+import bench_zlpr_loss  # noqa: E402
 from _common import cpu_model, git_commit, load_average  # noqa: E402
 
 
@@ -45,16 +48,16 @@ def command_line():
     return text + ("  (run by `make bench`)" if os.environ.get("MAKELEVEL") else "")
 
 
-def multi_label_softmax_loss_markdown(repeat, timeout):
-    """bench_multi_label_softmax_loss.py's section, or its error message."""
-    lines = ["## MultiLabelSoftmaxLoss", "",
-             "Output of `python bench/bench_multi_label_softmax_loss.py --repeat %d` (float32, "
-             "forward + backward, CPU; columns as that script defines them):" % repeat, ""]
+def row_loss_markdown(layer, module, repeat, timeout):
+    """The section of a row loss's benchmark (bench_<stem>.py, `module`), or
+    its error message."""
+    lines = ["## %s" % layer, "",
+             "Output of `python bench/%s.py --repeat %d` (float32, forward + backward, CPU; "
+             "columns as that script defines them):" % (module.__name__, repeat), ""]
     try:
-        lines.append(bench_multi_label_softmax_loss.markdown(repeat, timeout=timeout))
+        lines.append(module.markdown(repeat, timeout=timeout))
     except Exception as error:  # a broken section must not lose the others
-        lines.append("**The MultiLabelSoftmaxLoss benchmark failed:** `%s: %s`"
-                     % (type(error).__name__, error))
+        lines.append("**The %s benchmark failed:** `%s: %s`" % (layer, type(error).__name__, error))
     return "\n".join(lines).rstrip()
 
 
@@ -121,9 +124,12 @@ def main():
     parser.add_argument("--sizes", type=int, nargs="+", default=[18, 22, 24], help="log2 element counts")
     parser.add_argument("--repeat", type=int, default=20, help="timed runs per throughput figure (best kept)")
     parser.add_argument("--multi-label-softmax-loss-repeat", type=int, default=10,
-                        help="timed runs per MultiLabelSoftmaxLoss figure (best kept)")
+                        help="timed runs per MultiLabelSoftmaxLoss, ZLPRLoss and TwoWayLoss "
+                             "figure (best kept)")
     parser.add_argument("--timeout", type=int, default=900,
-                        help="seconds for each MultiLabelSoftmaxLoss worker, and for `caffe time`")
+                        help="seconds for each MultiLabelSoftmaxLoss, ZLPRLoss and TwoWayLoss worker, "
+                             "and for "
+                             "`caffe time`")
     args = parser.parse_args()
 
     started = datetime.datetime.now(datetime.timezone.utc)
@@ -140,7 +146,14 @@ def main():
             sections.append("**The sigmoid %s benchmark failed:** `%s: %s`"
                             % (title, type(error).__name__, error))
     print("bench: multi-label softmax ...", file=sys.stderr, flush=True)
-    multi_label = multi_label_softmax_loss_markdown(args.multi_label_softmax_loss_repeat, args.timeout)
+    multi_label = row_loss_markdown("MultiLabelSoftmaxLoss", bench_multi_label_softmax_loss,
+                                    args.multi_label_softmax_loss_repeat, args.timeout)
+    print("bench: ZLPR ...", file=sys.stderr, flush=True)
+    zlpr = row_loss_markdown("ZLPRLoss", bench_zlpr_loss, args.multi_label_softmax_loss_repeat,
+                             args.timeout)
+    print("bench: two-way ...", file=sys.stderr, flush=True)
+    two_way = row_loss_markdown("TwoWayLoss", bench_two_way_loss,
+                                args.multi_label_softmax_loss_repeat, args.timeout)
     print("bench: caffe time ...", file=sys.stderr, flush=True)
     caffe_time = caffe_time_markdown(args.timeout)
     end_load = load_average()
@@ -170,6 +183,10 @@ def main():
         "\n\n".join(sections),
         "",
         multi_label,
+        "",
+        zlpr,
+        "",
+        two_way,
         "",
         caffe_time,
         "",

@@ -1,6 +1,7 @@
-"""Property-based fuzzing of both loss layers (Hypothesis).
+"""Property-based fuzzing of the loss layers (Hypothesis).
 
-Properties, each for SigmoidCrossEntropyLoss and MultiLabelSoftmaxLoss:
+Properties, each for SigmoidCrossEntropyLoss, MultiLabelSoftmaxLoss,
+ZLPRLoss and TwoWayLoss:
 
 1. Valid input of any shape -- empty (a dimension of 0), 1-D to 5-D, long
    class axes -- with any axis (negative too), every option, float32 and
@@ -43,9 +44,16 @@ from sigmoid_cross_entropy_loss_reference import layer_text as sigmoid_cross_ent
 from sigmoid_cross_entropy_loss_reference import reference as sigmoid_cross_entropy_loss_reference
 from test_multi_label_softmax_loss import assert_matches_reference, prototxt as multi_label_softmax_loss_text
 from test_sigmoid_cross_entropy_loss import LOSS_RTOL, check_close, proto_floats
+from test_two_way_loss import check_results as two_way_loss_check_results
+from test_zlpr_loss import check_results as zlpr_loss_check_results
+from two_way_loss_reference import layer_text as two_way_loss_text
+from zlpr_loss_reference import layer_text as zlpr_loss_text
 
 SIGMOID_CROSS_ENTROPY_LOSS, MULTI_LABEL_SOFTMAX_LOSS = "SigmoidCrossEntropyLoss", "MultiLabelSoftmaxLoss"
-LAYER_NAMES = {SIGMOID_CROSS_ENTROPY_LOSS: "xent", MULTI_LABEL_SOFTMAX_LOSS: "mlsoftmax"}
+ZLPR_LOSS, TWO_WAY_LOSS = "ZLPRLoss", "TwoWayLoss"
+HARD_TARGET_LOSSES = (ZLPR_LOSS, TWO_WAY_LOSS)  # targets 0, 1 or ignore_label only
+LAYER_NAMES = {SIGMOID_CROSS_ENTROPY_LOSS: "xent", MULTI_LABEL_SOFTMAX_LOSS: "mlsoftmax",
+               ZLPR_LOSS: "zlpr", TWO_WAY_LOSS: "twoway"}
 NORMALIZATIONS = ("FULL", "VALID", "BATCH_SIZE", "NONE")
 # Elements per drawn blob: enough for long class axes and the SIMD tiles of
 # spatial maps, small enough for hundreds of examples a second.
@@ -211,6 +219,34 @@ def multi_label_softmax_loss_cases(draw):
     return options, x, t.astype(dtype)
 
 
+@st.composite
+def zlpr_loss_cases(draw):
+    """(options, x, t) of a valid ZLPRLoss layer: 0/1 targets (rows without
+    positives or negatives among them), ignore_label now and then."""
+    shape, axis = draw(shapes())
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    rng = np.random.default_rng(draw(rng_states))
+    options = dict(axis=axis, normalization=draw(st.sampled_from(NORMALIZATIONS)))
+    if draw(st.booleans()):
+        options["ignore_label"] = draw(st.sampled_from([-1, 255]))
+    x = (rng.standard_normal(shape) * draw(st.sampled_from([0.1, 4.0, 40.0]))).astype(dtype)
+    t = (rng.random(shape) < draw(st.sampled_from([0.0, 0.1, 0.5, 1.0]))).astype(np.float64)
+    if "ignore_label" in options:
+        t[rng.random(shape) < 0.1] = options["ignore_label"]
+    return options, x, t.astype(dtype)
+
+
+@st.composite
+def two_way_loss_cases(draw):
+    """(options, x, t) of a valid TwoWayLoss layer: as zlpr_loss_cases, and
+    temperatures drawn now and then."""
+    options, x, t = draw(zlpr_loss_cases())
+    for name in ("positive_temperature", "negative_temperature"):
+        if draw(st.booleans()):
+            options[name] = draw(st.sampled_from([0.25, 1.0, 4.0]))
+    return options, x, t
+
+
 # ---- property 1: valid input matches the float64 references -------------------
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -280,6 +316,35 @@ def test_multi_label_softmax_loss_matches_reference(child, device, case):
     assert_matches_reference(options, x, t, x.dtype.type, loss, dx)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@given(case=zlpr_loss_cases())
+def test_zlpr_loss_matches_reference(child, device, case):
+    options, x, t = case
+    text = zlpr_loss_text(tops=("loss", "rows"), **options)
+    note("%s, shape %s, dtype %s" % (text, x.shape, x.dtype))
+    answer = answer_of(child, "run_layer", (text, [x, t], device, {}))
+    assert answer[0] == "ok", answer
+    (loss, rows), (dx, _) = answer[1]
+    assert loss.shape == () and dx.shape == x.shape
+    if x.size == 0:
+        assert float(loss) == 0.0 and np.all(rows == 0)  # documented: empty rows give 0
+    zlpr_loss_check_results(x, t, options, loss, rows, dx)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@given(case=two_way_loss_cases())
+def test_two_way_loss_matches_reference(child, device, case):
+    options, x, t = case
+    text = two_way_loss_text(**options)
+    note("%s, shape %s, dtype %s" % (text, x.shape, x.dtype))
+    answer = answer_of(child, "run_layer", (text, [x, t], device, {}))
+    assert answer[0] == "ok", answer
+    (loss,), (dx, _) = answer[1]
+    if x.size == 0:
+        assert float(loss) == 0.0  # documented: an empty blob gives loss 0
+    two_way_loss_check_results(x, t, options, loss, dx)
+
+
 # ---- property 2: one non-finite datum is refused, by index -------------------
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -287,7 +352,11 @@ def test_multi_label_softmax_loss_matches_reference(child, device, case):
                           lambda c: (SIGMOID_CROSS_ENTROPY_LOSS, c[0], c[1])),
                       multi_label_softmax_loss_cases().map(
                           lambda c: (MULTI_LABEL_SOFTMAX_LOSS, multi_label_softmax_loss_text(**c[0]),
-                                     [c[1], c[2]]))),
+                                     [c[1], c[2]])),
+                      zlpr_loss_cases().map(
+                          lambda c: (ZLPR_LOSS, zlpr_loss_text(**c[0]), [c[1], c[2]])),
+                      two_way_loss_cases().map(
+                          lambda c: (TWO_WAY_LOSS, two_way_loss_text(**c[0]), [c[1], c[2]]))),
        where=st.integers(0, 2**31), value=st.sampled_from([np.nan, np.inf, -np.inf]),
        weights=st.booleans())
 def test_non_finite_data_is_refused_naming_the_first(child, device, case, where, value, weights):
@@ -327,7 +396,8 @@ def malformed_cases(draw, for_net=False):
     def bad_number():
         return non_finite(nan_first=for_net)  # run_layer: infinities first
 
-    layer = draw(st.sampled_from([SIGMOID_CROSS_ENTROPY_LOSS, MULTI_LABEL_SOFTMAX_LOSS]))
+    layer = draw(st.sampled_from([SIGMOID_CROSS_ENTROPY_LOSS, MULTI_LABEL_SOFTMAX_LOSS, ZLPR_LOSS,
+                                  TWO_WAY_LOSS]))
     shape, axis = draw(shapes(min_axes=0, max_axes=4, max_elements=400))
     rng = np.random.default_rng(draw(rng_states))
     faults = []
@@ -374,6 +444,19 @@ def malformed_cases(draw, for_net=False):
             label_smoothing=option("label_smoothing", [None, 0.0, 0.2], [1.0, -0.1]),
             ignore_label=ignore, normalization=draw(st.sampled_from([None, *NORMALIZATIONS])),
             tops=draw(st.sampled_from([1, 2])))
+    elif layer in HARD_TARGET_LOSSES:
+        if ignore == 2 and draw(st.booleans()):
+            ignore = draw(st.sampled_from([0, 1]))  # refused: the targets of the two sets
+            faults.append("ignore_label 0 or 1")
+        normalization = draw(st.sampled_from(NORMALIZATIONS))
+        if layer == ZLPR_LOSS:
+            text = zlpr_loss_text(axis=axis, ignore_label=ignore, normalization=normalization,
+                                  tops=draw(st.sampled_from([("loss",), ("loss", "rows")])))
+        else:
+            text = two_way_loss_text(
+                axis=axis, ignore_label=ignore, normalization=normalization,
+                positive_temperature=option("positive_temperature", [None, 4.0, 0.5], [0.0, -1.0]),
+                negative_temperature=option("negative_temperature", [None, 1.0, 2.0], [0.0, -2.0]))
     else:
         if ignore == 2 and draw(st.booleans()):
             ignore = 0  # refused: 0 is a negative class's target
@@ -401,6 +484,7 @@ def malformed_cases(draw, for_net=False):
         t.flat[rng.integers(0, t.size)] = ignore
     if t.size and draw(st.integers(0, 3)) == 0:
         bad = [-0.5, -3.0] + ([1.5] if layer == SIGMOID_CROSS_ENTROPY_LOSS else [])
+        bad += [0.5, 3.0] if layer in HARD_TARGET_LOSSES else []  # hard targets only (2 may be ignore_label)
         t.flat[draw(st.integers(0, t.size - 1))] = draw(st.one_of(bad_number(), st.sampled_from(bad)))
         faults.append("target value")
     bottoms = [x, t]
@@ -421,7 +505,7 @@ def malformed_cases(draw, for_net=False):
     elif which == 2:
         bottoms[1] = np.zeros(t.size + 1)
         faults.append("count mismatch")
-    elif which == 3 and layer == MULTI_LABEL_SOFTMAX_LOSS and t.ndim >= 2 and t.shape[0] != t.shape[-1]:
+    elif which == 3 and layer != SIGMOID_CROSS_ENTROPY_LOSS and t.ndim >= 2 and t.shape[0] != t.shape[-1]:
         bottoms[1] = t.reshape(t.shape[::-1])  # the same count, another shape
         faults.append("shape mismatch")
     # Dtypes (run_layer: float32 or float64, all the same).
@@ -492,7 +576,7 @@ def net_text(layer_text, bottoms):
 @given(case=malformed_cases(for_net=True))
 def test_malformed_input_through_pycaffe_net(child, device, case):
     layer, text, bottoms, faults = case
-    # The multi-label prototxt names its bottoms; net_text names them again.
+    # The multi-label, ZLPR and two-way prototxts name their bottoms; net_text names them again.
     text = text.replace('bottom: "x" bottom: "t" ', "")
     bottoms = [b.astype(np.float32) for b in bottoms]
     net = net_text(text, bottoms)

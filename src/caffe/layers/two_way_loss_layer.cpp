@@ -1,0 +1,326 @@
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstdint>
+#include <sstream>
+#include <vector>
+
+#include "caffe/layers/two_way_loss_layer.hpp"
+#include "caffe/layers/two_way_loss_math.hpp"
+#include "caffe/layers/xent_common.hpp"
+#include "caffe/layers/xent_hard_targets.hpp"
+#include "caffe/util/xent_reduce.hpp"
+
+#include "two_way_loss_simd.hpp"
+
+namespace caffe {
+
+namespace xent {
+namespace twoway {
+namespace {
+
+/// Lines handled together: the rows of a spatial tile (neighbouring inner
+/// positions), or a block of columns; their shifts and sums stay in L1 while
+/// the loops read the blob in memory order.
+const int kTile = kColumnBlock;
+
+// The SIMD passes where they apply (float, (N, C) scores; see
+// two_way_loss_simd.hpp); false (0 lanes) where the caller must take the
+// scalar loop.
+inline bool RowPassSimd(const float* x, const float* t, const Options& o, Shifts* m,
+                        LineSums* s) {
+  return SimdRowPass(x, t, o, m, s);
+}
+inline bool RowPassSimd(const double*, const double*, const Options&, Shifts*, LineSums*) {
+  return false;
+}
+inline int ColumnLanes(const float*) { return SimdColumnLanes(); }
+inline int ColumnLanes(const double*) { return 0; }
+inline bool ColumnPassSimd(const float* x, const float* t, int64_t rows, const Options& o,
+                           int first, int count, Shifts* m, LineSums* s) {
+  return SimdColumnPass(x, t, rows, o, first, count, m, s);
+}
+inline bool ColumnPassSimd(const double*, const double*, int64_t, const Options&, int, int,
+                           Shifts*, LineSums*) {
+  return false;
+}
+inline bool RowGradientSimd(const float* x, const float* t, const Options& o,
+                            const LineCoefficients& row, const double* columns,
+                            double row_scale, double column_scale, float* dx) {
+  return SimdRowGradient(x, t, o, row, columns, row_scale, column_scale, dx);
+}
+inline bool RowGradientSimd(const double*, const double*, const Options&,
+                            const LineCoefficients&, const double*, double, double, double*) {
+  return false;
+}
+
+/// Whether a line's exps are safe on vectors: weight 0 (no share) or both
+/// shifts finite (no inf - inf).
+inline bool VectorSafe(const LineCoefficients& c) {
+  return c.weight == 0.0 || (std::isfinite(c.neg_shift) && std::isfinite(c.pos_shift));
+}
+
+/// The sample-wise pass over rows [begin, end): for each tile of
+/// neighbouring rows (one row where inner = 1), the shifts, then the sums,
+/// then FinishLine. Row r is at (outer o, inner i) = (r / inner, r % inner);
+/// its C elements are `inner` apart.
+template <typename Dtype>
+LossSums RowPass(const Dtype* x, const Dtype* t, int64_t begin, int64_t end, int64_t rows,
+                 int inner, const Options& o, double* coefficients) {
+  const int C = o.targets.classes;
+  LossSums range;
+  Shifts shifts[kTile];
+  LineSums sums[kTile];
+  if (inner == 1) {  // contiguous rows
+    for (int64_t r = begin; r < end; ++r) {
+      Shifts m = EmptyShifts();
+      LineSums s = ZeroSums();
+      const Dtype* xr = x + r * C;
+      const Dtype* tr = t + r * C;
+      if (!RowPassSimd(xr, tr, o, &m, &s)) {
+        for (int c = 0; c < C; ++c) AccumulateShift(xr[c], tr[c], o, &m);
+        for (int c = 0; c < C; ++c) AccumulateElement(m, xr[c], tr[c], o, &s);
+      }
+      StoreLine(m, s, o, r, rows, coefficients, &range.loss, &range.counted, &range.bad_targets);
+    }
+    return range;
+  }
+  for (int64_t r = begin; r < end;) {
+    const int64_t i = r % inner;
+    const int n = static_cast<int>(std::min<int64_t>(kTile, std::min(end - r, inner - i)));
+    const int64_t offset = (r / inner) * C * inner + i;
+    for (int j = 0; j < n; ++j) {
+      shifts[j] = EmptyShifts();
+      sums[j] = ZeroSums();
+    }
+    for (int c = 0; c < C; ++c) {
+      for (int j = 0; j < n; ++j) {
+        const int64_t e = offset + static_cast<int64_t>(c) * inner + j;
+        AccumulateShift(x[e], t[e], o, &shifts[j]);
+      }
+    }
+    for (int c = 0; c < C; ++c) {
+      for (int j = 0; j < n; ++j) {
+        const int64_t e = offset + static_cast<int64_t>(c) * inner + j;
+        AccumulateElement(shifts[j], x[e], t[e], o, &sums[j]);
+      }
+    }
+    for (int j = 0; j < n; ++j) {
+      StoreLine(shifts[j], sums[j], o, r + j, rows, coefficients, &range.loss, &range.counted,
+                &range.bad_targets);
+    }
+    r += n;
+  }
+  return range;
+}
+
+/// The class-wise pass over the columns of block k (kTile columns): every
+/// row in order, for each column of the block, so that each column's sums
+/// are added in row order on one thread. Bad targets are counted by the row
+/// pass only.
+template <typename Dtype>
+LossSums ColumnPass(const Dtype* x, const Dtype* t, int64_t k, int64_t outer, int inner,
+                    const Options& o, double* coefficients) {
+  const int C = o.targets.classes;
+  const int first = static_cast<int>(k * kTile);
+  const int n = std::min(kTile, C - first);
+  Shifts shifts[kTile];
+  LineSums sums[kTile];
+  for (int j = 0; j < n; ++j) {
+    shifts[j] = EmptyShifts();
+    sums[j] = ZeroSums();
+  }
+  // (N, C) float scores: the block's whole vectors of columns at once, then
+  // the rest.
+  const int lanes = inner == 1 ? ColumnLanes(x) : 0;
+  const int vector_columns = lanes > 0 ? n - n % lanes : 0;
+  const int done = vector_columns > 0 && ColumnPassSimd(x, t, outer, o, first, vector_columns,
+                                                         shifts, sums) ? vector_columns : 0;
+  for (int64_t q = 0; q < outer; ++q) {
+    for (int j = done; j < n; ++j) {
+      const int64_t offset = (q * C + first + j) * inner;
+      for (int i = 0; i < inner; ++i) AccumulateShift(x[offset + i], t[offset + i], o, &shifts[j]);
+    }
+  }
+  for (int64_t q = 0; q < outer; ++q) {
+    for (int j = done; j < n; ++j) {
+      const int64_t offset = (q * C + first + j) * inner;
+      for (int i = 0; i < inner; ++i) {
+        AccumulateElement(shifts[j], x[offset + i], t[offset + i], o, &sums[j]);
+      }
+    }
+  }
+  LossSums block;
+  double unused_invalid = 0.0;
+  for (int j = 0; j < n; ++j) {
+    StoreLine(shifts[j], sums[j], o, first + j, C, coefficients, &block.loss, &block.counted,
+              &unused_invalid);
+  }
+  return block;
+}
+
+/// Backward: outer slices in parallel, each plane by plane (contiguous).
+template <typename Dtype>
+void Gradient(const Dtype* x, const Dtype* t, const double* row_coefficients,
+              const double* column_coefficients, int64_t outer, int inner, const Options& o,
+              double row_scale, double column_scale, Dtype* dx) {
+  const int C = o.targets.classes;
+  const int64_t rows = outer * inner;
+  bool columns_safe = inner == 1;
+  for (int c = 0; c < C && columns_safe; ++c) {
+    columns_safe = VectorSafe(LoadCoefficients(column_coefficients, c, C));
+  }
+#pragma omp parallel for schedule(static) if (rows * C > kReduceChunk)
+  for (int64_t q = 0; q < outer; ++q) {
+    if (columns_safe) {
+      const LineCoefficients row = LoadCoefficients(row_coefficients, q, rows);
+      if (VectorSafe(row) && RowGradientSimd(x + q * C, t + q * C, o, row, column_coefficients,
+                                             row_scale, column_scale, dx + q * C)) {
+        continue;
+      }
+    }
+    for (int c = 0; c < C; ++c) {
+      const LineCoefficients column = LoadCoefficients(column_coefficients, c, C);
+      const int64_t offset = (q * C + c) * inner;
+      for (int i = 0; i < inner; ++i) {
+        const LineCoefficients row = LoadCoefficients(row_coefficients, q * inner + i, rows);
+        dx[offset + i] = ElementGradient(row, column, x[offset + i], t[offset + i], o, row_scale,
+                                         column_scale);
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace twoway
+}  // namespace xent
+
+template <typename Dtype>
+void TwoWayLossLayer<Dtype>::LayerSetUp(const vector<Blob<Dtype>*>& bottom,
+                                        const vector<Blob<Dtype>*>& top) {
+  XentLossLayer<Dtype>::LayerSetUp(bottom, top);  // blob counts, loss weights, loss_param
+  const LayerParameter& param = this->layer_param_;
+  const TwoWayLossParameter& tw = param.two_way_loss_param();
+  tp_ = tw.positive_temperature();
+  tn_ = tw.negative_temperature();
+  XENT_CHECK(param, tp_ > 0.0 && tp_ <= FLT_MAX,
+             "positive_temperature = " << tp_ << " is invalid; it must be finite and > 0");
+  XENT_CHECK(param, tn_ > 0.0 && tn_ <= FLT_MAX,
+             "negative_temperature = " << tn_ << " is invalid; it must be finite and > 0");
+  xent::RefuseHardTargetIgnoreLabel(param, this->has_ignore_label_, this->ignore_label_);
+  row_normalizer_ = column_normalizer_ = 1.0;
+}
+
+template <typename Dtype>
+void TwoWayLossLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
+                                     const vector<Blob<Dtype>*>& top) {
+  const LayerParameter& param = this->layer_param_;
+  const Blob<Dtype>& x = *bottom[0];
+  const xent::ClassAxis geometry =
+      xent::CheckedClassAxis(param, x, *bottom[1], param.two_way_loss_param().axis());
+  axis_ = geometry.axis;
+  outer_num_ = geometry.outer;
+  classes_ = geometry.classes;
+  inner_num_ = geometry.inner;
+  const int64_t rows = static_cast<int64_t>(outer_num_) * inner_num_;
+  const int64_t most = INT_MAX / xent::twoway::kCoefficients;
+  XENT_CHECK(param, rows <= most && classes_ <= most,
+             "bottom[0] (scores) of shape " << x.shape_string() << " has " << rows << " rows and "
+             << classes_ << " classes; this layer keeps " << xent::twoway::kCoefficients
+             << " values per row and per class in a Caffe blob, so it takes at most " << most
+             << " of each: split the batch");
+  top[0]->Reshape(std::vector<int>());
+  row_coefficients_.Reshape(std::vector<int>{xent::twoway::kCoefficients, static_cast<int>(rows)});
+  column_coefficients_.Reshape(std::vector<int>{xent::twoway::kCoefficients, classes_});
+}
+
+template <typename Dtype>
+typename XentLossLayer<Dtype>::BlobNames TwoWayLossLayer<Dtype>::Blobs() const {
+  typename XentLossLayer<Dtype>::BlobNames names;
+  names.bottoms = {"scores", "targets"};
+  names.required_bottoms = 2;
+  names.tops = {"loss"};
+  return names;
+}
+
+template <typename Dtype>
+void TwoWayLossLayer<Dtype>::CheckData(const vector<Blob<Dtype>*>& bottom,
+                                       double bad_targets) const {
+  const xent::twoway::Options opt = Options();
+  this->RefuseBadValues(
+      bottom, 1, bad_targets, xent::HardTargetWhat(this->has_ignore_label_, this->ignore_label_),
+      [&](Dtype t) { return xent::zlpr::Kind(t, opt.targets) == xent::zlpr::kInvalid; },
+      xent::HardTargetAdvice("two-way"));
+}
+
+template <typename Dtype>
+xent::twoway::Options TwoWayLossLayer<Dtype>::Options() const {
+  const xent::twoway::Options opt = {
+      {classes_, this->has_ignore_label_, static_cast<double>(this->ignore_label_)}, tp_, tn_,
+      1.0 / tp_, 1.0 / tn_};
+  return opt;
+}
+
+template <typename Dtype>
+void TwoWayLossLayer<Dtype>::FinishForward(const vector<Blob<Dtype>*>& bottom,
+                                           const vector<Blob<Dtype>*>& top,
+                                           const xent::LossSums& rows,
+                                           const xent::LossSums& columns) {
+  CheckData(bottom, rows.bad_targets);
+  const double batch = bottom[0]->num_axes() > 0 ? bottom[0]->shape(0) : 1;
+  row_normalizer_ = this->Normalizer(rows.counted,
+                                     static_cast<double>(outer_num_) * inner_num_, batch);
+  column_normalizer_ = this->Normalizer(columns.counted, classes_, batch);
+  top[0]->mutable_cpu_data()[0] =
+      static_cast<Dtype>(rows.loss / row_normalizer_ + columns.loss / column_normalizer_);
+}
+
+template <typename Dtype>
+void TwoWayLossLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
+                                         const vector<Blob<Dtype>*>& top) {
+  const xent::twoway::Options opt = Options();
+  const Dtype* x = bottom[0]->cpu_data();
+  const Dtype* t = bottom[1]->cpu_data();
+  const int64_t rows = static_cast<int64_t>(outer_num_) * inner_num_;
+  const int inner = inner_num_;
+  const int64_t outer = outer_num_;
+  xent::LossSums row_sums, column_sums;
+  if (bottom[0]->count() > 0) {
+    // Fixed chunks of rows and fixed blocks of columns (functions of the
+    // shape, never of the thread count), sums added in order.
+    double* row_coef = row_coefficients_.mutable_cpu_data();
+    double* column_coef = column_coefficients_.mutable_cpu_data();
+    const int64_t chunk_rows = std::max<int64_t>(1, xent::kReduceChunk / classes_);
+    row_sums = xent::ChunkedSums(xent::ChunkCount(rows, chunk_rows), [&](int64_t k) {
+      return xent::twoway::RowPass(x, t, k * chunk_rows, std::min(rows, (k + 1) * chunk_rows),
+                                   rows, inner, opt, row_coef);
+    });
+    column_sums = xent::ChunkedSums(xent::ChunkCount(classes_, xent::twoway::kTile),
+                                    [&](int64_t k) {
+      return xent::twoway::ColumnPass(x, t, k, outer, inner, opt, column_coef);
+    });
+  }
+  FinishForward(bottom, top, row_sums, column_sums);
+}
+
+template <typename Dtype>
+void TwoWayLossLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
+                                          const vector<bool>& propagate_down,
+                                          const vector<Blob<Dtype>*>& bottom) {
+  this->CheckPropagateDown(propagate_down);
+  if (!propagate_down[0] || bottom[0]->count() == 0) return;
+  const double lambda = static_cast<double>(top[0]->cpu_diff()[0]);
+  xent::twoway::Gradient(bottom[0]->cpu_data(), bottom[1]->cpu_data(),
+                         row_coefficients_.cpu_data(), column_coefficients_.cpu_data(),
+                         outer_num_, inner_num_, Options(), lambda / row_normalizer_,
+                         lambda / column_normalizer_, bottom[0]->mutable_cpu_diff());
+}
+
+#ifdef CPU_ONLY
+STUB_GPU(TwoWayLossLayer);
+#endif
+
+INSTANTIATE_CLASS(TwoWayLossLayer);
+REGISTER_LAYER_CLASS(TwoWayLoss);
+
+}  // namespace caffe

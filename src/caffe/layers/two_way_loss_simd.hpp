@@ -1,0 +1,63 @@
+#ifndef CAFFE_LAYERS_TWO_WAY_LOSS_SIMD_HPP_
+#define CAFFE_LAYERS_TWO_WAY_LOSS_SIMD_HPP_
+
+// CPU fast path of TwoWayLoss for float (N, C) scores (inner = 1),
+// dispatched at run time to the widest vectors of the CPU
+// (two_way_loss_simd.cpp). As ZLPRLoss's (zlpr_loss_simd.hpp): each vector
+// of float scores is widened to two halves of doubles, each lane's side
+// value (x / Tn on a negative, -x / Tp on a positive, taken as x times the
+// reciprocal, as the scalar SideValue) and its side's shift selected, and
+// every e^(v - m) is Highway's double Exp (within 1 ulp of double); sums in
+// double, counts in float lanes (exact: lines below 2^24).
+//   rows:    a vector of classes of one row at a time, lanes totalled in
+//            lane order (a fixed order);
+//   columns: a vector of neighbouring columns at a time (a lane per
+//            column), every row in order: each column's sums are added in
+//            row order, as the scalar loop adds them;
+//   backward: a vector of one row's classes, the row's coefficients
+//            broadcast, the columns' loaded lane by lane.
+// The scalar math (two_way_loss_math.hpp) stays the reference for double
+// blobs, spatial maps, non-finite kept scores, lines of 2^24 or more and the
+// HWY_SCALAR target; the tests hold both to the same float64 truth.
+
+#include "caffe/layers/two_way_loss_math.hpp"
+
+namespace caffe {
+namespace xent {
+namespace twoway {
+
+/// Sweeps 1 and 2 of one contiguous float row x[0..C): its shifts and sums,
+/// as AccumulateShift and AccumulateElement over the row. Returns false,
+/// having changed nothing, where the caller must take the scalar path (a
+/// kept score that is not finite, C >= 2^24, no vector path).
+bool SimdRowPass(const float* x, const float* t, const Options& o, Shifts* m, LineSums* s);
+
+/// Columns per block of the column pass (the CPU loop's and SimdColumnPass's).
+const int kColumnBlock = 64;
+
+/// The float lanes of the CPU's vectors: SimdColumnPass takes a multiple of
+/// them (0 where there is no vector path).
+int SimdColumnLanes();
+
+/// Sweeps 1 and 2 of columns first.. first + count - 1 (count a multiple of
+/// SimdColumnLanes(), at most kColumnBlock) of (rows, C) float scores, each
+/// row's `count` floats read as one run: their shifts and sums into
+/// m[0..count) and s[0..count). Returns false, having changed nothing,
+/// where the caller must take the scalar path for these columns.
+bool SimdColumnPass(const float* x, const float* t, int64_t rows, const Options& o, int first,
+                    int count, Shifts* m, LineSums* s);
+
+/// Backward of one contiguous float row: dx_c = ElementGradient(row,
+/// column c, ...) for every c. The caller guarantees that the shifts of the
+/// row (where its weight is not 0) and of every column of non-zero weight
+/// are finite. Returns false, having written nothing, where it must take
+/// the scalar path.
+bool SimdRowGradient(const float* x, const float* t, const Options& o,
+                     const LineCoefficients& row, const double* column_coefficients,
+                     double row_scale, double column_scale, float* dx);
+
+}  // namespace twoway
+}  // namespace xent
+}  // namespace caffe
+
+#endif  // CAFFE_LAYERS_TWO_WAY_LOSS_SIMD_HPP_
