@@ -138,6 +138,32 @@ def test_matches_float64_reference(shape, axis, options, dtype, device, targets,
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("case", ["soft target late", "ignored rows", "offset scores",
+                                  "smoothing"])
+def test_spatial_zero_one_targets(case, device, rng):
+    # Spatial float maps whose targets are 0/1 take their target sums as a
+    # count and a sum of the positives' scores (M m - sum x_c); a vector of
+    # rows with another target (here one soft target deep into the second
+    # image, after many 0/1 tiles) redoes them by the general sums, and the
+    # run keeps to those. Both against the float64 reference.
+    shape = (2, 21, 24, 40)  # 960 rows an image: several SIMD tiles
+    x = rng.standard_normal(shape) * 4
+    t = multi_hot(rng, shape, 1, density=0.05)
+    options = {}
+    if case == "soft target late":
+        t[1, 3, 20, 33] = 0.7
+        options = {"target_normalization": "SUM"}
+    elif case == "ignored rows":
+        t[0, 5, ::3, ::7] = -1
+        options = {"ignore_label": -1}
+    elif case == "offset scores":  # M m - sum x_c where the scores' sum is large
+        x += 1000.0
+    else:
+        options = {"label_smoothing": 0.2}
+    check(options, x, t, np.float32, device)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_original_layer_agreement_multi_hot(device, rng):
     # COUNT + multi-hot targets: loss and gradient equal the original Python layer.
     x = rng.standard_normal((16, 40)) * 3

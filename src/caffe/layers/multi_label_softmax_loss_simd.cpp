@@ -493,7 +493,17 @@ HWY_INLINE bool CopyTile(D d, const float* x, const float* t, int64_t inner, int
 struct RowVectorSums {
   xs::DoubleSum<hn::ScalableTag<float>> sum_exp, x_sum;
   TargetSums targets;
-  HWY_INLINE explicit RowVectorSums(const RowOptions& opt) : targets(opt) {}
+  /// Targets of 1 with unit class weights (the vector of rows' first try,
+  /// UnitTargets): their count per row (exact in float), the sum of their
+  /// scores in double, and the lanes with any other non-zero target, not
+  /// ignore_label (a soft target or an invalid one: TargetSums then redoes
+  /// the targets).
+  TargetSums::VF units;
+  xs::DoubleSum<hn::ScalableTag<float>> unit_x;
+  hn::Mask<TargetSums::DF> others;
+  HWY_INLINE explicit RowVectorSums(const RowOptions& opt)
+      : targets(opt), units(hn::Zero(TargetSums::DF())),
+        others(hn::Ne(units, units)) {}
 };
 
 /// Step 1 for the next tile: where it reads from in the map (its rows'
@@ -526,6 +536,7 @@ class SpatialForward {
       : x_(x), t_(t), w_(w), inner_(inner), opt_(opt), count_(count), first_row_(first_row),
         rows_(rows), coefficients_(coefficients), exps_(exps),
         tile_rows_(SpatialTileRowsImpl(opt.classes)),
+        unit_(std::all_of(w, w + opt.classes, [](double wc) { return wc == 1.0; })),
         valid_total_(hn::Zero(DD())), invalid_total_(hn::Zero(DD())) {}
 
   /// The whole run; false when a score is not finite or a row's |max| is
@@ -572,14 +583,24 @@ class SpatialForward {
       // sum: the same bits either way.
       int hits = 0;  // classes with a target in some lane
       float* exps = exps_ ? exps_ + begin + v : nullptr;
-      if (dense_) {
-        SumClasses<true>(cur, next_tile, size, v, vm, exps, &sums, &next_max, &probe, &hits);
+      bool unit = unit_;
+      if (unit) {
+        SumClasses<true, true>(cur, next_tile, size, v, vm, exps, &sums, &next_max, &probe,
+                               &hits);
+        if (!hn::AllFalse(d, sums.others)) {  // other targets: the general sums after all
+          unit = unit_ = false;
+          RedoTargets(cur, size, v, vm, &sums);
+        }
+      } else if (dense_) {
+        SumClasses<true, false>(cur, next_tile, size, v, vm, exps, &sums, &next_max, &probe,
+                                &hits);
       } else {
-        SumClasses<false>(cur, next_tile, size, v, vm, exps, &sums, &next_max, &probe, &hits);
+        SumClasses<false, false>(cur, next_tile, size, v, vm, exps, &sums, &next_max, &probe,
+                                 &hits);
       }
       if (v < next_tile.size) hn::Store(next_max, d, next.m + v);
       dense_ = 4 * hits > opt_.classes;  // targets in more than a quarter of these vectors
-      FinishVector(vm, sums, first_row_ + begin + v);
+      FinishVector(vm, sums, first_row_ + begin + v, unit);
     }
     // Rows of the next tile beyond this one's size: none (only the last
     // tile is shorter). A non-finite score in the next tile: the caller's
@@ -591,8 +612,11 @@ class SpatialForward {
   /// Step 2 for the vector of rows v of the tile cur (row max vm): every
   /// sum over the classes in class order, in registers, each e^(x_c - m)
   /// also stored at exps + c * inner unless exps is NULL; and step 1 for the
-  /// next tile's rows v (their copy, max and probe).
-  template <bool kDense>
+  /// next tile's rows v (their copy, max and probe). Two loops over the
+  /// classes, the exps (ExpClasses) and then the rest: one loop holding
+  /// both kept more vectors than AVX2 has registers, and its sums went
+  /// through memory.
+  template <bool kDense, bool kUnit>
   HWY_INLINE void SumClasses(const LocalTile& cur, const NextTile& next, int size, int v, VF vm,
                              float* exps, RowVectorSums* sums, VF* next_max, VF* probe,
                              int* hits) {
@@ -600,28 +624,94 @@ class SpatialForward {
     const DH dh;
     const DD dd;
     const VF zero = hn::Zero(d);
-    const auto shift = MakeRowShift(d, vm);
+    if (exps) {
+      ExpClasses<true>(cur, size, v, vm, exps, sums);
+    } else {
+      ExpClasses<false>(cur, size, v, vm, exps, sums);
+    }
     const VD m_low = hn::PromoteTo(dd, hn::LowerHalf(dh, vm));
     const VD m_high = hn::PromoteTo(dd, hn::UpperHalf(dh, vm));
     const bool copy = v < next.size;
     const int classes = opt_.classes;
     const bool smoothing = opt_.smoothing != 0.0;
     const double* w = w_;
+    VF max_next = *next_max, probe_next = *probe;
     for (int c = 0; c < classes; ++c) {
-      if (copy) CopyNext(next, c, v, next_max, probe);
+      if (copy) CopyNext(next, c, v, &max_next, &probe_next);
       const VF xv = hn::Load(d, cur.x + c * size + v);
-      const VF e = ShiftedExpVec(d, xv, shift);  // e^(x_c - m)
-      if (exps) hn::StoreU(e, d, exps + c * inner_);
-      sums->sum_exp.Add(e);
       if (smoothing) sums->x_sum.Add(xv);
       const VF tv = hn::Load(d, cur.t + c * size + v);
       // Not(t == 0): Highway's != is false for NaN on AVX2/AVX-512.
       const auto nonzero = hn::Not(hn::Eq(tv, zero));  // also NaN and ignore_label
+      if (kUnit) {
+        UnitTargets(xv, tv, nonzero, sums);
+        continue;
+      }
       const bool any = !hn::AllFalse(d, nonzero);
       *hits += any;
       if (!kDense && !any) continue;
       const VD wc = hn::Set(dd, w[c]);
       sums->targets.Add(xv, tv, nonzero, wc, wc, m_low, m_high);
+    }
+    *next_max = max_next;
+    *probe = probe_next;
+  }
+
+  /// S = sum_c e^(x_c - m) of the vector of rows v of the tile cur, in
+  /// class order, each e^(x_c - m) also stored at exps + c * inner unless
+  /// exps is NULL.
+  template <bool kStore>
+  HWY_INLINE void ExpClasses(const LocalTile& cur, int size, int v, VF vm, float* exps,
+                             RowVectorSums* sums) {
+    const DF d;
+    const auto shift = MakeRowShift(d, vm);
+    auto sum_exp = sums->sum_exp;
+    for (int c = 0; c < opt_.classes; ++c) {
+      const VF e = ShiftedExpVec(d, hn::Load(d, cur.x + c * size + v), shift);  // e^(x_c - m)
+      if (kStore) hn::StoreU(e, d, exps + c * inner_);
+      sum_exp.Add(e);
+    }
+    sums->sum_exp = sum_exp;
+  }
+
+  /// The target sums of one class of a vector of rows when every non-zero
+  /// target is 1 (or ignore_label) and every class weight 1: a count and a
+  /// sum of scores, no branch. Per row, then, sum t = sum w t = M (exact)
+  /// and sum w t (m - x_c) = M m - sum x_c (FinishVector). Lanes with any
+  /// other non-zero target go to sums->others.
+  HWY_INLINE void UnitTargets(VF xv, VF tv, hn::Mask<DF> nonzero, RowVectorSums* sums) {
+    const DF d;
+    TargetSums& s = sums->targets;
+    const VF one = hn::Set(d, 1.0f);
+    auto unit = hn::Eq(tv, one);
+    auto counted = unit;
+    if (s.has_ignore) {
+      const auto ignore_lane = hn::Eq(tv, s.ignore);
+      unit = hn::AndNot(ignore_lane, unit);
+      counted = hn::Or(unit, ignore_lane);
+      s.ignored = hn::Add(s.ignored, hn::IfThenElseZero(ignore_lane, one));
+    }
+    sums->units = hn::Add(sums->units, hn::IfThenElseZero(unit, one));
+    sums->unit_x.Add(hn::IfThenElseZero(unit, xv));
+    sums->others = hn::Or(sums->others, hn::AndNot(counted, nonzero));
+  }
+
+  /// The general target sums (TargetSums, every class) of the vector of
+  /// rows v of the tile cur, after UnitTargets met another target: from the
+  /// tile's local copies, still in L1. The ignored count starts again.
+  HWY_INLINE void RedoTargets(const LocalTile& cur, int size, int v, VF vm,
+                              RowVectorSums* sums) {
+    const DF d;
+    const DH dh;
+    const DD dd;
+    const VD m_low = hn::PromoteTo(dd, hn::LowerHalf(dh, vm));
+    const VD m_high = hn::PromoteTo(dd, hn::UpperHalf(dh, vm));
+    sums->targets = TargetSums(opt_);
+    for (int c = 0; c < opt_.classes; ++c) {
+      const VF tv = hn::Load(d, cur.t + c * size + v);
+      const auto nonzero = hn::Not(hn::Eq(tv, hn::Zero(d)));
+      const VD wc = hn::Set(dd, w_[c]);
+      sums->targets.Add(hn::Load(d, cur.x + c * size + v), tv, nonzero, wc, wc, m_low, m_high);
     }
   }
 
@@ -642,7 +732,7 @@ class SpatialForward {
 
   /// The rows' coefficients and losses (FinishRows on each double half,
   /// rows in order), the loss added in row order.
-  HWY_INLINE void FinishVector(VF vm, const RowVectorSums& s, int64_t row) {
+  HWY_INLINE void FinishVector(VF vm, const RowVectorSums& s, int64_t row, bool unit) {
     const DH dh;
     const DD dd;
     const int half = static_cast<int>(hn::Lanes(dd));
@@ -657,9 +747,16 @@ class SpatialForward {
                                          : hn::UpperHalf(dh, t.positives));
       r.ignored = hn::PromoteTo(dd, lo ? hn::LowerHalf(dh, t.ignored)
                                        : hn::UpperHalf(dh, t.ignored));
-      r.target_sum = lo ? t.target_low : t.target_high;
-      r.weighted = lo ? t.weighted_low : t.weighted_high;
-      r.weighted_gap = lo ? t.gap_low : t.gap_high;
+      if (unit) {  // UnitTargets' sums
+        r.positives = hn::PromoteTo(dd, lo ? hn::LowerHalf(dh, s.units)
+                                           : hn::UpperHalf(dh, s.units));
+        r.target_sum = r.weighted = r.positives;
+        r.weighted_gap = hn::MulSub(r.positives, r.max, lo ? s.unit_x.low : s.unit_x.high);
+      } else {
+        r.target_sum = lo ? t.target_low : t.target_high;
+        r.weighted = lo ? t.weighted_low : t.weighted_high;
+        r.weighted_gap = lo ? t.gap_low : t.gap_high;
+      }
       r.x_sum = lo ? s.x_sum.low : s.x_sum.high;
       FinishRows(dd, opt_, r, coefficients_, row + h * half, rows_, row_loss, &valid_total_);
       for (int j = 0; j < half; ++j) total_ += row_loss[j];  // row order
@@ -679,6 +776,7 @@ class SpatialForward {
   double* coefficients_;
   float* exps_;  // NULL, or where e^(x_c - m) of the run go (laid out as x)
   int tile_rows_;
+  bool unit_;                // unit class weights, and every target so far 0, 1 or ignored
   bool dense_ = false;       // whether the last vector of rows had targets in most classes
   double total_ = 0.0;       // the loss, rows in order
   VD valid_total_, invalid_total_;

@@ -12,7 +12,11 @@
 // segmentation), so per-row scalar work (the target terms of a positive in
 // nearly every row, FinishRow's log and division) would cost more than the
 // exps; every row sum and the row's loss and coefficients are computed on
-// vectors.
+// vectors. Where every class weight is 1 and the targets are 0/1 (or
+// ignore_label), as a segmentation map's, the target sums of a vector of rows
+// are a count and a sum of the positives' scores (sum w t (m - x_c) =
+// M m - sum x_c, in double); a vector of rows with any other target takes
+// the general sums from its tile's local copy, and the run keeps to them.
 //
 // Every e^(x - m) has its argument exact (x - m is never rounded to float
 // before the exp: see ShiftedExpVec), so it is within ~1.75 float ulps for
