@@ -8,7 +8,7 @@ the demo's table (loss_table.py) that this build has, trains the demo's net
 with it for N iterations with the demo's solver settings, then scores the
 test set with the solver's test net. Prints one JSON line: per loss, the
 mean loss of the first and last tenth of the iterations, the test mAP (per
-class) and the seconds; and the losses this build lacks, with the reason.
+class) and the mAP of uninformed scores (chance), and the seconds; and the losses this build lacks, with the reason.
 """
 import argparse
 import json
@@ -91,7 +91,9 @@ def train_one(work, data, loss, iters, gpu):
     return {"iters": iters, "seconds": round(seconds, 2),
             "loss_first": float(np.mean(losses[:tenth])), "loss_last": float(np.mean(losses[-tenth:])),
             "test_images": int(len(labels)),
-            "test_map": float(metrics.mean_average_precision(loss_table.class_scores(scores, loss.scores), labels > 0))}
+            "test_map": float(metrics.mean_average_precision(loss_table.class_scores(scores, loss.scores), labels > 0)),
+            # the mAP of scores that know nothing: each class's share of positives
+            "chance_map": float(np.mean((labels > 0).mean(axis=0)[(labels > 0).any(axis=0)]))}
 
 
 def main():
