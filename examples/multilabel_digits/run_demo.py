@@ -366,7 +366,7 @@ def print_table(results, skipped, speed, chance, test_size, seeds):
           f"chance mAP {chance:.3f}. mAP/tail: the rarest half of the classes.")
     if len(seeds) > 1:
         print(f"Seeds {', '.join(map(str, seeds))}: the mean of each metric (lowest-highest); "
-              "train s summed over the seeds. A difference inside the ranges is no ranking.")
+              "train s summed over every random seed. A difference inside the ranges is no ranking.")
     for i, row in enumerate(rows):
         print("  ".join(cell.ljust(w) if j == 0 else cell.rjust(w)
                         for j, (cell, w) in enumerate(zip(row, widths))))
@@ -509,7 +509,7 @@ def train_every_loss(caffe, caffe_pb2, tool, work, args, seed, gpu):
 
 
 def combine_seeds(per_seed):
-    """One result per loss over the seeds: the metrics' mean, each seed's, their range.
+    """One result per loss over every random seed: the metrics' mean, each seed's, their range.
 
     Curves and times are those of the first seed (times: summed over seeds).
     """
