@@ -19,6 +19,7 @@
 
 #include "caffe/layers/loss_layer.hpp"
 #include "caffe/layers/xent_common.hpp"
+#include "caffe/util/xent_reduce.hpp"
 
 namespace caffe {
 
@@ -80,6 +81,15 @@ class XentLossLayer : public LossLayer<Dtype> {
   double Normalizer(double valid, double full, double batch) const;
   /// Throws if propagate_down asks for a gradient into any bottom but 0.
   void CheckPropagateDown(const vector<bool>& propagate_down) const;
+  /// Backward's first step on either device: CheckPropagateDown, then
+  /// whether bottom[0] wants a gradient and has elements to take one.
+  bool GradientWanted(const vector<bool>& propagate_down,
+                      const vector<Blob<Dtype>*>& bottom) const;
+  /// Forward's last step on either device, after the layer's CheckData:
+  /// normalizer_ = Normalizer(sums.counted, full, batch) and the loss
+  /// top[0] = sums.loss / normalizer_.
+  void SetLoss(const vector<Blob<Dtype>*>& top, const xent::LossSums& sums, double full,
+               double batch);
   /// When a forward pass counted `bad` values of bottom[index] breaking its
   /// rule (`is_bad`), throws naming the first of them, its flat index and
   /// the shape; `what` says what was counted, `advice` what to do. Nothing

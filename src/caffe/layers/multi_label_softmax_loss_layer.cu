@@ -490,19 +490,15 @@ void MultiLabelSoftmaxLossLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& 
     sums = xent::FinishSums(partials, sum_blocks, lp);
   }
   CheckData(bottom, sums);
-  this->normalizer_ = this->Normalizer(sums.counted, static_cast<double>(rows),
-                                       bottom[0]->shape(0));
-  top[0]->mutable_cpu_data()[0] = static_cast<Dtype>(sums.loss / this->normalizer_);
+  this->SetLoss(top, sums, static_cast<double>(rows), bottom[0]->shape(0));
 }
 
 template <typename Dtype>
 void MultiLabelSoftmaxLossLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& top,
                                                      const vector<bool>& propagate_down,
                                                      const vector<Blob<Dtype>*>& bottom) {
-  this->CheckPropagateDown(propagate_down);
-  if (!propagate_down[0]) return;
+  if (!this->GradientWanted(propagate_down, bottom)) return;
   const int64_t count = bottom[0]->count();
-  if (count == 0) return;
   const LayerParameter& lp = this->layer_param_;
   xent::ProbeDeviceMemory(bottom[0]->diff(), lp, "bottom[0]'s gradient");
   const double scale = static_cast<double>(top[0]->cpu_diff()[0]) / this->normalizer_;

@@ -268,8 +268,7 @@ void SigmoidCrossEntropyLossLayer<Dtype>::Forward_cpu(
     return range;
   });
   CheckData(bottom, sums);
-  this->normalizer_ = this->Normalizer(sums.counted, static_cast<double>(count_), outer_num_);
-  top[0]->mutable_cpu_data()[0] = static_cast<Dtype>(sums.loss / this->normalizer_);
+  this->SetLoss(top, sums, static_cast<double>(count_), outer_num_);
   if (dx) {
     diff_scale_ = dx_scale;
     diff_ready_ = true;
@@ -280,8 +279,7 @@ template <typename Dtype>
 void SigmoidCrossEntropyLossLayer<Dtype>::Backward_cpu(
     const vector<Blob<Dtype>*>& top, const vector<bool>& propagate_down,
     const vector<Blob<Dtype>*>& bottom) {
-  this->CheckPropagateDown(propagate_down);
-  if (!propagate_down[0]) return;
+  if (!this->GradientWanted(propagate_down, bottom)) return;
   const int64_t count = bottom[0]->count();
   const Dtype* x = bottom[0]->cpu_data();
   const Dtype* t = bottom[1]->cpu_data();

@@ -346,16 +346,14 @@ void SigmoidCrossEntropyLossLayer<Dtype>::Forward_gpu(
     sums = xent::FinishSums(partial, blocks, lp);
   }
   CheckData(bottom, sums);
-  this->normalizer_ = this->Normalizer(sums.counted, static_cast<double>(count_), outer_num_);
-  top[0]->mutable_cpu_data()[0] = static_cast<Dtype>(sums.loss / this->normalizer_);
+  this->SetLoss(top, sums, static_cast<double>(count_), outer_num_);
 }
 
 template <typename Dtype>
 void SigmoidCrossEntropyLossLayer<Dtype>::Backward_gpu(
     const vector<Blob<Dtype>*>& top, const vector<bool>& propagate_down,
     const vector<Blob<Dtype>*>& bottom) {
-  this->CheckPropagateDown(propagate_down);
-  if (!propagate_down[0] || bottom[0]->count() == 0) return;  // no empty grid launch
+  if (!this->GradientWanted(propagate_down, bottom)) return;
   const LayerParameter& lp = this->layer_param_;
   xent::ProbeDeviceMemory(bottom[0]->diff(), lp, "bottom[0]'s gradient");
   if (top.size() == 2) xent::ProbeDeviceMemory(top[1]->diff(), lp, "top[1]'s gradient");

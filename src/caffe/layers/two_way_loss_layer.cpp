@@ -307,8 +307,7 @@ template <typename Dtype>
 void TwoWayLossLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
                                           const vector<bool>& propagate_down,
                                           const vector<Blob<Dtype>*>& bottom) {
-  this->CheckPropagateDown(propagate_down);
-  if (!propagate_down[0] || bottom[0]->count() == 0) return;
+  if (!this->GradientWanted(propagate_down, bottom)) return;
   const double lambda = static_cast<double>(top[0]->cpu_diff()[0]);
   xent::twoway::Gradient(bottom[0]->cpu_data(), bottom[1]->cpu_data(),
                          row_coefficients_.cpu_data(), column_coefficients_.cpu_data(),

@@ -142,10 +142,8 @@ template <typename Dtype>
 void TwoWayLossLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& top,
                                           const vector<bool>& propagate_down,
                                           const vector<Blob<Dtype>*>& bottom) {
-  this->CheckPropagateDown(propagate_down);
-  if (!propagate_down[0]) return;
+  if (!this->GradientWanted(propagate_down, bottom)) return;
   const int64_t count = bottom[0]->count();
-  if (count == 0) return;
   const LayerParameter& lp = this->layer_param_;
   xent::ProbeDeviceMemory(bottom[0]->diff(), lp, "bottom[0]'s gradient");
   const double lambda = static_cast<double>(top[0]->cpu_diff()[0]);

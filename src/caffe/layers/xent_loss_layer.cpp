@@ -106,6 +106,20 @@ void XentLossLayer<Dtype>::CheckPropagateDown(const vector<bool>& propagate_down
   }
 }
 
+template <typename Dtype>
+bool XentLossLayer<Dtype>::GradientWanted(const vector<bool>& propagate_down,
+                                          const vector<Blob<Dtype>*>& bottom) const {
+  CheckPropagateDown(propagate_down);
+  return propagate_down[0] && bottom[0]->count() > 0;
+}
+
+template <typename Dtype>
+void XentLossLayer<Dtype>::SetLoss(const vector<Blob<Dtype>*>& top, const xent::LossSums& sums,
+                                   double full, double batch) {
+  normalizer_ = Normalizer(sums.counted, full, batch);
+  top[0]->mutable_cpu_data()[0] = static_cast<Dtype>(sums.loss / normalizer_);
+}
+
 INSTANTIATE_CLASS(XentLossLayer);
 
 }  // namespace caffe

@@ -259,17 +259,14 @@ void ZLPRLossLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
                                    rows, inner, opt, coefficients, row_loss);
   });
   CheckData(bottom, sums);
-  this->normalizer_ = this->Normalizer(sums.counted, static_cast<double>(rows),
-                                       bottom[0]->shape(0));
-  top[0]->mutable_cpu_data()[0] = static_cast<Dtype>(sums.loss / this->normalizer_);
+  this->SetLoss(top, sums, static_cast<double>(rows), bottom[0]->shape(0));
 }
 
 template <typename Dtype>
 void ZLPRLossLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
                                         const vector<bool>& propagate_down,
                                         const vector<Blob<Dtype>*>& bottom) {
-  this->CheckPropagateDown(propagate_down);
-  if (!propagate_down[0] || bottom[0]->count() == 0) return;  // an empty gradient
+  if (!this->GradientWanted(propagate_down, bottom)) return;
   const xent::zlpr::RowOptions opt = Options();
   const Dtype* x = bottom[0]->cpu_data();
   const Dtype* t = bottom[1]->cpu_data();

@@ -136,19 +136,15 @@ void ZLPRLossLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& bottom,
   XENT_LAUNCH_CHECK(lp, "the forward kernel (RowPerBlockForward / RowPerThreadForward)");
   const xent::LossSums sums = xent::FinishSums(partials, blocks, lp);
   CheckData(bottom, sums);
-  this->normalizer_ = this->Normalizer(sums.counted, static_cast<double>(rows),
-                                       bottom[0]->shape(0));
-  top[0]->mutable_cpu_data()[0] = static_cast<Dtype>(sums.loss / this->normalizer_);
+  this->SetLoss(top, sums, static_cast<double>(rows), bottom[0]->shape(0));
 }
 
 template <typename Dtype>
 void ZLPRLossLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& top,
                                         const vector<bool>& propagate_down,
                                         const vector<Blob<Dtype>*>& bottom) {
-  this->CheckPropagateDown(propagate_down);
-  if (!propagate_down[0]) return;
+  if (!this->GradientWanted(propagate_down, bottom)) return;
   const int64_t count = bottom[0]->count();
-  if (count == 0) return;
   const LayerParameter& lp = this->layer_param_;
   xent::ProbeDeviceMemory(bottom[0]->diff(), lp, "bottom[0]'s gradient");
   if (top.size() >= 2) xent::ProbeDeviceMemory(top[1]->diff(), lp, "top[1]'s gradient");
