@@ -144,6 +144,18 @@ def git_commit(root):
     return head + (" + local changes" if dirty else "")
 
 
+def extra_simd_targets(script, notes):
+    """The targets to run ours on besides the default, for `script`'s table:
+    measured_simd_targets of what its `info` worker reports, less the first
+    (the default). A failed worker leaves a line in `notes` and gives []."""
+    try:
+        info = run_worker(script, "info", timeout=120)
+    except WorkerError as error:
+        notes.append("- SIMD targets: %s" % failure(error))
+        return []
+    return measured_simd_targets(info.get("simd_targets", []))[1:]
+
+
 def measured_simd_targets(available):
     """The SIMD targets a benchmark measures: every one this CPU runs from
     the best down to AVX2 (the slower ones are tested, not benchmarked)."""

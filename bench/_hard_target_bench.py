@@ -14,7 +14,8 @@ import tempfile
 
 import numpy as np
 
-from _common import WorkerError, best_time, failure, is_worker_call, run_worker, serve_worker
+from _common import (WorkerError, best_time, extra_simd_targets, failure, is_worker_call, run_worker,
+                     serve_worker)
 from bench_multi_label_softmax_loss import caffe_net
 
 SHAPES = [(256, 1000), (64, 17000), (8, 21, 128, 128)]
@@ -83,11 +84,15 @@ def shapes_text(shapes=SHAPES):
     return ",".join("x".join(map(str, s)) for s in shapes)
 
 
-def markdown(script, peer_label, repeat, shapes=None, timeout=900):
+def markdown(script, peer_label, repeat, shapes=None, timeout=900, simd_targets=None):
     """The section: a line on threads and load, the table, notes on peers
-    that did not run. shapes: "256x1000,..." (default SHAPES); timeout:
-    seconds for each worker of `script`."""
+    that did not run. shapes: "256x1000,..." (default SHAPES); simd_targets:
+    the targets to run ours on besides the default, a list (default: every
+    one this CPU runs from the best down to AVX2, as an `info` worker
+    reports them); timeout: seconds for each worker of `script`."""
     notes = []
+    if simd_targets is None:
+        simd_targets = extra_simd_targets(script, notes)
     head = ("CPU threads: OMP_NUM_THREADS=%s, os.cpu_count()=%d, load average %s"
             % (os.environ.get("OMP_NUM_THREADS", "unset"), os.cpu_count(),
                " ".join("%.1f" % v for v in os.getloadavg())))
@@ -95,23 +100,32 @@ def markdown(script, peer_label, repeat, shapes=None, timeout=900):
     for text in (shapes or shapes_text()).split(","):
         n = np.prod([int(v) for v in text.split("x")]) / 1e6
         rates = {}
-        for peer in PEERS:
+        for peer, simd in [(peer, None) for peer in PEERS] + [("ours", t) for t in simd_targets]:
+            key = peer if simd is None else "ours " + simd
             try:
                 result = run_worker(script, "throughput", "--peer", peer, "--shape", text,
-                                    "--repeat", repeat, timeout=timeout)
+                                    "--repeat", repeat, simd=simd, timeout=timeout)
             except WorkerError as error:
-                notes.append("- %s at %s: %s" % (peer, text, failure(error)))
-                rates[peer] = float("nan")
+                notes.append("- %s at %s: %s" % (key, text, failure(error)))
+                rates[key] = float("nan")
+                continue
+            if simd is not None and result.get("simd_target") != simd:
+                notes.append("- %s at %s: the worker ran %s" % (key, text, result.get("simd_target")))
+                rates[key] = float("nan")
                 continue
             torch_version = result.get("version", torch_version)
-            target = result.get("simd_target", target)
-            rates[peer] = n / result["seconds"]
-        rows.append("| %s | %.0f | %.0f | %.2f× |"
-                    % (text, rates["ours"], rates["torch"], rates["ours"] / rates["torch"]))
+            if simd is None:
+                target = result.get("simd_target", target)
+            rates[key] = n / result["seconds"]
+        per_target = "".join(" %.0f | %.2f× |" % (rates["ours " + t], rates["ours " + t] / rates["torch"])
+                             for t in simd_targets)
+        rows.append("| %s | %.0f | %.0f | %.2f× |%s"
+                    % (text, rates["ours"], rates["torch"], rates["ours"] / rates["torch"], per_target))
     lines = [head, "",
-             "| shape | ours (%s) M el/s | PyTorch %s (%s) M el/s | ours / PyTorch |"
-             % (target, torch_version, peer_label),
-             "|---|---|---|---|"]
+             "| shape | ours (%s) M el/s | PyTorch %s (%s) M el/s | ours / PyTorch |%s"
+             % (target, torch_version, peer_label,
+                "".join(" ours %s M el/s | %s / PyTorch |" % (t, t) for t in simd_targets)),
+             "|---|---|---|---|" + "---|---|" * len(simd_targets)]
     lines += rows
     if notes:
         lines += [""] + notes

@@ -30,8 +30,8 @@ import tempfile
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import (WorkerError, best_time, failure, is_worker_call,  # noqa: E402
-                     measured_simd_targets, run_worker, serve_worker)
+from _common import (WorkerError, best_time, extra_simd_targets, failure, is_worker_call,  # noqa: E402
+                     run_worker, serve_worker)
 from multi_label_softmax_loss_original_layer import original_layer_forward_backward  # noqa: E402
 
 THIS = os.path.abspath(__file__)
@@ -137,12 +137,7 @@ def markdown(repeat, shapes=None, simd_targets=None, timeout=900):
     reports them); timeout: seconds for each worker."""
     notes = []
     if simd_targets is None:
-        try:
-            info = run_worker(THIS, "info", timeout=120)
-            simd_targets = measured_simd_targets(info.get("simd_targets", []))[1:]
-        except WorkerError as error:
-            notes.append("- SIMD targets: %s" % failure(error))
-            simd_targets = []
+        simd_targets = extra_simd_targets(THIS, notes)
     extra_targets = [t for t in simd_targets if t]
     head = ("CPU threads: OMP_NUM_THREADS=%s, os.cpu_count()=%d, load average %s"
             % (os.environ.get("OMP_NUM_THREADS", "unset"), os.cpu_count(),
