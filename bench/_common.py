@@ -144,6 +144,30 @@ def git_commit(root):
     return head + (" + local changes" if dirty else "")
 
 
+def threads_line():
+    """The line above a table: OpenMP threads, cores, load average now."""
+    return ("CPU threads: OMP_NUM_THREADS=%s, os.cpu_count()=%d, load average %s"
+            % (os.environ.get("OMP_NUM_THREADS", "unset"), os.cpu_count(),
+               " ".join("%.1f" % v for v in os.getloadavg())))
+
+
+def throughput_run(script, peer, shape, repeat, simd, timeout, notes):
+    """One `throughput` worker of `script` (peer, shape "256x1000", SIMD
+    target or None for the default): its answer, or None with a line in
+    `notes` when it failed or ran another target than asked."""
+    key = peer if simd is None else "ours " + simd
+    try:
+        result = run_worker(script, "throughput", "--peer", peer, "--shape", shape,
+                            "--repeat", repeat, simd=simd, timeout=timeout)
+    except WorkerError as error:
+        notes.append("- %s at %s: %s" % (key, shape, failure(error)))
+        return None
+    if simd is not None and result.get("simd_target") != simd:
+        notes.append("- %s at %s: the worker ran %s" % (key, shape, result.get("simd_target")))
+        return None
+    return result
+
+
 def extra_simd_targets(script, notes):
     """The targets to run ours on besides the default, for `script`'s table:
     measured_simd_targets of what its `info` worker reports, less the first

@@ -14,8 +14,8 @@ import tempfile
 
 import numpy as np
 
-from _common import (WorkerError, best_time, extra_simd_targets, failure, is_worker_call, run_worker,
-                     serve_worker)
+from _common import (best_time, extra_simd_targets, is_worker_call, serve_worker, threads_line,
+                     throughput_run)
 from bench_multi_label_softmax_loss import caffe_net
 
 SHAPES = [(256, 1000), (64, 17000), (8, 21, 128, 128)]
@@ -93,24 +93,15 @@ def markdown(script, peer_label, repeat, shapes=None, timeout=900, simd_targets=
     notes = []
     if simd_targets is None:
         simd_targets = extra_simd_targets(script, notes)
-    head = ("CPU threads: OMP_NUM_THREADS=%s, os.cpu_count()=%d, load average %s"
-            % (os.environ.get("OMP_NUM_THREADS", "unset"), os.cpu_count(),
-               " ".join("%.1f" % v for v in os.getloadavg())))
+    head = threads_line()
     rows, torch_version, target = [], "not installed", "?"
     for text in (shapes or shapes_text()).split(","):
         n = np.prod([int(v) for v in text.split("x")]) / 1e6
         rates = {}
         for peer, simd in [(peer, None) for peer in PEERS] + [("ours", t) for t in simd_targets]:
             key = peer if simd is None else "ours " + simd
-            try:
-                result = run_worker(script, "throughput", "--peer", peer, "--shape", text,
-                                    "--repeat", repeat, simd=simd, timeout=timeout)
-            except WorkerError as error:
-                notes.append("- %s at %s: %s" % (key, text, failure(error)))
-                rates[key] = float("nan")
-                continue
-            if simd is not None and result.get("simd_target") != simd:
-                notes.append("- %s at %s: the worker ran %s" % (key, text, result.get("simd_target")))
+            result = throughput_run(script, peer, text, repeat, simd, timeout, notes)
+            if result is None:
                 rates[key] = float("nan")
                 continue
             torch_version = result.get("version", torch_version)

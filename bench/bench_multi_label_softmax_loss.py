@@ -30,8 +30,8 @@ import tempfile
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import (WorkerError, best_time, extra_simd_targets, failure, is_worker_call,  # noqa: E402
-                     run_worker, serve_worker)
+from _common import (best_time, extra_simd_targets, is_worker_call, serve_worker,  # noqa: E402
+                     threads_line, throughput_run)
 from multi_label_softmax_loss_original_layer import original_layer_forward_backward  # noqa: E402
 
 THIS = os.path.abspath(__file__)
@@ -139,9 +139,7 @@ def markdown(repeat, shapes=None, simd_targets=None, timeout=900):
     if simd_targets is None:
         simd_targets = extra_simd_targets(THIS, notes)
     extra_targets = [t for t in simd_targets if t]
-    head = ("CPU threads: OMP_NUM_THREADS=%s, os.cpu_count()=%d, load average %s"
-            % (os.environ.get("OMP_NUM_THREADS", "unset"), os.cpu_count(),
-               " ".join("%.1f" % v for v in os.getloadavg())))
+    head = threads_line()
     rows, torch_version, default_target = [], "not installed", "?"
     for text in (shapes or shapes_text()).split(","):
         n = np.prod([int(v) for v in text.split("x")]) / 1e6
@@ -152,15 +150,8 @@ def markdown(repeat, shapes=None, simd_targets=None, timeout=900):
             if peer == "python_layer" and len(text.split("x")) != 2:
                 continue
             key = peer if target is None else "ours " + target
-            try:
-                result = run_worker(THIS, "throughput", "--peer", peer, "--shape", text,
-                                    "--repeat", repeat, simd=target, timeout=timeout)
-            except WorkerError as error:
-                notes.append("- %s at %s: %s" % (key, text, failure(error)))
-                rates[key] = float("nan")
-                continue
-            if target is not None and result.get("simd_target") != target:
-                notes.append("- %s at %s: the worker ran %s" % (key, text, result.get("simd_target")))
+            result = throughput_run(THIS, peer, text, repeat, target, timeout, notes)
+            if result is None:
                 rates[key] = float("nan")
                 continue
             if peer == "ours" and target is None:
