@@ -65,7 +65,9 @@ const int kReduceThreads = 256;  ///< threads per block (8 warps)
 const int kReduceBlocks = 4096;
 
 /// Columns of the per-block partial sums, in LossSums's order.
-enum SumColumn { kLossColumn = 0, kCountedColumn, kBadTargetsColumn, kBadWeightsColumn, kSumColumns };
+enum SumColumn {
+  kLossColumn = 0, kCountedColumn, kBadTargetsColumn, kBadWeightsColumn, kSumColumns
+};
 
 /// Blocks of `threads` for a grid-stride loop over `count` items: enough
 /// to cover them, at most `most`; computed in 64 bits (no negative grid
