@@ -106,7 +106,7 @@ def _asymmetric(x, tau, pw, coefficient, focal_gamma, focal_alpha, gamma_neg, ma
         first = (gamma_neg * safe ** (gamma_neg - 1) * np.where(active, nlog_kept, 0.0)
                  if gamma_neg > 0 else 0.0)
         dneg = w_neg * np.where(active, (first + focus_neg / (one_minus_p + margin)) * dp, 0.0)
-    return pos + neg, dpos + dneg
+    return pos + neg, dpos + dneg, np.maximum(np.abs(dpos), np.abs(dneg))
 
 
 def reference(x, t, w=None, *, axis: int = 1, pos_weight=(), class_weight=(),
@@ -117,7 +117,9 @@ def reference(x, t, w=None, *, axis: int = 1, pos_weight=(), class_weight=(),
     """Returns (loss, element_loss, dloss/dx) in float64; with terms=True
     also, per element, the larger of the two terms of the gradient's
     difference, coefficient·(1-p_t)^γ·max(a·σ(x), b·σ(-x)), normalized like
-    the gradient (the scale of a float32 gradient's error where they cancel).
+    the gradient (the scale of a float32 gradient's error where they cancel);
+    in the asymmetric form (focal_gamma_neg set or focal_margin > 0) the
+    larger of its positive and negative parts.
 
     The element loss is written as a sum of non-negative terms,
     pos_weight·τ·softplus(-x) + (1-τ)·softplus(x), equal to the documented
@@ -158,11 +160,11 @@ def reference(x, t, w=None, *, axis: int = 1, pos_weight=(), class_weight=(),
         larger = np.abs(coefficient * modulator) * np.maximum(a * sig, b * sig_neg)
         if focal_gamma_neg is not None or focal_margin > 0:
             gamma_neg = focal_gamma if focal_gamma_neg is None else focal_gamma_neg
-            element, grad = _asymmetric(x, tau, pw, cw * w, focal_gamma, focal_alpha, gamma_neg,
-                                        focal_margin)
+            # larger: the gradient's positive or negative part, whichever is larger
+            element, grad, larger = _asymmetric(x, tau, pw, cw * w, focal_gamma, focal_alpha,
+                                                gamma_neg, focal_margin)
             element = np.where(nan, np.nan, element)
             grad = np.where(nan, np.nan, grad)
-            larger = np.abs(grad)
     element = np.where(ignored, 0.0, element)
     grad = np.where(ignored, 0.0, grad)
     larger = np.where(ignored, 0.0, larger)

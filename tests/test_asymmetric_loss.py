@@ -58,7 +58,8 @@ def margin_slack(bottoms, ref_opts, dtype):
     if not margin:
         return 0.0, 0.0
     delta = MARGIN_ULPS * np.finfo(dtype).eps
-    p = 1 / (1 + np.exp(-x))
+    with np.errstate(over="ignore"):
+        p = 1 / (1 + np.exp(-x))
     near = (p - margin <= 0.5) & np.isfinite(x)
     # Δp = δ·p moves x by δ·p / (p(1-p)) = δ / (1-p); 1-p >= 1/2 - m here.
     step = np.where(near, delta / np.maximum(1 - p, 1e-3), 0.0)
