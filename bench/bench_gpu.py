@@ -14,7 +14,9 @@ logits N(0, 4²), 10 % positive targets; MultiLabelSoftmaxLoss at the same
 counts as (N, 1024) and at `make bench`'s shapes (256, 1000), (64, 17000),
 (8, 21, 128, 128), 1 to 3 positives per row; ZLPRLoss at 2^24 elements as
 (N, 1024) and at the same three shapes, and TwoWayLoss at (256, 1000) and
-(16384, 1024), 10 % positive targets; the fixed cost of each on a (1, 10)
+(16384, 1024), 10 % positive targets; SigmoidCrossEntropyLoss's asymmetric form
+(ASL: γ+ 0, γ- 4, margin 0.05; PyTorch: timm's formula written out) at 2^24 as
+(N, 4096); the fixed cost of each on a (1, 10)
 blob. Each figure is the median of 5 rounds, each round the mean of
 enough calls to run well past launch overhead, after a warm-up.
 
@@ -41,7 +43,11 @@ import numpy as np
 LAYERS = {"sigmoid_cross_entropy_loss": 'type: "SigmoidCrossEntropyLoss"',
           "multi_label_softmax_loss": 'type: "MultiLabelSoftmaxLoss"',
           "zlpr_loss": 'type: "ZLPRLoss"',
-          "two_way_loss": 'type: "TwoWayLoss"'}
+          "two_way_loss": 'type: "TwoWayLoss"',
+          # Not a stem: SigmoidCrossEntropyLoss's asymmetric form (ASL), the
+          # paper's γ+ 0, γ- 4, margin 0.05.
+          "asymmetric_loss": 'type: "SigmoidCrossEntropyLoss" sigmoid_cross_entropy_loss_param '
+                             '{ focal_gamma: 0 focal_gamma_neg: 4 focal_margin: 0.05 }'}
 BYTES_PER_ELEMENT = 20  # forward reads x, t (8 B); backward reads x, t and writes dx (12 B)
 REPEATS = 5
 
@@ -63,6 +69,8 @@ def cases(max_log2):
     for shape in ((256, 1000), (2**24 // 1024, 1024)):
         if np.prod(shape) <= 2**max_log2:
             out.append(("two_way_loss", shape))
+    if 24 <= max_log2:
+        out.append(("asymmetric_loss", (2**24 // 4096, 4096)))
     return out
 
 
@@ -72,7 +80,7 @@ def inputs(layer, shape, seed):
     (multi_label_softmax_loss)."""
     rng = np.random.default_rng(seed)
     x = (rng.standard_normal(shape, dtype=np.float32) * 4).astype(np.float32)
-    if layer in ("sigmoid_cross_entropy_loss", "zlpr_loss", "two_way_loss"):
+    if layer in ("sigmoid_cross_entropy_loss", "zlpr_loss", "two_way_loss", "asymmetric_loss"):
         t = (rng.random(shape, dtype=np.float32) < 0.1).astype(np.float32)
     else:
         classes = shape[1]
@@ -158,7 +166,17 @@ def run_torch(args):
             total = total + F.softplus(pair)[lines].sum() / lines.sum().clamp(min=1)
         return total
 
+    def asymmetric_loss(x, t, gamma_pos=0.0, gamma_neg=4.0, margin=0.05):
+        # timm's AsymmetricLossMultiLabel formula (gradient through the
+        # focusing weight), batch-mean as the layer's BATCH_SIZE default.
+        p = torch.sigmoid(x)
+        p_neg = (1 - p + margin).clamp(max=1)
+        log_likelihood = t * torch.log(p.clamp(min=1e-8)) + (1 - t) * torch.log(p_neg.clamp(min=1e-8))
+        focusing = torch.pow(1 - (p * t + p_neg * (1 - t)), gamma_pos * t + gamma_neg * (1 - t))
+        return -(log_likelihood * focusing).sum() / x.shape[0]
+
     losses = {"sigmoid_cross_entropy_loss": sigmoid_cross_entropy_loss,
+              "asymmetric_loss": asymmetric_loss,
               "multi_label_softmax_loss": multi_label_softmax_loss,
               "zlpr_loss": zlpr_loss,
               "two_way_loss": two_way_loss}

@@ -167,11 +167,13 @@ def class_weights(classes):
 
 FOCAL_GAMMA, FOCAL_ALPHA = 2.0, 0.25  # the focal row: RetinaNet's values
 FRACTIONAL_GAMMA = 0.5  # the fractional focal row: a γ that is not a whole number
+# The asymmetric loss row (ASL): the paper's γ+, γ- and probability margin.
+ASL_GAMMA_POS, ASL_GAMMA_NEG, ASL_MARGIN = 0.0, 4.0, 0.05
 IGNORE_LABEL, IGNORED_SHARE = -1.0, 0.1  # the ignore_label row: 10 % of targets ignored
 
 
 def caffe_net(shape, normalization=None, pos_weight=None, focal_gamma=None, class_weight=None,
-              ignore_label=None, weights=False):
+              ignore_label=None, weights=False, asl=False):
     """A pycaffe float Net: Input x and t (and w, the per-element weights
     bottom) of `shape`, the loss layer, force_backward."""
     import caffe
@@ -183,6 +185,9 @@ def caffe_net(shape, normalization=None, pos_weight=None, focal_gamma=None, clas
     fields += ["class_weight: %r" % float(v) for v in (() if class_weight is None else class_weight)]
     if focal_gamma is not None:
         fields += ["focal_gamma: %r" % focal_gamma, "focal_alpha: %r" % FOCAL_ALPHA]
+    if asl:
+        fields += ["focal_gamma: %r" % ASL_GAMMA_POS, "focal_gamma_neg: %r" % ASL_GAMMA_NEG,
+                   "focal_margin: %r" % ASL_MARGIN]
     if fields:
         param += " sigmoid_cross_entropy_loss_param { %s }" % " ".join(fields)
     names = ["x", "t"] + ["w"] * weights
@@ -197,7 +202,7 @@ def caffe_net(shape, normalization=None, pos_weight=None, focal_gamma=None, clas
 
 
 def caffe_step(x, t, device, pos_weight=None, focal_gamma=None, class_weight=None,
-               ignore_label=None, w=None):
+               ignore_label=None, w=None, asl=False):
     """One forward+backward of the layer in a pycaffe Net (Input bottoms, so
     no copies are timed); on the GPU it waits for the device to finish."""
     import caffe
@@ -210,7 +215,8 @@ def caffe_step(x, t, device, pos_weight=None, focal_gamma=None, class_weight=Non
     else:
         caffe.set_mode_cpu()
     net = caffe_net(x.shape, pos_weight=pos_weight, focal_gamma=focal_gamma,
-                    class_weight=class_weight, ignore_label=ignore_label, weights=w is not None)
+                    class_weight=class_weight, ignore_label=ignore_label, weights=w is not None,
+                    asl=asl)
     net.blobs["x"].data[...] = x
     net.blobs["t"].data[...] = t
     if w is not None:
@@ -242,8 +248,23 @@ def torch_focal_loss(x, t, gamma):
     return (alpha_t * loss).sum()
 
 
+def torch_asymmetric_loss(x, t):
+    """timm's AsymmetricLossMultiLabel formula (timm/loss/asymmetric_loss.py,
+    the gradient through the focusing weight), written out in torch ops:
+    p_neg = min(1 - p + m, 1), the log-likelihoods clamped at 1e-8, times
+    (1 - p_t)^(γ+·t + γ-·(1-t)) with p_t = p·t + p_neg·(1-t), summed."""
+    import torch
+    p = torch.sigmoid(x)
+    p_neg = (1 - p + ASL_MARGIN).clamp(max=1)
+    log_likelihood = (t * torch.log(p.clamp(min=1e-8))
+                      + (1 - t) * torch.log(p_neg.clamp(min=1e-8)))
+    p_t = p * t + p_neg * (1 - t)
+    focusing = torch.pow(1 - p_t, ASL_GAMMA_POS * t + ASL_GAMMA_NEG * (1 - t))
+    return -(log_likelihood * focusing).sum()
+
+
 def torch_step(x, t, pos_weight=None, focal_gamma=None, class_weight=None, ignore_label=None,
-               w=None):
+               w=None, asl=False):
     """PyTorch's forward + backward, each option built the natural way:
     pos_weight= and weight= (class weights, broadcast over rows) of
     binary_cross_entropy_with_logits, the ignore label as a mask multiply,
@@ -261,7 +282,9 @@ def torch_step(x, t, pos_weight=None, focal_gamma=None, class_weight=None, ignor
 
     def step():
         tx.grad = None
-        if focal_gamma is not None:
+        if asl:
+            loss = torch_asymmetric_loss(tx, tt) / batch
+        elif focal_gamma is not None:
             loss = torch_focal_loss(tx, tt, focal_gamma) / batch
         elif mask is not None:
             loss = (F.binary_cross_entropy_with_logits(tx, tt, reduction="none") * mask).sum() / batch
@@ -284,11 +307,11 @@ def worker_throughput(args):
         cw = class_weights(COLS) if args.class_weight else None
         w = element_weights(log2) if args.weights else None
         if args.impl == "caffe":
-            step = caffe_step(x, t, args.device, pw, args.focal_gamma, cw, ignore_label, w)
+            step = caffe_step(x, t, args.device, pw, args.focal_gamma, cw, ignore_label, w, args.asl)
         elif args.impl == "torch":
-            step = torch_step(x, t, pw, args.focal_gamma, cw, ignore_label, w)
+            step = torch_step(x, t, pw, args.focal_gamma, cw, ignore_label, w, args.asl)
         elif pw is not None or args.focal_gamma is not None or cw is not None or w is not None \
-                or args.ignore:
+                or args.ignore or args.asl:
             raise ValueError("the numpy layer has only the plain loss")
         else:
             step = lambda: numpy_forward_backward(x, t)[0]  # noqa: E731
@@ -410,6 +433,8 @@ def worker_arguments(parser):
                         help="10 %% of targets set to ignore_label -1 (ours, PyTorch)")
     parser.add_argument("--weights", action="store_true",
                         help="the per-element weights bottom, uniform in [0, 2) (ours, PyTorch)")
+    parser.add_argument("--asl", action="store_true",
+                        help="the asymmetric loss, γ+ 0, γ- 4, margin 0.05 (ours, PyTorch)")
     parser.add_argument("--repeat", type=int, default=3)
 
 
@@ -471,6 +496,7 @@ OPTION_ROWS = (
     ("weights bottom", ("--weights",), False),
     ("focal", ("--focal-gamma", FOCAL_GAMMA), False),
     ("focal γ %g" % FRACTIONAL_GAMMA, ("--focal-gamma", FRACTIONAL_GAMMA), False),
+    ("ASL γ+ %g, γ- %g, m %g" % (ASL_GAMMA_POS, ASL_GAMMA_NEG, ASL_MARGIN), ("--asl",), False),
 )
 # The least the CPU layer moves per element in forward + backward: x and t
 # read and dx written once (float32 in a TRAIN net takes the gradient in the
@@ -529,11 +555,14 @@ def throughput_markdown(peers, sizes, repeat):
              "per-element loss times a mask); weights bottom: a third bottom of per-element "
              "weights uniform in [0, 2) (PyTorch: the per-element loss times the weights); "
              "focal: γ %g (and %g), α %g, PyTorch composing "
-             "torchvision.ops.sigmoid_focal_loss's formula (it has no fused focal loss). "
+             "torchvision.ops.sigmoid_focal_loss's formula (it has no fused focal loss); "
+             "ASL: the asymmetric loss, γ+ %g, γ- %g, margin %g, PyTorch composing timm's "
+             "AsymmetricLossMultiLabel formula. "
              "Upstream's layer and the numpy layer run only the plain loss and soft targets. "
              "M el/s = million elements per second; a ratio is ours ÷ the peer (above 1: ours "
              "is faster)." % (repeat, COLS, IGNORE_LABEL, 100 * IGNORED_SHARE, FOCAL_GAMMA,
-                              FRACTIONAL_GAMMA, FOCAL_ALPHA),
+                              FRACTIONAL_GAMMA, FOCAL_ALPHA, ASL_GAMMA_POS, ASL_GAMMA_NEG,
+                              ASL_MARGIN),
              "",
              "| elements | ours M el/s | upstream M el/s | ours / upstream | PyTorch%s M el/s | "
              "ours / PyTorch | numpy M el/s | ours / numpy |" % torch_note,

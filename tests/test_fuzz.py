@@ -43,6 +43,7 @@ from conftest import DEVICES, requires_gpu
 from sigmoid_cross_entropy_loss_reference import layer_text as sigmoid_cross_entropy_loss_text
 from sigmoid_cross_entropy_loss_reference import reference as sigmoid_cross_entropy_loss_reference
 from test_multi_label_softmax_loss import assert_matches_reference, prototxt as multi_label_softmax_loss_text
+from test_asymmetric_loss import margin_slack
 from test_sigmoid_cross_entropy_loss import LOSS_RTOL, check_close, proto_floats
 from test_two_way_loss import check_results as two_way_loss_check_results
 from test_zlpr_loss import check_results as zlpr_loss_check_results
@@ -166,6 +167,9 @@ def sigmoid_cross_entropy_loss_cases(draw):
         focal_gamma=draw(st.sampled_from([None, 0.0, 0.5, 1.0, 2.0, 3.0])),
         focal_alpha=draw(st.sampled_from([None, -1.0, 0.0, 0.25, 1.0])),
         label_smoothing=draw(st.sampled_from([None, 0.0, 0.1, 0.3])),
+        # The asymmetric form (ASL) now and then: γ- and the probability margin.
+        focal_gamma_neg=draw(st.sampled_from([None, None, 0.0, 1.5, 4.0])),
+        focal_margin=draw(st.sampled_from([None, None, 0.0, 0.05, 0.3])),
         ignore_label=draw(st.sampled_from([None, -1])),
         normalization=draw(st.sampled_from([None, *NORMALIZATIONS])), **per_class)
     scale = draw(st.sampled_from([0.1, 3.0, 30.0]))
@@ -267,12 +271,15 @@ def test_sigmoid_cross_entropy_loss_matches_reference(child, device, case):
     # loss of e^-50, say) is held to a few subnormal steps, not relative.
     floor = 4 * float(np.finfo(dtype).smallest_subnormal)
     assert float(tops[0]) == pytest.approx(loss, rel=LOSS_RTOL[dtype], abs=floor)
-    check_close(tops[1], element, dtype, "element loss", extra=floor)
     # Float32: where the gradient's two terms cancel, a few ulp of the larger
     # (docs/sigmoid_cross_entropy_loss.md, "Accuracy of the gradient").
     cancel = 4 * float(np.finfo(np.float32).eps) * larger if dtype == np.float32 else 0.0
+    # With a margin, the asymmetric form's bound where p_m <= 1/2
+    # (tests/test_asymmetric_loss.py, margin_slack).
+    slack_element, slack_grad = margin_slack(bottoms, ref, dtype)
+    check_close(tops[1], element, dtype, "element loss", extra=floor + slack_element)
     check_close(diffs[0], grad, dtype, "gradient",
-                extra=floor + cancel + smoothing_tau_error(bottoms, ref))
+                extra=floor + cancel + slack_grad + smoothing_tau_error(bottoms, ref))
 
 
 def smoothing_tau_error(bottoms, ref):
@@ -442,6 +449,8 @@ def malformed_cases(draw, for_net=False):
             focal_gamma=option("focal_gamma", [None, 0.0, 2.0, 0.5], [-0.5]),
             focal_alpha=option("focal_alpha", [None, -1.0, 0.25], [1.5, -0.5]),
             label_smoothing=option("label_smoothing", [None, 0.0, 0.2], [1.0, -0.1]),
+            focal_gamma_neg=option("focal_gamma_neg", [None, 4.0], [-1.0]),
+            focal_margin=option("focal_margin", [None, 0.0, 0.05], [1.0, -0.1]),
             ignore_label=ignore, normalization=draw(st.sampled_from([None, *NORMALIZATIONS])),
             tops=draw(st.sampled_from([1, 2])))
     elif layer in HARD_TARGET_LOSSES:

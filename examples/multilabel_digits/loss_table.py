@@ -33,9 +33,8 @@ LOSSES = [
          'type: "SigmoidCrossEntropyLoss" sigmoid_cross_entropy_loss_param { focal_gamma: 2 }',
          "sigmoid"),
     # Asymmetric loss (Ben-Baruch et al. 2021) with the paper's settings:
-    # gamma+ 0, gamma- 4, probability margin 0.05. The two option names are
-    # those this entry expects the asymmetric options to have; until the
-    # build's caffe.proto has them, the entry reports which one is missing.
+    # gamma+ 0 (focal_gamma unset), gamma- 4, probability margin 0.05: the
+    # asymmetric form of SigmoidCrossEntropyLoss (docs/sigmoid_cross_entropy_loss.md).
     Loss("asl", "ASL, gamma- 4, margin 0.05 (SigmoidCrossEntropyLoss)",
          'type: "SigmoidCrossEntropyLoss" '
          'sigmoid_cross_entropy_loss_param { focal_gamma_neg: 4 focal_margin: 0.05 }',

@@ -197,6 +197,44 @@ TYPED_TEST(XentSigmoidCrossEntropyLossLayerTest, TestGradientEveryOption) {
   }
 }
 
+// The asymmetric form (ASL): focal_gamma_neg and focal_margin, with the
+// other options; whole γ± (the CPU's SIMD path for float) and fractional ones
+// (the element loop). γ- >= 1 with a margin: the derivative is continuous
+// at p = m (with γ- = 0 it jumps there, which a finite difference across
+// it would not follow).
+TYPED_TEST(XentSigmoidCrossEntropyLossLayerTest, TestGradientAsymmetric) {
+  typedef typename TypeParam::Dtype Dtype;
+  struct Asymmetric {
+    const char* name;
+    float gamma, gamma_neg, margin;
+    XentCase base;
+  };
+  const std::vector<XentCase> cases = Cases();
+  const std::vector<Asymmetric> asymmetric = {
+      {"asl_paper", 0.f, 4.f, 0.05f, cases[0]},
+      {"asl_timm_ignore", 1.f, 4.f, 0.05f, cases[1]},
+      {"gamma_neg_only_pos_weight", 2.f, 0.f, 0.f, cases[3]},
+      {"margin_class_weight", 0.f, 1.f, 0.2f, cases[5]},
+      {"everything", 1.f, 3.f, 0.1f, cases[9]},
+      {"fractional", 0.5f, 2.5f, 0.1f, cases[2]},
+  };
+  for (const Asymmetric& a : asymmetric) {
+    SCOPED_TRACE(a.name);
+    LayerParameter param;
+    SetCase(a.base, &param);
+    SigmoidCrossEntropyLossParameter* p = param.mutable_sigmoid_cross_entropy_loss_param();
+    p->set_focal_gamma(a.gamma);
+    p->set_focal_gamma_neg(a.gamma_neg);
+    p->set_focal_margin(a.margin);
+    param.add_loss_weight(Dtype(3.7));
+    vector<Blob<Dtype>*> bottom, top{this->loss_.get()};
+    this->Bottoms(a.base, &bottom);
+    SigmoidCrossEntropyLossLayer<Dtype> layer(param);
+    GradientChecker<Dtype> checker(1e-2, 1e-2, 1701);
+    checker.CheckGradientExhaustive(&layer, bottom, top, 0);
+  }
+}
+
 TYPED_TEST(XentSigmoidCrossEntropyLossLayerTest, TestGradientMatchesReference) {
   typedef typename TypeParam::Dtype Dtype;
   for (const XentCase& c : Cases()) {
@@ -477,6 +515,12 @@ TYPED_TEST(XentSigmoidCrossEntropyLossLayerTest, TestBadInputThrows) {
   p = ok;
   p.mutable_sigmoid_cross_entropy_loss_param()->set_focal_alpha(1.5);
   expect_refused(p, bottom, top, "focal_alpha");
+  p = ok;
+  p.mutable_sigmoid_cross_entropy_loss_param()->set_focal_gamma_neg(-2);
+  expect_refused(p, bottom, top, "focal_gamma_neg = -2");
+  p = ok;
+  p.mutable_sigmoid_cross_entropy_loss_param()->set_focal_margin(1);
+  expect_refused(p, bottom, top, "focal_margin = 1");
   p = ok;
   p.mutable_sigmoid_cross_entropy_loss_param()->set_label_smoothing(1);
   expect_refused(p, bottom, top, "label_smoothing");

@@ -83,3 +83,50 @@ XENT_FORMULA void FocalParts(const Ops& o, M positive, V e, V r, V tau, V a,
   *alpha_t = o.MulAdd(alpha.c_tau, tau, o.MulAdd(alpha.c_a, a, alpha.c_one));
   *q = o.MulAdd(tau, *sigma_neg, o.Mul(a, *sigma_pos));
 }
+
+// The asymmetric form (ASL; AsymmetricElement in
+// sigmoid_cross_entropy_loss_math.hpp): c_pos = weight·α+·b and
+// c_neg = weight·α-·a, the positive term c_pos·σ(-x)^γ+·softplus(-x), the
+// negative term c_neg·p_m^γ-·(-log(1-p_m)). The powers and logarithms are
+// the caller's (pow, log1p, log in the scalar math; whole powers by
+// multiplication and Highway's logarithms on vectors).
+
+/// p_m = max(σ(x) - m, 0) and 1 - p_m = σ(-x) + m, from σ(x) and σ(-x):
+/// never 1 - σ(x), which would lose σ(-x) for large x. (1 - p_m is used
+/// only where p_m > 1/2, where it is σ(-x) + m exactly.)
+template <class Ops, class V>
+XENT_FORMULA void AsymmetricShift(const Ops& o, V sigma_pos, V sigma_neg, V margin, V* shifted,
+                                  V* kept) {
+  *shifted = o.IfThenElseZero(o.Gt(sigma_pos, margin), o.Sub(sigma_pos, margin));
+  *kept = o.Add(sigma_neg, margin);
+}
+
+/// ℓ = c_pos·σ(-x)^γ+·softplus(-x) + c_neg·p_m^γ-·(-log(1-p_m)): two terms
+/// >= 0, each 0 where its weight is (also where its logarithm is ∞).
+template <class Ops, class V>
+XENT_FORMULA V AsymmetricLoss(const Ops& o, V c_pos, V mod_pos, V softplus_neg, V c_neg,
+                              V mod_neg, V log_neg) {
+  return o.Add(o.Scale(o.Mul(c_pos, mod_pos), softplus_neg),
+               o.Scale(o.Mul(c_neg, mod_neg), log_neg));
+}
+
+/// |∂/∂x| of c·q^γ·(-log(1-q)), for q = σ(-x) (the positive term: -log σ(x)
+/// = softplus(-x)) and q = σ(x) (the negative term without margin:
+/// -log σ(-x) = softplus(x)): c·q^γ·(q + γ·(1-q)·(-log(1-q))), with
+/// `first` = q, `second` = 1 - q (the other σ, never formed as 1 - q) and
+/// `log_term` = -log(1-q). A sum of terms >= 0; the second is 0 where
+/// γ·(1-q) is (at x = -∞ resp. +∞, where the logarithm is ∞).
+template <class Ops, class V>
+XENT_FORMULA V FocusedGrad(const Ops& o, V c, V mod, V first, V second, V gamma, V log_term) {
+  return o.Mul(o.Mul(c, mod), o.Add(first, o.Scale(o.Mul(gamma, second), log_term)));
+}
+
+/// ∂/∂x of the negative term with a margin m > 0, for p_m > 0:
+/// c·σ(x)σ(-x)·(γ·p_m^(γ-1)·(-log(1-p_m)) + p_m^γ/(1-p_m)), `focus` the
+/// first addend (the caller's power form); exactly 0 where p_m = 0.
+template <class Ops, class V>
+XENT_FORMULA V MarginGrad(const Ops& o, V c, V mod, V focus, V sigma_pos, V sigma_neg,
+                          V shifted, V kept) {
+  const V value = o.Mul(o.Mul(c, o.Mul(sigma_pos, sigma_neg)), o.Add(focus, o.Div(mod, kept)));
+  return o.IfThenElseZero(o.Gt(shifted, o.Zero()), value);
+}

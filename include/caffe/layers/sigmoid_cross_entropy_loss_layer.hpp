@@ -36,6 +36,28 @@ template <typename T> struct Constants;
  *        @f$ \alpha_t = \alpha\tau + (1-\alpha)(1-\tau) @f$ (1 when α is off)
  *        and @f$ k(i) @f$ the index of element i along the class axis.
  *
+ * The asymmetric form (ASL: Ben-Baruch et al., "Asymmetric Loss For
+ * Multi-Label Classification", ICCV 2021; Alibaba-MIIL/ASL's AsymmetricLoss,
+ * timm's AsymmetricLossMultiLabel), selected when focal_gamma_neg is set or
+ * focal_margin > 0, replaces the focal factor: @f$
+ *   \ell_i = c_{k(i)}\, w_i \left[ \alpha_+ b\, \sigma(-x)^{\gamma_+}
+ *       \mathrm{softplus}(-x) + \alpha_- a\, p_m^{\gamma_-}
+ *       \left(-\log(1 - p_m)\right) \right]
+ * @f$ with @f$ a = 1-\tau @f$, @f$ b = \mathrm{pos\_weight}_k \tau @f$,
+ * @f$ p_m = \max(\sigma(x) - m, 0) @f$ (m = focal_margin, ASL's "clip"),
+ * @f$ 1 - p_m = \sigma(-x) + m @f$, γ+ = focal_gamma, γ- = focal_gamma_neg
+ * (focal_gamma when unset), α+ = α and α- = 1-α (both 1 when α is off).
+ * A soft or smoothed target means the expectation over the target (τ of
+ * the positive term, 1-τ of the negative); for 0/1 targets with γ- = γ+ and
+ * m = 0 it is the focal loss above, for soft targets it is not (the focal
+ * form modulates the whole bce by (1-p_t)^γ). The gradient is its exact
+ * derivative, the focusing weights included (the reference code's option to
+ * detach them is not offered: it is the derivative of no loss); for
+ * σ(x) <= m the negative term and its derivative are exactly 0. Error bound
+ * (docs/sigmoid_cross_entropy_loss.md, "The asymmetric form"): each term
+ * within a few ulp, except the negative term with a margin where p_m <= 1/2,
+ * which is the exact term of a σ(x) moved by a few ulp (σ(x) - m cancels).
+ *
  * With every option at its default this is upstream's loss,
  * @f$ \ell = \max(x,0) - x t + \log(1 + e^{-|x|}) @f$, with gradient
  * @f$ \sigma(x) - t @f$; the element math (sigmoid_cross_entropy_loss_math.hpp) is written
@@ -144,11 +166,13 @@ class SigmoidCrossEntropyLossLayer : public XentLossLayer<Dtype> {
   Blob<Dtype> class_weight_;
   /// Whether pos_weight_ / class_weight_ differ between classes.
   bool per_class_;
-  /// Whether pos_weight, class_weight are all 1, focal and smoothing off.
+  /// Whether pos_weight, class_weight are all 1, focal (and the asymmetric
+  /// form) and smoothing off.
   bool plain_;
   /// Whether the CPU SIMD path applies: every option; a focal γ that is
   /// neither whole nor a whole one and a half up to
-  /// xent::sigmoid::kMaxFocalPower (+ 1/2) only for float.
+  /// xent::sigmoid::kMaxFocalPower (+ 1/2) only for float; the asymmetric
+  /// form only for float, with whole γ+ and γ- up to kMaxFocalPower.
   bool simd_;
   /// CPU SIMD path when inner_num_ is small (or the weights are uniform):
   /// pos_weight / class_weight element by element over one period of
@@ -162,6 +186,10 @@ class SigmoidCrossEntropyLossLayer : public XentLossLayer<Dtype> {
   xent::sigmoid::Constants<Dtype> Constants() const;
   /// focal γ, focal α (negative = off), label smoothing ε.
   Dtype focal_gamma_, focal_alpha_, label_smoothing_;
+  /// The asymmetric form (focal_gamma_neg set or focal_margin > 0), its γ-
+  /// (focal_gamma when unset) and margin m.
+  bool asymmetric_;
+  Dtype focal_gamma_neg_, focal_margin_;
   /// Whether the last Forward_cpu wrote bottom[0]'s diff, for a top diff
   /// that gave the scale diff_scale_ (Reshape clears it).
   bool diff_ready_;

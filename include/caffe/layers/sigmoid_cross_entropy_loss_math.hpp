@@ -75,8 +75,11 @@ template <typename T>
 struct Constants {
   T keep;    ///< 1 - ε: τ = t·keep + shift
   T shift;   ///< ε/2
-  T gamma;   ///< focal γ >= 0; 0 = no modulation
+  T gamma;   ///< focal γ >= 0; 0 = no modulation (γ+ in the asymmetric form)
   T alpha;   ///< focal α in [0,1]; negative = off (α_t = 1)
+  T gamma_neg;      ///< asymmetric form: γ- >= 0 of the negative term
+  T margin;         ///< asymmetric form: probability margin m in [0, 1)
+  bool asymmetric;  ///< the asymmetric form (AsymmetricElement); false: the rest unused
 };
 
 /// α_t's coefficients (FocalAlpha) from the constants.
@@ -95,16 +98,84 @@ XENT_HOST_DEVICE int TargetKind(T t, bool has_ignore_label, T ignore_label) {
   return (t >= T(0) && t <= T(1)) ? 1 : -1;
 }
 
+/// q^γ for q in [0, 1] and γ >= 0 (q^0 = 1, also at q = 0).
+template <typename T>
+XENT_HOST_DEVICE T FocusPower(T q, T gamma) {
+  return gamma == T(0) ? T(1) : XentPow(q, gamma);
+}
+
+/// The asymmetric form's element loss ℓ and, when grad != NULL, ∂ℓ/∂x
+/// (sigmoid_cross_entropy_loss_layer.hpp states it; the formulas it shares
+/// with the SIMD path, AsymmetricShift, AsymmetricLoss, FocusedGrad and
+/// MarginGrad, are in sigmoid_cross_entropy_loss_formulas-inl.h):
+///
+///   ℓ = weight·[α+·b·σ(-x)^γ+·softplus(-x) + α-·a·p_m^γ-·(-log(1-p_m))]
+///
+/// with p_m = max(σ(x) - m, 0) and 1 - p_m = σ(-x) + m (never 1 - σ(x)).
+/// m = 0: -log(1-p_m) = softplus(x). m > 0: -log1p(-p_m) while p_m <= 1/2
+/// (1 - p_m would round away p_m's digits), -log(σ(-x) + m) above (p_m
+/// would round away σ(-x)'s); for σ(x) <= m the negative term and its
+/// derivative are exactly 0. Every term and factor is >= 0 (the gradient's
+/// positive term is <= 0): no cancellation within a term.
+template <typename T>
+XENT_HOST_DEVICE T AsymmetricElement(T x, T t, T pos_weight, T weight, const Constants<T>& k,
+                                     T* grad) {
+  if (x != x) {  // NaN in, NaN out
+    if (grad) *grad = x;
+    return x;
+  }
+  const ScalarOps<T> o;
+  const T tau = t * k.keep + k.shift;           // τ = t(1-ε) + ε/2
+  const bool alpha_on = k.alpha >= T(0);
+  const T c_pos = weight * (alpha_on ? k.alpha : T(1)) * (pos_weight * tau);   // weight·α+·b
+  const T c_neg = weight * (alpha_on ? T(1) - k.alpha : T(1)) * (T(1) - tau);  // weight·α-·a
+  const bool positive = x >= T(0);
+  const T abs_x = positive ? x : -x;
+  const T e = XentExp(-abs_x);                  // e^-|x|
+  const T log1p_e = XentLog1p(e);
+  const T r = T(1) / (T(1) + e);                // σ(|x|)
+  const T sigma_pos = positive ? r : e * r;     // σ(x)
+  const T sigma_neg = positive ? e * r : r;     // σ(-x)
+  const T softplus_neg = positive ? log1p_e : abs_x + log1p_e;  // softplus(-x) = -log σ(x)
+  const T mod_pos = FocusPower(sigma_neg, k.gamma);            // σ(-x)^γ+
+  T shifted, kept;  // p_m and 1 - p_m
+  AsymmetricShift(o, sigma_pos, sigma_neg, k.margin, &shifted, &kept);
+  const T mod_neg = FocusPower(shifted, k.gamma_neg);          // p_m^γ-
+  T log_neg;        // -log(1 - p_m)
+  if (k.margin == T(0)) {
+    log_neg = positive ? abs_x + log1p_e : log1p_e;            // softplus(x)
+  } else {
+    log_neg = shifted <= T(0.5) ? -XentLog1p(-shifted) : -XentLog(kept);
+  }
+  if (grad) {
+    const T d_pos = -FocusedGrad(o, c_pos, mod_pos, sigma_neg, sigma_pos, k.gamma, softplus_neg);
+    T d_neg;
+    if (k.margin == T(0)) {
+      d_neg = FocusedGrad(o, c_neg, mod_neg, sigma_pos, sigma_neg, k.gamma_neg, log_neg);
+    } else {
+      // γ-·p_m^(γ-1)·(-log(1-p_m)), as γ-·p_m^γ-·(-log(1-p_m))/p_m for a
+      // fractional γ- < 1 (the ratio stays near 1 as p_m → 0); 0 for γ- = 0.
+      const T focus = (k.gamma_neg == T(0) || shifted == T(0))
+          ? T(0) : k.gamma_neg * mod_neg * (log_neg / shifted);
+      d_neg = MarginGrad(o, c_neg, mod_neg, focus, sigma_pos, sigma_neg, shifted, kept);
+    }
+    *grad = d_pos + d_neg;
+  }
+  return AsymmetricLoss(o, c_pos, mod_pos, softplus_neg, c_neg, mod_neg, log_neg);
+}
+
 /// Element loss ℓ and, when grad != NULL, ∂ℓ/∂x, for logit x, target t in
 /// [0,1], positive weight pos_weight and weight = class_weight·w (both >= 0).
 ///
 ///   ℓ = weight · α_t · (1-p_t)^γ · bce
 ///
+/// or, with k.asymmetric, AsymmetricElement's loss.
 /// NaN x gives NaN loss and gradient; finite x gives finite values; x = ±∞
 /// gives the limits (the loss may be +∞ there, the gradient stays finite).
 template <typename T>
 XENT_HOST_DEVICE T Element(T x, T t, T pos_weight, T weight,
                                       const Constants<T>& k, T* grad) {
+  if (k.asymmetric) return AsymmetricElement(x, t, pos_weight, weight, k, grad);
   if (x != x) {  // NaN in, NaN out: the selects below would otherwise hide it
     if (grad) *grad = x;
     return x;

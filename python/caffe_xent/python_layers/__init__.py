@@ -22,6 +22,9 @@ pos_weight             1           --          number or one per class, >= 0
 class_weight           1           1           number or one per class, >= 0
 focal_gamma            0           --          focal exponent, >= 0
 focal_alpha            -1 (off)    --          in [0, 1], or -1
+focal_gamma_neg        unset       --          ASL: exponent of negatives, >= 0
+                                               (unset: focal_gamma)
+focal_margin           0           --          ASL: probability margin, in [0, 1)
 label_smoothing        0           0           in [0, 1)
 target_normalization   --          "COUNT"     "COUNT", "SUM", "NONE"
 =====================  ==========  ==========  =====================================

@@ -55,7 +55,7 @@ def check_options(layer: str, given: Mapping[str, Any], defaults: Mapping[str, A
         opts["ignore_label"] = int(value)
     if not isinstance(opts["axis"], (int, np.integer)) or isinstance(opts["axis"], bool):
         fail(layer, "axis = %r must be an integer" % (opts["axis"],))
-    for key in ("focal_gamma", "focal_alpha", "label_smoothing"):
+    for key in ("focal_gamma", "focal_alpha", "label_smoothing", "focal_margin"):
         if key in opts:
             if not is_number(opts[key]):
                 fail(layer, "%s = %r must be a number" % (key, opts[key]))
@@ -73,6 +73,15 @@ def check_options(layer: str, given: Mapping[str, Any], defaults: Mapping[str, A
             opts[key] = array
     if "focal_gamma" in defaults and not opts["focal_gamma"] >= 0:
         fail(layer, "focal_gamma = %r is invalid; it must be >= 0" % opts["focal_gamma"])
+    if "focal_gamma_neg" in defaults and opts["focal_gamma_neg"] is not None:
+        if not is_number(opts["focal_gamma_neg"]):
+            fail(layer, "focal_gamma_neg = %r must be a number" % (opts["focal_gamma_neg"],))
+        opts["focal_gamma_neg"] = float32(opts["focal_gamma_neg"])
+        if not 0 <= opts["focal_gamma_neg"] < np.inf:
+            fail(layer, "focal_gamma_neg = %r is invalid; it must be finite and >= 0, or unset "
+                 "(negatives use focal_gamma)" % opts["focal_gamma_neg"])
+    if "focal_margin" in defaults and not 0.0 <= opts["focal_margin"] < 1.0:
+        fail(layer, "focal_margin = %r is invalid; it must be in [0, 1)" % opts["focal_margin"])
     if "focal_alpha" in defaults:
         alpha = opts["focal_alpha"]
         if not (alpha == -1.0 or 0.0 <= alpha <= 1.0):

@@ -2,7 +2,8 @@
 
 The native layer's formulas (``sigmoid_cross_entropy_loss_math.hpp``), vectorized: the
 accurate form of the binary cross-entropy with pos_weight, class and element
-weights, label smoothing and the focal term, and its gradient.
+weights, label smoothing and the focal term (and its asymmetric form, ASL), and
+its gradient.
 
 This is caffe-xent's own numpy implementation, shipped to users. The test
 suite's reference, tests/sigmoid_cross_entropy_loss_reference.py, is kept
@@ -23,7 +24,7 @@ from ._options import check_options, fail, normalizer_for, per_class, scale
 SIGMOID_CROSS_ENTROPY_LOSS_DEFAULTS: Dict[str, Any] = {
     "ignore_label": None, "normalization": "BATCH_SIZE", "normalize": None, "axis": 1,
     "pos_weight": None, "class_weight": None, "focal_gamma": 0.0, "focal_alpha": -1.0,
-    "label_smoothing": 0.0,
+    "label_smoothing": 0.0, "focal_gamma_neg": None, "focal_margin": 0.0,
 }
 
 
@@ -39,6 +40,8 @@ class SigmoidCrossEntropyLossOptions(TypedDict, total=False):
     focal_gamma: float
     focal_alpha: float
     label_smoothing: float
+    focal_gamma_neg: Optional[float]
+    focal_margin: float
 
 
 class BlobGeometry:
@@ -92,6 +95,50 @@ def _element_math(x: np.ndarray, tau: np.ndarray, pos_weight: np.ndarray, weight
     return scale(coefficient * modulator, bce), grad
 
 
+def _asymmetric_math(x: np.ndarray, tau: np.ndarray, pos_weight: np.ndarray, weight: np.ndarray,
+                     gamma: float, alpha: float, gamma_neg: float, margin: float
+                     ) -> Tuple[np.ndarray, np.ndarray]:
+    """The asymmetric form (ASL): element loss and dloss/dx in float64 (the native
+    AsymmetricElement, vectorized).
+
+    loss = c_pos*sigma(-x)^gamma*softplus(-x) + c_neg*p_m^gamma_neg*(-log(1-p_m)), with
+    c_pos = weight*alpha*pos_weight*tau, c_neg = weight*(1-alpha)*(1-tau) (alpha off: 1, 1),
+    p_m = max(sigma(x) - margin, 0) and 1 - p_m = sigma(-x) + margin (never 1 - sigma(x)).
+    """
+    alpha_on = alpha >= 0.0
+    c_pos = weight * (alpha if alpha_on else 1.0) * (pos_weight * tau)
+    c_neg = weight * ((1.0 - alpha) if alpha_on else 1.0) * (1.0 - tau)
+    positive = x >= 0
+    abs_x = np.abs(x)
+    e = np.exp(-abs_x)
+    log1p_e = np.log1p(e)
+    r = 1.0 / (1.0 + e)
+    sigma_pos = np.where(positive, r, e * r)
+    sigma_neg = np.where(positive, e * r, r)
+    softplus_neg = np.where(positive, log1p_e, abs_x + log1p_e)      # -log sigma(x)
+    mod_pos = np.ones_like(x) if gamma == 0.0 else sigma_neg ** gamma
+    # d/dx of the positive term: -c_pos*mod_pos*(sigma(-x) + gamma*sigma(x)*softplus(-x))
+    d_pos = -c_pos * mod_pos * (sigma_neg + scale(gamma * sigma_pos, softplus_neg))
+    if margin == 0.0:
+        shifted = sigma_pos
+        log_neg = np.where(positive, abs_x + log1p_e, log1p_e)       # softplus(x) = -log sigma(-x)
+        mod_neg = np.ones_like(x) if gamma_neg == 0.0 else shifted ** gamma_neg
+        d_neg = c_neg * mod_neg * (sigma_pos + scale(gamma_neg * sigma_neg, log_neg))
+    else:
+        shifted = np.where(sigma_pos > margin, sigma_pos - margin, 0.0)   # p_m
+        kept = sigma_neg + margin                                         # 1 - p_m
+        # -log1p(-p_m) while p_m <= 1/2, -log(1 - p_m) above (each keeps its digits)
+        with np.errstate(divide="ignore"):
+            log_neg = np.where(shifted <= 0.5, -np.log1p(-np.minimum(shifted, 0.5)), -np.log(kept))
+        mod_neg = np.ones_like(x) if gamma_neg == 0.0 else shifted ** gamma_neg
+        active = shifted > 0
+        safe = np.where(active, shifted, 1.0)
+        focus = 0.0 if gamma_neg == 0.0 else gamma_neg * mod_neg * (log_neg / safe)
+        d_neg = np.where(active, c_neg * (sigma_pos * sigma_neg) * (focus + mod_neg / kept), 0.0)
+    loss = scale(c_pos * mod_pos, softplus_neg) + scale(c_neg * mod_neg, log_neg)
+    return loss, d_pos + d_neg
+
+
 def element_losses(layer: str, opts: Dict[str, Any], x: np.ndarray, t: np.ndarray,
                    w: Optional[np.ndarray], axis_given: bool) -> Tuple[np.ndarray, np.ndarray, float]:
     """Element losses, element gradients (unnormalized, top diff 1, both flat) and the normalizer.
@@ -130,8 +177,14 @@ def element_losses(layer: str, opts: Dict[str, Any], x: np.ndarray, t: np.ndarra
     tau = np.where(ignored, 0.0, t) * (1.0 - eps) + eps / 2.0       # tau = t(1-eps) + eps/2
     weight = geometry.class_weight[cls] * weight_elements
     with np.errstate(invalid="ignore", over="ignore"):
-        loss, grad = _element_math(x, tau, geometry.pos_weight[cls], weight,
-                                   opts["focal_gamma"], opts["focal_alpha"])
+        if opts["focal_gamma_neg"] is not None or opts["focal_margin"] > 0:
+            gamma_neg = opts["focal_gamma"] if opts["focal_gamma_neg"] is None else opts["focal_gamma_neg"]
+            loss, grad = _asymmetric_math(x, tau, geometry.pos_weight[cls], weight,
+                                          opts["focal_gamma"], opts["focal_alpha"], gamma_neg,
+                                          opts["focal_margin"])
+        else:
+            loss, grad = _element_math(x, tau, geometry.pos_weight[cls], weight,
+                                       opts["focal_gamma"], opts["focal_alpha"])
     nan = np.isnan(x)                               # NaN in, NaN out (the selects above may hide it)
     loss[nan] = np.nan
     grad[nan] = np.nan

@@ -29,6 +29,15 @@ void SigmoidCrossEntropyLossLayer<Dtype>::LayerSetUp(
              << " is invalid; it must be in [0, 1], or -1 (off)");
   XENT_CHECK(lp, p.label_smoothing() >= 0.0f && p.label_smoothing() < 1.0f,
              "label_smoothing = " << p.label_smoothing() << " is invalid; it must be in [0, 1)");
+  XENT_CHECK(lp, !p.has_focal_gamma_neg() || xent::XentIsValidWeight(p.focal_gamma_neg()),
+             "focal_gamma_neg = " << p.focal_gamma_neg()
+             << " is invalid; it must be finite and >= 0, or unset (negatives use focal_gamma)");
+  XENT_CHECK(lp, p.focal_margin() >= 0.0f && p.focal_margin() < 1.0f,
+             "focal_margin = " << p.focal_margin() << " is invalid; it must be in [0, 1)");
+  // The asymmetric form (ASL): a negative-side γ or a probability margin.
+  asymmetric_ = p.has_focal_gamma_neg() || p.focal_margin() > 0.0f;
+  focal_gamma_neg_ = p.has_focal_gamma_neg() ? p.focal_gamma_neg() : p.focal_gamma();
+  focal_margin_ = p.focal_margin();
 
   classes_ = -1;  // per-class vectors are expanded in Reshape, once C is known
   period_ = -1;
@@ -42,6 +51,14 @@ void SigmoidCrossEntropyLossLayer<Dtype>::LayerSetUp(
   const Dtype whole = std::floor(focal_gamma_);
   simd_ = sizeof(Dtype) == 4 || ((focal_gamma_ == whole || focal_gamma_ - whole == Dtype(0.5)) &&
                                  whole <= Dtype(xent::sigmoid::kMaxFocalPower));
+  if (asymmetric_) {
+    // The asymmetric form's SIMD path: float blobs with whole γ+ and γ- up
+    // to kMaxFocalPower (ASL's are); others take the scalar element loop.
+    auto whole_power = [](Dtype g) {
+      return g == std::floor(g) && g <= Dtype(xent::sigmoid::kMaxFocalPower);
+    };
+    simd_ = sizeof(Dtype) == 4 && whole_power(focal_gamma_) && whole_power(focal_gamma_neg_);
+  }
 }
 
 template <typename Dtype>
@@ -89,7 +106,7 @@ void SigmoidCrossEntropyLossLayer<Dtype>::Reshape(
     }
     per_class_ = !uniform;
     plain_ = ones && focal_gamma_ == Dtype(0) && focal_alpha_ < Dtype(0) &&
-             label_smoothing_ == Dtype(0);
+             label_smoothing_ == Dtype(0) && !asymmetric_;
     period_ = -1;
   }
   // The SIMD path reads per-class values a vector at a time: for runs of one
@@ -150,7 +167,8 @@ template <typename Dtype>
 xent::sigmoid::Constants<Dtype> SigmoidCrossEntropyLossLayer<Dtype>::Constants() const {
   const xent::sigmoid::Constants<Dtype> k = {Dtype(1) - label_smoothing_,
                                                label_smoothing_ / Dtype(2), focal_gamma_,
-                                               focal_alpha_};
+                                               focal_alpha_, focal_gamma_neg_, focal_margin_,
+                                               asymmetric_};
   return k;
 }
 

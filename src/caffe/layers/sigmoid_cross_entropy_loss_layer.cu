@@ -6,8 +6,8 @@
 //   layer glue    Forward_gpu / Backward_gpu (launch, check, normalize).
 //
 // Kernels are specialized (template flags) on the options that change the
-// work: the focal term, per-class values, per-element weights, the
-// per-element top. Without the focal flag the kernel passes γ = 0, α = -1
+// work: the focal term, the asymmetric form, per-class values, per-element
+// weights, the per-element top. Without the focal flag the kernel passes γ = 0, α = -1
 // as constants, so the compiler folds Element's focal branch away, and a
 // backward that discards the loss drops bce and its log1p (the SASS of
 // the plain backward has no log1p: docs/sigmoid_cross_entropy_loss.md).
@@ -45,7 +45,8 @@ enum KernelFlag {
   kPerClass = 2,    ///< pos_weight / class_weight differ between classes
   kWeights = 4,     ///< bottom[2], per-element weights
   kElementTop = 8,  ///< top[1]: forward writes ℓ_i, backward reads its diff
-  kFlagCombinations = 16
+  kAsymmetric = 16,  ///< the asymmetric form (AsymmetricElement); never with kFocal
+  kFlagCombinations = 32
 };
 
 /// Elements of a thread's group: one 16-byte vector of each input.
@@ -119,14 +120,17 @@ struct KernelArgs {
 };
 
 /// The constants a kernel passes to Element: without kFocal, γ = 0 and
-/// α = -1 as literals, so Element's focal branch folds away.
+/// α = -1 as literals, so Element's focal branch folds away; `asymmetric`
+/// as the literal kAsymmetric, so Element's test of it folds away too
+/// (with kAsymmetric Element is AsymmetricElement, with its γ and α).
 template <typename Dtype, int kFlags>
 __device__ __forceinline__ Constants<Dtype> KernelConstants(const KernelArgs<Dtype>& a) {
   Constants<Dtype> k = a.constants;
-  if (!(kFlags & kFocal)) {
+  if (!(kFlags & (kFocal | kAsymmetric))) {
     k.gamma = Dtype(0);
     k.alpha = Dtype(-1);
   }
+  k.asymmetric = (kFlags & kAsymmetric) != 0;
   return k;
 }
 
@@ -260,10 +264,13 @@ BackwardKernel(const KernelArgs<Dtype> a, const Dtype* __restrict__ element_diff
 }
 
 /// Launches kernel<Dtype, F>(...) for the run-time flags F by a chain of
-/// compile-time comparisons (every one of the 16 combinations instantiated).
+/// compile-time comparisons (every one of the 24 valid combinations
+/// instantiated: kFocal and kAsymmetric never come together).
 template <int F = 0, class Launch>
 void WithFlags(int flags, const Launch& launch) {
-  if constexpr (F < kFlagCombinations) {
+  if constexpr ((F & kFocal) && (F & kAsymmetric)) {
+    WithFlags<F + 1>(flags, launch);
+  } else if constexpr (F < kFlagCombinations) {
     if (flags == F) {
       launch(std::integral_constant<int, F>());
     } else {
@@ -305,7 +312,9 @@ KernelArgs<Dtype> MakeArgs(const vector<Blob<Dtype>*>& bottom, const Blob<Dtype>
 /// The kernel flags of a layer's options.
 template <typename Dtype>
 int Flags(const Constants<Dtype>& k, bool per_class, bool weights, bool element_top) {
-  return (k.gamma != Dtype(0) || k.alpha >= Dtype(0) ? kFocal : 0) | (per_class ? kPerClass : 0) |
+  const int form = k.asymmetric ? kAsymmetric
+                   : k.gamma != Dtype(0) || k.alpha >= Dtype(0) ? kFocal : 0;
+  return form | (per_class ? kPerClass : 0) |
          (weights ? kWeights : 0) | (element_top ? kElementTop : 0);
 }
 

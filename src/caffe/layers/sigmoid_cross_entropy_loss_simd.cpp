@@ -514,12 +514,223 @@ Sums ForwardOptions(const ForwardArgs<T>& a) {
   return a.options ? ForwardWith<true, false, kGrad>(a) : ForwardWith<false, false, kGrad>(a);
 }
 
+// ---- The asymmetric form (ASL): float blobs with whole γ+ and γ- up to
+// kMaxFocalPower (the layer sends the others to the scalar element loop).
+// The element math is AsymmetricElement's (sigmoid_cross_entropy_loss_math.hpp)
+// on vectors: the shared formulas AsymmetricShift, AsymmetricLoss,
+// FocusedGrad and MarginGrad, with the powers by WholePower and -log1p(-p_m)
+// by Log1pUnit (its series holds for arguments in [-1/2, 1]: |s| <= 1/3).
+
+/// The asymmetric form's options as vectors: α+ and α- (1 and 1 when α is
+/// off), γ+ and γ- (whole), the margin m.
+template <class D>
+struct AsymmetricSplat {
+  using V = hn::Vec<D>;
+  V alpha_pos, alpha_neg, gamma_pos, gamma_neg, margin;
+  int power_pos, power_neg;
+  bool has_margin;
+};
+
+template <class D, typename T = hn::TFromD<D>>
+HWY_INLINE AsymmetricSplat<D> MakeAsymmetricSplat(D d, const Constants<T>& k) {
+  const bool alpha_on = k.alpha >= T(0);
+  AsymmetricSplat<D> s;
+  s.alpha_pos = hn::Set(d, alpha_on ? k.alpha : T(1));
+  s.alpha_neg = hn::Set(d, alpha_on ? T(1) - k.alpha : T(1));
+  s.gamma_pos = hn::Set(d, k.gamma);
+  s.gamma_neg = hn::Set(d, k.gamma_neg);
+  s.margin = hn::Set(d, k.margin);
+  s.power_pos = static_cast<int>(k.gamma);
+  s.power_neg = static_cast<int>(k.gamma_neg);
+  s.has_margin = k.margin > T(0);
+  return s;
+}
+
+/// One vector of the asymmetric form: returns ℓ (ignored lanes not yet
+/// masked); with kGrad also *grad = ∂ℓ/∂x · factor, 0 in ignored lanes.
+/// NaN x: NaN for both.
+template <bool kGrad, class D, class V = hn::Vec<D>>
+HWY_INLINE V AsymmetricVector(D d, const Splat<D>& s, const AsymmetricSplat<D>& as,
+                              const ElementVectors<V>& in, V e, V* grad) {
+  const xs::VecOps<D> o;
+  const V one = hn::Set(d, 1);
+  V tau, a, b;
+  Weights<true>(d, in.t, in.pos_weight, s.keep, s.shift, &tau, &a, &b);
+  const V weight = s.weights ? hn::Mul(in.class_weight, in.w) : in.class_weight;
+  const V c_pos = hn::Mul(hn::Mul(weight, as.alpha_pos), b);  // weight·α+·b
+  const V c_neg = hn::Mul(hn::Mul(weight, as.alpha_neg), a);  // weight·α-·a
+  const auto positive = hn::Ge(in.x, hn::Zero(d));
+  const V abs_x = hn::Abs(in.x);
+  const V log1p_e = Log1pUnit(d, e);
+  V sigma_pos, sigma_neg, alpha_t, q;  // σ(x), σ(-x); α_t and q unused
+  FocalParts(o, positive, e, hn::Div(one, hn::Add(one, e)), tau, a, s.alpha, &sigma_pos,
+             &sigma_neg, &alpha_t, &q);
+  const V softplus_neg = hn::Add(log1p_e, hn::IfThenZeroElse(positive, abs_x));  // -log σ(x)
+  const V mod_pos = WholePower(d, sigma_neg, as.power_pos);                     // σ(-x)^γ+
+  V log_neg, mod_neg, d_neg = hn::Zero(d);  // -log(1-p_m), p_m^γ-, ∂(negative term)/∂x
+  if (!as.has_margin) {
+    log_neg = hn::Add(log1p_e, hn::IfThenElseZero(positive, abs_x));  // softplus(x)
+    mod_neg = WholePower(d, sigma_pos, as.power_neg);
+    if (kGrad) d_neg = FocusedGrad(o, c_neg, mod_neg, sigma_pos, sigma_neg, as.gamma_neg, log_neg);
+  } else {
+    V shifted, kept;  // p_m, 1 - p_m
+    AsymmetricShift(o, sigma_pos, sigma_neg, as.margin, &shifted, &kept);
+    const auto low = hn::Le(shifted, hn::Set(d, hn::TFromD<D>(0.5)));
+    log_neg = hn::Neg(hn::IfThenElse(low, Log1pUnit(d, hn::Neg(shifted)), hn::Log(d, kept)));
+    // p_m^(γ-1) once, for the power and γ-·p_m^(γ-1)·(-log(1-p_m)).
+    const V lower = as.power_neg > 0 ? WholePower(d, shifted, as.power_neg - 1) : one;
+    mod_neg = as.power_neg > 0 ? hn::Mul(lower, shifted) : one;
+    if (kGrad) {
+      const V focus = as.power_neg > 0 ? hn::Mul(hn::Mul(as.gamma_neg, lower), log_neg)
+                                       : hn::Zero(d);
+      d_neg = MarginGrad(o, c_neg, mod_neg, focus, sigma_pos, sigma_neg, shifted, kept);
+    }
+  }
+  const auto nan = hn::IsNaN(in.x);
+  if (kGrad) {
+    const V d_pos = FocusedGrad(o, c_pos, mod_pos, sigma_neg, sigma_pos, as.gamma_pos,
+                                softplus_neg);
+    V g = hn::Mul(hn::Sub(d_neg, d_pos), in.factor);
+    g = hn::IfThenElse(nan, in.x, g);  // NaN in, NaN out
+    if (s.has_ignore_label) g = hn::IfThenZeroElse(hn::Eq(in.t, s.ignore_label), g);
+    *grad = g;
+  }
+  const V loss = AsymmetricLoss(o, c_pos, mod_pos, softplus_neg, c_neg, mod_neg, log_neg);
+  return hn::IfThenElse(nan, in.x, loss);
+}
+
+/// The lanes of one forward vector that count, hold a bad target, a bad
+/// weight (as ForwardVector's counts).
+template <bool kIgnore, bool kWeights, class D, class V = hn::Vec<D>, class M = hn::Mask<D>>
+HWY_INLINE void AsymmetricCounts(D d, const Splat<D>& s, const ElementVectors<V>& in, M lanes,
+                                 ForwardCounts<M>* counts) {
+  const M in_range = hn::And(hn::Ge(in.t, hn::Zero(d)), hn::Le(in.t, hn::Set(d, 1)));
+  const M ignored = kIgnore ? hn::Eq(in.t, s.ignore_label) : hn::FirstN(d, 0);
+  counts->counted = hn::AndNot(ignored, lanes);
+  counts->bad_target = hn::AndNot(hn::Or(ignored, in_range), lanes);
+  if (kWeights) {
+    const V most = hn::Set(d, std::numeric_limits<hn::TFromD<D>>::max());
+    counts->bad_weight = hn::AndNot(hn::And(hn::Ge(in.w, hn::Zero(d)), hn::Le(in.w, most)), lanes);
+  }
+}
+
+/// Forward of the asymmetric form over a range (ForwardLoop's contract),
+/// with kGrad the gradient in the same pass.
+template <bool kIgnore, bool kWeights, bool kGrad, typename T>
+Sums AsymmetricForwardLoop(const ForwardArgs<T>& args) {
+  const hn::ScalableTag<T> d;
+  using V = hn::Vec<decltype(d)>;
+  using M = hn::Mask<decltype(d)>;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  const int64_t n = args.n;
+  const auto s = MakeSplat(d, args.options, args.w, args.has_ignore_label, args.ignore_label);
+  const auto as = MakeAsymmetricSplat(d, args.options->constants);
+  xs::DoubleSum<decltype(d)> sum;
+  int64_t counted = 0, bad_targets = 0, bad_weights = 0;
+  PerClass<T> per_class(*args.options, args.first);
+  ElementVectors<V> in;
+  in.w = hn::Zero(d);
+  in.factor = hn::Set(d, args.grad_scale);
+  // Vector i of x, t, w (the blob's, or padded copies of the tail): ℓ with
+  // ignored and padding lanes 0, the counts added, the gradient in *grad.
+  auto vector_at = [&](const T* x, const T* t, const T* w, int64_t i, M valid, V* grad) {
+    in.x = hn::LoadU(d, x + i);
+    in.t = hn::LoadU(d, t + i);
+    if (kWeights) in.w = hn::LoadU(d, w + i);
+    per_class.Next(d, &in.pos_weight, &in.class_weight);
+    ForwardCounts<M> c;
+    AsymmetricCounts<kIgnore, kWeights>(d, s, in, valid, &c);
+    if (kIgnore) counted += hn::CountTrue(d, c.counted);
+    bad_targets += hn::CountTrue(d, c.bad_target);
+    if (kWeights) bad_weights += hn::CountTrue(d, c.bad_weight);
+    const V loss = hn::IfThenElseZero(
+        c.counted, AsymmetricVector<kGrad>(d, s, as, in, ExpNegAbs(d, in.x), grad));
+    sum.Add(loss);
+    return loss;
+  };
+  int64_t i = 0;
+  V grad;
+  for (; i + lanes <= n; i += lanes) {
+    const V loss = vector_at(args.x, args.t, args.w, i, hn::FirstN(d, lanes), &grad);
+    if (args.element_loss) hn::StoreU(loss, d, args.element_loss + i);
+    if (kGrad) hn::StoreU(grad, d, args.grad + i);
+  }
+  if (i < n) {
+    const size_t rest = static_cast<size_t>(n - i);
+    const xs::Padded<T> x(args.x + i, rest), t(args.t + i, rest),
+        w(kWeights ? args.w + i : nullptr, rest);
+    const V loss = vector_at(x.v, t.v, w.v, 0, hn::FirstN(d, rest), &grad);
+    if (args.element_loss) xs::StoreFirst(d, loss, rest, args.element_loss + i);
+    if (kGrad) xs::StoreFirst(d, grad, rest, args.grad + i);
+  }
+  Sums sums;
+  sums.loss = sum.Total();
+  sums.counted = kIgnore ? counted : n;
+  sums.bad_targets = bad_targets;
+  sums.bad_weights = bad_weights;
+  return sums;
+}
+
+template <bool kGrad, typename T>
+Sums AsymmetricForward(const ForwardArgs<T>& a) {
+  if (a.has_ignore_label) {
+    return a.w ? AsymmetricForwardLoop<true, true, kGrad>(a)
+               : AsymmetricForwardLoop<true, false, kGrad>(a);
+  }
+  return a.w ? AsymmetricForwardLoop<false, true, kGrad>(a)
+             : AsymmetricForwardLoop<false, false, kGrad>(a);
+}
+
+/// Backward of the asymmetric form over a range (SimdBackward's contract).
+template <typename T>
+void AsymmetricBackward(const BackwardArgs<T>& a) {
+  const hn::ScalableTag<T> d;
+  using V = hn::Vec<decltype(d)>;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  const auto s = MakeSplat(d, a.options, a.w, a.has_ignore_label, a.ignore_label);
+  const auto as = MakeAsymmetricSplat(d, a.options->constants);
+  PerClass<T> per_class(*a.options, a.first);
+  const V scale = hn::Set(d, a.scale);
+  ElementVectors<V> in;
+  in.w = hn::Zero(d);
+  auto vector_at = [&](const T* x, const T* t, const T* w, const T* element_diff, int64_t i) {
+    in.x = hn::LoadU(d, x + i);
+    in.t = hn::LoadU(d, t + i);
+    if (w) in.w = hn::LoadU(d, w + i);
+    in.factor = element_diff ? hn::Add(scale, hn::LoadU(d, element_diff + i)) : scale;
+    per_class.Next(d, &in.pos_weight, &in.class_weight);
+    V grad;
+    AsymmetricVector<true>(d, s, as, in, ExpNegAbs(d, in.x), &grad);
+    return grad;
+  };
+  int64_t i = 0;
+  for (; i + lanes <= a.n; i += lanes) {
+    hn::StoreU(vector_at(a.x, a.t, a.w, a.element_diff, i), d, a.dx + i);
+  }
+  if (i < a.n) {
+    const size_t rest = static_cast<size_t>(a.n - i);
+    const xs::Padded<T> x(a.x + i, rest), t(a.t + i, rest), w(a.w ? a.w + i : nullptr, rest),
+        ed(a.element_diff ? a.element_diff + i : nullptr, rest);
+    xs::StoreFirst(d, vector_at(x.v, t.v, a.w ? w.v : nullptr,
+                                a.element_diff ? ed.v : nullptr, 0),
+                   rest, a.dx + i);
+  }
+}
+
+template <typename T>
+bool IsAsymmetric(const Options<T>* o) {
+  return o && o->constants.asymmetric;
+}
+
 /// The gradient in the same pass as the loss: float blobs only (double
 /// blobs retake cancelling elements, BackwardWith, and leave it to the
 /// backward).
 template <typename T>
 Sums Forward(const ForwardArgs<T>& a) {
   if constexpr (sizeof(T) == 4) {
+    if (IsAsymmetric(a.options)) {  // float only: the layer's choice
+      return a.grad ? AsymmetricForward<true>(a) : AsymmetricForward<false>(a);
+    }
     if (a.grad) return ForwardOptions<true>(a);
   }
   return ForwardOptions<false>(a);
@@ -713,6 +924,9 @@ void BackwardWith(const BackwardArgs<T>& a) {
 
 template <typename T>
 void Backward(const BackwardArgs<T>& a) {
+  if constexpr (sizeof(T) == 4) {
+    if (IsAsymmetric(a.options)) return AsymmetricBackward(a);  // float only: the layer's choice
+  }
   if (HasFocal(a.options)) {
     BackwardWith<true, true>(a);
   } else if (a.options) {
