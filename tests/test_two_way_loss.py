@@ -171,6 +171,27 @@ def test_huge_and_infinite_scores(dtype, device, rng):
     check(x[1:], t[1:], dtype, device)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_columns_far_below_the_largest_score(dtype, device, rng):
+    # Float (N, C) scores sum each column's exps against one shift per side
+    # (the largest value of that side in the whole blob) where that keeps
+    # every term that matters a normal double, and sweep a column again with
+    # its own shifts where it does not. Rows here rise (each row's largest
+    # score above the last: the running shift moves often); one negative of
+    # 900 puts the negatives' shared shift there: the even columns (about
+    # 450 lower) keep it, the odd ones (about 890 lower: e^-890 is below the
+    # smallest double) are swept again.
+    shape = (300, 70)
+    x = rng.standard_normal(shape) * 3 + np.linspace(0.0, 6.0, shape[0])[:, None]
+    x[:, 0::2] += 450.0
+    t = multi_hot(rng, shape, density=0.2)
+    t[200, 4] = 0.0
+    x[200, 4] = 900.0
+    check(x, t, dtype, device)
+    check(x, t, dtype, device, positive_temperature=0.5, negative_temperature=2.0)
+
+
 def test_same_bits_for_any_thread_count():
     code = ("import numpy as np, caffe_xent, sys, hashlib\n"
             "rng = np.random.default_rng(5)\n"

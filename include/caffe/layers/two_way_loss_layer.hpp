@@ -119,6 +119,11 @@ class TwoWayLossLayer : public XentLossLayer<Dtype> {
   double row_normalizer_, column_normalizer_;
   /// Coefficients from forward, (5, rows) and (5, C) doubles.
   Blob<double> row_coefficients_, column_coefficients_;
+  /// The CPU's fused pass over float (N, C) scores: each block of rows'
+  /// column sums (2C doubles) and counts (2C floats), at most 16 blocks,
+  /// kept between calls.
+  std::vector<double> column_sums_;
+  std::vector<float> column_counts_;
 };
 
 }  // namespace caffe

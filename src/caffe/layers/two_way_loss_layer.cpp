@@ -44,6 +44,24 @@ inline bool ColumnPassSimd(const double*, const double*, int64_t, const Options&
                            Shifts*, LineSums*) {
   return false;
 }
+inline bool RowAndColumnsSimd(const float* x, const float* t, const Options& o, Shifts* m,
+                              LineSums* s, ColumnRun* run) {
+  return SimdRowAndColumns(x, t, o, m, s, run);
+}
+inline bool RowAndColumnsSimd(const double*, const double*, const Options&, Shifts*, LineSums*,
+                              ColumnRun*) {
+  return false;
+}
+inline bool RowGradientSharedSimd(const float* x, const float* t, const Options& o,
+                                  const LineCoefficients& row, const Shifts& column_shift,
+                                  const double* column_shares, double row_scale, float* dx) {
+  return SimdRowGradientShared(x, t, o, row, column_shift, column_shares, row_scale, dx);
+}
+inline bool RowGradientSharedSimd(const double*, const double*, const Options&,
+                                  const LineCoefficients&, const Shifts&, const double*, double,
+                                  double*) {
+  return false;
+}
 inline bool RowGradientSimd(const float* x, const float* t, const Options& o,
                             const LineCoefficients& row, const double* columns,
                             double row_scale, double column_scale, float* dx) {
@@ -58,6 +76,14 @@ inline bool RowGradientSimd(const double*, const double*, const Options&,
 /// shifts finite (no inf - inf).
 inline bool VectorSafe(const LineCoefficients& c) {
   return c.weight == 0.0 || (std::isfinite(c.neg_shift) && std::isfinite(c.pos_shift));
+}
+
+/// Sweeps 1 and 2 of one contiguous row, on vectors where they apply.
+template <typename Dtype>
+void OneRow(const Dtype* xr, const Dtype* tr, const Options& o, Shifts* m, LineSums* s) {
+  if (RowPassSimd(xr, tr, o, m, s)) return;
+  for (int c = 0; c < o.targets.classes; ++c) AccumulateShift(xr[c], tr[c], o, m);
+  for (int c = 0; c < o.targets.classes; ++c) AccumulateElement(*m, xr[c], tr[c], o, s);
 }
 
 /// The sample-wise pass over rows [begin, end): for each tile of
@@ -75,12 +101,7 @@ LossSums RowPass(const Dtype* x, const Dtype* t, int64_t begin, int64_t end, int
     for (int64_t r = begin; r < end; ++r) {
       Shifts m = EmptyShifts();
       LineSums s = ZeroSums();
-      const Dtype* xr = x + r * C;
-      const Dtype* tr = t + r * C;
-      if (!RowPassSimd(xr, tr, o, &m, &s)) {
-        for (int c = 0; c < C; ++c) AccumulateShift(xr[c], tr[c], o, &m);
-        for (int c = 0; c < C; ++c) AccumulateElement(m, xr[c], tr[c], o, &s);
-      }
+      OneRow(x + r * C, t + r * C, o, &m, &s);
       StoreLine(m, s, o, r, rows, coefficients, &range.loss, &range.counted, &range.bad_targets);
     }
     return range;
@@ -159,6 +180,149 @@ LossSums ColumnPass(const Dtype* x, const Dtype* t, int64_t k, int64_t outer, in
   return block;
 }
 
+/// Blocks of rows of the fused pass (FusedRows): at most kFusedBlocks, of
+/// at least kFusedElements elements each (fewer blocks where the batch is
+/// small: each keeps 24 bytes per class).
+const int64_t kFusedBlocks = 16;
+const int64_t kFusedElements = int64_t(1) << 16;
+
+inline int64_t FusedBlockRows(int64_t rows, int C) {
+  return std::max((rows + kFusedBlocks - 1) / kFusedBlocks, (kFusedElements + C - 1) / C);
+}
+
+/// Whether the (N, C) scores take the fused pass: float scores with a
+/// vector path, rows below 2^24 (exact float counts per column).
+template <typename Dtype>
+bool Fused(const Dtype* x, int64_t rows, int inner) {
+  return inner == 1 && ColumnLanes(x) > 0 && rows < (int64_t(1) << 24);
+}
+
+/// The class-wise sums of one block of rows in the fused pass: 2C doubles
+/// (the negatives' sums, then the positives') and 2C floats (their counts)
+/// of the layer's buffers.
+struct ColumnBlock {
+  ColumnRun run;  ///< the sums, the counts and their running shifts
+  bool complete;  ///< every row of the block added
+
+  ColumnBlock(double* sums, float* counts, int C) : complete(true) {
+    run.neg_shift = run.pos_shift = -INFINITY;
+    run.neg_sum = sums;
+    run.pos_sum = sums + C;
+    run.negatives = counts;
+    run.positives = counts + C;
+  }
+};
+
+/// Both passes over the rows [begin, end) of (N, C) scores, in order: each
+/// row's line (as RowPass) and its elements into the block's column sums
+/// (SimdRowAndColumns). A row the vectors cannot take (a kept score that
+/// is not finite) leaves the block incomplete: the class-wise term is then
+/// taken by ColumnPass.
+template <typename Dtype>
+LossSums FusedRows(const Dtype* x, const Dtype* t, int64_t begin, int64_t end, int64_t rows,
+                   const Options& o, double* coefficients, ColumnBlock* block) {
+  const int C = o.targets.classes;
+  ColumnRun& run = block->run;
+  std::fill(run.neg_sum, run.neg_sum + 2 * static_cast<int64_t>(C), 0.0);
+  std::fill(run.negatives, run.negatives + 2 * static_cast<int64_t>(C), 0.0f);
+  LossSums range;
+  for (int64_t r = begin; r < end; ++r) {
+    Shifts m = EmptyShifts();
+    LineSums s = ZeroSums();
+    const Dtype* xr = x + r * C;
+    const Dtype* tr = t + r * C;
+    if (!block->complete || !RowAndColumnsSimd(xr, tr, o, &m, &s, &run)) {
+      block->complete = false;
+      OneRow(xr, tr, o, &m, &s);
+    }
+    StoreLine(m, s, o, r, rows, coefficients, &range.loss, &range.counted, &range.bad_targets);
+  }
+  return range;
+}
+
+/// The least shared-shift sum a side of a column may have to keep it: a
+/// column whose sum of e^(v - shift) reaches e^-500 has its own largest
+/// value within 500 + ln(rows) of the shift, so every term above 2^-53 of
+/// its own sum was a normal double (above e^-708) all along; below it, the
+/// column's sums are taken again with its own shifts.
+const double kLeastSharedSum = 7.1245764067412855e-218;  // e^-500
+
+/// The class-wise lines of block k (kTile columns) from the fused pass:
+/// the blocks' sums in block order, each scaled to the shared shifts
+/// `shift` (factors[2 b], factors[2 b + 1]: e^(block shift - shift) of the
+/// negatives and the positives), then FinishLine; a column whose side sum
+/// falls below kLeastSharedSum is swept again alone (rows in order).
+template <typename Dtype>
+LossSums MergeColumns(const Dtype* x, const Dtype* t, int64_t k, int64_t rows,
+                      const std::vector<ColumnBlock>& blocks, const Shifts& shift,
+                      const std::vector<double>& factors, const Options& o,
+                      double* coefficients) {
+  const int C = o.targets.classes;
+  const int first = static_cast<int>(k * kTile);
+  const int n = std::min(kTile, C - first);
+  LineSums sums[kTile];
+  for (int j = 0; j < n; ++j) sums[j] = ZeroSums();
+  for (size_t b = 0; b < blocks.size(); ++b) {
+    const double* s = blocks[b].run.neg_sum + first;
+    const float* c = blocks[b].run.negatives + first;
+    for (int j = 0; j < n; ++j) {
+      sums[j].neg_sum += s[j] * factors[2 * b];
+      sums[j].pos_sum += s[C + j] * factors[2 * b + 1];
+      sums[j].negatives += c[j];
+      sums[j].positives += c[C + j];
+    }
+  }
+  LossSums block;
+  double unused_invalid = 0.0;
+  for (int j = 0; j < n; ++j) {
+    Shifts m = shift;
+    LineSums& s = sums[j];
+    if ((s.negatives > 0.0 && !(s.neg_sum >= kLeastSharedSum)) ||
+        (s.positives > 0.0 && !(s.pos_sum >= kLeastSharedSum))) {
+      m = EmptyShifts();
+      s = ZeroSums();
+      const int64_t c = first + j;
+      for (int64_t r = 0; r < rows; ++r) AccumulateShift(x[r * C + c], t[r * C + c], o, &m);
+      for (int64_t r = 0; r < rows; ++r) AccumulateElement(m, x[r * C + c], t[r * C + c], o, &s);
+    }
+    StoreLine(m, s, o, first + j, C, coefficients, &block.loss, &block.counted, &unused_invalid);
+  }
+  return block;
+}
+
+/// The shifts every column of non-zero weight shares (+inf where none has a
+/// weight), and each column's share B_c = column_scale sigma(a_c) / S_c of
+/// each side (shares[c] negatives, shares[C + c] minus the positives'), for
+/// SimdRowGradientShared. False where the columns do not share finite
+/// shifts.
+inline bool SharedColumnShares(const double* column_coefficients, int C, double column_scale,
+                               Shifts* shift, std::vector<double>* shares) {
+  shift->neg = shift->pos = INFINITY;
+  shares->assign(2 * static_cast<size_t>(C), 0.0);
+  bool any = false;
+  for (int c = 0; c < C; ++c) {
+    const LineCoefficients column = LoadCoefficients(column_coefficients, c, C);
+    if (column.weight == 0.0) continue;
+    if (!any) {
+      shift->neg = column.neg_shift;
+      shift->pos = column.pos_shift;
+      if (!std::isfinite(shift->neg) || !std::isfinite(shift->pos)) return false;
+      any = true;
+    }
+    if (column.neg_shift != shift->neg || column.pos_shift != shift->pos) return false;
+    const double w = column_scale * column.weight;
+    (*shares)[c] = w * column.neg_inv_sum;
+    (*shares)[C + c] = -(w * column.pos_inv_sum);
+  }
+  return true;
+}
+
+/// Whether a row's side shift suits SimdRowGradientShared: -inf (an empty
+/// side) or finite and at most the columns' shared shift.
+inline bool BelowShared(double row_shift, double shared) {
+  return row_shift == -INFINITY || (std::isfinite(row_shift) && row_shift <= shared);
+}
+
 /// Backward: outer slices in parallel, each plane by plane (contiguous).
 template <typename Dtype>
 void Gradient(const Dtype* x, const Dtype* t, const double* row_coefficients,
@@ -170,8 +334,22 @@ void Gradient(const Dtype* x, const Dtype* t, const double* row_coefficients,
   for (int c = 0; c < C && columns_safe; ++c) {
     columns_safe = VectorSafe(LoadCoefficients(column_coefficients, c, C));
   }
+  // One exp per element where the columns share their shifts (the fused
+  // forward pass's), else one for each share.
+  Shifts shared;
+  std::vector<double> shares;
+  const bool columns_shared = inner == 1 && ColumnLanes(x) > 0 &&
+      SharedColumnShares(column_coefficients, C, column_scale, &shared, &shares);
 #pragma omp parallel for schedule(static) if (rows * C > kReduceChunk)
   for (int64_t q = 0; q < outer; ++q) {
+    if (columns_shared) {
+      const LineCoefficients row = LoadCoefficients(row_coefficients, q, rows);
+      if (BelowShared(row.neg_shift, shared.neg) && BelowShared(row.pos_shift, shared.pos) &&
+          RowGradientSharedSimd(x + q * C, t + q * C, o, row, shared, shares.data(), row_scale,
+                                dx + q * C)) {
+        continue;
+      }
+    }
     if (columns_safe) {
       const LineCoefficients row = LoadCoefficients(row_coefficients, q, rows);
       if (VectorSafe(row) && RowGradientSimd(x + q * C, t + q * C, o, row, column_coefficients,
@@ -290,15 +468,58 @@ void TwoWayLossLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
     // shape, never of the thread count), sums added in order.
     double* row_coef = row_coefficients_.mutable_cpu_data();
     double* column_coef = column_coefficients_.mutable_cpu_data();
-    const int64_t chunk_rows = std::max<int64_t>(1, xent::kReduceChunk / classes_);
-    row_sums = xent::ChunkedSums(xent::ChunkCount(rows, chunk_rows), [&](int64_t k) {
-      return xent::twoway::RowPass(x, t, k * chunk_rows, std::min(rows, (k + 1) * chunk_rows),
-                                   rows, inner, opt, row_coef);
-    });
-    column_sums = xent::ChunkedSums(xent::ChunkCount(classes_, xent::twoway::kTile),
-                                    [&](int64_t k) {
-      return xent::twoway::ColumnPass(x, t, k, outer, inner, opt, column_coef);
-    });
+    bool columns_done = false;
+    if (xent::twoway::Fused(x, rows, inner)) {
+      // Both terms in one sweep of the rows, per fixed block of rows; the
+      // blocks' column sums then added in block order.
+      const int64_t block_rows = xent::twoway::FusedBlockRows(rows, classes_);
+      const int64_t count = xent::ChunkCount(rows, block_rows);
+      const int64_t per_block = 2 * static_cast<int64_t>(classes_);
+      column_sums_.resize(count * per_block);
+      column_counts_.resize(count * per_block);
+      std::vector<xent::twoway::ColumnBlock> blocks;
+      for (int64_t k = 0; k < count; ++k) {
+        blocks.emplace_back(column_sums_.data() + k * per_block,
+                            column_counts_.data() + k * per_block, classes_);
+      }
+      row_sums = xent::ChunkedSums(count, [&](int64_t k) {
+        return xent::twoway::FusedRows(x, t, k * block_rows, std::min(rows, (k + 1) * block_rows),
+                                       rows, opt, row_coef, &blocks[k]);
+      });
+      xent::twoway::Shifts shift = xent::twoway::EmptyShifts();
+      bool complete = true;
+      for (const xent::twoway::ColumnBlock& b : blocks) {
+        complete = complete && b.complete;
+        shift.neg = std::max(shift.neg, b.run.neg_shift);
+        shift.pos = std::max(shift.pos, b.run.pos_shift);
+      }
+      if (complete) {
+        std::vector<double> factors(2 * blocks.size());
+        for (size_t b = 0; b < blocks.size(); ++b) {
+          const xent::twoway::ColumnRun& run = blocks[b].run;
+          factors[2 * b] = run.neg_shift == -INFINITY ? 0.0 : std::exp(run.neg_shift - shift.neg);
+          factors[2 * b + 1] = run.pos_shift == -INFINITY ? 0.0 : std::exp(run.pos_shift - shift.pos);
+        }
+        column_sums = xent::ChunkedSums(xent::ChunkCount(classes_, xent::twoway::kTile),
+                                        [&](int64_t k) {
+          return xent::twoway::MergeColumns(x, t, k, rows, blocks, shift, factors, opt,
+                                            column_coef);
+        });
+        columns_done = true;
+      }
+    } else {
+      const int64_t chunk_rows = std::max<int64_t>(1, xent::kReduceChunk / classes_);
+      row_sums = xent::ChunkedSums(xent::ChunkCount(rows, chunk_rows), [&](int64_t k) {
+        return xent::twoway::RowPass(x, t, k * chunk_rows, std::min(rows, (k + 1) * chunk_rows),
+                                     rows, inner, opt, row_coef);
+      });
+    }
+    if (!columns_done) {
+      column_sums = xent::ChunkedSums(xent::ChunkCount(classes_, xent::twoway::kTile),
+                                      [&](int64_t k) {
+        return xent::twoway::ColumnPass(x, t, k, outer, inner, opt, column_coef);
+      });
+    }
   }
   FinishForward(bottom, top, row_sums, column_sums);
 }

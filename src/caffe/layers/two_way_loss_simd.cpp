@@ -12,6 +12,7 @@
 #include <hwy/highway.h>
 #include <hwy/contrib/math/math-inl.h>
 
+#include <cmath>
 #include <cstddef>
 #include <limits>
 
@@ -97,18 +98,68 @@ struct LaneSums {
     probe = hn::MulAdd(hn::IfThenElseZero(hn::Or(e.k.neg, e.k.pos), xv), hn::Zero(d), probe);
   }
   HWY_INLINE bool Finite() const { return hn::AllTrue(DF(), hn::Eq(probe, probe)); }
-  /// Sweep 2 with the shifts (per lane, or a row's broadcast).
-  HWY_INLINE void Sum(const Elements& e, VD mn_low, VD mn_high, VD mp_low, VD mp_high) {
-    const VD e_low = hs::ShiftedExp(e.v.low, hn::IfThenElse(e.pos.low, mp_low, mn_low));
-    const VD e_high = hs::ShiftedExp(e.v.high, hn::IfThenElse(e.pos.high, mp_high, mn_high));
-    neg_low = hn::Add(neg_low, hn::IfThenElseZero(e.neg.low, e_low));
-    neg_high = hn::Add(neg_high, hn::IfThenElseZero(e.neg.high, e_high));
-    pos_low = hn::Add(pos_low, hn::IfThenElseZero(e.pos.low, e_low));
-    pos_high = hn::Add(pos_high, hn::IfThenElseZero(e.pos.high, e_high));
+  /// Sweep 2 with the shifts (per lane, or a row's broadcast); returns the
+  /// exps e^(v - m) (meaningful in the lanes of a side only).
+  HWY_INLINE Halves Sum(const Elements& e, VD mn_low, VD mn_high, VD mp_low, VD mp_high) {
+    Halves ex;
+    ex.low = hs::ShiftedExp(e.v.low, hn::IfThenElse(e.pos.low, mp_low, mn_low));
+    ex.high = hs::ShiftedExp(e.v.high, hn::IfThenElse(e.pos.high, mp_high, mn_high));
+    neg_low = hn::Add(neg_low, hn::IfThenElseZero(e.neg.low, ex.low));
+    neg_high = hn::Add(neg_high, hn::IfThenElseZero(e.neg.high, ex.high));
+    pos_low = hn::Add(pos_low, hn::IfThenElseZero(e.pos.low, ex.low));
+    pos_high = hn::Add(pos_high, hn::IfThenElseZero(e.pos.high, ex.high));
+    return ex;
   }
 };
 
-bool RowPassImpl(const float* x, const float* t, const Options& o, Shifts* m, LineSums* s) {
+/// Where a row's shift m of a side exceeds the block's (`shift`), the
+/// block's sums of that side in sum[0..C) rescaled by e^(shift - m) (none
+/// yet where shift is -inf) and m taken as the shift. Returns the row's
+/// factor e^(m - shift) of that side (0 for an empty side).
+HWY_INLINE double RaiseShift(double m, int C, double* shift, double* sum) {
+  if (m == -std::numeric_limits<double>::infinity()) return 0.0;
+  if (m > *shift) {
+    if (*shift != -std::numeric_limits<double>::infinity()) {
+      const DD dd;
+      const size_t half = hn::Lanes(dd);
+      const double factor = std::exp(*shift - m);
+      const VD f = hn::Set(dd, factor);
+      size_t c = 0;
+      for (; c + half <= static_cast<size_t>(C); c += half) {
+        hn::StoreU(hn::Mul(hn::LoadU(dd, sum + c), f), dd, sum + c);
+      }
+      for (; c < static_cast<size_t>(C); ++c) sum[c] *= factor;
+    }
+    *shift = m;
+  }
+  return std::exp(m - *shift);
+}
+
+/// One vector of a row's elements into the block's column sums at ns, ps
+/// (a double per lane) and counts at nc, pc: each element's exp e (of its
+/// row's shift) times its side's factor e^(m_row - shift).
+HWY_INLINE void AddToColumns(const Elements& e, const Halves& ex, VD g_neg, VD g_pos, double* ns,
+                             double* ps, float* nc, float* pc) {
+  const DF d;
+  const DD dd;
+  const size_t half = hn::Lanes(dd);
+  const VD c_low = hn::Mul(ex.low, hn::IfThenElse(e.pos.low, g_pos, g_neg));
+  const VD c_high = hn::Mul(ex.high, hn::IfThenElse(e.pos.high, g_pos, g_neg));
+  hn::StoreU(hn::Add(hn::LoadU(dd, ns), hn::IfThenElseZero(e.neg.low, c_low)), dd, ns);
+  hn::StoreU(hn::Add(hn::LoadU(dd, ns + half), hn::IfThenElseZero(e.neg.high, c_high)), dd,
+             ns + half);
+  hn::StoreU(hn::Add(hn::LoadU(dd, ps), hn::IfThenElseZero(e.pos.low, c_low)), dd, ps);
+  hn::StoreU(hn::Add(hn::LoadU(dd, ps + half), hn::IfThenElseZero(e.pos.high, c_high)), dd,
+             ps + half);
+  const VF one = hn::Set(d, 1.0f);
+  hn::StoreU(hn::Add(hn::LoadU(d, nc), hn::IfThenElseZero(e.k.neg, one)), d, nc);
+  hn::StoreU(hn::Add(hn::LoadU(d, pc), hn::IfThenElseZero(e.k.pos, one)), d, pc);
+}
+
+/// Sweeps 1 and 2 of one row (RowPassImpl), and with `run` its elements
+/// added to a block's column sums (SimdRowAndColumns).
+bool RowSweeps(const float* x, const float* t, const Options& o, Shifts* m, LineSums* s,
+               ColumnRun* run) {
   const int C = o.targets.classes;
   if (!hs::VectorLine(C)) return false;
   const DF d;
@@ -125,10 +176,41 @@ bool RowPassImpl(const float* x, const float* t, const Options& o, Shifts* m, Li
   const double m_neg = hs::LaneMax(hn::Max(lanes.m_neg_low, lanes.m_neg_high));
   const double m_pos = hs::LaneMax(hn::Max(lanes.m_pos_low, lanes.m_pos_high));
   const VD mn = hn::Set(dd, m_neg), mp = hn::Set(dd, m_pos);
-  for (size_t c = 0; c < row.full; c += row.lanes) {
-    lanes.Sum(Load(x + c, t + c, row.all, row, o), mn, mn, mp, mp);
+  if (run == nullptr) {
+    for (size_t c = 0; c < row.full; c += row.lanes) {
+      lanes.Sum(Load(x + c, t + c, row.all, row, o), mn, mn, mp, mp);
+    }
+    if (row.tail) lanes.Sum(Load(x_pad.v, t_pad.v, tail, row, o), mn, mn, mp, mp);
+  } else {
+    const VD gn = hn::Set(dd, RaiseShift(m_neg, C, &run->neg_shift, run->neg_sum));
+    const VD gp = hn::Set(dd, RaiseShift(m_pos, C, &run->pos_shift, run->pos_sum));
+    for (size_t c = 0; c < row.full; c += row.lanes) {
+      const Elements e = Load(x + c, t + c, row.all, row, o);
+      AddToColumns(e, lanes.Sum(e, mn, mn, mp, mp), gn, gp, run->neg_sum + c, run->pos_sum + c,
+                   run->negatives + c, run->positives + c);
+    }
+    if (row.tail) {
+      // The tail's column sums and counts through padded copies.
+      const size_t n = row.tail;
+      HWY_ALIGN double sums[2][hs::kMaxLanes];
+      HWY_ALIGN float counts[2][hs::kMaxLanes];
+      for (size_t i = 0; i < hs::kMaxLanes; ++i) {
+        sums[0][i] = i < n ? run->neg_sum[row.full + i] : 0.0;
+        sums[1][i] = i < n ? run->pos_sum[row.full + i] : 0.0;
+        counts[0][i] = i < n ? run->negatives[row.full + i] : 0.0f;
+        counts[1][i] = i < n ? run->positives[row.full + i] : 0.0f;
+      }
+      const Elements e = Load(x_pad.v, t_pad.v, tail, row, o);
+      AddToColumns(e, lanes.Sum(e, mn, mn, mp, mp), gn, gp, sums[0], sums[1], counts[0],
+                   counts[1]);
+      for (size_t i = 0; i < n; ++i) {
+        run->neg_sum[row.full + i] = sums[0][i];
+        run->pos_sum[row.full + i] = sums[1][i];
+        run->negatives[row.full + i] = counts[0][i];
+        run->positives[row.full + i] = counts[1][i];
+      }
+    }
   }
-  if (row.tail) lanes.Sum(Load(x_pad.v, t_pad.v, tail, row, o), mn, mn, mp, mp);
   m->neg = m_neg;
   m->pos = m_pos;
   s->neg_sum += xs::LaneTotal(hn::Add(lanes.neg_low, lanes.neg_high));
@@ -137,6 +219,15 @@ bool RowPassImpl(const float* x, const float* t, const Options& o, Shifts* m, Li
   s->positives += hs::CountTotal(lanes.positives);
   s->invalid += hs::CountTotal(lanes.bad);
   return true;
+}
+
+bool RowPassImpl(const float* x, const float* t, const Options& o, Shifts* m, LineSums* s) {
+  return RowSweeps(x, t, o, m, s, nullptr);
+}
+
+bool RowAndColumnsImpl(const float* x, const float* t, const Options& o, Shifts* m, LineSums* s,
+                       ColumnRun* run) {
+  return RowSweeps(x, t, o, m, s, run);
 }
 
 int ColumnLanesImpl() { return static_cast<int>(hn::Lanes(DF())); }
@@ -293,8 +384,66 @@ bool RowGradientImpl(const float* x, const float* t, const Options& o,
   }
   return true;
 }
+bool RowGradientSharedImpl(const float* x, const float* t, const Options& o,
+                           const LineCoefficients& row, const Shifts& column_shift,
+                           const double* column_shares, double row_scale, float* dx) {
+  const int C = o.targets.classes;
+  if (!hs::VectorLine(C)) return false;
+  const DF d;
+  const DH dh;
+  const DD dd;
+  const size_t half = hn::Lanes(dd);
+  const hs::Layout layout(C, o.targets);
+  const double none = -std::numeric_limits<double>::infinity();
+  // The row's own share of each side (0 where its weight is 0) and its
+  // factors e^(m_row - shift) (0 for an empty side).
+  const double rw = row_scale * row.weight;
+  const VD a_neg = hn::Set(dd, row.weight == 0.0 ? 0.0 : rw * row.neg_inv_sum);
+  const VD a_pos = hn::Set(dd, row.weight == 0.0 ? 0.0 : -(rw * row.pos_inv_sum));
+  const VD f_neg = hn::Set(dd, row.neg_shift == none ? 0.0 : std::exp(row.neg_shift - column_shift.neg));
+  const VD f_pos = hn::Set(dd, row.pos_shift == none ? 0.0 : std::exp(row.pos_shift - column_shift.pos));
+  const VD mn = hn::Set(dd, row.neg_shift), mp = hn::Set(dd, row.pos_shift);
+  // One vector of elements; the columns' shares from `neg` and `pos`.
+  auto gradient = [&](const float* xp, const float* tp, MF live, const double* neg,
+                      const double* pos) {
+    const Elements e = Load(xp, tp, live, layout, o);
+    auto half_gradient = [&](VD v, hn::Mask<DD> is_neg, hn::Mask<DD> is_pos, size_t at) {
+      const VD ex = hs::ShiftedExp(v, hn::IfThenElse(is_pos, mp, mn));
+      const VD share = hn::IfThenElse(is_pos, hn::MulAdd(f_pos, hn::LoadU(dd, pos + at), a_pos),
+                                      hn::MulAdd(f_neg, hn::LoadU(dd, neg + at), a_neg));
+      return hn::IfThenElseZero(hn::Or(is_neg, is_pos), hn::Mul(ex, share));
+    };
+    const VD low = half_gradient(e.v.low, e.neg.low, e.pos.low, 0);
+    const VD high = half_gradient(e.v.high, e.neg.high, e.pos.high, half);
+    return hn::Combine(d, hn::DemoteTo(dh, high), hn::DemoteTo(dh, low));
+  };
+  for (size_t c = 0; c < layout.full; c += layout.lanes) {
+    hn::StoreU(gradient(x + c, t + c, layout.all, column_shares + c, column_shares + C + c), d,
+               dx + c);
+  }
+  if (layout.tail) {
+    const size_t n = layout.tail;
+    const xs::Padded<float> x_pad(x + layout.full, n), t_pad(t + layout.full, n);
+    HWY_ALIGN double shares[2][hs::kMaxLanes];
+    for (size_t i = 0; i < hs::kMaxLanes; ++i) {
+      shares[0][i] = i < n ? column_shares[layout.full + i] : 0.0;
+      shares[1][i] = i < n ? column_shares[C + layout.full + i] : 0.0;
+    }
+    xs::StoreFirst(d, gradient(x_pad.v, t_pad.v, hn::FirstN(d, n), shares[0], shares[1]), n,
+                   dx + layout.full);
+  }
+  return true;
+}
 #else   // HWY_SCALAR: no vector path
 bool RowPassImpl(const float*, const float*, const Options&, Shifts*, LineSums*) { return false; }
+bool RowAndColumnsImpl(const float*, const float*, const Options&, Shifts*, LineSums*,
+                       ColumnRun*) {
+  return false;
+}
+bool RowGradientSharedImpl(const float*, const float*, const Options&, const LineCoefficients&,
+                           const Shifts&, const double*, double, float*) {
+  return false;
+}
 int ColumnLanesImpl() { return 0; }
 bool ColumnPassImpl(const float*, const float*, int64_t, const Options&, int, int, Shifts*,
                     LineSums*) {
@@ -321,6 +470,8 @@ HWY_EXPORT(RowPassImpl);
 HWY_EXPORT(ColumnLanesImpl);
 HWY_EXPORT(ColumnPassImpl);
 HWY_EXPORT(RowGradientImpl);
+HWY_EXPORT(RowAndColumnsImpl);
+HWY_EXPORT(RowGradientSharedImpl);
 
 bool SimdRowPass(const float* x, const float* t, const Options& o, Shifts* m, LineSums* s) {
   return HWY_DYNAMIC_DISPATCH(RowPassImpl)(x, t, o, m, s);
@@ -341,6 +492,18 @@ bool SimdRowGradient(const float* x, const float* t, const Options& o,
                      double row_scale, double column_scale, float* dx) {
   return HWY_DYNAMIC_DISPATCH(RowGradientImpl)(x, t, o, row, column_coefficients, row_scale,
                                                column_scale, dx);
+}
+
+bool SimdRowAndColumns(const float* x, const float* t, const Options& o, Shifts* m, LineSums* s,
+                       ColumnRun* run) {
+  return HWY_DYNAMIC_DISPATCH(RowAndColumnsImpl)(x, t, o, m, s, run);
+}
+
+bool SimdRowGradientShared(const float* x, const float* t, const Options& o,
+                           const LineCoefficients& row, const Shifts& column_shift,
+                           const double* column_shares, double row_scale, float* dx) {
+  return HWY_DYNAMIC_DISPATCH(RowGradientSharedImpl)(x, t, o, row, column_shift, column_shares,
+                                                     row_scale, dx);
 }
 
 }  // namespace twoway

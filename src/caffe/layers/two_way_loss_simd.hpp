@@ -47,6 +47,42 @@ int SimdColumnLanes();
 bool SimdColumnPass(const float* x, const float* t, int64_t rows, const Options& o, int first,
                     int count, Shifts* m, LineSums* s);
 
+/// The class-wise sums of a block of rows while its rows are swept in order
+/// (SimdRowAndColumns), per column j of C: each side's sum of e^(v - shift)
+/// over the block's rows so far, relative to the block's running shift of
+/// that side (the largest row shift yet, -inf before the first element of
+/// the side), and each side's count (exact floats below 2^24 rows).
+struct ColumnRun {
+  double neg_shift, pos_shift;
+  double* neg_sum;
+  double* pos_sum;
+  float* negatives;
+  float* positives;
+};
+
+/// SimdRowPass of one contiguous float row, and its elements added to the
+/// block's column sums: where the row's shift of a side exceeds the block's,
+/// the block's sums of that side are first rescaled by e^(old - new) and the
+/// new shift taken; then each element adds e^(v - m_row) e^(m_row - shift),
+/// the exp of the row's own sum reused (one exp per element for both
+/// lines). Returns false, having changed nothing, where SimdRowPass would.
+bool SimdRowAndColumns(const float* x, const float* t, const Options& o, Shifts* m, LineSums* s,
+                       ColumnRun* run);
+
+/// Backward of one contiguous float row, every column of non-zero weight
+/// sharing one shift per side (column_shift.neg and .pos, at least every
+/// score's side value, as SimdRowAndColumns' merged sums give): dx_c =
+/// e^(v - m_row) (row_scale sigma(a_r) / S_r + e^(m_row - shift) B_c) on
+/// a negative, and the same with the positives' coefficients and minus sign
+/// on a positive, where B_c = column_scale sigma(a_c) / S_c is
+/// column_shares[c] (negatives) and column_shares[C + c] (positives): one
+/// exp per element for both shares. The caller guarantees that the row's
+/// shifts are finite or -inf (an empty side). Returns false, having written
+/// nothing, where it must take another path.
+bool SimdRowGradientShared(const float* x, const float* t, const Options& o,
+                           const LineCoefficients& row, const Shifts& column_shift,
+                           const double* column_shares, double row_scale, float* dx);
+
 /// Backward of one contiguous float row: dx_c = ElementGradient(row,
 /// column c, ...) for every c. The caller guarantees that the shifts of the
 /// row (where its weight is not 0) and of every column of non-zero weight
