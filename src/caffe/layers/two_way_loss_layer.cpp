@@ -180,14 +180,18 @@ LossSums ColumnPass(const Dtype* x, const Dtype* t, int64_t k, int64_t outer, in
   return block;
 }
 
-/// Blocks of rows of the fused pass (FusedRows): at most kFusedBlocks, of
-/// at least kFusedElements elements each (fewer blocks where the batch is
-/// small: each keeps 24 bytes per class).
+/// Blocks of rows of the fused pass (FusedRows): at most kFusedBlocks;
+/// of kFusedElements elements or more where that leaves at least
+/// kFusedMinBlocks blocks (each block keeps, zeroes and finally reads 24
+/// bytes per class: few rows per block would cost more than they share).
 const int64_t kFusedBlocks = 16;
-const int64_t kFusedElements = int64_t(1) << 16;
+const int64_t kFusedMinBlocks = 4;
+const int64_t kFusedElements = int64_t(1) << 18;
 
 inline int64_t FusedBlockRows(int64_t rows, int C) {
-  return std::max((rows + kFusedBlocks - 1) / kFusedBlocks, (kFusedElements + C - 1) / C);
+  const int64_t wide = std::min((kFusedElements + C - 1) / C,
+                                (rows + kFusedMinBlocks - 1) / kFusedMinBlocks);
+  return std::max((rows + kFusedBlocks - 1) / kFusedBlocks, wide);
 }
 
 /// Whether the (N, C) scores take the fused pass: float scores with a

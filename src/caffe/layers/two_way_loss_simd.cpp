@@ -97,6 +97,19 @@ struct LaneSums {
     bad = hn::Add(bad, hn::IfThenElseZero(e.k.bad, one));
     probe = hn::MulAdd(hn::IfThenElseZero(hn::Or(e.k.neg, e.k.pos), xv), hn::Zero(d), probe);
   }
+  /// Sweep 1 of a row, in float: the largest score of the negatives and of
+  /// the negated positives (times 1 / T they give the row's shifts exactly
+  /// as Shift does: rounding keeps order), the counts and the probe.
+  HWY_INLINE void ShiftRow(const Kinds& k, VF xv, VF* max_neg, VF* max_pos) {
+    const DF d;
+    const VF one = hn::Set(d, 1.0f);
+    *max_neg = hn::Max(*max_neg, hn::IfThenElse(k.neg, xv, *max_neg));
+    *max_pos = hn::Max(*max_pos, hn::IfThenElse(k.pos, hn::Neg(xv), *max_pos));
+    negatives = hn::Add(negatives, hn::IfThenElseZero(k.neg, one));
+    positives = hn::Add(positives, hn::IfThenElseZero(k.pos, one));
+    bad = hn::Add(bad, hn::IfThenElseZero(k.bad, one));
+    probe = hn::MulAdd(hn::IfThenElseZero(hn::Or(k.neg, k.pos), xv), hn::Zero(d), probe);
+  }
   HWY_INLINE bool Finite() const { return hn::AllTrue(DF(), hn::Eq(probe, probe)); }
   /// Sweep 2 with the shifts (per lane, or a row's broadcast); returns the
   /// exps e^(v - m) (meaningful in the lanes of a side only).
@@ -168,13 +181,20 @@ bool RowSweeps(const float* x, const float* t, const Options& o, Shifts* m, Line
   const xs::Padded<float> x_pad(x + row.full, row.tail), t_pad(t + row.full, row.tail);
   const MF tail = hn::FirstN(d, row.tail);
   LaneSums lanes;
+  VF max_neg = hn::Set(d, -std::numeric_limits<float>::infinity()), max_pos = max_neg;
   for (size_t c = 0; c < row.full; c += row.lanes) {
-    lanes.Shift(Load(x + c, t + c, row.all, row, o), hn::LoadU(d, x + c));
+    lanes.ShiftRow(hs::Classify(hn::LoadU(d, t + c), row.all, row), hn::LoadU(d, x + c),
+                   &max_neg, &max_pos);
   }
-  if (row.tail) lanes.Shift(Load(x_pad.v, t_pad.v, tail, row, o), hn::LoadU(d, x_pad.v));
+  if (row.tail) {
+    lanes.ShiftRow(hs::Classify(hn::LoadU(d, t_pad.v), tail, row), hn::LoadU(d, x_pad.v),
+                   &max_neg, &max_pos);
+  }
   if (!lanes.Finite()) return false;
-  const double m_neg = hs::LaneMax(hn::Max(lanes.m_neg_low, lanes.m_neg_high));
-  const double m_pos = hs::LaneMax(hn::Max(lanes.m_pos_low, lanes.m_pos_high));
+  // As SideValue: x / Tn of the largest negative, -x / Tp of the smallest
+  // positive (-inf for an empty side).
+  const double m_neg = static_cast<double>(hs::LaneMax(max_neg)) * o.inv_tn;
+  const double m_pos = static_cast<double>(hs::LaneMax(max_pos)) * o.inv_tp;
   const VD mn = hn::Set(dd, m_neg), mp = hn::Set(dd, m_pos);
   if (run == nullptr) {
     for (size_t c = 0; c < row.full; c += row.lanes) {
