@@ -11,11 +11,20 @@
 // double, counts in float lanes (exact: lines below 2^24).
 //   rows:    a vector of classes of one row at a time, lanes totalled in
 //            lane order (a fixed order);
-//   columns: a vector of neighbouring columns at a time (a lane per
-//            column), every row in order: each column's sums are added in
-//            row order, as the scalar loop adds them;
+//   both:    (SimdRowAndColumns, the layer's fused pass) a row as above,
+//            each element's exp of the row's shift reused for its column:
+//            times e^(m_row - shift of the block of rows), added to the
+//            block's column sums (a double per column and side, in row
+//            order): one read of the blob and one exp per element for both
+//            terms;
+//   columns: (SimdColumnPass, where the fused pass cannot serve) a vector
+//            of neighbouring columns at a time (a lane per column), every
+//            row in order: each column's sums are added in row order, as
+//            the scalar loop adds them;
 //   backward: a vector of one row's classes, the row's coefficients
-//            broadcast, the columns' loaded lane by lane.
+//            broadcast, the columns' loaded lane by lane: one exp per
+//            element where the columns share their shifts (the fused
+//            pass's), else one per share.
 // The scalar math (two_way_loss_math.hpp) stays the reference for double
 // blobs, spatial maps, non-finite kept scores, lines of 2^24 or more and the
 // HWY_SCALAR target; the tests hold both to the same float64 truth.
