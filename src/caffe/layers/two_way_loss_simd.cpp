@@ -151,13 +151,13 @@ HWY_INLINE double RaiseShift(double m, int C, double* shift, double* sum) {
 /// One vector of a row's elements into the block's column sums at ns, ps
 /// (a double per lane) and counts at nc, pc: each element's exp e (of its
 /// row's shift) times its side's factor e^(m_row - shift).
-HWY_INLINE void AddToColumns(const Elements& e, const Halves& ex, VD g_neg, VD g_pos, double* ns,
-                             double* ps, float* nc, float* pc) {
+HWY_INLINE void AddToColumns(const Elements& e, const Halves& ex, const Halves& g_neg,
+                             const Halves& g_pos, double* ns, double* ps, float* nc, float* pc) {
   const DF d;
   const DD dd;
   const size_t half = hn::Lanes(dd);
-  const VD c_low = hn::Mul(ex.low, hn::IfThenElse(e.pos.low, g_pos, g_neg));
-  const VD c_high = hn::Mul(ex.high, hn::IfThenElse(e.pos.high, g_pos, g_neg));
+  const VD c_low = hn::Mul(ex.low, hn::IfThenElse(e.pos.low, g_pos.low, g_neg.low));
+  const VD c_high = hn::Mul(ex.high, hn::IfThenElse(e.pos.high, g_pos.high, g_neg.high));
   hn::StoreU(hn::Add(hn::LoadU(dd, ns), hn::IfThenElseZero(e.neg.low, c_low)), dd, ns);
   hn::StoreU(hn::Add(hn::LoadU(dd, ns + half), hn::IfThenElseZero(e.neg.high, c_high)), dd,
              ns + half);
@@ -202,8 +202,9 @@ bool RowSweeps(const float* x, const float* t, const Options& o, Shifts* m, Line
     }
     if (row.tail) lanes.Sum(Load(x_pad.v, t_pad.v, tail, row, o), mn, mn, mp, mp);
   } else {
-    const VD gn = hn::Set(dd, RaiseShift(m_neg, C, &run->neg_shift, run->neg_sum));
-    const VD gp = hn::Set(dd, RaiseShift(m_pos, C, &run->pos_shift, run->pos_sum));
+    Halves gn, gp;
+    gn.low = gn.high = hn::Set(dd, RaiseShift(m_neg, C, &run->neg_shift, run->neg_sum));
+    gp.low = gp.high = hn::Set(dd, RaiseShift(m_pos, C, &run->pos_shift, run->pos_sum));
     for (size_t c = 0; c < row.full; c += row.lanes) {
       const Elements e = Load(x + c, t + c, row.all, row, o);
       AddToColumns(e, lanes.Sum(e, mn, mn, mp, mp), gn, gp, run->neg_sum + c, run->pos_sum + c,
@@ -454,6 +455,177 @@ bool RowGradientSharedImpl(const float* x, const float* t, const Options& o,
   }
   return true;
 }
+static_assert(hs::kMaxLanes <= static_cast<size_t>(kTileLanes), "a tile holds a vector of rows");
+
+HWY_INLINE Halves LoadHalves(const double* p) {
+  const DD dd;
+  Halves h;
+  h.low = hn::LoadU(dd, p);
+  h.high = hn::LoadU(dd, p + hn::Lanes(dd));
+  return h;
+}
+
+HWY_INLINE void StoreHalves(const Halves& h, double* p) {
+  const DD dd;
+  hn::StoreU(h.low, dd, p);
+  hn::StoreU(h.high, dd, p + hn::Lanes(dd));
+}
+
+/// The shifts m (per lane) of one side taken into a tile's running shifts
+/// `shift` (kTileLanes doubles): lanes whose shift rises have their sums
+/// of that side (C classes of kTileLanes lanes) rescaled by e^(old - new)
+/// first. Returns e^(m - shift) per lane (0 for an empty side).
+HWY_INLINE Halves RaiseTileShift(const Halves& m, int C, double* shift, double* sums) {
+  const DD dd;
+  const VD none = hn::Set(dd, -std::numeric_limits<double>::infinity());
+  const Halves old = LoadHalves(shift);
+  Halves raised;
+  raised.low = hn::Max(old.low, m.low);
+  raised.high = hn::Max(old.high, m.high);
+  const auto up_low = hn::AndNot(hn::Eq(old.low, none), hn::Gt(m.low, old.low));
+  const auto up_high = hn::AndNot(hn::Eq(old.high, none), hn::Gt(m.high, old.high));
+  if (!hn::AllFalse(dd, hn::Or(up_low, up_high))) {
+    const VD one = hn::Set(dd, 1.0);
+    Halves f;
+    f.low = hn::IfThenElse(up_low, hs::ShiftedExp(old.low, raised.low), one);
+    f.high = hn::IfThenElse(up_high, hs::ShiftedExp(old.high, raised.high), one);
+    for (int c = 0; c < C; ++c) {
+      Halves v = LoadHalves(sums + c * kTileLanes);
+      v.low = hn::Mul(v.low, f.low);
+      v.high = hn::Mul(v.high, f.high);
+      StoreHalves(v, sums + c * kTileLanes);
+    }
+  }
+  StoreHalves(raised, shift);
+  Halves g;
+  g.low = hn::IfThenElseZero(hn::Gt(m.low, none), hs::ShiftedExp(m.low, raised.low));
+  g.high = hn::IfThenElseZero(hn::Gt(m.high, none), hs::ShiftedExp(m.high, raised.high));
+  return g;
+}
+
+/// A tile's n floats of class c (row l at base[c * inner + l]), through a
+/// padded copy where n is short of a vector.
+HWY_INLINE const float* TileClass(const float* base, int64_t c, int64_t inner, int n,
+                                  float* pad) {
+  const float* p = base + c * inner;
+  if (static_cast<size_t>(n) == hn::Lanes(DF())) return p;
+  for (size_t l = 0; l < hs::kMaxLanes; ++l) pad[l] = l < static_cast<size_t>(n) ? p[l] : 0.0f;
+  return pad;
+}
+
+bool TileAndColumnsImpl(const float* x, const float* t, int64_t inner, int n, const Options& o,
+                        Shifts* m, LineSums* s, TileRun* run) {
+  const int C = o.targets.classes;
+  const DF d;
+  const DD dd;
+  if (n <= 0 || static_cast<size_t>(n) > hn::Lanes(d) || !hs::VectorLine(C)) return false;
+  const hs::Layout layout(0, o.targets);  // only ignore_label is used
+  const MF live = hn::FirstN(d, n);
+  HWY_ALIGN float x_pad[hs::kMaxLanes], t_pad[hs::kMaxLanes];
+  // Sweep 1, in float (as RowSweeps).
+  LaneSums lanes;
+  VF max_neg = hn::Set(d, -std::numeric_limits<float>::infinity()), max_pos = max_neg;
+  for (int c = 0; c < C; ++c) {
+    const VF xv = hn::LoadU(d, TileClass(x, c, inner, n, x_pad));
+    lanes.ShiftRow(hs::Classify(hn::LoadU(d, TileClass(t, c, inner, n, t_pad)), live, layout), xv,
+                   &max_neg, &max_pos);
+  }
+  if (!lanes.Finite()) return false;
+  Halves mn = hs::Widen(max_neg), mp = hs::Widen(max_pos);
+  mn.low = hn::Mul(mn.low, hn::Set(dd, o.inv_tn));
+  mn.high = hn::Mul(mn.high, hn::Set(dd, o.inv_tn));
+  mp.low = hn::Mul(mp.low, hn::Set(dd, o.inv_tp));
+  mp.high = hn::Mul(mp.high, hn::Set(dd, o.inv_tp));
+  double* neg_sums = run->sums;
+  double* pos_sums = run->sums + static_cast<int64_t>(C) * kTileLanes;
+  const Halves gn = RaiseTileShift(mn, C, run->shifts, neg_sums);
+  const Halves gp = RaiseTileShift(mp, C, run->shifts + kTileLanes, pos_sums);
+  // Sweep 2: each row's sums per lane, each class's sums per lane.
+  for (int c = 0; c < C; ++c) {
+    const Elements e = Load(TileClass(x, c, inner, n, x_pad), TileClass(t, c, inner, n, t_pad),
+                            live, layout, o);
+    const int64_t at = static_cast<int64_t>(c) * kTileLanes;
+    AddToColumns(e, lanes.Sum(e, mn.low, mn.high, mp.low, mp.high), gn, gp, neg_sums + at,
+                 pos_sums + at, run->counts + at, run->counts + C * kTileLanes + at);
+  }
+  lanes.m_neg_low = mn.low;
+  lanes.m_neg_high = mn.high;
+  lanes.m_pos_low = mp.low;
+  lanes.m_pos_high = mp.high;
+  Shifts shifts[hs::kMaxLanes];
+  LineSums sums[hs::kMaxLanes];
+  for (size_t l = 0; l < hs::kMaxLanes; ++l) sums[l] = ZeroSums();
+  StoreColumns(lanes, shifts, sums);
+  for (int l = 0; l < n; ++l) {
+    m[l] = shifts[l];
+    s[l].neg_sum += sums[l].neg_sum;
+    s[l].pos_sum += sums[l].pos_sum;
+    s[l].negatives += sums[l].negatives;
+    s[l].positives += sums[l].positives;
+    s[l].invalid += sums[l].invalid;
+  }
+  return true;
+}
+
+bool TileGradientSharedImpl(const float* x, const float* t, int64_t inner, int n,
+                            const Options& o, const double* row_coefficients, int64_t rows,
+                            const Shifts& column_shift, const double* column_shares,
+                            double row_scale, float* dx) {
+  const int C = o.targets.classes;
+  const DF d;
+  const DH dh;
+  const DD dd;
+  if (n <= 0 || static_cast<size_t>(n) > hn::Lanes(d) || !hs::VectorLine(C)) return false;
+  const hs::Layout layout(0, o.targets);
+  const MF live = hn::FirstN(d, n);
+  // The rows' coefficients in lanes (lanes past n: weight 0, shifts 0).
+  HWY_ALIGN double coef[kCoefficients][hs::kMaxLanes];
+  for (int j = 0; j < kCoefficients; ++j) {
+    for (size_t l = 0; l < hs::kMaxLanes; ++l) {
+      coef[j][l] = l < static_cast<size_t>(n) ? row_coefficients[j * rows + l] : 0.0;
+    }
+  }
+  const VD none = hn::Set(dd, -std::numeric_limits<double>::infinity());
+  const VD zero = hn::Zero(dd);
+  struct Half {
+    VD mn, mp, a_neg, a_pos, f_neg, f_pos;
+  } halves[2];
+  for (int h = 0; h < 2; ++h) {
+    const size_t at = h * hn::Lanes(dd);
+    Half& q = halves[h];
+    q.mn = hn::LoadU(dd, coef[0] + at);
+    q.mp = hn::LoadU(dd, coef[2] + at);
+    const VD w = hn::Mul(hn::Set(dd, row_scale), hn::LoadU(dd, coef[4] + at));
+    const auto weightless = hn::Eq(hn::LoadU(dd, coef[4] + at), zero);
+    q.a_neg = hn::IfThenZeroElse(weightless, hn::Mul(w, hn::LoadU(dd, coef[1] + at)));
+    q.a_pos = hn::IfThenZeroElse(weightless, hn::Neg(hn::Mul(w, hn::LoadU(dd, coef[3] + at))));
+    q.f_neg = hn::IfThenZeroElse(hn::Eq(q.mn, none),
+                                 hs::ShiftedExp(q.mn, hn::Set(dd, column_shift.neg)));
+    q.f_pos = hn::IfThenZeroElse(hn::Eq(q.mp, none),
+                                 hs::ShiftedExp(q.mp, hn::Set(dd, column_shift.pos)));
+  }
+  HWY_ALIGN float x_pad[hs::kMaxLanes], t_pad[hs::kMaxLanes];
+  for (int c = 0; c < C; ++c) {
+    const Elements e = Load(TileClass(x, c, inner, n, x_pad), TileClass(t, c, inner, n, t_pad),
+                            live, layout, o);
+    const VD b_neg = hn::Set(dd, column_shares[c]), b_pos = hn::Set(dd, column_shares[C + c]);
+    auto half_gradient = [&](const Half& q, VD v, hn::Mask<DD> is_neg, hn::Mask<DD> is_pos) {
+      const VD ex = hs::ShiftedExp(v, hn::IfThenElse(is_pos, q.mp, q.mn));
+      const VD share = hn::IfThenElse(is_pos, hn::MulAdd(q.f_pos, b_pos, q.a_pos),
+                                      hn::MulAdd(q.f_neg, b_neg, q.a_neg));
+      return hn::IfThenElseZero(hn::Or(is_neg, is_pos), hn::Mul(ex, share));
+    };
+    const VD low = half_gradient(halves[0], e.v.low, e.neg.low, e.pos.low);
+    const VD high = half_gradient(halves[1], e.v.high, e.neg.high, e.pos.high);
+    const VF g = hn::Combine(d, hn::DemoteTo(dh, high), hn::DemoteTo(dh, low));
+    if (static_cast<size_t>(n) == hn::Lanes(d)) {
+      hn::StoreU(g, d, dx + c * inner);
+    } else {
+      xs::StoreFirst(d, g, n, dx + c * inner);
+    }
+  }
+  return true;
+}
 #else   // HWY_SCALAR: no vector path
 bool RowPassImpl(const float*, const float*, const Options&, Shifts*, LineSums*) { return false; }
 bool RowAndColumnsImpl(const float*, const float*, const Options&, Shifts*, LineSums*,
@@ -462,6 +634,14 @@ bool RowAndColumnsImpl(const float*, const float*, const Options&, Shifts*, Line
 }
 bool RowGradientSharedImpl(const float*, const float*, const Options&, const LineCoefficients&,
                            const Shifts&, const double*, double, float*) {
+  return false;
+}
+bool TileAndColumnsImpl(const float*, const float*, int64_t, int, const Options&, Shifts*,
+                        LineSums*, TileRun*) {
+  return false;
+}
+bool TileGradientSharedImpl(const float*, const float*, int64_t, int, const Options&,
+                            const double*, int64_t, const Shifts&, const double*, double, float*) {
   return false;
 }
 int ColumnLanesImpl() { return 0; }
@@ -492,6 +672,8 @@ HWY_EXPORT(ColumnPassImpl);
 HWY_EXPORT(RowGradientImpl);
 HWY_EXPORT(RowAndColumnsImpl);
 HWY_EXPORT(RowGradientSharedImpl);
+HWY_EXPORT(TileAndColumnsImpl);
+HWY_EXPORT(TileGradientSharedImpl);
 
 bool SimdRowPass(const float* x, const float* t, const Options& o, Shifts* m, LineSums* s) {
   return HWY_DYNAMIC_DISPATCH(RowPassImpl)(x, t, o, m, s);
@@ -524,6 +706,19 @@ bool SimdRowGradientShared(const float* x, const float* t, const Options& o,
                            const double* column_shares, double row_scale, float* dx) {
   return HWY_DYNAMIC_DISPATCH(RowGradientSharedImpl)(x, t, o, row, column_shift, column_shares,
                                                      row_scale, dx);
+}
+
+bool SimdTileAndColumns(const float* x, const float* t, int64_t inner, int n, const Options& o,
+                        Shifts* m, LineSums* s, TileRun* run) {
+  return HWY_DYNAMIC_DISPATCH(TileAndColumnsImpl)(x, t, inner, n, o, m, s, run);
+}
+
+bool SimdTileGradientShared(const float* x, const float* t, int64_t inner, int n,
+                            const Options& o, const double* row_coefficients, int64_t rows,
+                            const Shifts& column_shift, const double* column_shares,
+                            double row_scale, float* dx) {
+  return HWY_DYNAMIC_DISPATCH(TileGradientSharedImpl)(x, t, inner, n, o, row_coefficients, rows,
+                                                      column_shift, column_shares, row_scale, dx);
 }
 
 }  // namespace twoway

@@ -92,6 +92,44 @@ bool SimdRowGradientShared(const float* x, const float* t, const Options& o,
                            const LineCoefficients& row, const Shifts& column_shift,
                            const double* column_shares, double row_scale, float* dx);
 
+/// Spatial maps (inner > 1): lanes are neighbouring rows (inner positions)
+/// of one outer slice, at most kTileLanes (SimdColumnLanes()) of them, a
+/// row's classes `inner` floats apart.
+const int kTileLanes = 16;
+
+/// The class-wise sums of a block of rows on the spatial path, lane by lane
+/// while its tiles are swept (SimdTileAndColumns): lane l of class c at
+/// [c * kTileLanes + l] of the negatives' arrays and [(C + c) * kTileLanes
+/// + l] of the positives'; each lane's running shift of each side at
+/// shifts[l] (negatives) and shifts[kTileLanes + l] (positives), -inf
+/// before its first element of that side.
+struct TileRun {
+  double* shifts;
+  double* sums;
+  float* counts;
+};
+
+/// Sweeps 1 and 2 of the n neighbouring rows of a tile (x, t at its first
+/// element: row l's class c at [c * inner + l]), their shifts and sums into
+/// m[0..n) and s[0..n) as AccumulateShift and AccumulateElement give them,
+/// and their elements added to the block's per-lane class sums (as
+/// SimdRowAndColumns: each element's exp of its row's shift, times
+/// e^(m_row - the lane's shift), a lane's sums rescaled when its shift
+/// rises). Returns false, having changed nothing, where the caller must
+/// take the scalar path (a kept score that is not finite, C >= 2^24, no
+/// vector path).
+bool SimdTileAndColumns(const float* x, const float* t, int64_t inner, int n, const Options& o,
+                        Shifts* m, LineSums* s, TileRun* run);
+
+/// SimdRowGradientShared for the n rows of a tile (row coefficients at
+/// row_coefficients[j * rows + l] for row l of the tile), dx at
+/// [c * inner + l]. The caller guarantees every row's shifts are -inf or
+/// finite and at most the shared shift.
+bool SimdTileGradientShared(const float* x, const float* t, int64_t inner, int n,
+                            const Options& o, const double* row_coefficients, int64_t rows,
+                            const Shifts& column_shift, const double* column_shares,
+                            double row_scale, float* dx);
+
 /// Backward of one contiguous float row: dx_c = ElementGradient(row,
 /// column c, ...) for every c. The caller guarantees that the shifts of the
 /// row (where its weight is not 0) and of every column of non-zero weight
