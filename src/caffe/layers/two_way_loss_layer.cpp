@@ -276,7 +276,7 @@ inline void FinishTiles(int C, ColumnBlock* block) {
     for (int l = 0; l < kTileLanes; ++l) top = std::max(top, lane_shift[l]);
     double factor[kTileLanes];
     for (int l = 0; l < kTileLanes; ++l) {
-      factor[l] = lane_shift[l] == -INFINITY ? 0.0 : std::exp(lane_shift[l] - top);
+      factor[l] = ShiftFactor(lane_shift[l], top);
     }
     *shift[side] = top;
     const int64_t base = static_cast<int64_t>(side) * C * kTileLanes;
@@ -638,8 +638,8 @@ void TwoWayLossLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
         std::vector<double> factors(2 * blocks.size());
         for (size_t b = 0; b < blocks.size(); ++b) {
           const xent::twoway::ColumnRun& run = blocks[b].run;
-          factors[2 * b] = run.neg_shift == -INFINITY ? 0.0 : std::exp(run.neg_shift - shift.neg);
-          factors[2 * b + 1] = run.pos_shift == -INFINITY ? 0.0 : std::exp(run.pos_shift - shift.pos);
+          factors[2 * b] = xent::twoway::ShiftFactor(run.neg_shift, shift.neg);
+          factors[2 * b + 1] = xent::twoway::ShiftFactor(run.pos_shift, shift.pos);
         }
         column_sums = xent::ChunkedSums(xent::ChunkCount(classes_, xent::twoway::kTile),
                                         [&](int64_t k) {

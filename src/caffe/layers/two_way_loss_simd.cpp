@@ -130,12 +130,11 @@ struct LaneSums {
 /// yet where shift is -inf) and m taken as the shift. Returns the row's
 /// factor e^(m - shift) of that side (0 for an empty side).
 HWY_INLINE double RaiseShift(double m, int C, double* shift, double* sum) {
-  if (m == -std::numeric_limits<double>::infinity()) return 0.0;
   if (m > *shift) {
     if (*shift != -std::numeric_limits<double>::infinity()) {
       const DD dd;
       const size_t half = hn::Lanes(dd);
-      const double factor = std::exp(*shift - m);
+      const double factor = ShiftFactor(*shift, m);
       const VD f = hn::Set(dd, factor);
       size_t c = 0;
       for (; c + half <= static_cast<size_t>(C); c += half) {
@@ -145,7 +144,7 @@ HWY_INLINE double RaiseShift(double m, int C, double* shift, double* sum) {
     }
     *shift = m;
   }
-  return std::exp(m - *shift);
+  return ShiftFactor(m, *shift);
 }
 
 /// One vector of a row's elements into the block's column sums at ns, ps
@@ -405,6 +404,25 @@ bool RowGradientImpl(const float* x, const float* t, const Options& o,
   }
   return true;
 }
+
+/// A row's terms of one side in lanes, where the columns share their
+/// shifts: its shift m, its own share a (row_scale sigma(a_r) / S_r, minus
+/// for the positives) and its factor f = e^(m - shift).
+struct SideTerms {
+  VD m, a, f;
+};
+
+/// One double half of d E / d x where the columns share their shifts:
+/// e^(v - m) (a + f b) with the element's side's terms and its column's
+/// share b; 0 outside both sides, whatever the exp gave there.
+HWY_INLINE VD SharedGradient(VD v, hn::Mask<DD> is_neg, hn::Mask<DD> is_pos, const SideTerms& neg,
+                             const SideTerms& pos, VD b_neg, VD b_pos) {
+  const VD ex = hs::ShiftedExp(v, hn::IfThenElse(is_pos, pos.m, neg.m));
+  const VD share = hn::IfThenElse(is_pos, hn::MulAdd(pos.f, b_pos, pos.a),
+                                  hn::MulAdd(neg.f, b_neg, neg.a));
+  return hn::IfThenElseZero(hn::Or(is_neg, is_pos), hn::Mul(ex, share));
+}
+
 bool RowGradientSharedImpl(const float* x, const float* t, const Options& o,
                            const LineCoefficients& row, const Shifts& column_shift,
                            const double* column_shares, double row_scale, float* dx) {
@@ -415,27 +433,24 @@ bool RowGradientSharedImpl(const float* x, const float* t, const Options& o,
   const DD dd;
   const size_t half = hn::Lanes(dd);
   const hs::Layout layout(C, o.targets);
-  const double none = -std::numeric_limits<double>::infinity();
   // The row's own share of each side (0 where its weight is 0) and its
   // factors e^(m_row - shift) (0 for an empty side).
   const double rw = row_scale * row.weight;
-  const VD a_neg = hn::Set(dd, row.weight == 0.0 ? 0.0 : rw * row.neg_inv_sum);
-  const VD a_pos = hn::Set(dd, row.weight == 0.0 ? 0.0 : -(rw * row.pos_inv_sum));
-  const VD f_neg = hn::Set(dd, row.neg_shift == none ? 0.0 : std::exp(row.neg_shift - column_shift.neg));
-  const VD f_pos = hn::Set(dd, row.pos_shift == none ? 0.0 : std::exp(row.pos_shift - column_shift.pos));
-  const VD mn = hn::Set(dd, row.neg_shift), mp = hn::Set(dd, row.pos_shift);
+  SideTerms neg_terms, pos_terms;
+  neg_terms.m = hn::Set(dd, row.neg_shift);
+  pos_terms.m = hn::Set(dd, row.pos_shift);
+  neg_terms.a = hn::Set(dd, row.weight == 0.0 ? 0.0 : rw * row.neg_inv_sum);
+  pos_terms.a = hn::Set(dd, row.weight == 0.0 ? 0.0 : -(rw * row.pos_inv_sum));
+  neg_terms.f = hn::Set(dd, ShiftFactor(row.neg_shift, column_shift.neg));
+  pos_terms.f = hn::Set(dd, ShiftFactor(row.pos_shift, column_shift.pos));
   // One vector of elements; the columns' shares from `neg` and `pos`.
   auto gradient = [&](const float* xp, const float* tp, MF live, const double* neg,
                       const double* pos) {
     const Elements e = Load(xp, tp, live, layout, o);
-    auto half_gradient = [&](VD v, hn::Mask<DD> is_neg, hn::Mask<DD> is_pos, size_t at) {
-      const VD ex = hs::ShiftedExp(v, hn::IfThenElse(is_pos, mp, mn));
-      const VD share = hn::IfThenElse(is_pos, hn::MulAdd(f_pos, hn::LoadU(dd, pos + at), a_pos),
-                                      hn::MulAdd(f_neg, hn::LoadU(dd, neg + at), a_neg));
-      return hn::IfThenElseZero(hn::Or(is_neg, is_pos), hn::Mul(ex, share));
-    };
-    const VD low = half_gradient(e.v.low, e.neg.low, e.pos.low, 0);
-    const VD high = half_gradient(e.v.high, e.neg.high, e.pos.high, half);
+    const VD low = SharedGradient(e.v.low, e.neg.low, e.pos.low, neg_terms, pos_terms,
+                                  hn::LoadU(dd, neg), hn::LoadU(dd, pos));
+    const VD high = SharedGradient(e.v.high, e.neg.high, e.pos.high, neg_terms, pos_terms,
+                                   hn::LoadU(dd, neg + half), hn::LoadU(dd, pos + half));
     return hn::Combine(d, hn::DemoteTo(dh, high), hn::DemoteTo(dh, low));
   };
   for (size_t c = 0; c < layout.full; c += layout.lanes) {
@@ -587,36 +602,31 @@ bool TileGradientSharedImpl(const float* x, const float* t, int64_t inner, int n
   }
   const VD none = hn::Set(dd, -std::numeric_limits<double>::infinity());
   const VD zero = hn::Zero(dd);
-  struct Half {
-    VD mn, mp, a_neg, a_pos, f_neg, f_pos;
-  } halves[2];
+  SideTerms neg_terms[2], pos_terms[2];  // of the low and the high half
   for (int h = 0; h < 2; ++h) {
     const size_t at = h * hn::Lanes(dd);
-    Half& q = halves[h];
-    q.mn = hn::LoadU(dd, coef[0] + at);
-    q.mp = hn::LoadU(dd, coef[2] + at);
+    SideTerms& neg = neg_terms[h];
+    SideTerms& pos = pos_terms[h];
+    neg.m = hn::LoadU(dd, coef[0] + at);
+    pos.m = hn::LoadU(dd, coef[2] + at);
     const VD w = hn::Mul(hn::Set(dd, row_scale), hn::LoadU(dd, coef[4] + at));
     const auto weightless = hn::Eq(hn::LoadU(dd, coef[4] + at), zero);
-    q.a_neg = hn::IfThenZeroElse(weightless, hn::Mul(w, hn::LoadU(dd, coef[1] + at)));
-    q.a_pos = hn::IfThenZeroElse(weightless, hn::Neg(hn::Mul(w, hn::LoadU(dd, coef[3] + at))));
-    q.f_neg = hn::IfThenZeroElse(hn::Eq(q.mn, none),
-                                 hs::ShiftedExp(q.mn, hn::Set(dd, column_shift.neg)));
-    q.f_pos = hn::IfThenZeroElse(hn::Eq(q.mp, none),
-                                 hs::ShiftedExp(q.mp, hn::Set(dd, column_shift.pos)));
+    neg.a = hn::IfThenZeroElse(weightless, hn::Mul(w, hn::LoadU(dd, coef[1] + at)));
+    pos.a = hn::IfThenZeroElse(weightless, hn::Neg(hn::Mul(w, hn::LoadU(dd, coef[3] + at))));
+    neg.f = hn::IfThenZeroElse(hn::Eq(neg.m, none),
+                               hs::ShiftedExp(neg.m, hn::Set(dd, column_shift.neg)));
+    pos.f = hn::IfThenZeroElse(hn::Eq(pos.m, none),
+                               hs::ShiftedExp(pos.m, hn::Set(dd, column_shift.pos)));
   }
   HWY_ALIGN float x_pad[hs::kMaxLanes], t_pad[hs::kMaxLanes];
   for (int c = 0; c < C; ++c) {
     const Elements e = Load(TileClass(x, c, inner, n, x_pad), TileClass(t, c, inner, n, t_pad),
                             live, layout, o);
     const VD b_neg = hn::Set(dd, column_shares[c]), b_pos = hn::Set(dd, column_shares[C + c]);
-    auto half_gradient = [&](const Half& q, VD v, hn::Mask<DD> is_neg, hn::Mask<DD> is_pos) {
-      const VD ex = hs::ShiftedExp(v, hn::IfThenElse(is_pos, q.mp, q.mn));
-      const VD share = hn::IfThenElse(is_pos, hn::MulAdd(q.f_pos, b_pos, q.a_pos),
-                                      hn::MulAdd(q.f_neg, b_neg, q.a_neg));
-      return hn::IfThenElseZero(hn::Or(is_neg, is_pos), hn::Mul(ex, share));
-    };
-    const VD low = half_gradient(halves[0], e.v.low, e.neg.low, e.pos.low);
-    const VD high = half_gradient(halves[1], e.v.high, e.neg.high, e.pos.high);
+    const VD low = SharedGradient(e.v.low, e.neg.low, e.pos.low, neg_terms[0], pos_terms[0],
+                                  b_neg, b_pos);
+    const VD high = SharedGradient(e.v.high, e.neg.high, e.pos.high, neg_terms[1],
+                                   pos_terms[1], b_neg, b_pos);
     const VF g = hn::Combine(d, hn::DemoteTo(dh, high), hn::DemoteTo(dh, low));
     if (static_cast<size_t>(n) == hn::Lanes(d)) {
       hn::StoreU(g, d, dx + c * inner);

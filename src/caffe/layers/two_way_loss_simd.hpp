@@ -29,11 +29,19 @@
 // blobs, spatial maps, non-finite kept scores, lines of 2^24 or more and the
 // HWY_SCALAR target; the tests hold both to the same float64 truth.
 
+#include <cmath>
+
 #include "caffe/layers/two_way_loss_math.hpp"
 
 namespace caffe {
 namespace xent {
 namespace twoway {
+
+/// e^(m - shift), the factor that moves a side's sums from shift m to a
+/// shift at least m; 0 where m is -inf (an empty side).
+inline double ShiftFactor(double m, double shift) {
+  return m == -INFINITY ? 0.0 : std::exp(m - shift);
+}
 
 /// Sweeps 1 and 2 of one contiguous float row x[0..C): its shifts and sums,
 /// as AccumulateShift and AccumulateElement over the row. Returns false,
