@@ -60,7 +60,8 @@ namespace caffe {
  *
  * Memory beyond the top: 5 doubles per row and per column, kept from
  * forward for backward; on the CPU's fused pass, 24 bytes per class for
- * each block of rows, kept between calls.
+ * each block of rows (17 times that on a spatial map: a lane each), kept
+ * between calls.
  *
  * @param bottom input Blob vector (length 2)
  *   -# @f$ (N \times C \times d_1 \dots d_k) @f$ the scores x
@@ -126,9 +127,9 @@ class TwoWayLossLayer : public XentLossLayer<Dtype> {
   double row_normalizer_, column_normalizer_;
   /// Coefficients from forward, (5, rows) and (5, C) doubles.
   Blob<double> row_coefficients_, column_coefficients_;
-  /// The CPU's fused pass over float (N, C) scores: each block of rows'
-  /// column sums (2C doubles) and counts (2C floats), at most 16 blocks,
-  /// kept between calls.
+  /// The CPU's fused pass over float scores: each block of rows' column
+  /// sums (2C doubles) and counts (2C floats), and on a spatial map the
+  /// same per lane; at most 16 blocks, kept between calls.
   std::vector<double> column_sums_;
   std::vector<float> column_counts_;
 };

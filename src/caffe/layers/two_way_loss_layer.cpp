@@ -293,11 +293,12 @@ inline void FinishTiles(int C, ColumnBlock* block) {
   }
 }
 
-/// Both passes over the rows [begin, end) of (N, C) scores, in order: each
-/// row's line (as RowPass) and its elements into the block's column sums
-/// (SimdRowAndColumns). A row the vectors cannot take (a kept score that
-/// is not finite) leaves the block incomplete: the class-wise term is then
-/// taken by ColumnPass.
+/// Both terms over the rows [begin, end), in order: each row's line (as
+/// RowPass) and its elements into the block's column sums
+/// (SimdRowAndColumns; on a spatial map, SimdTileAndColumns a tile of
+/// neighbouring rows at a time, then FinishTiles). A row the vectors cannot
+/// take (a kept score that is not finite) leaves the block incomplete: the
+/// class-wise term is then taken by ColumnPass.
 template <typename Dtype>
 LossSums FusedRows(const Dtype* x, const Dtype* t, int64_t begin, int64_t end, int64_t rows,
                    int inner, const Options& o, double* coefficients, ColumnBlock* block) {

@@ -1,8 +1,7 @@
 #ifndef CAFFE_LAYERS_TWO_WAY_LOSS_SIMD_HPP_
 #define CAFFE_LAYERS_TWO_WAY_LOSS_SIMD_HPP_
 
-// CPU fast path of TwoWayLoss for float (N, C) scores (inner = 1),
-// dispatched at run time to the widest vectors of the CPU
+// CPU fast path of TwoWayLoss for float scores, dispatched at run time to the widest vectors of the CPU
 // (two_way_loss_simd.cpp). As ZLPRLoss's (zlpr_loss_simd.hpp): each vector
 // of float scores is widened to two halves of doubles, each lane's side
 // value (x / Tn on a negative, -x / Tp on a positive, taken as x times the
@@ -25,9 +24,15 @@
 //            broadcast, the columns' loaded lane by lane: one exp per
 //            element where the columns share their shifts (the fused
 //            pass's), else one per share.
+//   tiles:   (spatial maps, inner > 1: SimdTileAndColumns,
+//            SimdTileGradientShared) a vector of neighbouring rows (inner
+//            positions of one outer slice) at a time, a lane per row, its
+//            classes `inner` apart; as "both" and "backward" above, with
+//            each lane's own shifts and the block's class sums kept per
+//            lane.
 // The scalar math (two_way_loss_math.hpp) stays the reference for double
-// blobs, spatial maps, non-finite kept scores, lines of 2^24 or more and the
-// HWY_SCALAR target; the tests hold both to the same float64 truth.
+// blobs, non-finite kept scores, lines of 2^24 or more and the HWY_SCALAR
+// target; the tests hold both to the same float64 truth.
 
 #include <cmath>
 
