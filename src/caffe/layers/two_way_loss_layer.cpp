@@ -312,7 +312,7 @@ LossSums FusedRows(const Dtype* x, const Dtype* t, int64_t begin, int64_t end, i
     std::fill(tile.sums, tile.sums + 2 * static_cast<int64_t>(C) * kTileLanes, 0.0);
     std::fill(tile.counts, tile.counts + 2 * static_cast<int64_t>(C) * kTileLanes, 0.0f);
     std::fill(tile.shifts, tile.shifts + 2 * kTileLanes, -INFINITY);
-    const int lanes = ColumnLanes(x);
+    const int lanes = std::min(ColumnLanes(x), kTileLanes);
     Shifts m[kTileLanes];
     LineSums s[kTileLanes];
     for (int64_t r = begin; r < end;) {
@@ -453,7 +453,7 @@ void Gradient(const Dtype* x, const Dtype* t, const double* row_coefficients,
   std::vector<double> shares;
   const bool columns_shared = ColumnLanes(x) > 0 &&
       SharedColumnShares(column_coefficients, C, column_scale, &shared, &shares);
-  const int lanes = ColumnLanes(x);
+  const int lanes = std::min(ColumnLanes(x), kTileLanes);
 #pragma omp parallel for schedule(static) if (rows * C > kReduceChunk)
   for (int64_t q = 0; q < outer; ++q) {
     if (inner > 1 && columns_shared) {  // tiles of neighbouring rows, a lane each

@@ -470,7 +470,12 @@ bool RowGradientSharedImpl(const float* x, const float* t, const Options& o,
   }
   return true;
 }
-static_assert(hs::kMaxLanes <= static_cast<size_t>(kTileLanes), "a tile holds a vector of rows");
+/// Whether a tile of n rows fits this target's vectors and a TileRun's
+/// kTileLanes lanes (wider vectors than that take the scalar path).
+HWY_INLINE bool TileFits(int n) {
+  const size_t lanes = hn::Lanes(DF());
+  return n > 0 && static_cast<size_t>(n) <= lanes && lanes <= static_cast<size_t>(kTileLanes);
+}
 
 HWY_INLINE Halves LoadHalves(const double* p) {
   const DD dd;
@@ -533,7 +538,7 @@ bool TileAndColumnsImpl(const float* x, const float* t, int64_t inner, int n, co
   const int C = o.targets.classes;
   const DF d;
   const DD dd;
-  if (n <= 0 || static_cast<size_t>(n) > hn::Lanes(d) || !hs::VectorLine(C)) return false;
+  if (!TileFits(n) || !hs::VectorLine(C)) return false;
   const hs::Layout layout(0, o.targets);  // only ignore_label is used
   const MF live = hn::FirstN(d, n);
   HWY_ALIGN float x_pad[hs::kMaxLanes], t_pad[hs::kMaxLanes];
@@ -590,7 +595,7 @@ bool TileGradientSharedImpl(const float* x, const float* t, int64_t inner, int n
   const DF d;
   const DH dh;
   const DD dd;
-  if (n <= 0 || static_cast<size_t>(n) > hn::Lanes(d) || !hs::VectorLine(C)) return false;
+  if (!TileFits(n) || !hs::VectorLine(C)) return false;
   const hs::Layout layout(0, o.targets);
   const MF live = hn::FirstN(d, n);
   // The rows' coefficients in lanes (lanes past n: weight 0, shifts 0).

@@ -106,8 +106,9 @@ bool SimdRowGradientShared(const float* x, const float* t, const Options& o,
                            const double* column_shares, double row_scale, float* dx);
 
 /// Spatial maps (inner > 1): lanes are neighbouring rows (inner positions)
-/// of one outer slice, at most kTileLanes (SimdColumnLanes()) of them, a
-/// row's classes `inner` floats apart.
+/// of one outer slice, at most SimdColumnLanes() of them, a row's classes
+/// `inner` floats apart; targets with more than kTileLanes float lanes take
+/// the scalar path there.
 const int kTileLanes = 16;
 
 /// The class-wise sums of a block of rows on the spatial path, lane by lane
