@@ -212,7 +212,9 @@ LossSums ColumnPass(const Dtype* x, const Dtype* t, int64_t k, int64_t outer, in
 /// Blocks of rows of the fused pass (FusedRows): at most kFusedBlocks;
 /// of kFusedElements elements or more where that leaves at least
 /// kFusedMinBlocks blocks (each block keeps, zeroes and finally reads 24
-/// bytes per class: few rows per block would cost more than they share).
+/// bytes per class: few rows per block would cost more than they share);
+/// never below kReduceChunk elements (a small blob is one block, on the
+/// calling thread, as ChunkedSums runs one chunk).
 const int64_t kFusedBlocks = 16;
 const int64_t kFusedMinBlocks = 4;
 const int64_t kFusedElements = int64_t(1) << 18;
@@ -221,7 +223,8 @@ const int64_t kFusedElements = int64_t(1) << 18;
 inline int64_t FusedBlockRows(int64_t rows, int C, int inner) {
   const int64_t wide = std::min((kFusedElements + C - 1) / C,
                                 (rows + kFusedMinBlocks - 1) / kFusedMinBlocks);
-  const int64_t block = std::max((rows + kFusedBlocks - 1) / kFusedBlocks, wide);
+  const int64_t block = std::max({(rows + kFusedBlocks - 1) / kFusedBlocks, wide,
+                                  (kReduceChunk + C - 1) / C});
   return inner == 1 ? block : (block + kTileLanes - 1) / kTileLanes * kTileLanes;
 }
 
