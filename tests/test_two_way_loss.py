@@ -141,8 +141,8 @@ def test_lines_without_negatives_or_positives(dtype, device, rng):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_ignore_label_is_in_neither_set(dtype, device, rng):
-    shape = (12, 9)
+@pytest.mark.parametrize("shape", [(12, 9), (3, 9, 20)], ids=str)
+def test_ignore_label_is_in_neither_set(shape, dtype, device, rng):
     x = rng.standard_normal(shape) * 3
     t = multi_hot(rng, shape)
     t[rng.random(shape) < 0.2] = -1
@@ -171,14 +171,53 @@ def test_huge_and_infinite_scores(dtype, device, rng):
     check(x[1:], t[1:], dtype, device)
 
 
-def test_same_bits_for_any_thread_count():
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_infinite_score_in_a_spatial_map(dtype, device, rng):
+    # A map's rows are its pixels: one negative at +inf makes its pixel's
+    # and its class's loss infinite; no NaN anywhere.
+    x = rng.standard_normal((2, 5, 40)) * 3
+    t = multi_hot(rng, (2, 5, 40), density=0.3)
+    t[1, 2, 17] = 0
+    x[1, 2, 17] = np.inf
+    (loss,), (dx, _) = caffe_xent.run_layer(prototxt(normalization="NONE"),
+                                            [x.astype(dtype), t.astype(dtype)], device=device)
+    assert loss == np.inf and not np.any(np.isnan(dx))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("spatial", [False, True], ids=["rows", "map"])
+def test_columns_far_below_the_largest_score(spatial, dtype, device, rng):
+    # Float (N, C) scores sum each column's exps against one shift per side
+    # (the largest value of that side in the whole blob) where that keeps
+    # every term that matters a normal double, and sweep a column again with
+    # its own shifts where it does not. Rows here rise (each row's largest
+    # score above the last: the running shift moves often); one negative of
+    # 900 puts the negatives' shared shift there: the even columns (about
+    # 450 lower) keep it, the odd ones (about 890 lower: e^-890 is below the
+    # smallest double) are swept again.
+    shape = (300, 70)
+    x = rng.standard_normal(shape) * 3 + np.linspace(0.0, 6.0, shape[0])[:, None]
+    x[:, 0::2] += 450.0
+    t = multi_hot(rng, shape, density=0.2)
+    t[200, 4] = 0.0
+    x[200, 4] = 900.0
+    if spatial:  # the same rows as the pixels of a (3, 70, 100) map
+        x, t = (a.reshape(3, 100, 70).transpose(0, 2, 1) for a in (x, t))
+    check(x, t, dtype, device)
+    check(x, t, dtype, device, positive_temperature=0.5, negative_temperature=2.0)
+
+
+@pytest.mark.parametrize("shape", [(512, 300), (4, 21, 48, 48)], ids=str)
+def test_same_bits_for_any_thread_count(shape):
     code = ("import numpy as np, caffe_xent, sys, hashlib\n"
             "rng = np.random.default_rng(5)\n"
-            "x = (rng.standard_normal((512, 300)) * 3).astype(np.float32)\n"
+            "x = (rng.standard_normal(%r) * 3).astype(np.float32)\n"
             "t = (rng.random(x.shape) < 0.1).astype(np.float32)\n"
             "(l,), (dx, _) = caffe_xent.run_layer(%r, [x, t])\n"
             "sys.stdout.write(np.float32(l).tobytes().hex() + ' ' + "
-            "hashlib.sha256(dx.tobytes()).hexdigest())\n") % prototxt()
+            "hashlib.sha256(dx.tobytes()).hexdigest())\n") % (shape, prototxt())
     outputs = set()
     for threads in ("1", "2", "3"):
         env = dict(os.environ, OMP_NUM_THREADS=threads)

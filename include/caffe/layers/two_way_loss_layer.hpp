@@ -50,10 +50,18 @@ namespace caffe {
  * one thread; on the GPU a fixed grid and block sums in a fixed order. The
  * same bits for any thread count, run after run. Float (N, C) scores take a
  * Highway SIMD path for the exps (two_way_loss_simd.cpp, the same math in
- * double vectors).
+ * double vectors) and one pass for both terms: fixed blocks of rows (at
+ * most 16, a function of the shape), each in row order on one thread,
+ * giving its rows' lines and its share of every column's sums against the
+ * block's running shifts; the blocks' shares then added in block order
+ * against the largest. A column whose sums that leaves far below its own
+ * scale (its largest value about 500 / T or more below the blob's) is swept
+ * again alone with its own shifts.
  *
  * Memory beyond the top: 5 doubles per row and per column, kept from
- * forward for backward.
+ * forward for backward; on the CPU's fused pass, 24 bytes per class for
+ * each block of rows (17 times that on a spatial map: a lane each), kept
+ * between calls.
  *
  * @param bottom input Blob vector (length 2)
  *   -# @f$ (N \times C \times d_1 \dots d_k) @f$ the scores x
@@ -119,6 +127,11 @@ class TwoWayLossLayer : public XentLossLayer<Dtype> {
   double row_normalizer_, column_normalizer_;
   /// Coefficients from forward, (5, rows) and (5, C) doubles.
   Blob<double> row_coefficients_, column_coefficients_;
+  /// The CPU's fused pass over float scores: each block of rows' column
+  /// sums (2C doubles) and counts (2C floats), and on a spatial map the
+  /// same per lane; at most 16 blocks, kept between calls.
+  std::vector<double> column_sums_;
+  std::vector<float> column_counts_;
 };
 
 }  // namespace caffe
