@@ -43,7 +43,7 @@ LOSSES = [
          'type: "MultiLabelSoftmaxLoss" multi_label_softmax_loss_param { target_normalization: COUNT }',
          "softmax"),
     Loss("zlpr", "ZLPR (ZLPRLoss)", 'type: "ZLPRLoss"', "raw"),
-    # Kobayashi 2023, with its defaults Tp 4, Tn 1 (expected as the layer's)
+    # Kobayashi 2023 with the layer's defaults, the paper's Tp 4, Tn 1
     Loss("twoway", "Two-way, Tp 4, Tn 1 (TwoWayLoss)", 'type: "TwoWayLoss"', "raw"),
 ]
 BY_NAME = {loss.name: loss for loss in LOSSES}
