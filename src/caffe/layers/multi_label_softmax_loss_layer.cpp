@@ -371,10 +371,14 @@ void MultiLabelSoftmaxLossLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& 
   // Fixed chunks of rows (a function of the shape, never of the thread
   // count); chunk sums are added in chunk order: the same bits for any
   // number of threads.
-  // Spatial maps take 8x longer chunks: runs of many SIMD tiles, whose loads
-  // overlap the previous tile's arithmetic (multi_label_softmax_loss_simd.cpp).
-  const int64_t chunk_elements = (inner_num_ > 1 ? 8 : 1) * xent::kReduceChunk;
-  const int64_t chunk_rows = std::max<int64_t>(1, chunk_elements / classes_);
+  // Spatial maps take 2x longer chunks, a multiple of 16 rows: runs of SIMD
+  // tiles (multi_label_softmax_loss_simd.cpp) whose vectors of rows never
+  // straddle a chunk (no row left to the scalar loop at a chunk's end), and
+  // enough chunks (85 at 8x21x128x128) that threads get nearly equal shares
+  // (8x chunks made 22, 11 for each of 2 threads but the last one short).
+  const int64_t chunk_elements = (inner_num_ > 1 ? 2 : 1) * xent::kReduceChunk;
+  int64_t chunk_rows = std::max<int64_t>(1, chunk_elements / classes_);
+  if (inner_num_ > 1) chunk_rows = std::max<int64_t>(16, chunk_rows - chunk_rows % 16);
   const int64_t chunks = xent::ChunkCount(rows, chunk_rows);
   const int inner = inner_num_;
   // In a TRAIN net whose loss counts, the gradient follows the rows' sums,

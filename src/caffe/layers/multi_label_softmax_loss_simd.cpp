@@ -120,9 +120,12 @@ HWY_INLINE V ShiftedExpVec(D d, V x, const RowShift<V>& shift) {
   const V b = hn::MulAdd(k, hn::Set(d, 0.693359375f), shift.hi);  // hi + k ln2_hi, exact
   const V c = hn::MulAdd(k, hn::Set(d, -2.12194440e-4f), shift.lo);  // lo + k ln2_lo
   const V r = hn::Sub(hn::Sub(x, b), c);                          // x - m - k ln 2
-  const V p = hn::Add(Expm1Reduced(d, r), hn::Set(d, 1.0f));      // e^r
   const V pow2 = hn::BitCast(d, hn::ShiftLeft<23>(hn::BitCast(du, shifted)));  // 2^(k + 65)
-  return hn::Mul(hn::Mul(p, pow2), hn::Set(d, 0x1p-65f));
+  // e^r 2^(k + 65) = (1 + q) pow2 in one fused operation: its one rounding
+  // is that of 1 + q (pow2 a power of two, the product normal), so the bits
+  // of rounding 1 + q and then multiplying, one operation fewer.
+  const V scaled = hn::MulAdd(Expm1Reduced(d, r), pow2, pow2);
+  return hn::Mul(scaled, hn::Set(d, 0x1p-65f));
 }
 
 #if HWY_TARGET != HWY_SCALAR
@@ -467,6 +470,11 @@ HWY_INLINE VD TargetGradient(DD dd, const double* coefficients, int64_t r, int64
                         hn::Set(dd, scale));
 }
 
+/// Whether every class weight is 1.
+HWY_INLINE bool UnitWeights(const double* w, int classes) {
+  return std::all_of(w, w + classes, [](double wc) { return wc == 1.0; });
+}
+
 /// The gradient's factors of a vector of rows r.. (lane j: row r + j), in
 /// float from their stored coefficients: k = scale Q/S, scale a, scale b
 /// (ignored rows have Q = a = b = 0: dx = 0), and whether a row is ignored.
@@ -497,13 +505,15 @@ HWY_INLINE auto MakeRowFactors(D d, const double* coefficients, int64_t r, int64
 /// which for t_c = 0 is k e - sb. Rounding: k, scale a, scale a w_c and the
 /// two fused operations, about 2 ulp of Q p + q: the precision of the t_c = 0
 /// lanes. kIgnored true: k e - sb in float, and target lanes by
-/// ElementGradient in double (ignored rows: 0).
-template <bool kIgnored, class D, class V = hn::Vec<D>>
+/// ElementGradient in double (ignored rows: 0). kUnitWeights: every class
+/// weight is 1 (sa w_c = sa, one multiplication fewer).
+template <bool kIgnored, bool kUnitWeights, class D, class V = hn::Vec<D>>
 HWY_INLINE V ClassGradient(D d, V k, V sa, V sb, V e, V tv, const double* coefficients, int64_t r,
                            int64_t rows, double w, double scale) {
   if (!kIgnored) {
-    const V wc = hn::Set(d, static_cast<float>(w));  // float class weights: exact
-    return hn::MulSub(k, e, hn::MulAdd(hn::Mul(sa, wc), tv, sb));
+    // float class weights: exact
+    const V saw = kUnitWeights ? sa : hn::Mul(sa, hn::Set(d, static_cast<float>(w)));
+    return hn::MulSub(k, e, hn::MulAdd(saw, tv, sb));
   }
   const hn::Half<D> dh;
   const hn::Rebind<double, decltype(dh)> dd;
@@ -586,15 +596,15 @@ struct RowVectorSums {
   TargetSums targets;
   /// Targets of 1 with unit class weights (the vector of rows' first try,
   /// UnitTargets): their count per row (exact in float), the sum of their
-  /// scores in double, and the lanes with any other non-zero target, not
-  /// ignore_label (a soft target or an invalid one: TargetSums then redoes
-  /// the targets).
+  /// scores in double, and the lanes whose targets so far were all 0, 1 or
+  /// ignore_label (a lane with any other, a soft target or an invalid one:
+  /// TargetSums then redoes the targets).
   TargetSums::VF units;
   xs::DoubleSum<hn::ScalableTag<float>> unit_x;
-  hn::Mask<TargetSums::DF> others;
+  hn::Mask<TargetSums::DF> regular;
   HWY_INLINE explicit RowVectorSums(const RowOptions& opt)
       : targets(opt), units(hn::Zero(TargetSums::DF())),
-        others(hn::Ne(units, units)) {}
+        regular(hn::Eq(units, units)) {}
 };
 
 /// SpatialForwardImpl's run, step by step (see the comment above
@@ -614,7 +624,7 @@ class SpatialForward {
       : x_(x), t_(t), w_(w), inner_(inner), opt_(opt), count_(count), first_row_(first_row),
         rows_(rows), coefficients_(coefficients), scale_(scale), dx_(dx),
         tile_rows_(SpatialTileRowsImpl(opt.classes)),
-        unit_(std::all_of(w, w + opt.classes, [](double wc) { return wc == 1.0; })),
+        unit_weights_(UnitWeights(w, opt.classes)), unit_(unit_weights_),
         valid_total_(hn::Zero(DD())), invalid_total_(hn::Zero(DD())) {}
 
   /// The whole run; false when a score is not finite or a row's |max| is
@@ -666,7 +676,7 @@ class SpatialForward {
       bool unit = unit_;
       if (unit) {
         SumClasses<true, true>(cur, size, v, vm, exps, &sums, &hits);
-        if (!hn::AllFalse(d, sums.others)) {  // other targets: the general sums after all
+        if (!hn::AllTrue(d, sums.regular)) {  // other targets: the general sums after all
           unit = unit_ = false;
           RedoTargets(cur, size, v, vm, &sums);
         }
@@ -709,12 +719,12 @@ class SpatialForward {
       const VF xv = hn::Load(d, cur.x + c * size + v);
       if (smoothing) sums->x_sum.Add(xv);
       const VF tv = hn::Load(d, cur.t + c * size + v);
-      // Not(t == 0): Highway's != is false for NaN on AVX2/AVX-512.
-      const auto nonzero = hn::Not(hn::Eq(tv, zero));  // also NaN and ignore_label
       if (kUnit) {
-        UnitTargets(xv, tv, nonzero, sums);
+        UnitTargets(xv, tv, sums);
         continue;
       }
+      // Not(t == 0): Highway's != is false for NaN on AVX2/AVX-512.
+      const auto nonzero = hn::Not(hn::Eq(tv, zero));  // also NaN and ignore_label
       const bool any = !hn::AllFalse(d, nonzero);
       *hits += any;
       if (!kDense && !any) continue;
@@ -744,22 +754,25 @@ class SpatialForward {
   /// target is 1 (or ignore_label) and every class weight 1: a count and a
   /// sum of scores, no branch. Per row, then, sum t = sum w t = M (exact)
   /// and sum w t (m - x_c) = M m - sum x_c (FinishVector). Lanes with any
-  /// other non-zero target go to sums->others.
-  HWY_INLINE void UnitTargets(VF xv, VF tv, hn::Mask<DF> nonzero, RowVectorSums* sums) {
+  /// other target leave sums->regular (and make the rest meaningless: the
+  /// caller redoes the vector of rows by TargetSums). In the regular lanes
+  /// t (ignore_label lanes: 0) is the 0/1 count of a unit target and t x
+  /// its score or 0, exactly.
+  HWY_INLINE void UnitTargets(VF xv, VF tv, RowVectorSums* sums) {
     const DF d;
     TargetSums& s = sums->targets;
     const VF one = hn::Set(d, 1.0f);
-    auto unit = hn::Eq(tv, one);
-    auto counted = unit;
+    auto regular = hn::Or(hn::Eq(tv, hn::Zero(d)), hn::Eq(tv, one));  // NaN: neither
+    VF unit = tv;
     if (s.has_ignore) {
       const auto ignore_lane = hn::Eq(tv, s.ignore);
-      unit = hn::AndNot(ignore_lane, unit);
-      counted = hn::Or(unit, ignore_lane);
+      regular = hn::Or(regular, ignore_lane);
+      unit = hn::IfThenZeroElse(ignore_lane, tv);
       s.ignored = hn::Add(s.ignored, hn::IfThenElseZero(ignore_lane, one));
     }
-    sums->units = hn::Add(sums->units, hn::IfThenElseZero(unit, one));
-    sums->unit_x.Add(hn::IfThenElseZero(unit, xv));
-    sums->others = hn::Or(sums->others, hn::AndNot(counted, nonzero));
+    sums->units = hn::Add(sums->units, unit);
+    sums->unit_x.Add(hn::Mul(unit, xv));
+    sums->regular = hn::And(sums->regular, regular);
   }
 
   /// The general target sums (TargetSums, every class) of the vector of
@@ -792,20 +805,23 @@ class SpatialForward {
     const auto f =
         MakeRowFactors(d, coefficients_, r, rows_, hn::Set(d, static_cast<float>(scale_)));
     float* dx = dx_ + begin + v;
-    auto classes = [&](auto ignored_tag) {
+    auto classes = [&](auto ignored_tag, auto unit_tag) {
       constexpr bool kIgnored = decltype(ignored_tag)::value;
+      constexpr bool kUnitWeights = decltype(unit_tag)::value;
       for (int c = 0; c < opt_.classes; ++c) {
         const VF e = hn::Load(d, exps_ + c * lanes);
         const VF tv = hn::Load(d, cur.t + c * size + v);
-        hn::StoreU(ClassGradient<kIgnored>(d, f.k, f.scaled_a, f.scaled_b, e, tv, coefficients_,
-                                           r, rows_, w_[c], scale_),
+        hn::StoreU(ClassGradient<kIgnored, kUnitWeights>(d, f.k, f.scaled_a, f.scaled_b, e, tv,
+                                                         coefficients_, r, rows_, w_[c], scale_),
                    d, dx + c * inner_);
       }
     };
-    if (hn::AllFalse(DD(), f.ignored)) {
-      classes(std::false_type());
+    if (!hn::AllFalse(DD(), f.ignored)) {
+      classes(std::true_type(), std::false_type());
+    } else if (unit_weights_) {
+      classes(std::false_type(), std::true_type());
     } else {
-      classes(std::true_type());
+      classes(std::false_type(), std::false_type());
     }
   }
 
@@ -857,6 +873,7 @@ class SpatialForward {
   float* dx_;            // NULL, or where the run's gradient for scale_ goes (laid out as x)
   float* exps_ = NULL;   // this thread's room for the e^(x_c - m) of a vector of rows
   int tile_rows_;
+  bool unit_weights_;        // every class weight 1
   bool unit_;                // unit class weights, and every target so far 0, 1 or ignored
   bool dense_ = false;       // whether the last vector of rows had targets in most classes
   double total_ = 0.0;       // the loss, rows in order
@@ -914,8 +931,9 @@ bool SpatialGradientImpl(const float* x, const float* t, const double* w, int64_
   };
   // Plane by plane; ClassGradient without the ignored rows' branch where
   // there is none (the usual case).
-  auto planes = [&](auto ignored_tag) {
+  auto planes = [&](auto ignored_tag, auto unit_tag) {
     constexpr bool kIgnored = decltype(ignored_tag)::value;
+    constexpr bool kUnitWeights = decltype(unit_tag)::value;
     for (int c = 0; c < classes; ++c) {
       const float* xc = x + c * inner;
       const float* tc = t + c * inner;
@@ -926,17 +944,19 @@ bool SpatialGradientImpl(const float* x, const float* t, const double* w, int64_
         hwy::Prefetch(xc + count + v);
         hwy::Prefetch(tc + count + v);
         const auto e = ShiftedExpVec(d, hn::LoadU(d, xc + v), shift_at(v));  // e^(x_c - m)
-        hn::StoreU(ClassGradient<kIgnored>(d, hn::Load(d, k + v), hn::Load(d, scaled_a + v),
-                                           hn::Load(d, scaled_b + v), e, hn::LoadU(d, tc + v),
-                                           coefficients, first_row + v, rows, w[c], scale),
+        hn::StoreU(ClassGradient<kIgnored, kUnitWeights>(
+                       d, hn::Load(d, k + v), hn::Load(d, scaled_a + v), hn::Load(d, scaled_b + v),
+                       e, hn::LoadU(d, tc + v), coefficients, first_row + v, rows, w[c], scale),
                    d, dxc + v);
       }
     }
   };
-  if (hn::AllFalse(dd, ignored)) {
-    planes(std::false_type());
+  if (!hn::AllFalse(dd, ignored)) {
+    planes(std::true_type(), std::false_type());
+  } else if (UnitWeights(w, classes)) {
+    planes(std::false_type(), std::true_type());
   } else {
-    planes(std::true_type());
+    planes(std::false_type(), std::false_type());
   }
   return true;
 }
