@@ -490,8 +490,11 @@ Sums ForwardLoop(const ForwardArgs<T>& args) {
   V grad;
   for (; i + lanes <= n; i += lanes) {
     // Software prefetch (x, t, w, and the gradient's lines, which the
-    // stores would otherwise fetch); past the range's end too: the next
-    // range (this thread's next chunk under a static schedule) starts warm.
+    // stores would otherwise fetch); past the range's end too, so the next
+    // chunk starts warm (stopping at the end: +29 % at 2^24 on one thread
+    // instead of +41 %; on two threads, where the next chunk is often the
+    // other thread's, the same speed with ChunkedSums' static or dynamic
+    // schedule).
     Prefetch(args.x + i);
     Prefetch(args.t + i);
     if (kWeights) Prefetch(args.w + i);
