@@ -38,15 +38,17 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import WorkerError, failure, is_worker_call, run_worker, serve_worker, threads_line  # noqa: E402
+from _common import (WorkerError, failure, is_worker_call, run_worker,  # noqa: E402
+                     serve_worker, threads_line)
 
 THIS = os.path.abspath(__file__)
 BATCH = 64
 NETS = ("ip 4096", "ip 65536", "demo CNN")
 LOSSES = {
     "native": 'type: "SigmoidCrossEntropyLoss"',
-    "Python layer": ('type: "Python" loss_weight: 1 python_param { module: "caffe_xent.python_layers" '
-                     'layer: "SigmoidCrossEntropyLoss" param_str: "{}" }'),
+    "Python layer": ('type: "Python" loss_weight: 1 python_param { '
+                     'module: "caffe_xent.python_layers" layer: "SigmoidCrossEntropyLoss" '
+                     'param_str: "{}" }'),
 }
 ENVIRONMENTS = {
     "default": {},
@@ -140,7 +142,8 @@ def markdown(seconds=0.3, timeout=300):
     for env_name, extra in ENVIRONMENTS.items():
         for loss in LOSSES:
             # Only the named variables differ from the caller's environment.
-            env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+            env = {k: v for k, v in os.environ.items()
+                   if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
             env.update(extra)
             try:
                 ms[env_name, loss] = run_worker(THIS, "time", "--loss", loss, "--seconds", seconds,
