@@ -85,7 +85,7 @@ def worker_info():
     return info
 
 
-def run_worker(script, job, *args, pythonpath=None, timeout=900, simd=None):
+def run_worker(script, job, *args, pythonpath=None, timeout=900, simd=None, env=None):
     """Run `python SCRIPT worker JOB ARGS...` in a fresh interpreter and
     return its answer(); WorkerError when there is none.
 
@@ -93,10 +93,12 @@ def run_worker(script, job, *args, pythonpath=None, timeout=900, simd=None):
     imports the pristine build's `caffe` and `caffe_xent` instead of ours
     (both builds define the same package names, so they cannot share one
     process). simd, when given, is the SIMD target the worker's layers run
-    (CAFFE_XENT_SIMD, read when libcaffe loads).
+    (CAFFE_XENT_SIMD, read when libcaffe loads). env, when given, is the
+    worker's environment instead of this process's (the settings above are
+    still applied to it).
     """
     command = [script, "worker", job] + [str(a) for a in args]
-    env = dict(os.environ)
+    env = dict(os.environ if env is None else env)
     if simd:
         env["CAFFE_XENT_SIMD"] = simd
     env.setdefault("GLOG_minloglevel", "2")

@@ -509,8 +509,14 @@ def worker_copy_cpu(args):
     """The machine's copy bound for the layer's traffic at 2^log2 elements:
     numpy copies BYTES_PER_ELEMENT / 2 bytes per element (read + write =
     BYTES_PER_ELEMENT), in as many threads as the layer runs (numpy drops
-    the GIL while it copies), each a contiguous slice. GB/s, best of repeat."""
+    the GIL while it copies), each a contiguous slice. GB/s, best of repeat.
+    The arrays get 4 KiB pages, as the layer's blobs (Caffe mallocs them):
+    numpy would madvise huge pages for arrays this large, which copied
+    10-20 % faster on the machine of docs/benchmarks.md, while huge pages
+    left the layer's speed unchanged."""
     from concurrent.futures import ThreadPoolExecutor
+    core = getattr(np, "_core", None) or np.core
+    core.multiarray._set_madvise_hugepage(False)
     threads = torch_threads()
     size = (1 << args.sizes[0]) * BYTES_PER_ELEMENT // 2
     src = np.ones(size, dtype=np.uint8)
@@ -636,7 +642,8 @@ def simd_markdown(peers, sizes, repeat, runs, option_runs, copy):
         lines += ["", "Bandwidth at %s: the layer moves at least %d bytes per element (x and t "
                   "read, dx written: the forward pass takes the gradient too). The bound is a "
                   "numpy copy of %d bytes per element (read + write = %d), split over %s "
-                  "threads, in this run: %s GB/s. Ours' share of it: %s." % (
+                  "threads, its arrays in 4 KiB pages as the layer's blobs, in this run: %s "
+                  "GB/s. Ours' share of it: %s." % (
                       label, BYTES_PER_ELEMENT, BYTES_PER_ELEMENT // 2, BYTES_PER_ELEMENT,
                       copy.get("threads", "?") if isinstance(copy, dict) else "?",
                       fmt_rate(copy_gbs),

@@ -3,8 +3,8 @@
 Runs bench/bench_sigmoid_cross_entropy_loss.py's throughput and accuracy
 tables (ours vs upstream's pristine build vs PyTorch vs numpy, ours on each
 SIMD target down to AVX2), bench/bench_multi_label_softmax_loss.py's and
-bench/bench_zlpr_loss.py's and bench/bench_two_way_loss.py's tables and
-bench/bench_caffe_time.py, and writes them with the machine facts and
+bench/bench_zlpr_loss.py's and bench/bench_two_way_loss.py's tables,
+bench/bench_caffe_time.py and bench/bench_threads.py, and writes them with the machine facts and
 this command to a markdown file:
 
     .venv/bin/python bench/run.py --pristine build/pristine/stage --out docs/benchmarks.md
@@ -33,6 +33,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import bench_multi_label_softmax_loss  # noqa: E402
 import bench_sigmoid_cross_entropy_loss  # noqa: E402
+import bench_threads  # noqa: E402
 import bench_two_way_loss  # noqa: E402
 import bench_zlpr_loss  # noqa: E402
 from _common import cpu_model, git_commit, load_average  # noqa: E402
@@ -73,6 +74,19 @@ def caffe_time_markdown(timeout):
     if proc.returncode != 0:
         lines += ["", "**bench_caffe_time.py exited %d:**" % proc.returncode, "", "```",
                   "\n".join(proc.stderr.strip().splitlines()[-15:]), "```"]
+    return "\n".join(lines)
+
+
+def threads_markdown(timeout):
+    """bench_threads.py's section, or its error message."""
+    lines = ["## Threads: our OpenMP next to OpenBLAS", "",
+             "Output of `python bench/bench_threads.py` (small nets, float32 forward + backward "
+             "through pycaffe, the median milliseconds per iteration; nets and environments as "
+             "that script defines them; what to set: README.md, \"Threads\"):", ""]
+    try:
+        lines.append(bench_threads.markdown(timeout=timeout))
+    except Exception as error:  # a broken section must not lose the others
+        lines.append("**The threads benchmark failed:** `%s: %s`" % (type(error).__name__, error))
     return "\n".join(lines)
 
 
@@ -156,6 +170,8 @@ def main():
                                 args.multi_label_softmax_loss_repeat, args.timeout)
     print("bench: caffe time ...", file=sys.stderr, flush=True)
     caffe_time = caffe_time_markdown(args.timeout)
+    print("bench: threads ...", file=sys.stderr, flush=True)
+    threads = threads_markdown(args.timeout)
     end_load = load_average()
     minutes = (time.monotonic() - clock) / 60
     torch_threads = sigmoid.torch_threads()  # what the workers set
@@ -189,6 +205,8 @@ def main():
         two_way,
         "",
         caffe_time,
+        "",
+        threads,
         "",
     ])
     out = os.path.abspath(args.out)

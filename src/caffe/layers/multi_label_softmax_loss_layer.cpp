@@ -48,26 +48,24 @@ inline int SpatialTileRows(const double*, int, int64_t, int64_t, int64_t = 0) { 
 inline bool SpatialForwardSimd(const float* x, const float* t, const double* w, int inner,
                                const RowOptions& opt, int count, int64_t first_row, int64_t rows,
                                double* coefficients, double* loss, double* valid,
-                               double* invalid, float* exps) {
-  return SimdSpatialForward(x, t, w, inner, opt, count, first_row, rows,
-                                              coefficients, loss, valid, invalid, exps);
+                               double* invalid, double scale, float* dx) {
+  return SimdSpatialForward(x, t, w, inner, opt, count, first_row, rows, coefficients, loss,
+                            valid, invalid, scale, dx);
 }
 inline bool SpatialForwardSimd(const double*, const double*, const double*, int,
                                const RowOptions&, int, int64_t, int64_t, double*, double*,
-                               double*, double*, double*) {
+                               double*, double*, double, double*) {
   return false;
 }
 
 inline bool SpatialGradientSimd(const float* x, const float* t, const double* w, int inner,
                                 int classes, const double* coefficients, int64_t first_row,
-                                int64_t rows, int count, double scale, float* dx,
-                                const float* exps = NULL) {
-  return SimdSpatialGradient(x, t, w, inner, classes, coefficients, first_row,
-                                               rows, count, scale, dx, exps);
+                                int64_t rows, int count, double scale, float* dx) {
+  return SimdSpatialGradient(x, t, w, inner, classes, coefficients, first_row, rows, count,
+                             scale, dx);
 }
 inline bool SpatialGradientSimd(const double*, const double*, const double*, int, int,
-                                const double*, int64_t, int64_t, int, double, double*,
-                                const double* = NULL) {
+                                const double*, int64_t, int64_t, int, double, double*) {
   return false;
 }
 
@@ -116,8 +114,8 @@ void RowGradient(const Dtype* x, const Dtype* t, const double* w, const RowCoeff
 /// and the probabilities when that top is asked for. With dx, also the
 /// gradient for `scale` while the rows are in cache: a contiguous row's
 /// right after its sums, from the exps they kept in dx (RowGradient); a
-/// spatial run's after its tiles, from the exps they kept in dx, a tile of
-/// kSpatialTileRows rows at a time; rows of the scalar math by it. Row r is at
+/// spatial run's by SimdSpatialForward itself, a vector of rows right after
+/// its sums; rows of the scalar math by it. Row r is at
 /// (outer o, inner i) = (r / inner, r % inner); its C elements are `inner`
 /// apart.
 template <typename Dtype>
@@ -145,27 +143,15 @@ xent::LossSums ForwardRows(const Dtype* x, const Dtype* t, const double* w, int6
     const Dtype* xr = x + offset;
     const Dtype* tr = t + offset;
     // Spatial maps: the rest of this outer slice in the range at once, by
-    // tiles of neighbouring rows; with the gradient, at most one gradient
-    // tile, whose exps and targets are still in L2 when the gradient reads
-    // them (a whole chunk, 6241 rows at C = 21, is 1.5 MB of scores,
-    // targets and exps).
-    const int run = SpatialTileRows(x, inner, end - r, inner - r % inner,
-                                    dx != NULL ? kSpatialTileRows : INT32_MAX);
+    // tiles of neighbouring rows, the gradient too.
+    const int run = SpatialTileRows(x, inner, end - r, inner - r % inner);
     if (run > 0) {
       double loss, valid, invalid;
       if (SpatialForwardSimd(xr, tr, w, inner, opt, run, r, rows, coefficients, &loss, &valid,
-                             &invalid, dx != NULL ? dx + offset : NULL)) {
+                             &invalid, scale, dx != NULL ? dx + offset : NULL)) {
         range.loss += loss;
         range.counted += valid;
         range.bad_targets += invalid;
-        for (int j = 0; dx != NULL && j < run; j += kSpatialTileRows) {
-          const int n = std::min(run - j, kSpatialTileRows);
-          if (!SpatialGradientSimd(xr + j, tr + j, w, inner, C, coefficients, r + j, rows, n,
-                                   scale, dx + offset + j, dx + offset + j)) {
-            ScalarGradient(x, t, w, coefficients, r + j, n, rows, C, inner, scale, offset + j,
-                           dx);
-          }
-        }
         if (prob != NULL) {
           for (int j = 0; j < run; ++j) {
             const RowCoefficients coef = LoadCoefficients(coefficients, r + j, rows);
@@ -385,10 +371,14 @@ void MultiLabelSoftmaxLossLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& 
   // Fixed chunks of rows (a function of the shape, never of the thread
   // count); chunk sums are added in chunk order: the same bits for any
   // number of threads.
-  // Spatial maps take 8x longer chunks: runs of many SIMD tiles, whose loads
-  // overlap the previous tile's arithmetic (multi_label_softmax_loss_simd.cpp).
-  const int64_t chunk_elements = (inner_num_ > 1 ? 8 : 1) * xent::kReduceChunk;
-  const int64_t chunk_rows = std::max<int64_t>(1, chunk_elements / classes_);
+  // Spatial maps take 2x longer chunks, a multiple of 16 rows: runs of SIMD
+  // tiles (multi_label_softmax_loss_simd.cpp) whose vectors of rows never
+  // straddle a chunk (no row left to the scalar loop at a chunk's end), and
+  // enough chunks (85 at 8x21x128x128) that threads get nearly equal shares
+  // (8x chunks made 22, 11 for each of 2 threads but the last one short).
+  const int64_t chunk_elements = (inner_num_ > 1 ? 2 : 1) * xent::kReduceChunk;
+  int64_t chunk_rows = std::max<int64_t>(1, chunk_elements / classes_);
+  if (inner_num_ > 1) chunk_rows = std::max<int64_t>(16, chunk_rows - chunk_rows % 16);
   const int64_t chunks = xent::ChunkCount(rows, chunk_rows);
   const int inner = inner_num_;
   // In a TRAIN net whose loss counts, the gradient follows the rows' sums,

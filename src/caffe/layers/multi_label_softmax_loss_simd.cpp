@@ -120,9 +120,12 @@ HWY_INLINE V ShiftedExpVec(D d, V x, const RowShift<V>& shift) {
   const V b = hn::MulAdd(k, hn::Set(d, 0.693359375f), shift.hi);  // hi + k ln2_hi, exact
   const V c = hn::MulAdd(k, hn::Set(d, -2.12194440e-4f), shift.lo);  // lo + k ln2_lo
   const V r = hn::Sub(hn::Sub(x, b), c);                          // x - m - k ln 2
-  const V p = hn::Add(Expm1Reduced(d, r), hn::Set(d, 1.0f));      // e^r
   const V pow2 = hn::BitCast(d, hn::ShiftLeft<23>(hn::BitCast(du, shifted)));  // 2^(k + 65)
-  return hn::Mul(hn::Mul(p, pow2), hn::Set(d, 0x1p-65f));
+  // e^r 2^(k + 65) = (1 + q) pow2 in one fused operation: its one rounding
+  // is that of 1 + q (pow2 a power of two, the product normal), so the bits
+  // of rounding 1 + q and then multiplying, one operation fewer.
+  const V scaled = hn::MulAdd(Expm1Reduced(d, r), pow2, pow2);
+  return hn::Mul(scaled, hn::Set(d, 0x1p-65f));
 }
 
 #if HWY_TARGET != HWY_SCALAR
@@ -374,35 +377,38 @@ int SpatialLanesImpl() {
 
 #if HWY_TARGET == HWY_SCALAR
 bool SpatialForwardImpl(const float*, const float*, const double*, int64_t, const RowOptions&,
-                        int, int64_t, int64_t, double*, double*, double*, double*, float*) {
+                        int, int64_t, int64_t, double*, double*, double*, double*, double,
+                        float*) {
   return false;
 }
 bool SpatialGradientImpl(const float*, const float*, const double*, int64_t, int,
-                         const double*, int64_t, int64_t, int, double, float*, const float*) {
+                         const double*, int64_t, int64_t, int, double, float*) {
   return false;
 }
 #else
 // Forward of a run of neighbouring rows of a spatial map (class c of row j
 // at x[c * inner + j]), tile by tile, in two steps per tile:
 //  1. a copy of the tile's scores and targets into contiguous local buffers,
-//     with the per-row max and the finiteness probe. The planes are
-//     4 * inner bytes apart, for power-of-two maps the same cache sets: read
-//     twice from the map, a tile would evict itself between the two steps;
-//     read once, the second step runs from L1.
-//  2. vector of rows by vector of rows, all classes, from the local copies:
-//     every row sum in registers (double), then the row's loss and
-//     coefficients by the formulas FinishRow uses (RowIsValid, RowLoss of
-//     multi_label_softmax_loss_formulas-inl.h) on vectors: no per-row
-//     scalar work, which at C = 21 cost more than the exps.
-// SpatialForward below runs these steps: Tile (step 2 of a tile),
-// SumClasses (a vector of rows, all classes), CopyNext (step 1 for a class
-// of the next tile), FinishVector (the rows' loss and coefficients).
-// Step 1 of the next tile runs inside step 2 of this one (software
-// pipelining), so the loads from the map overlap the arithmetic; the tile
-// after it is prefetched.
+//     with the per-row max and the finiteness probe (CopyTile). The planes
+//     are 4 * inner bytes apart, for power-of-two maps the same cache sets:
+//     read twice from the map, a tile would evict itself between the two
+//     steps; read once, the second step runs from L1.
+//  2. vector of rows by vector of rows, all classes, from the local copies
+//     (Tile): every row sum in registers (double; SumClasses), then the
+//     row's loss and coefficients by the formulas FinishRow uses
+//     (RowIsValid, RowLoss of multi_label_softmax_loss_formulas-inl.h) on
+//     vectors (FinishVector): no per-row scalar work, which at C = 21 cost
+//     more than the exps; with the gradient, the rows' dx right after
+//     (Gradient), from their exps and targets still in L1.
+// Step 1 of the next tile runs before step 2 of this one and prefetches the
+// tile after it, and the next tile's dx: the loads from the map and the
+// stores' line fills are under way while step 2 computes.
 
-/// Floats of each local copy (scores, targets) of a tile: 2 x 16 KiB, in L1.
-const int kLocalFloats = 4096;
+/// Floats of each local copy (scores, targets) of a tile: 2 x 4 KiB, so
+/// that both tiles, the prefetched lines and a vector of rows' exps stay
+/// in a 32 KiB L1 (tiles of 2 x 16 KiB, two of which no 48 KiB L1 holds
+/// with the rest, ran 6 % slower on AVX2, one thread, 8x21x128x128).
+const int kLocalFloats = 1024;
 
 int SpatialTileRowsImpl(int classes) {
   const int lanes = static_cast<int>(hn::Lanes(hn::ScalableTag<float>()));
@@ -442,6 +448,91 @@ HWY_INLINE void FinishRows(DD dd, const RowOptions& opt, const RowHalf<VD>& r,
   *valid_total = hn::Add(*valid_total, hn::IfThenElseZero(valid, one));
 }
 
+/// float vector from `lanes` doubles (two demoted halves).
+template <class D>
+HWY_INLINE hn::Vec<D> LoadDoubles(D d, const double* p) {
+  const hn::Half<D> dh;
+  const hn::Rebind<double, hn::Half<D>> dd;
+  const auto low = hn::DemoteTo(dh, hn::LoadU(dd, p));
+  const auto high = hn::DemoteTo(dh, hn::LoadU(dd, p + hn::Lanes(dd)));
+  return hn::Combine(d, high, low);
+}
+
+/// ElementGradient on half a vector (double lanes) of one class of
+/// neighbouring rows r..: ScaledGradient with the rows' stored coefficients.
+template <class DD, class VD = hn::Vec<DD>>
+HWY_INLINE VD TargetGradient(DD dd, const double* coefficients, int64_t r, int64_t rows, VD e,
+                             VD t, double w, double scale) {
+  return ScaledGradient(xs::VecOps<DD>(), hn::LoadU(dd, coefficients + 2 * rows + r),
+                        hn::LoadU(dd, coefficients + 1 * rows + r),
+                        hn::LoadU(dd, coefficients + 3 * rows + r),
+                        hn::LoadU(dd, coefficients + 4 * rows + r), e, hn::Set(dd, w), t,
+                        hn::Set(dd, scale));
+}
+
+/// Whether every class weight is 1.
+HWY_INLINE bool UnitWeights(const double* w, int classes) {
+  return std::all_of(w, w + classes, [](double wc) { return wc == 1.0; });
+}
+
+/// The gradient's factors of a vector of rows r.. (lane j: row r + j), in
+/// float from their stored coefficients: k = scale Q/S, scale a, scale b
+/// (ignored rows have Q = a = b = 0: dx = 0), and whether a row is ignored.
+template <class VF, class M>
+struct RowFactors {
+  VF k, scaled_a, scaled_b;
+  M ignored;  // double lanes: a = 0 in either half
+};
+template <class D, class V = hn::Vec<D>>
+HWY_INLINE auto MakeRowFactors(D d, const double* coefficients, int64_t r, int64_t rows,
+                               V vscale) {
+  const hn::Rebind<double, hn::Half<D>> dd;
+  const int64_t half = static_cast<int64_t>(hn::Lanes(dd));
+  RowFactors<V, hn::Mask<decltype(dd)>> f;
+  f.k = hn::Mul(vscale, hn::Mul(LoadDoubles(d, coefficients + 2 * rows + r),
+                                LoadDoubles(d, coefficients + 1 * rows + r)));
+  f.scaled_b = hn::Mul(vscale, LoadDoubles(d, coefficients + 4 * rows + r));
+  f.scaled_a = hn::Mul(vscale, LoadDoubles(d, coefficients + 3 * rows + r));
+  f.ignored = hn::Or(hn::Eq(hn::LoadU(dd, coefficients + 3 * rows + r), hn::Zero(dd)),
+                     hn::Eq(hn::LoadU(dd, coefficients + 3 * rows + r + half), hn::Zero(dd)));
+  return f;
+}
+
+/// dx of class c of a vector of rows r.. from e = e^(x_c - m) and the
+/// targets tv, the rows' factors k, sa = scale a, sb = scale b in float.
+/// kIgnored false (no row of the vector ignored, a > 0): every lane by one
+/// float formula, no branch: scale (Q p_c - q_c) = k e - (sa w_c t_c + sb),
+/// which for t_c = 0 is k e - sb. Rounding: k, scale a, scale a w_c and the
+/// two fused operations, about 2 ulp of Q p + q: the precision of the t_c = 0
+/// lanes. kIgnored true: k e - sb in float, and target lanes by
+/// ElementGradient in double (ignored rows: 0). kUnitWeights: every class
+/// weight is 1 (sa w_c = sa, one multiplication fewer).
+template <bool kIgnored, bool kUnitWeights, class D, class V = hn::Vec<D>>
+HWY_INLINE V ClassGradient(D d, V k, V sa, V sb, V e, V tv, const double* coefficients, int64_t r,
+                           int64_t rows, double w, double scale) {
+  if (!kIgnored) {
+    // float class weights: exact
+    const V saw = kUnitWeights ? sa : hn::Mul(sa, hn::Set(d, static_cast<float>(w)));
+    return hn::MulSub(k, e, hn::MulAdd(saw, tv, sb));
+  }
+  const hn::Half<D> dh;
+  const hn::Rebind<double, decltype(dh)> dd;
+  const int64_t half = static_cast<int64_t>(hn::Lanes(dd));
+  // scale (Q p_c - eps/C), the value for t_c = 0
+  const V g = hn::MulSub(k, e, sb);
+  const auto nonzero = hn::Ne(tv, hn::Zero(d));
+  if (hn::AllFalse(d, nonzero)) return g;
+  // target lanes: ElementGradient in double
+  const auto low = TargetGradient(dd, coefficients, r, rows,
+                                  hn::PromoteTo(dd, hn::LowerHalf(dh, e)),
+                                  hn::PromoteTo(dd, hn::LowerHalf(dh, tv)), w, scale);
+  const auto high = TargetGradient(dd, coefficients, r + half, rows,
+                                   hn::PromoteTo(dd, hn::UpperHalf(dh, e)),
+                                   hn::PromoteTo(dd, hn::UpperHalf(dh, tv)), w, scale);
+  return hn::IfThenElse(nonzero, hn::Combine(d, hn::DemoteTo(dh, high), hn::DemoteTo(dh, low)),
+                        g);
+}
+
 /// A tile's local copies: scores and targets class by class (class c of
 /// the tile's row j at [c * rows + j]) and the rows' max.
 struct LocalTile {
@@ -451,15 +542,18 @@ struct LocalTile {
 };
 
 /// This thread's local copies for two tiles of `tile_rows` rows of C
-/// classes (O(C * tile_rows) floats, kept between calls).
-HWY_INLINE void LocalTiles(int classes, int tile_rows, LocalTile* tiles) {
+/// classes, and room for the e^(x_c - m) of one vector of rows, C vectors
+/// at *exps (O(C * tile_rows) floats, kept between calls).
+HWY_INLINE void LocalTiles(int classes, int tile_rows, LocalTile* tiles, float** exps) {
   static thread_local hwy::AlignedFreeUniquePtr<float[]> buffer;
   static thread_local size_t floats = 0;
   const size_t per_tile = (2 * static_cast<size_t>(classes) + 1) * tile_rows;
-  if (floats < 2 * per_tile) {
-    buffer = hwy::AllocateAligned<float>(2 * per_tile);
-    floats = 2 * per_tile;
+  const size_t total = 2 * per_tile + static_cast<size_t>(classes) * kMaxLanes;
+  if (floats < total) {
+    buffer = hwy::AllocateAligned<float>(total);
+    floats = total;
   }
+  *exps = buffer.get() + 2 * per_tile;
   for (int i = 0; i < 2; ++i) {
     float* base = buffer.get() + i * per_tile;
     tiles[i].x = base;
@@ -468,11 +562,13 @@ HWY_INLINE void LocalTiles(int classes, int tile_rows, LocalTile* tiles) {
   }
 }
 
-/// Step 1 of a tile on its own (the first of a run), plane by plane; false
-/// when a score is not finite.
+/// Step 1 of a tile, plane by plane; false when a score is not finite.
+/// ahead > 0: also prefetches the scores and targets `ahead` rows further
+/// (the tile after it); dx unless NULL: the tile's gradient lines, which
+/// step 2 writes.
 template <class D>
 HWY_INLINE bool CopyTile(D d, const float* x, const float* t, int64_t inner, int classes,
-                         int count, LocalTile* tile) {
+                         int count, LocalTile* tile, int ahead = 0, const float* dx = nullptr) {
   const int lanes = static_cast<int>(hn::Lanes(d));
   const auto zero = hn::Zero(d);
   auto probe = zero;  // x * 0 is NaN exactly for +-inf and NaN
@@ -483,6 +579,11 @@ HWY_INLINE bool CopyTile(D d, const float* x, const float* t, int64_t inner, int
       probe = hn::MulAdd(xv, zero, probe);
       hn::Store(xv, d, tile->x + c * count + v);
       hn::Store(hn::LoadU(d, t + c * inner + v), d, tile->t + c * count + v);
+      if (ahead) {
+        hwy::Prefetch(x + ahead + c * inner + v);
+        hwy::Prefetch(t + ahead + c * inner + v);
+      }
+      if (dx) hwy::Prefetch(dx + c * inner + v);
     }
   }
   return hn::AllTrue(d, hn::Eq(probe, probe));
@@ -495,28 +596,15 @@ struct RowVectorSums {
   TargetSums targets;
   /// Targets of 1 with unit class weights (the vector of rows' first try,
   /// UnitTargets): their count per row (exact in float), the sum of their
-  /// scores in double, and the lanes with any other non-zero target, not
-  /// ignore_label (a soft target or an invalid one: TargetSums then redoes
-  /// the targets).
+  /// scores in double, and the lanes whose targets so far were all 0, 1 or
+  /// ignore_label (a lane with any other, a soft target or an invalid one:
+  /// TargetSums then redoes the targets).
   TargetSums::VF units;
   xs::DoubleSum<hn::ScalableTag<float>> unit_x;
-  hn::Mask<TargetSums::DF> others;
+  hn::Mask<TargetSums::DF> regular;
   HWY_INLINE explicit RowVectorSums(const RowOptions& opt)
       : targets(opt), units(hn::Zero(TargetSums::DF())),
-        others(hn::Ne(units, units)) {}
-};
-
-/// Step 1 for the next tile: where it reads from in the map (its rows'
-/// class 0), where it copies to, its size, whether the tile after it is
-/// prefetched. A local of Tile, so that the inner loop keeps it in registers.
-struct NextTile {
-  const float* x;
-  const float* t;
-  LocalTile copy;
-  int size;
-  bool prefetch;
-  int64_t inner;
-  int tile_rows;
+        regular(hn::Eq(units, units)) {}
 };
 
 /// SpatialForwardImpl's run, step by step (see the comment above
@@ -532,11 +620,11 @@ class SpatialForward {
 
   HWY_INLINE SpatialForward(const float* x, const float* t, const double* w, int64_t inner,
                             const RowOptions& opt, int count, int64_t first_row, int64_t rows,
-                            double* coefficients, float* exps)
+                            double* coefficients, double scale, float* dx)
       : x_(x), t_(t), w_(w), inner_(inner), opt_(opt), count_(count), first_row_(first_row),
-        rows_(rows), coefficients_(coefficients), exps_(exps),
+        rows_(rows), coefficients_(coefficients), scale_(scale), dx_(dx),
         tile_rows_(SpatialTileRowsImpl(opt.classes)),
-        unit_(std::all_of(w, w + opt.classes, [](double wc) { return wc == 1.0; })),
+        unit_weights_(UnitWeights(w, opt.classes)), unit_(unit_weights_),
         valid_total_(hn::Zero(DD())), invalid_total_(hn::Zero(DD())) {}
 
   /// The whole run; false when a score is not finite or a row's |max| is
@@ -544,7 +632,7 @@ class SpatialForward {
   HWY_INLINE bool Run(double* loss_sum, double* valid, double* invalid) {
     const DF d;
     LocalTile tiles[2];
-    LocalTiles(opt_.classes, tile_rows_, tiles);
+    LocalTiles(opt_.classes, tile_rows_, tiles, &exps_);
     int now = 0;
     int size = count_ < tile_rows_ ? count_ : tile_rows_;
     if (!CopyTile(d, x_, t_, inner_, opt_.classes, size, &tiles[now])) return false;
@@ -559,67 +647,60 @@ class SpatialForward {
   }
 
  private:
-  /// Step 2 of the tile of `size` rows from row `begin` (local copy cur),
-  /// with step 1 of the next tile (into next) riding along: its loads from
-  /// the map overlap this tile's arithmetic. The tile after it is
-  /// prefetched.
-  HWY_INLINE bool Tile(int begin, int size, const LocalTile cur, const LocalTile next) {
+  /// Step 1 of the next tile (into next; the one after it prefetched), then
+  /// step 2 of the tile of `size` rows from row `begin` (local copy cur).
+  HWY_INLINE bool Tile(int begin, int size, const LocalTile cur, LocalTile next) {
     const DF d;
     const int lanes = static_cast<int>(hn::Lanes(d));
     const int next_begin = begin + size;
-    const NextTile next_tile = {x_ + next_begin, t_ + next_begin, next,
-                                count_ - next_begin < tile_rows_ ? count_ - next_begin : tile_rows_,
-                                next_begin + tile_rows_ < count_, inner_, tile_rows_};
-    VF probe = hn::Zero(d);  // x * 0 is NaN exactly for +-inf and NaN
-    auto huge = hn::Ne(probe, probe);  // rows with |max| >= kMaxRowMax
+    const int next_size = count_ - next_begin < tile_rows_ ? count_ - next_begin : tile_rows_;
+    // A non-finite score in the next tile: the caller's scalar loop redoes
+    // the whole run.
+    if (next_size > 0 &&
+        !CopyTile(d, x_ + next_begin, t_ + next_begin, inner_, opt_.classes, next_size, &next,
+                  next_begin + tile_rows_ < count_ ? tile_rows_ : 0,
+                  dx_ ? dx_ + next_begin : nullptr)) {
+      return false;
+    }
+    auto huge = hn::Ne(hn::Zero(d), hn::Zero(d));  // rows with |max| >= kMaxRowMax
     for (int v = 0; v < size; v += lanes) {
       const VF vm = hn::Load(d, cur.m + v);
       huge = hn::Or(huge, hn::Not(hn::Lt(hn::Abs(vm), hn::Set(d, kMaxRowMax))));
       RowVectorSums sums(opt_);  // lane j: row begin + v + j
-      VF next_max = hn::Set(d, -std::numeric_limits<float>::infinity());
       // Dense targets (a positive in most vectors, as a segmentation map's
       // one-hot rows at C = 21): no branch on them, which would mispredict;
       // sparse ones: skip the vectors without. Adding zero lanes changes no
       // sum: the same bits either way.
       int hits = 0;  // classes with a target in some lane
-      float* exps = exps_ ? exps_ + begin + v : nullptr;
+      float* exps = dx_ ? exps_ : nullptr;
       bool unit = unit_;
       if (unit) {
-        SumClasses<true, true>(cur, next_tile, size, v, vm, exps, &sums, &next_max, &probe,
-                               &hits);
-        if (!hn::AllFalse(d, sums.others)) {  // other targets: the general sums after all
+        SumClasses<true, true>(cur, size, v, vm, exps, &sums, &hits);
+        if (!hn::AllTrue(d, sums.regular)) {  // other targets: the general sums after all
           unit = unit_ = false;
           RedoTargets(cur, size, v, vm, &sums);
         }
       } else if (dense_) {
-        SumClasses<true, false>(cur, next_tile, size, v, vm, exps, &sums, &next_max, &probe,
-                                &hits);
+        SumClasses<true, false>(cur, size, v, vm, exps, &sums, &hits);
       } else {
-        SumClasses<false, false>(cur, next_tile, size, v, vm, exps, &sums, &next_max, &probe,
-                                 &hits);
+        SumClasses<false, false>(cur, size, v, vm, exps, &sums, &hits);
       }
-      if (v < next_tile.size) hn::Store(next_max, d, next.m + v);
       dense_ = 4 * hits > opt_.classes;  // targets in more than a quarter of these vectors
       FinishVector(vm, sums, first_row_ + begin + v, unit);
+      if (dx_) Gradient(cur, size, v, begin);
     }
-    // Rows of the next tile beyond this one's size: none (only the last
-    // tile is shorter). A non-finite score in the next tile: the caller's
-    // scalar loop redoes the whole run.
-    if (!hn::AllTrue(d, hn::Eq(probe, probe))) return false;
     return hn::AllFalse(d, huge);  // huge scores: the scalar math
   }
 
   /// Step 2 for the vector of rows v of the tile cur (row max vm): every
   /// sum over the classes in class order, in registers, each e^(x_c - m)
-  /// also stored at exps + c * inner unless exps is NULL; and step 1 for the
-  /// next tile's rows v (their copy, max and probe). Two loops over the
+  /// also stored at exps + c * lanes unless exps is NULL. Two loops over the
   /// classes, the exps (ExpClasses) and then the rest: one loop holding
   /// both kept more vectors than AVX2 has registers, and its sums went
   /// through memory.
   template <bool kDense, bool kUnit>
-  HWY_INLINE void SumClasses(const LocalTile& cur, const NextTile& next, int size, int v, VF vm,
-                             float* exps, RowVectorSums* sums, VF* next_max, VF* probe,
-                             int* hits) {
+  HWY_INLINE void SumClasses(const LocalTile& cur, int size, int v, VF vm, float* exps,
+                             RowVectorSums* sums, int* hits) {
     const DF d;
     const DH dh;
     const DD dd;
@@ -631,35 +712,30 @@ class SpatialForward {
     }
     const VD m_low = hn::PromoteTo(dd, hn::LowerHalf(dh, vm));
     const VD m_high = hn::PromoteTo(dd, hn::UpperHalf(dh, vm));
-    const bool copy = v < next.size;
     const int classes = opt_.classes;
     const bool smoothing = opt_.smoothing != 0.0;
     const double* w = w_;
-    VF max_next = *next_max, probe_next = *probe;
     for (int c = 0; c < classes; ++c) {
-      if (copy) CopyNext(next, c, v, &max_next, &probe_next);
       const VF xv = hn::Load(d, cur.x + c * size + v);
       if (smoothing) sums->x_sum.Add(xv);
       const VF tv = hn::Load(d, cur.t + c * size + v);
-      // Not(t == 0): Highway's != is false for NaN on AVX2/AVX-512.
-      const auto nonzero = hn::Not(hn::Eq(tv, zero));  // also NaN and ignore_label
       if (kUnit) {
-        UnitTargets(xv, tv, nonzero, sums);
+        UnitTargets(xv, tv, sums);
         continue;
       }
+      // Not(t == 0): Highway's != is false for NaN on AVX2/AVX-512.
+      const auto nonzero = hn::Not(hn::Eq(tv, zero));  // also NaN and ignore_label
       const bool any = !hn::AllFalse(d, nonzero);
       *hits += any;
       if (!kDense && !any) continue;
       const VD wc = hn::Set(dd, w[c]);
       sums->targets.Add(xv, tv, nonzero, wc, wc, m_low, m_high);
     }
-    *next_max = max_next;
-    *probe = probe_next;
   }
 
   /// S = sum_c e^(x_c - m) of the vector of rows v of the tile cur, in
-  /// class order, each e^(x_c - m) also stored at exps + c * inner unless
-  /// exps is NULL.
+  /// class order, each e^(x_c - m) also stored at exps + c * lanes (for
+  /// Gradient) unless exps is NULL.
   template <bool kStore>
   HWY_INLINE void ExpClasses(const LocalTile& cur, int size, int v, VF vm, float* exps,
                              RowVectorSums* sums) {
@@ -668,7 +744,7 @@ class SpatialForward {
     auto sum_exp = sums->sum_exp;
     for (int c = 0; c < opt_.classes; ++c) {
       const VF e = ShiftedExpVec(d, hn::Load(d, cur.x + c * size + v), shift);  // e^(x_c - m)
-      if (kStore) hn::StoreU(e, d, exps + c * inner_);
+      if (kStore) hn::Store(e, d, exps + c * hn::Lanes(d));
       sum_exp.Add(e);
     }
     sums->sum_exp = sum_exp;
@@ -678,22 +754,25 @@ class SpatialForward {
   /// target is 1 (or ignore_label) and every class weight 1: a count and a
   /// sum of scores, no branch. Per row, then, sum t = sum w t = M (exact)
   /// and sum w t (m - x_c) = M m - sum x_c (FinishVector). Lanes with any
-  /// other non-zero target go to sums->others.
-  HWY_INLINE void UnitTargets(VF xv, VF tv, hn::Mask<DF> nonzero, RowVectorSums* sums) {
+  /// other target leave sums->regular (and make the rest meaningless: the
+  /// caller redoes the vector of rows by TargetSums). In the regular lanes
+  /// t (ignore_label lanes: 0) is the 0/1 count of a unit target and t x
+  /// its score or 0, exactly.
+  HWY_INLINE void UnitTargets(VF xv, VF tv, RowVectorSums* sums) {
     const DF d;
     TargetSums& s = sums->targets;
     const VF one = hn::Set(d, 1.0f);
-    auto unit = hn::Eq(tv, one);
-    auto counted = unit;
+    auto regular = hn::Or(hn::Eq(tv, hn::Zero(d)), hn::Eq(tv, one));  // NaN: neither
+    VF unit = tv;
     if (s.has_ignore) {
       const auto ignore_lane = hn::Eq(tv, s.ignore);
-      unit = hn::AndNot(ignore_lane, unit);
-      counted = hn::Or(unit, ignore_lane);
+      regular = hn::Or(regular, ignore_lane);
+      unit = hn::IfThenZeroElse(ignore_lane, tv);
       s.ignored = hn::Add(s.ignored, hn::IfThenElseZero(ignore_lane, one));
     }
-    sums->units = hn::Add(sums->units, hn::IfThenElseZero(unit, one));
-    sums->unit_x.Add(hn::IfThenElseZero(unit, xv));
-    sums->others = hn::Or(sums->others, hn::AndNot(counted, nonzero));
+    sums->units = hn::Add(sums->units, unit);
+    sums->unit_x.Add(hn::Mul(unit, xv));
+    sums->regular = hn::And(sums->regular, regular);
   }
 
   /// The general target sums (TargetSums, every class) of the vector of
@@ -715,18 +794,34 @@ class SpatialForward {
     }
   }
 
-  /// Step 1 for class c of the next tile's rows v: the copy, the running
-  /// max and the finiteness probe (x * 0 is NaN exactly for +-inf and NaN).
-  HWY_INLINE void CopyNext(const NextTile& next, int c, int v, VF* next_max, VF* probe) {
+  /// dx of the vector of rows v of the tile cur (rows begin + v..), every
+  /// class, from the e^(x_c - m) ExpClasses kept and the coefficients
+  /// FinishVector stored: the rows' targets and exps still in L1, nothing
+  /// read from the map again (ClassGradient, as SpatialGradientImpl).
+  HWY_INLINE void Gradient(const LocalTile& cur, int size, int v, int begin) {
     const DF d;
-    const VF xv = hn::LoadU(d, next.x + c * next.inner + v);
-    *next_max = hn::Max(*next_max, xv);
-    *probe = hn::MulAdd(xv, hn::Zero(d), *probe);
-    hn::Store(xv, d, next.copy.x + c * next.size + v);
-    hn::Store(hn::LoadU(d, next.t + c * next.inner + v), d, next.copy.t + c * next.size + v);
-    if (next.prefetch) {
-      hwy::Prefetch(next.x + next.tile_rows + c * next.inner + v);
-      hwy::Prefetch(next.t + next.tile_rows + c * next.inner + v);
+    const size_t lanes = hn::Lanes(d);
+    const int64_t r = first_row_ + begin + v;
+    const auto f =
+        MakeRowFactors(d, coefficients_, r, rows_, hn::Set(d, static_cast<float>(scale_)));
+    float* dx = dx_ + begin + v;
+    auto classes = [&](auto ignored_tag, auto unit_tag) {
+      constexpr bool kIgnored = decltype(ignored_tag)::value;
+      constexpr bool kUnitWeights = decltype(unit_tag)::value;
+      for (int c = 0; c < opt_.classes; ++c) {
+        const VF e = hn::Load(d, exps_ + c * lanes);
+        const VF tv = hn::Load(d, cur.t + c * size + v);
+        hn::StoreU(ClassGradient<kIgnored, kUnitWeights>(d, f.k, f.scaled_a, f.scaled_b, e, tv,
+                                                         coefficients_, r, rows_, w_[c], scale_),
+                   d, dx + c * inner_);
+      }
+    };
+    if (!hn::AllFalse(DD(), f.ignored)) {
+      classes(std::true_type(), std::false_type());
+    } else if (unit_weights_) {
+      classes(std::false_type(), std::true_type());
+    } else {
+      classes(std::false_type(), std::false_type());
     }
   }
 
@@ -774,8 +869,11 @@ class SpatialForward {
   int count_;
   int64_t first_row_, rows_;
   double* coefficients_;
-  float* exps_;  // NULL, or where e^(x_c - m) of the run go (laid out as x)
+  double scale_;
+  float* dx_;            // NULL, or where the run's gradient for scale_ goes (laid out as x)
+  float* exps_ = NULL;   // this thread's room for the e^(x_c - m) of a vector of rows
   int tile_rows_;
+  bool unit_weights_;        // every class weight 1
   bool unit_;                // unit class weights, and every target so far 0, 1 or ignored
   bool dense_ = false;       // whether the last vector of rows had targets in most classes
   double total_ = 0.0;       // the loss, rows in order
@@ -785,41 +883,17 @@ class SpatialForward {
 bool SpatialForwardImpl(const float* x, const float* t, const double* w, int64_t inner,
                         const RowOptions& opt, int count, int64_t first_row, int64_t rows,
                         double* coefficients, double* loss_sum, double* valid, double* invalid,
-                        float* exps) {
-  SpatialForward run(x, t, w, inner, opt, count, first_row, rows, coefficients, exps);
+                        double scale, float* dx) {
+  SpatialForward run(x, t, w, inner, opt, count, first_row, rows, coefficients, scale, dx);
   return run.Run(loss_sum, valid, invalid);
-}
-
-/// float vector from `lanes` doubles (two demoted halves).
-template <class D>
-HWY_INLINE hn::Vec<D> LoadDoubles(D d, const double* p) {
-  const hn::Half<D> dh;
-  const hn::Rebind<double, hn::Half<D>> dd;
-  const auto low = hn::DemoteTo(dh, hn::LoadU(dd, p));
-  const auto high = hn::DemoteTo(dh, hn::LoadU(dd, p + hn::Lanes(dd)));
-  return hn::Combine(d, high, low);
-}
-
-/// ElementGradient on half a vector (double lanes) of one class of
-/// neighbouring rows r..: ScaledGradient with the rows' stored coefficients.
-template <class DD, class VD = hn::Vec<DD>>
-HWY_INLINE VD TargetGradient(DD dd, const double* coefficients, int64_t r, int64_t rows, VD e,
-                             VD t, double w, double scale) {
-  return ScaledGradient(xs::VecOps<DD>(), hn::LoadU(dd, coefficients + 2 * rows + r),
-                        hn::LoadU(dd, coefficients + 1 * rows + r),
-                        hn::LoadU(dd, coefficients + 3 * rows + r),
-                        hn::LoadU(dd, coefficients + 4 * rows + r), e, hn::Set(dd, w), t,
-                        hn::Set(dd, scale));
 }
 
 bool SpatialGradientImpl(const float* x, const float* t, const double* w, int64_t inner,
                          int classes, const double* coefficients, int64_t first_row,
-                         int64_t rows, int count, double scale, float* dx, const float* exps) {
+                         int64_t rows, int count, double scale, float* dx) {
   const hn::ScalableTag<float> d;
-  const hn::Half<decltype(d)> dh;
-  const hn::Rebind<double, decltype(dh)> dd;
+  const hn::Rebind<double, hn::Half<decltype(d)>> dd;
   const int lanes = static_cast<int>(hn::Lanes(d));
-  const int half = lanes / 2;
   const auto zero = hn::Zero(d);
   const auto vscale = hn::Set(d, static_cast<float>(scale));
   HWY_ALIGN float k[kSpatialTileRows], scaled_b[kSpatialTileRows], scaled_a[kSpatialTileRows];
@@ -837,15 +911,11 @@ bool SpatialGradientImpl(const float* x, const float* t, const double* w, int64_
     const auto shift = MakeRowShift(d, vm);
     hn::Store(shift.hi, d, hi + v);
     hn::Store(shift.lo, d, lo + v);
-    // scale Q/S, scale eps/C and scale (1-eps)/norm per row; ignored rows have
-    // Q = a = b = 0: dx = 0.
-    hn::Store(hn::Mul(vscale, hn::Mul(LoadDoubles(d, coefficients + 2 * rows + r),
-                                      LoadDoubles(d, coefficients + 1 * rows + r))), d, k + v);
-    hn::Store(hn::Mul(vscale, LoadDoubles(d, coefficients + 4 * rows + r)), d, scaled_b + v);
-    hn::Store(hn::Mul(vscale, LoadDoubles(d, coefficients + 3 * rows + r)), d, scaled_a + v);
-    const auto a_low = hn::LoadU(dd, coefficients + 3 * rows + r);
-    const auto a_high = hn::LoadU(dd, coefficients + 3 * rows + r + half);
-    ignored = hn::Or(ignored, hn::Or(hn::Eq(a_low, hn::Zero(dd)), hn::Eq(a_high, hn::Zero(dd))));
+    const auto f = MakeRowFactors(d, coefficients, r, rows, vscale);
+    hn::Store(f.k, d, k + v);
+    hn::Store(f.scaled_b, d, scaled_b + v);
+    hn::Store(f.scaled_a, d, scaled_a + v);
+    ignored = hn::Or(ignored, f.ignored);
   }
   // A row with a non-finite max (+inf or NaN scores) or a huge one: the
   // caller's scalar loop.
@@ -859,57 +929,34 @@ bool SpatialGradientImpl(const float* x, const float* t, const double* w, int64_
     shift.m_log2e = hn::Mul(shift.hi, hn::Set(d, 1.442695040888963407359924681f));
     return shift;
   };
-  if (hn::AllFalse(dd, ignored)) {
-    // No ignored row (a > 0 in every row): every lane by one float formula,
-    // no branch: scale (Q p_c - q_c) = k e - (scale a w_c t_c + scale b),
-    // which for t_c = 0 is the k e - scale b of the tile loop below, bit for
-    // bit. Rounding: k, scale a, scale a w_c and the two fused operations,
-    // about 2 ulp of Q p + q: the precision of the t_c = 0 lanes.
+  // Plane by plane; ClassGradient without the ignored rows' branch where
+  // there is none (the usual case).
+  auto planes = [&](auto ignored_tag, auto unit_tag) {
+    constexpr bool kIgnored = decltype(ignored_tag)::value;
+    constexpr bool kUnitWeights = decltype(unit_tag)::value;
     for (int c = 0; c < classes; ++c) {
       const float* xc = x + c * inner;
       const float* tc = t + c * inner;
       float* dxc = dx + c * inner;
-      const auto wc = hn::Set(d, static_cast<float>(w[c]));  // float class weights: exact
       for (int v = 0; v < count; v += lanes) {
-        hwy::Prefetch(xc + count + v);  // as below
+        // The same place of the next tile (the caller's next call), which comes
+        // back to this plane only after all the others: in cache by then.
+        hwy::Prefetch(xc + count + v);
         hwy::Prefetch(tc + count + v);
-        const auto e = exps ? hn::LoadU(d, exps + c * inner + v)
-                            : ShiftedExpVec(d, hn::LoadU(d, xc + v), shift_at(v));
-        const auto q = hn::MulAdd(hn::Mul(hn::Load(d, scaled_a + v), wc), hn::LoadU(d, tc + v),
-                                  hn::Load(d, scaled_b + v));
-        hn::StoreU(hn::MulSub(hn::Load(d, k + v), e, q), d, dxc + v);
+        const auto e = ShiftedExpVec(d, hn::LoadU(d, xc + v), shift_at(v));  // e^(x_c - m)
+        hn::StoreU(ClassGradient<kIgnored, kUnitWeights>(
+                       d, hn::Load(d, k + v), hn::Load(d, scaled_a + v), hn::Load(d, scaled_b + v),
+                       e, hn::LoadU(d, tc + v), coefficients, first_row + v, rows, w[c], scale),
+                   d, dxc + v);
       }
     }
-    return true;
-  }
-  for (int c = 0; c < classes; ++c) {
-    const float* xc = x + c * inner;
-    const float* tc = t + c * inner;
-    float* dxc = dx + c * inner;
-    for (int v = 0; v < count; v += lanes) {
-      // The same place of the next tile (the caller's next call), which comes
-      // back to this plane only after all the others: in cache by then.
-      hwy::Prefetch(xc + count + v);
-      hwy::Prefetch(tc + count + v);
-      const auto e = exps ? hn::LoadU(d, exps + c * inner + v)
-                          : ShiftedExpVec(d, hn::LoadU(d, xc + v), shift_at(v));
-      // scale (Q p_c - eps/C), the value for t_c = 0
-      auto g = hn::MulSub(hn::Load(d, k + v), e, hn::Load(d, scaled_b + v));
-      const auto tv = hn::LoadU(d, tc + v);
-      const auto nonzero = hn::Ne(tv, zero);
-      if (!hn::AllFalse(d, nonzero)) {  // target lanes: ElementGradient in double
-        const int64_t r = first_row + v;
-        const auto low = TargetGradient(dd, coefficients, r, rows,
-                                        hn::PromoteTo(dd, hn::LowerHalf(dh, e)),
-                                        hn::PromoteTo(dd, hn::LowerHalf(dh, tv)), w[c], scale);
-        const auto high = TargetGradient(dd, coefficients, r + half, rows,
-                                         hn::PromoteTo(dd, hn::UpperHalf(dh, e)),
-                                         hn::PromoteTo(dd, hn::UpperHalf(dh, tv)), w[c], scale);
-        g = hn::IfThenElse(nonzero, hn::Combine(d, hn::DemoteTo(dh, high), hn::DemoteTo(dh, low)),
-                           g);
-      }
-      hn::StoreU(g, d, dxc + v);
-    }
+  };
+  if (!hn::AllFalse(dd, ignored)) {
+    planes(std::true_type(), std::false_type());
+  } else if (UnitWeights(w, classes)) {
+    planes(std::false_type(), std::true_type());
+  } else {
+    planes(std::false_type(), std::false_type());
   }
   return true;
 }
@@ -952,16 +999,16 @@ int SimdSpatialLanes() {
 bool SimdSpatialForward(const float* x, const float* t, const double* w, int64_t inner,
                         const RowOptions& opt, int count, int64_t first_row, int64_t rows,
                         double* coefficients, double* loss, double* valid, double* invalid,
-                        float* exps) {
+                        double scale, float* dx) {
   return HWY_DYNAMIC_DISPATCH(SpatialForwardImpl)(x, t, w, inner, opt, count, first_row, rows,
-                                                  coefficients, loss, valid, invalid, exps);
+                                                  coefficients, loss, valid, invalid, scale, dx);
 }
 
 bool SimdSpatialGradient(const float* x, const float* t, const double* w, int64_t inner,
                          int classes, const double* coefficients, int64_t first_row,
-                         int64_t rows, int count, double scale, float* dx, const float* exps) {
+                         int64_t rows, int count, double scale, float* dx) {
   return HWY_DYNAMIC_DISPATCH(SpatialGradientImpl)(x, t, w, inner, classes, coefficients,
-                                                   first_row, rows, count, scale, dx, exps);
+                                                   first_row, rows, count, scale, dx);
 }
 
 }  // namespace multilabel

@@ -76,25 +76,23 @@ int SimdSpatialLanes();
 /// FinishRow), *loss = the rows' losses added in row order, *valid = rows
 /// not ignored, *invalid = invalid targets. Returns false when a score is
 /// not finite or a row's |max| is 32640 or more; the caller's scalar loop
-/// then redoes all `count` rows (the coefficients of some may have been
-/// written). exps, unless NULL: where each e^(x_c - m) goes, laid out as x
-/// (for SimdSpatialGradient; only meaningful when it returns true).
+/// then redoes all `count` rows (the coefficients and dx of some may have
+/// been written). dx, unless NULL: where the rows' gradient for `scale` goes
+/// (laid out as x; the values SimdSpatialGradient gives), taken right after
+/// each vector of rows' sums (only meaningful when it returns true).
 bool SimdSpatialForward(const float* x, const float* t, const double* w, int64_t inner,
                         const RowOptions& opt, int count, int64_t first_row, int64_t rows,
                         double* coefficients, double* loss, double* valid, double* invalid,
-                        float* exps = NULL);
+                        double scale = 0.0, float* dx = NULL);
 
 /// Pass 2 of `count` (at most kSpatialTileRows) neighbouring rows of a
 /// spatial map, all their classes: rows first_row.. of the structure-of-arrays
 /// coefficient buffer of `rows` rows. Returns false, having written nothing,
 /// when a row's max is not finite (the caller's scalar loop gives the
 /// limits) or its |max| is 32640 or more.
-/// exps: the rows' e^(x_c - m) as SimdSpatialForward stored them (laid out
-/// as x; may be dx itself), or NULL to take them again.
 bool SimdSpatialGradient(const float* x, const float* t, const double* w, int64_t inner,
                          int classes, const double* coefficients, int64_t first_row,
-                         int64_t rows, int count, double scale, float* dx,
-                         const float* exps = NULL);
+                         int64_t rows, int count, double scale, float* dx);
 
 }  // namespace multilabel
 }  // namespace xent

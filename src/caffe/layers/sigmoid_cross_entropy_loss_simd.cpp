@@ -26,6 +26,7 @@
 #define HWY_TARGET_INCLUDE "../src/caffe/layers/sigmoid_cross_entropy_loss_simd.cpp"
 #include <hwy/foreach_target.h>  // NOLINT: must come before highway.h
 
+#include <hwy/cache_control.h>
 #include <hwy/highway.h>
 #include <hwy/contrib/math/math-inl.h>
 
@@ -428,6 +429,21 @@ HWY_INLINE V ForwardVector(D d, const Splat<D>& k, const ElementVectors<V>& in, 
   return kIgnore ? hn::IfThenElseZero(counts->counted, loss) : loss;
 }
 
+/// How far ahead ForwardLoop prefetches. The hardware prefetchers alone
+/// left the loop waiting on memory: at 2^24 float elements (x, t, dx: 192
+/// MiB, beyond this machine's caches) one thread ran 580 M el/s on AVX-512
+/// and 1.5x as fast prefetching 4 KiB ahead (x, t and dx's lines; without
+/// dx's 1.3x); 1 and 16 KiB ahead did about as well.
+const size_t kPrefetchBytes = 4096;
+
+/// Prefetches the line kPrefetchBytes after p. The address is formed as an
+/// integer: it may lie past the array (a prefetch never faults; there it
+/// fetches a neighbour's line, or nothing).
+template <typename T>
+HWY_INLINE void Prefetch(const T* p) {
+  hwy::Prefetch(reinterpret_cast<const T*>(reinterpret_cast<uintptr_t>(p) + kPrefetchBytes));
+}
+
 template <bool kIgnore, bool kWeights, bool kOptions, bool kFocal, bool kGrad, typename T>
 Sums ForwardLoop(const ForwardArgs<T>& args) {
   const hn::ScalableTag<T> d;
@@ -473,6 +489,16 @@ Sums ForwardLoop(const ForwardArgs<T>& args) {
   int64_t i = 0;
   V grad;
   for (; i + lanes <= n; i += lanes) {
+    // Software prefetch (x, t, w, and the gradient's lines, which the
+    // stores would otherwise fetch); past the range's end too, so the next
+    // chunk starts warm (stopping at the end: +29 % at 2^24 on one thread
+    // instead of +41 %; on two threads, where the next chunk is often the
+    // other thread's, the same speed with ChunkedSums' static or dynamic
+    // schedule).
+    Prefetch(args.x + i);
+    Prefetch(args.t + i);
+    if (kWeights) Prefetch(args.w + i);
+    if (kGrad) Prefetch(args.grad + i);
     ForwardCounts<M> c;
     const V loss = vector_at(args.x, args.t, args.w, i, all, &c, &grad);
     if (args.element_loss) hn::StoreU(loss, d, args.element_loss + i);
