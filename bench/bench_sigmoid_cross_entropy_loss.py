@@ -509,25 +509,30 @@ def worker_copy_cpu(args):
     """The machine's copy bound for the layer's traffic at 2^log2 elements:
     numpy copies BYTES_PER_ELEMENT / 2 bytes per element (read + write =
     BYTES_PER_ELEMENT), in as many threads as the layer runs (numpy drops
-    the GIL while it copies), each a contiguous slice. GB/s, best of repeat.
-    The arrays get 4 KiB pages, as the layer's blobs (Caffe mallocs them):
-    numpy would madvise huge pages for arrays this large, which copied
-    10-20 % faster on the machine of docs/benchmarks.md, while huge pages
-    left the layer's speed unchanged."""
+    the GIL while it copies), each a contiguous slice. GB/s, best of repeat,
+    twice: arrays in 4 KiB pages, as the layer's blobs (Caffe mallocs them),
+    and arrays with numpy's default advice of huge pages for arrays this
+    large, which copied 10-20 % faster on the machine of
+    docs/benchmarks.md while huge pages left the layer's speed unchanged.
+    The table gives ours' share of both."""
     from concurrent.futures import ThreadPoolExecutor
     core = getattr(np, "_core", None) or np.core
-    core.multiarray._set_madvise_hugepage(False)
     threads = torch_threads()
     size = (1 << args.sizes[0]) * BYTES_PER_ELEMENT // 2
-    src = np.ones(size, dtype=np.uint8)
-    dst = np.zeros(size, dtype=np.uint8)
     bounds = [size * i // threads // 64 * 64 for i in range(threads)] + [size]
     slices = [slice(a, b) for a, b in zip(bounds, bounds[1:])]
-    with ThreadPoolExecutor(threads) as pool:
-        def copy():
-            list(pool.map(lambda s: np.copyto(dst[s], src[s]), slices))
-        seconds = best_time(copy, args.repeat)
-    return {"gb_per_s": 2 * size / seconds / 1e9, "threads": threads}
+    rates = {}
+    for key, huge in (("huge_gb_per_s", True), ("gb_per_s", False)):
+        core.multiarray._set_madvise_hugepage(huge)
+        src = np.ones(size, dtype=np.uint8)
+        dst = np.zeros(size, dtype=np.uint8)
+        with ThreadPoolExecutor(threads) as pool:
+            def copy():
+                list(pool.map(lambda s: np.copyto(dst[s], src[s]), slices))
+            seconds = best_time(copy, args.repeat)
+        rates[key] = 2 * size / seconds / 1e9
+        del src, dst
+    return dict(rates, threads=threads)
 
 
 def throughput_markdown(peers, sizes, repeat):
@@ -639,20 +644,24 @@ def simd_markdown(peers, sizes, repeat, runs, option_runs, copy):
         label = "2^%d" % BANDWIDTH_LOG2
         if isinstance(copy, WorkerError):
             notes.append("- copy bound: %s" % failure(copy))
+        huge_gbs = copy.get("huge_gb_per_s", float("nan")) if isinstance(copy, dict) \
+            else float("nan")
+
+        def share(target):
+            gbs = rates.get((target, label), float("nan")) * BYTES_PER_ELEMENT / 1e3
+            return "%s %s GB/s, %s %% (%s %% of the huge-page copy)" % (
+                target, fmt_rate(gbs), fmt_rate(100 * gbs / copy_gbs),
+                fmt_rate(100 * gbs / huge_gbs))
         lines += ["", "Bandwidth at %s: the layer moves at least %d bytes per element (x and t "
                   "read, dx written: the forward pass takes the gradient too). The bound is a "
                   "numpy copy of %d bytes per element (read + write = %d), split over %s "
                   "threads, its arrays in 4 KiB pages as the layer's blobs, in this run: %s "
-                  "GB/s. Ours' share of it: %s." % (
+                  "GB/s (the same copy in numpy's default huge pages, which the layer's blobs "
+                  "do not get: %s GB/s). Ours' share of it: %s." % (
                       label, BYTES_PER_ELEMENT, BYTES_PER_ELEMENT // 2, BYTES_PER_ELEMENT,
                       copy.get("threads", "?") if isinstance(copy, dict) else "?",
-                      fmt_rate(copy_gbs),
-                      "; ".join("%s %s GB/s, %s %%" % (
-                          target, fmt_rate(rates.get((target, label), float("nan"))
-                                           * BYTES_PER_ELEMENT / 1e3),
-                          fmt_rate(100 * rates.get((target, label), float("nan"))
-                                   * BYTES_PER_ELEMENT / 1e3 / copy_gbs))
-                                for target in targets))]
+                      fmt_rate(copy_gbs), fmt_rate(huge_gbs),
+                      "; ".join(share(target) for target in targets))]
     return lines + ([""] + notes if notes else [])
 
 
