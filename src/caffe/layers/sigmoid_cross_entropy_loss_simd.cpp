@@ -381,14 +381,14 @@ struct ForwardCounts {
 /// (0 in ignored lanes); sets the count masks. kIgnore, kWeights, kOptions,
 /// kFocal (implies kOptions): compile-time switches so the plain case
 /// carries no unused work.
-template <bool kIgnore, bool kWeights, bool kOptions, bool kFocal, class D, class V = hn::Vec<D>,
-          class M = hn::Mask<D>>
-HWY_INLINE V ForwardVector(D d, const Splat<D>& k, const ElementVectors<V>& in, V e, M lanes,
+/// The count masks of one forward vector (`lanes`: which lanes hold
+/// elements): counted (not ignored), bad target (not in [0, 1] and not the
+/// ignore label; NaN is bad), bad weight (negative, +inf or NaN).
+template <bool kIgnore, bool kWeights, class D, class V = hn::Vec<D>, class M = hn::Mask<D>>
+HWY_INLINE void CountLanes(D d, const Splat<D>& k, const ElementVectors<V>& in, M lanes,
                            ForwardCounts<M>* counts) {
-  const xs::VecOps<D> o;
   const V zero = hn::Zero(d);
-  const V one = hn::Set(d, 1);
-  const M in_range = hn::And(hn::Ge(in.t, zero), hn::Le(in.t, one));  // false for NaN
+  const M in_range = hn::And(hn::Ge(in.t, zero), hn::Le(in.t, hn::Set(d, 1)));  // false for NaN
   if (kIgnore) {
     const M ignored = hn::Eq(in.t, k.ignore_label);
     counts->counted = hn::AndNot(ignored, lanes);
@@ -401,6 +401,16 @@ HWY_INLINE V ForwardVector(D d, const Splat<D>& k, const ElementVectors<V>& in, 
     const V most = hn::Set(d, std::numeric_limits<hn::TFromD<D>>::max());
     counts->bad_weight = hn::AndNot(hn::And(hn::Ge(in.w, zero), hn::Le(in.w, most)), lanes);
   }
+}
+
+template <bool kIgnore, bool kWeights, bool kOptions, bool kFocal, class D, class V = hn::Vec<D>,
+          class M = hn::Mask<D>>
+HWY_INLINE V ForwardVector(D d, const Splat<D>& k, const ElementVectors<V>& in, V e, M lanes,
+                           ForwardCounts<M>* counts) {
+  const xs::VecOps<D> o;
+  const V zero = hn::Zero(d);
+  const V one = hn::Set(d, 1);
+  CountLanes<kIgnore, kWeights>(d, k, in, lanes, counts);
 
   V tau, a, b;
   Weights<kOptions>(d, in.t, in.pos_weight, k.keep, k.shift, &tau, &a, &b);
@@ -427,117 +437,6 @@ HWY_INLINE V ForwardVector(D d, const Splat<D>& k, const ElementVectors<V>& in, 
   }
   loss = hn::IfThenElse(hn::IsNaN(in.x), in.x, loss);  // NaN in, NaN out
   return kIgnore ? hn::IfThenElseZero(counts->counted, loss) : loss;
-}
-
-/// How far ahead ForwardLoop prefetches. The hardware prefetchers alone
-/// left the loop waiting on memory: at 2^24 float elements (x, t, dx: 192
-/// MiB, beyond this machine's caches) one thread ran 580 M el/s on AVX-512
-/// and 1.5x as fast prefetching 4 KiB ahead (x, t and dx's lines; without
-/// dx's 1.3x); 1 and 16 KiB ahead did about as well.
-const size_t kPrefetchBytes = 4096;
-
-/// Prefetches the line kPrefetchBytes after p. The address is formed as an
-/// integer: it may lie past the array (a prefetch never faults; there it
-/// fetches a neighbour's line, or nothing).
-template <typename T>
-HWY_INLINE void Prefetch(const T* p) {
-  hwy::Prefetch(reinterpret_cast<const T*>(reinterpret_cast<uintptr_t>(p) + kPrefetchBytes));
-}
-
-template <bool kIgnore, bool kWeights, bool kOptions, bool kFocal, bool kGrad, typename T>
-Sums ForwardLoop(const ForwardArgs<T>& args) {
-  const hn::ScalableTag<T> d;
-  using V = hn::Vec<decltype(d)>;
-  using M = hn::Mask<decltype(d)>;
-  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
-  const int64_t n = args.n;
-  const auto k = MakeSplat(d, kOptions ? args.options : nullptr, args.w,
-                                         args.has_ignore_label, args.ignore_label);
-  xs::DoubleSum<decltype(d)> sum;
-  int64_t counted = 0, bad_targets = 0, bad_weights = 0;
-  auto accumulate = [&](V loss, const ForwardCounts<M>& c) {
-    sum.Add(loss);
-    if (kIgnore) counted += hn::CountTrue(d, c.counted);
-    bad_targets += hn::CountTrue(d, c.bad_target);
-    if (kWeights) bad_weights += hn::CountTrue(d, c.bad_weight);
-  };
-  Options<T> none = {};  // not read without options
-  none.inner = none.classes = 1;
-  PerClass<T> per_class(kOptions ? *args.options : none, args.first);
-  ElementVectors<V> in;
-  in.pos_weight = in.class_weight = hn::Set(d, 1);
-  in.w = hn::Zero(d);
-  in.factor = hn::Set(d, args.grad_scale);  // kGrad: what SimdBackward's scale is
-  // Vector i of x, t, w (the blob's arrays, or padded copies of the tail):
-  // its ℓ, and with kGrad its ∂ℓ/∂x in *grad (BackwardVector, sharing e^-|x|
-  // and, inlined together, the rest the two have in common).
-  auto vector_at = [&](const T* x, const T* t, const T* w, int64_t i, M valid,
-                       ForwardCounts<M>* c, V* grad) {
-    in.x = hn::LoadU(d, x + i);
-    in.t = hn::LoadU(d, t + i);
-    if (kWeights) in.w = hn::LoadU(d, w + i);
-    if (kOptions) per_class.Next(d, &in.pos_weight, &in.class_weight);
-    const V e = ExpNegAbs(d, in.x);
-    if constexpr (kGrad) {
-      BackwardOut<V, M> out;
-      out.soft = hn::Zero(d);
-      *grad = BackwardVector<kOptions, kFocal, false>(d, k, in, e, &out);
-    }
-    return ForwardVector<kIgnore, kWeights, kOptions, kFocal>(d, k, in, e, valid, c);
-  };
-  const M all = hn::FirstN(d, lanes);
-  int64_t i = 0;
-  V grad;
-  for (; i + lanes <= n; i += lanes) {
-    // Software prefetch (x, t, w, and the gradient's lines, which the
-    // stores would otherwise fetch); past the range's end too, so the next
-    // chunk starts warm (stopping at the end: +29 % at 2^24 on one thread
-    // instead of +41 %; on two threads, where the next chunk is often the
-    // other thread's, the same speed with ChunkedSums' static or dynamic
-    // schedule).
-    Prefetch(args.x + i);
-    Prefetch(args.t + i);
-    if (kWeights) Prefetch(args.w + i);
-    if (kGrad) Prefetch(args.grad + i);
-    ForwardCounts<M> c;
-    const V loss = vector_at(args.x, args.t, args.w, i, all, &c, &grad);
-    if (args.element_loss) hn::StoreU(loss, d, args.element_loss + i);
-    if (kGrad) hn::StoreU(grad, d, args.grad + i);
-    accumulate(loss, c);
-  }
-  if (i < n) {  // tail: the same vector code on a padded copy, padding lanes masked off
-    const size_t rest = static_cast<size_t>(n - i);
-    const xs::Padded<T> x(args.x + i, rest), t(args.t + i, rest),
-        w(kWeights ? args.w + i : nullptr, rest);
-    const M valid = hn::FirstN(d, rest);
-    ForwardCounts<M> c;
-    const V loss = hn::IfThenElseZero(valid, vector_at(x.v, t.v, w.v, 0, valid, &c, &grad));
-    if (args.element_loss) xs::StoreFirst(d, loss, rest, args.element_loss + i);
-    if (kGrad) xs::StoreFirst(d, grad, rest, args.grad + i);
-    accumulate(loss, c);
-  }
-  Sums sums;
-  sums.loss = sum.Total();
-  sums.counted = kIgnore ? counted : n;
-  sums.bad_targets = bad_targets;
-  sums.bad_weights = bad_weights;
-  return sums;
-}
-
-template <bool kOptions, bool kFocal, bool kGrad, typename T>
-Sums ForwardWith(const ForwardArgs<T>& a) {
-  if (a.has_ignore_label) {
-    return a.w ? ForwardLoop<true, true, kOptions, kFocal, kGrad>(a)
-               : ForwardLoop<true, false, kOptions, kFocal, kGrad>(a);
-  }
-  return a.w ? ForwardLoop<false, true, kOptions, kFocal, kGrad>(a)
-             : ForwardLoop<false, false, kOptions, kFocal, kGrad>(a);
-}
-
-template <bool kGrad, typename T>
-Sums ForwardOptions(const ForwardArgs<T>& a) {
-  if (HasFocal(a.options)) return ForwardWith<true, true, kGrad>(a);
-  return a.options ? ForwardWith<true, false, kGrad>(a) : ForwardWith<false, false, kGrad>(a);
 }
 
 // ---- The asymmetric form (ASL): float blobs with whole γ+ and γ- up to
@@ -625,69 +524,104 @@ HWY_INLINE V AsymmetricVector(D d, const Splat<D>& s, const AsymmetricSplat<D>& 
   return hn::IfThenElse(nan, in.x, loss);
 }
 
-/// The lanes of one forward vector that count, hold a bad target, a bad
-/// weight (as ForwardVector's counts).
-template <bool kIgnore, bool kWeights, class D, class V = hn::Vec<D>, class M = hn::Mask<D>>
-HWY_INLINE void AsymmetricCounts(D d, const Splat<D>& s, const ElementVectors<V>& in, M lanes,
-                                 ForwardCounts<M>* counts) {
-  const M in_range = hn::And(hn::Ge(in.t, hn::Zero(d)), hn::Le(in.t, hn::Set(d, 1)));
-  const M ignored = kIgnore ? hn::Eq(in.t, s.ignore_label) : hn::FirstN(d, 0);
-  counts->counted = hn::AndNot(ignored, lanes);
-  counts->bad_target = hn::AndNot(hn::Or(ignored, in_range), lanes);
-  if (kWeights) {
-    const V most = hn::Set(d, std::numeric_limits<hn::TFromD<D>>::max());
-    counts->bad_weight = hn::AndNot(hn::And(hn::Ge(in.w, hn::Zero(d)), hn::Le(in.w, most)), lanes);
-  }
+/// How far ahead ForwardLoop prefetches. The hardware prefetchers alone
+/// left the loop waiting on memory: at 2^24 float elements (x, t, dx: 192
+/// MiB, beyond this machine's caches) one thread ran 580 M el/s on AVX-512
+/// and 1.5x as fast prefetching 4 KiB ahead (x, t and dx's lines; without
+/// dx's 1.3x); 1 and 16 KiB ahead did about as well.
+const size_t kPrefetchBytes = 4096;
+
+/// Prefetches the line kPrefetchBytes after p. The address is formed as an
+/// integer: it may lie past the array (a prefetch never faults; there it
+/// fetches a neighbour's line, or nothing).
+template <typename T>
+HWY_INLINE void Prefetch(const T* p) {
+  hwy::Prefetch(reinterpret_cast<const T*>(reinterpret_cast<uintptr_t>(p) + kPrefetchBytes));
 }
 
-/// Forward of the asymmetric form over a range (ForwardLoop's contract),
-/// with kGrad the gradient in the same pass.
-template <bool kIgnore, bool kWeights, bool kGrad, typename T>
-Sums AsymmetricForwardLoop(const ForwardArgs<T>& args) {
+/// Forward over a range: ℓ summed (and stored per element when asked), the
+/// counts, and with kGrad ∂ℓ/∂x in the same pass. kAsymmetric (float, with
+/// kOptions, without kFocal): the element is AsymmetricVector's.
+template <bool kIgnore, bool kWeights, bool kOptions, bool kFocal, bool kGrad,
+          bool kAsymmetric, typename T>
+Sums ForwardLoop(const ForwardArgs<T>& args) {
+  static_assert(!kAsymmetric || (kOptions && !kFocal), "the asymmetric form is its own option");
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
   using M = hn::Mask<decltype(d)>;
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
   const int64_t n = args.n;
-  const auto s = MakeSplat(d, args.options, args.w, args.has_ignore_label, args.ignore_label);
-  const auto as = MakeAsymmetricSplat(d, args.options->constants);
+  const auto k = MakeSplat(d, kOptions ? args.options : nullptr, args.w,
+                                         args.has_ignore_label, args.ignore_label);
+  const auto asymmetric = MakeAsymmetricSplat(
+      d, kAsymmetric ? args.options->constants : Constants<T>());  // unused otherwise
   xs::DoubleSum<decltype(d)> sum;
   int64_t counted = 0, bad_targets = 0, bad_weights = 0;
-  PerClass<T> per_class(*args.options, args.first);
-  ElementVectors<V> in;
-  in.w = hn::Zero(d);
-  in.factor = hn::Set(d, args.grad_scale);
-  // Vector i of x, t, w (the blob's, or padded copies of the tail): ℓ with
-  // ignored and padding lanes 0, the counts added, the gradient in *grad.
-  auto vector_at = [&](const T* x, const T* t, const T* w, int64_t i, M valid, V* grad) {
-    in.x = hn::LoadU(d, x + i);
-    in.t = hn::LoadU(d, t + i);
-    if (kWeights) in.w = hn::LoadU(d, w + i);
-    per_class.Next(d, &in.pos_weight, &in.class_weight);
-    ForwardCounts<M> c;
-    AsymmetricCounts<kIgnore, kWeights>(d, s, in, valid, &c);
+  auto accumulate = [&](V loss, const ForwardCounts<M>& c) {
+    sum.Add(loss);
     if (kIgnore) counted += hn::CountTrue(d, c.counted);
     bad_targets += hn::CountTrue(d, c.bad_target);
     if (kWeights) bad_weights += hn::CountTrue(d, c.bad_weight);
-    const V loss = hn::IfThenElseZero(
-        c.counted, AsymmetricVector<kGrad>(d, s, as, in, ExpNegAbs(d, in.x), grad));
-    sum.Add(loss);
-    return loss;
   };
+  Options<T> none = {};  // not read without options
+  none.inner = none.classes = 1;
+  PerClass<T> per_class(kOptions ? *args.options : none, args.first);
+  ElementVectors<V> in;
+  in.pos_weight = in.class_weight = hn::Set(d, 1);
+  in.w = hn::Zero(d);
+  in.factor = hn::Set(d, args.grad_scale);  // kGrad: what SimdBackward's scale is
+  // Vector i of x, t, w (the blob's arrays, or padded copies of the tail):
+  // its ℓ, and with kGrad its ∂ℓ/∂x in *grad (BackwardVector, sharing e^-|x|
+  // and, inlined together, the rest the two have in common).
+  auto vector_at = [&](const T* x, const T* t, const T* w, int64_t i, M valid,
+                       ForwardCounts<M>* c, V* grad) {
+    in.x = hn::LoadU(d, x + i);
+    in.t = hn::LoadU(d, t + i);
+    if (kWeights) in.w = hn::LoadU(d, w + i);
+    if (kOptions) per_class.Next(d, &in.pos_weight, &in.class_weight);
+    const V e = ExpNegAbs(d, in.x);
+    if constexpr (kAsymmetric) {
+      CountLanes<kIgnore, kWeights>(d, k, in, valid, c);
+      const V loss = AsymmetricVector<kGrad>(d, k, asymmetric, in, e, grad);
+      return kIgnore ? hn::IfThenElseZero(c->counted, loss) : loss;
+    }
+    if constexpr (kGrad) {
+      BackwardOut<V, M> out;
+      out.soft = hn::Zero(d);
+      *grad = BackwardVector<kOptions, kFocal, false>(d, k, in, e, &out);
+    }
+    return ForwardVector<kIgnore, kWeights, kOptions, kFocal>(d, k, in, e, valid, c);
+  };
+  const M all = hn::FirstN(d, lanes);
   int64_t i = 0;
   V grad;
   for (; i + lanes <= n; i += lanes) {
-    const V loss = vector_at(args.x, args.t, args.w, i, hn::FirstN(d, lanes), &grad);
+    // Software prefetch (x, t, w, and the gradient's lines, which the
+    // stores would otherwise fetch); past the range's end too, so the next
+    // chunk starts warm (stopping at the end: +29 % at 2^24 on one thread
+    // instead of +41 %; on two threads, where the next chunk is often the
+    // other thread's, the same speed with ChunkedSums' static or dynamic
+    // schedule).
+    Prefetch(args.x + i);
+    Prefetch(args.t + i);
+    if (kWeights) Prefetch(args.w + i);
+    if (kGrad) Prefetch(args.grad + i);
+    ForwardCounts<M> c;
+    const V loss = vector_at(args.x, args.t, args.w, i, all, &c, &grad);
     if (args.element_loss) hn::StoreU(loss, d, args.element_loss + i);
     if (kGrad) hn::StoreU(grad, d, args.grad + i);
+    accumulate(loss, c);
   }
-  if (i < n) {
+  if (i < n) {  // tail: the same vector code on a padded copy, padding lanes masked off
     const size_t rest = static_cast<size_t>(n - i);
     const xs::Padded<T> x(args.x + i, rest), t(args.t + i, rest),
         w(kWeights ? args.w + i : nullptr, rest);
-    const V loss = vector_at(x.v, t.v, w.v, 0, hn::FirstN(d, rest), &grad);
+    const M valid = hn::FirstN(d, rest);
+    ForwardCounts<M> c;
+    const V loss = hn::IfThenElseZero(valid, vector_at(x.v, t.v, w.v, 0, valid, &c, &grad));
     if (args.element_loss) xs::StoreFirst(d, loss, rest, args.element_loss + i);
     if (kGrad) xs::StoreFirst(d, grad, rest, args.grad + i);
+    accumulate(loss, c);
   }
   Sums sums;
   sums.loss = sum.Total();
@@ -697,14 +631,28 @@ Sums AsymmetricForwardLoop(const ForwardArgs<T>& args) {
   return sums;
 }
 
-template <bool kGrad, typename T>
-Sums AsymmetricForward(const ForwardArgs<T>& a) {
+template <bool kOptions, bool kFocal, bool kGrad, bool kAsymmetric = false, typename T>
+Sums ForwardWith(const ForwardArgs<T>& a) {
   if (a.has_ignore_label) {
-    return a.w ? AsymmetricForwardLoop<true, true, kGrad>(a)
-               : AsymmetricForwardLoop<true, false, kGrad>(a);
+    return a.w ? ForwardLoop<true, true, kOptions, kFocal, kGrad, kAsymmetric>(a)
+               : ForwardLoop<true, false, kOptions, kFocal, kGrad, kAsymmetric>(a);
   }
-  return a.w ? AsymmetricForwardLoop<false, true, kGrad>(a)
-             : AsymmetricForwardLoop<false, false, kGrad>(a);
+  return a.w ? ForwardLoop<false, true, kOptions, kFocal, kGrad, kAsymmetric>(a)
+             : ForwardLoop<false, false, kOptions, kFocal, kGrad, kAsymmetric>(a);
+}
+
+template <typename T>
+bool IsAsymmetric(const Options<T>* o) {
+  return o && o->constants.asymmetric;
+}
+
+template <bool kGrad, typename T>
+Sums ForwardOptions(const ForwardArgs<T>& a) {
+  if constexpr (sizeof(T) == 4) {  // float only: the layer's choice
+    if (IsAsymmetric(a.options)) return ForwardWith<true, false, kGrad, true>(a);
+  }
+  if (HasFocal(a.options)) return ForwardWith<true, true, kGrad>(a);
+  return a.options ? ForwardWith<true, false, kGrad>(a) : ForwardWith<false, false, kGrad>(a);
 }
 
 /// Backward of the asymmetric form over a range (SimdBackward's contract).
@@ -743,20 +691,12 @@ void AsymmetricBackward(const BackwardArgs<T>& a) {
   }
 }
 
-template <typename T>
-bool IsAsymmetric(const Options<T>* o) {
-  return o && o->constants.asymmetric;
-}
-
 /// The gradient in the same pass as the loss: float blobs only (double
 /// blobs retake cancelling elements, BackwardWith, and leave it to the
 /// backward).
 template <typename T>
 Sums Forward(const ForwardArgs<T>& a) {
   if constexpr (sizeof(T) == 4) {
-    if (IsAsymmetric(a.options)) {  // float only: the layer's choice
-      return a.grad ? AsymmetricForward<true>(a) : AsymmetricForward<false>(a);
-    }
     if (a.grad) return ForwardOptions<true>(a);
   }
   return ForwardOptions<false>(a);
