@@ -1,11 +1,10 @@
-"""caffe-xent's OpenMP default: libgomp loaded with OMP_WAIT_POLICY=passive
-by `import caffe`, `import caffe_xent` and the `caffe` command, unless the
+"""caffe-xent's OpenMP default: libgomp loaded with GOMP_SPINCOUNT=10000 by
+`import caffe`, `import caffe_xent` and the `caffe` command, unless the
 user chose a policy (caffe_xent/_openmp.py says why).
 
 libgomp prints the settings it read when it loads under
 OMP_DISPLAY_ENV=verbose; each check reads from a fresh process the spin
-count it uses: 0 under OMP_WAIT_POLICY=passive, 300000 with nothing set
-(its OMP_WAIT_POLICY line says PASSIVE in both cases, so it cannot tell).
+count it uses: 300000 with nothing set, 0 under OMP_WAIT_POLICY=passive.
 """
 import os
 import subprocess
@@ -42,9 +41,9 @@ def spin_counts(stderr):
 
 
 @pytest.mark.parametrize("module", ["caffe", "caffe_xent"])
-def test_import_loads_libgomp_passive_and_restores_the_environment(module):
-    out = python("import os, %s; print(repr(os.environ.get('OMP_WAIT_POLICY')))" % module)
-    assert spin_counts(out.stderr) == [0]
+def test_import_loads_libgomp_with_the_default_and_restores_the_environment(module):
+    out = python("import os, %s; print(repr(os.environ.get('GOMP_SPINCOUNT')))" % module)
+    assert spin_counts(out.stderr) == [10000]
     # Gone again once the library is loaded: later runtimes and children see the user's choice.
     assert out.stdout.strip().splitlines()[-1] == "None"
 
@@ -60,11 +59,16 @@ def test_a_users_spin_count_wins():
     assert spin_counts(out.stderr) == [12345]
 
 
-def test_the_caffe_command_loads_libgomp_passive():
+def test_a_users_passive_policy_wins():
+    out = python("import caffe_xent", OMP_WAIT_POLICY="passive")
+    assert spin_counts(out.stderr) == [0]
+
+
+def test_the_caffe_command_loads_libgomp_with_the_default():
     out = subprocess.run([CAFFE], capture_output=True, text=True, timeout=120, env=clean_env())
     assert "usage: caffe <command> <args>" in out.stderr + out.stdout
     # The launcher (Python, which imports caffe_xent), then the tool it executes.
-    assert spin_counts(out.stderr) == [0, 0]
+    assert spin_counts(out.stderr) == [10000, 10000]
     # The control: the tool binary itself, started without the launcher, spins.
     from caffe_xent._caffe_tool import tool_path
     out = subprocess.run([tool_path()], capture_output=True, text=True, timeout=120,
@@ -74,7 +78,7 @@ def test_the_caffe_command_loads_libgomp_passive():
 
 def test_set_default_only_without_a_choice():
     env = {}
-    assert _openmp.set_default(env) and env == {"OMP_WAIT_POLICY": "passive"}
+    assert _openmp.set_default(env) and env == {"GOMP_SPINCOUNT": "10000"}
     for name, value in (("OMP_WAIT_POLICY", "active"), ("GOMP_SPINCOUNT", "0")):
         env = {name: value}
         assert not _openmp.set_default(env) and env == {name: value}

@@ -39,7 +39,7 @@ Errors of both layers reach pycaffe as ``ValueError`` (from ``caffe.Net(...)``,
 from . import _openmp
 from ._errors import LayerError
 
-with _openmp.default_while_loading():  # libcaffe's libgomp: passive unless chosen (_openmp.py)
+with _openmp.default_while_loading():  # libcaffe's libgomp: a short spin unless chosen (_openmp.py)
     from ._run import gpu_available, run_layer, simd_target, time_layer
 from .weights import class_weights, pos_weight
 

@@ -4,7 +4,7 @@ The native tool lives in caffe_xent/bin/caffe next to its libcaffe. This
 launcher points the tool's embedded Python (used by `type: 'Python'` layers)
 at this interpreter's standard library and site-packages, so Python layers
 find numpy, caffe and the user's modules as they would under `python`, and
-sets caffe-xent's OpenMP default (OMP_WAIT_POLICY=passive unless the user
+sets caffe-xent's OpenMP default (GOMP_SPINCOUNT=10000 unless the user
 chose a policy; _openmp.py says why): the tool loads libgomp before its
 main() runs, so only its environment can choose.
 """
