@@ -1,5 +1,5 @@
 """Our OpenMP threads next to OpenBLAS's in a whole net: small and large
-nets, three environments, the native sigmoid loss against the Python layer.
+nets, four environments, the native sigmoid loss against the Python layer.
 
     python bench/bench_threads.py [--seconds 0.3] [--rounds 3]
 
@@ -8,8 +8,8 @@ parallel regions (libgomp's own default: GOMP_SPINCOUNT 300000, about
 3.5 ms of CPU on the benchmarks' 2-core Xeon) shares the cores with the
 next layer's OpenBLAS threads (the Debian pthread build: threads of its
 own), and a team of ours then waits for a worker without a core. pycaffe,
-caffe_xent and the `caffe` command therefore load libgomp with
-OMP_WAIT_POLICY=passive when the user set neither OMP_WAIT_POLICY nor
+caffe_xent and the `caffe` command therefore load libgomp with a short
+spin, GOMP_SPINCOUNT=10000, when the user set neither OMP_WAIT_POLICY nor
 GOMP_SPINCOUNT (python/caffe_xent/_openmp.py). Each net runs float32
 forward + backward (TRAIN, Input bottoms, pycaffe), in a fresh interpreter
 per (loss layer, environment), since libgomp reads its environment when it
@@ -30,9 +30,10 @@ loads:
 Loss layers: ours (`SigmoidCrossEntropyLoss`) and the Python layer
 (`caffe_xent.python_layers.SigmoidCrossEntropyLoss`, numpy). Environments:
   default                OMP_WAIT_POLICY, GOMP_SPINCOUNT and OMP_NUM_THREADS
-                         unset: libgomp passive, by our import
+                         unset: GOMP_SPINCOUNT=10000, by our import
+  OMP_WAIT_POLICY=passive  no spin: each region wakes its worker
   GOMP_SPINCOUNT=300000  libgomp's own default (what an unset environment
-                         gave before our import chose passive)
+                         gave before our import chose)
   OMP_NUM_THREADS=1      no team at all; OpenBLAS reads it too (when
                          OPENBLAS_NUM_THREADS is unset): one thread each
 Prints a markdown table of the median milliseconds per iteration (blocks
@@ -66,6 +67,7 @@ LOSSES = {
 }
 ENVIRONMENTS = {
     "default": {},
+    "OMP_WAIT_POLICY=passive": {"OMP_WAIT_POLICY": "passive"},
     "GOMP_SPINCOUNT=300000": {"GOMP_SPINCOUNT": "300000"},
     "OMP_NUM_THREADS=1": {"OMP_NUM_THREADS": "1"},
 }
