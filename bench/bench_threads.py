@@ -1,19 +1,27 @@
-"""Our OpenMP threads next to OpenBLAS's in a whole net: small nets, three
-OpenMP wait policies, the native sigmoid loss against the Python layer.
+"""Our OpenMP threads next to OpenBLAS's in a whole net: small and large
+nets, four environments, the native sigmoid loss against the Python layer.
 
-    python bench/bench_threads.py [--seconds 0.3]
+    python bench/bench_threads.py [--seconds 0.3] [--rounds 3]
 
-The question (issue 13): after one of our parallel regions, libgomp's
-threads spin for a while before they sleep; the next layer's InnerProduct
-or Convolution runs OpenBLAS, whose own threads then compete with the
-spinning ones for the cores. Each net runs float32 forward + backward
-(TRAIN, Input bottoms, pycaffe), in a fresh interpreter per (loss layer,
-environment), since libgomp reads its environment when it loads:
+The question (issue 13): a libgomp worker left spinning after one of our
+parallel regions (libgomp's own default: GOMP_SPINCOUNT 300000, about
+3.5 ms of CPU on the benchmarks' 2-core Xeon) shares the cores with the
+next layer's OpenBLAS threads (the Debian pthread build: threads of its
+own), and a team of ours then waits for a worker without a core. pycaffe,
+caffe_xent and the `caffe` command therefore load libgomp with a short
+spin, GOMP_SPINCOUNT=10000, when the user set neither OMP_WAIT_POLICY nor
+GOMP_SPINCOUNT (python/caffe_xent/_openmp.py). Each net runs float32
+forward + backward (TRAIN, Input bottoms, pycaffe), in a fresh interpreter
+per (loss layer, environment), since libgomp reads its environment when it
+loads:
 
   ip 4096      x (64, 512) -> InnerProduct 64 -> loss: 4096 elements, below
                one reduction chunk (16384), so our layer starts no team
   ip 65536     x (64, 512) -> InnerProduct 1024 -> loss: 65536 elements, 4
                chunks: our layer runs a team of every core
+  ip 262144    InnerProduct 4096: 16 chunks
+  ip 1048576   InnerProduct 16384: 64 chunks (the InnerProduct's GEMMs, a
+               32 MB weight, take most of the iteration)
   demo CNN     examples/multilabel_digits/net.prototxt's layers (two 3x3
                convolutions of 32, pooling, InnerProduct 128 and 30) on a
                batch of 64 canvases 24x24, its data layers replaced by
@@ -21,10 +29,17 @@ environment), since libgomp reads its environment when it loads:
 
 Loss layers: ours (`SigmoidCrossEntropyLoss`) and the Python layer
 (`caffe_xent.python_layers.SigmoidCrossEntropyLoss`, numpy). Environments:
-the default (OMP_WAIT_POLICY and GOMP_SPINCOUNT unset), OMP_WAIT_POLICY=passive,
-GOMP_SPINCOUNT=0. Prints a markdown table of the median milliseconds per
-iteration (blocks of iterations of about 20 ms, for --seconds per net,
-after a warm-up). Run by bench/run.py.
+  default                OMP_WAIT_POLICY, GOMP_SPINCOUNT and OMP_NUM_THREADS
+                         unset: GOMP_SPINCOUNT=10000, by our import
+  OMP_WAIT_POLICY=passive  no spin: each region wakes its worker
+  GOMP_SPINCOUNT=300000  libgomp's own default (what an unset environment
+                         gave before our import chose)
+  OMP_NUM_THREADS=1      no team at all; OpenBLAS reads it too (when
+                         OPENBLAS_NUM_THREADS is unset): one thread each
+Prints a markdown table of the median milliseconds per iteration (blocks
+of iterations of about 20 ms, for --seconds per net, after a warm-up), the
+median over --rounds runs of every worker, alternating in order. Run by
+bench/run.py.
 """
 from __future__ import annotations
 
@@ -43,7 +58,7 @@ from _common import (WorkerError, failure, is_worker_call, run_worker,  # noqa: 
 
 THIS = os.path.abspath(__file__)
 BATCH = 64
-NETS = ("ip 4096", "ip 65536", "demo CNN")
+NETS = ("ip 4096", "ip 65536", "ip 262144", "ip 1048576", "demo CNN")
 LOSSES = {
     "native": 'type: "SigmoidCrossEntropyLoss"',
     "Python layer": ('type: "Python" loss_weight: 1 python_param { '
@@ -53,7 +68,8 @@ LOSSES = {
 ENVIRONMENTS = {
     "default": {},
     "OMP_WAIT_POLICY=passive": {"OMP_WAIT_POLICY": "passive"},
-    "GOMP_SPINCOUNT=0": {"GOMP_SPINCOUNT": "0"},
+    "GOMP_SPINCOUNT=300000": {"GOMP_SPINCOUNT": "300000"},
+    "OMP_NUM_THREADS=1": {"OMP_NUM_THREADS": "1"},
 }
 # The demo net's layers between its data and its loss (examples/multilabel_digits/net.prototxt).
 DEMO_BODY = """
@@ -134,29 +150,37 @@ def worker_arguments(parser):
     parser.add_argument("--seconds", type=float, default=0.3)
 
 
-def markdown(seconds=0.3, timeout=300):
+def markdown(seconds=0.3, timeout=300, rounds=3):
     """The table: ms per iteration for each net, loss layer and environment,
     each environment against the default for that loss layer, native
-    against the Python layer in each environment."""
-    notes, ms = [], {}
-    for env_name, extra in ENVIRONMENTS.items():
-        for loss in LOSSES:
+    against the Python layer in each environment. Every (environment, loss
+    layer) worker runs once per round, in the opposite order each round, so
+    that a change of the machine's load falls on all of them; a figure is
+    the median over the rounds."""
+    notes, runs = [], {}
+    pairs = [(env_name, loss) for env_name in ENVIRONMENTS for loss in LOSSES]
+    for round_index in range(rounds):
+        for env_name, loss in pairs if round_index % 2 == 0 else pairs[::-1]:
             # Only the named variables differ from the caller's environment.
             env = {k: v for k, v in os.environ.items()
-                   if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
-            env.update(extra)
+                   if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")}
+            env.update(ENVIRONMENTS[env_name])
             try:
-                ms[env_name, loss] = run_worker(THIS, "time", "--loss", loss, "--seconds", seconds,
-                                                timeout=timeout, env=env)["ms"]
+                result = run_worker(THIS, "time", "--loss", loss, "--seconds", seconds,
+                                    timeout=timeout, env=env)["ms"]
             except WorkerError as error:
                 notes.append("- %s, %s: %s" % (loss, env_name, failure(error)))
+                continue
+            for name, value in result.items():
+                runs.setdefault((env_name, loss, name), []).append(value)
+    ms = {key: statistics.median(values) for key, values in runs.items()}
     lines = [threads_line(), "",
              "| net | environment | native ms | Python layer ms | native / Python (time) |",
              "|---|---|---:|---:|---:|"]
     for name in NETS:
         for env_name in ENVIRONMENTS:
-            native = ms.get((env_name, "native"), {}).get(name, float("nan"))
-            python = ms.get((env_name, "Python layer"), {}).get(name, float("nan"))
+            native = ms.get((env_name, "native", name), float("nan"))
+            python = ms.get((env_name, "Python layer", name), float("nan"))
             lines.append("| %s | %s | %.2f | %.2f | %.2f |" % (name, env_name, native, python,
                                                                native / python))
     if notes:
@@ -168,8 +192,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=0.3,
                         help="timed seconds per net and worker (after a warm-up)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="runs of every worker, alternating; figures are their medians")
     args = parser.parse_args()
-    print(markdown(args.seconds))
+    print(markdown(args.seconds, rounds=args.rounds))
 
 
 if __name__ == "__main__":

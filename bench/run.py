@@ -80,9 +80,10 @@ def caffe_time_markdown(timeout):
 def threads_markdown(timeout):
     """bench_threads.py's section, or its error message."""
     lines = ["## Threads: our OpenMP next to OpenBLAS", "",
-             "Output of `python bench/bench_threads.py` (small nets, float32 forward + backward "
-             "through pycaffe, the median milliseconds per iteration; nets and environments as "
-             "that script defines them; what to set: README.md, \"Threads\"):", ""]
+             "Output of `python bench/bench_threads.py` (InnerProduct nets of 4096 to 2^20 loss "
+             "elements and the demo's CNN, float32 forward + backward through pycaffe, the median "
+             "milliseconds per iteration over alternating rounds; nets and environments as that "
+             "script defines them; the default and what to set: README.md, \"Threads\"):", ""]
     try:
         lines.append(bench_threads.markdown(timeout=timeout))
     except Exception as error:  # a broken section must not lose the others

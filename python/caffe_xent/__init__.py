@@ -36,8 +36,11 @@ and with NetSpec (``from caffe import layers as L``)::
 Errors of both layers reach pycaffe as ``ValueError`` (from ``caffe.Net(...)``,
 ``net.forward()``, ``net.backward()``); the interpreter and other nets go on.
 """
+from . import _openmp
 from ._errors import LayerError
-from ._run import gpu_available, run_layer, simd_target, time_layer
+
+with _openmp.default_while_loading():  # libcaffe's libgomp: a short spin unless chosen (_openmp.py)
+    from ._run import gpu_available, run_layer, simd_target, time_layer
 from .weights import class_weights, pos_weight
 
 __all__ = ["LayerError", "class_weights", "gpu_available", "pos_weight", "run_layer",

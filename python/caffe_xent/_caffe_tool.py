@@ -3,10 +3,15 @@
 The native tool lives in caffe_xent/bin/caffe next to its libcaffe. This
 launcher points the tool's embedded Python (used by `type: 'Python'` layers)
 at this interpreter's standard library and site-packages, so Python layers
-find numpy, caffe and the user's modules as they would under `python`.
+find numpy, caffe and the user's modules as they would under `python`, and
+sets caffe-xent's OpenMP default (GOMP_SPINCOUNT=10000 unless the user
+chose a policy; _openmp.py says why): the tool loads libgomp before its
+main() runs, so only its environment can choose.
 """
 import os
 import sys
+
+from . import _openmp
 
 
 def tool_path() -> str:
@@ -21,6 +26,7 @@ def main() -> None:
         paths.insert(0, env["PYTHONPATH"])
     paths.insert(0, os.getcwd())  # Python layers are usually modules beside the prototxt
     env["PYTHONPATH"] = os.pathsep.join(paths)
+    _openmp.set_default(env)
     tool = tool_path()
     os.execve(tool, [tool] + sys.argv[1:], env)
 
