@@ -6,7 +6,6 @@ sums in double), never loosened to get green.
 """
 import itertools
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -14,6 +13,7 @@ import pytest
 
 import caffe_xent
 from conftest import DEVICES, DTYPES, requires_gpu
+from thread_bits import results_per_thread_count
 from multi_label_softmax_loss_reference import reference
 
 # The original Python layer, loop by loop: kept once, in bench/, where it is
@@ -414,22 +414,9 @@ def test_probability_top(device, rng):
     np.testing.assert_allclose(tops[1], e / e.sum(1, keepdims=True), rtol=1e-13)
 
 
-def test_same_bits_for_any_thread_count(tmp_path):
+def test_same_bits_for_any_thread_count():
     # Deterministic sums: the loss bits do not depend on OMP_NUM_THREADS.
-    code = ("import numpy as np, caffe_xent, sys\n"
-            "rng = np.random.default_rng(5)\n"
-            "x = (rng.standard_normal((8, 21, 64, 64)) * 3).astype(np.float32)\n"
-            "t = (rng.random(x.shape) < 0.2).astype(np.float32)\n"
-            "(l, *_), (dx, _) = caffe_xent.run_layer(%r, [x, t])\n"
-            "import hashlib\n"
-            "sys.stdout.write(np.float32(l).tobytes().hex() + ' ' + "
-            "hashlib.sha256(dx.tobytes()).hexdigest())\n") % prototxt(target_normalization="SUM")
-    outputs = set()
-    for threads in ("1", "2", "3"):
-        env = dict(os.environ, OMP_NUM_THREADS=threads)
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-        assert out.returncode == 0, out.stderr
-        outputs.add(out.stdout)
+    outputs = results_per_thread_count(prototxt(target_normalization="SUM"), (8, 21, 64, 64), 0.2)
     assert len(outputs) == 1, outputs
 
 

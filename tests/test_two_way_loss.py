@@ -9,7 +9,6 @@ shares of the gradient have the same sign (both positive on a negative,
 both negative on a positive), so that rounding stays relative.
 """
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -17,6 +16,7 @@ import pytest
 
 import caffe_xent
 from conftest import DEVICES, DTYPES, requires_gpu
+from thread_bits import results_per_thread_count
 from two_way_loss_reference import NORMALIZATIONS, layer_text, reference
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
@@ -211,19 +211,7 @@ def test_columns_far_below_the_largest_score(spatial, dtype, device, rng):
 
 @pytest.mark.parametrize("shape", [(512, 300), (4, 21, 48, 48)], ids=str)
 def test_same_bits_for_any_thread_count(shape):
-    code = ("import numpy as np, caffe_xent, sys, hashlib\n"
-            "rng = np.random.default_rng(5)\n"
-            "x = (rng.standard_normal(%r) * 3).astype(np.float32)\n"
-            "t = (rng.random(x.shape) < 0.1).astype(np.float32)\n"
-            "(l,), (dx, _) = caffe_xent.run_layer(%r, [x, t])\n"
-            "sys.stdout.write(np.float32(l).tobytes().hex() + ' ' + "
-            "hashlib.sha256(dx.tobytes()).hexdigest())\n") % (shape, prototxt())
-    outputs = set()
-    for threads in ("1", "2", "3"):
-        env = dict(os.environ, OMP_NUM_THREADS=threads)
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-        assert out.returncode == 0, out.stderr
-        outputs.add(out.stdout)
+    outputs = results_per_thread_count(prototxt(), shape, 0.1)
     assert len(outputs) == 1, outputs
 
 

@@ -7,9 +7,7 @@ the math: the layer evaluates every exp and sum in double whatever the blob
 type, so a float32 result carries one rounding to float (half an ulp) and a
 float64 result the double roundings of a few exps, logs and sums.
 """
-import hashlib
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -17,6 +15,7 @@ import pytest
 
 import caffe_xent
 from conftest import DEVICES, DTYPES, requires_gpu
+from thread_bits import results_per_thread_count
 from zlpr_loss_reference import NORMALIZATIONS, layer_text, reference
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
@@ -230,19 +229,7 @@ def test_row_top_shape_and_gradient(device, rng):
 
 
 def test_same_bits_for_any_thread_count():
-    code = ("import numpy as np, caffe_xent, sys, hashlib\n"
-            "rng = np.random.default_rng(5)\n"
-            "x = (rng.standard_normal((8, 21, 64, 64)) * 3).astype(np.float32)\n"
-            "t = (rng.random(x.shape) < 0.2).astype(np.float32)\n"
-            "(l, *_), (dx, _) = caffe_xent.run_layer(%r, [x, t])\n"
-            "sys.stdout.write(np.float32(l).tobytes().hex() + ' ' + "
-            "hashlib.sha256(dx.tobytes()).hexdigest())\n") % prototxt()
-    outputs = set()
-    for threads in ("1", "2", "3"):
-        env = dict(os.environ, OMP_NUM_THREADS=threads)
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-        assert out.returncode == 0, out.stderr
-        outputs.add(out.stdout)
+    outputs = results_per_thread_count(prototxt(), (8, 21, 64, 64), 0.2)
     assert len(outputs) == 1, outputs
 
 
