@@ -60,33 +60,6 @@ HWY_INLINE RowShift<V> MakeRowShift(D d, V m) {
   return shift;
 }
 
-/// e^r - 1 for |r| <= ln 2 / 2 + 2^-9, within 1 ulp of e^r once 1 is
-/// added: r + r²·P(r), P of degree 5 evaluated by Estrin's scheme. The
-/// coefficients and the order of evaluation are those of Highway 1.0.3's
-/// float Exp (whose polynomial is not public API), so e^(x - m) keeps the
-/// same bits it had when this file called that polynomial.
-template <class D, class V>
-HWY_INLINE V Expm1Reduced(D d, V r) {
-  const V c0 = hn::Set(d, +0.5f);
-  const V c1 = hn::Set(d, +0.166666671633720397949219f);
-  const V c2 = hn::Set(d, +0.0416664853692054748535156f);
-  const V c3 = hn::Set(d, +0.00833336077630519866943359f);
-  const V c4 = hn::Set(d, +0.00139304355252534151077271f);
-  const V c5 = hn::Set(d, +0.000198527617612853646278381f);
-  const V r2 = hn::Mul(r, r);
-  const V r4 = hn::Mul(r2, r2);
-  const V p = hn::MulAdd(r4, hn::MulAdd(c5, r, c4),
-                         hn::MulAdd(r2, hn::MulAdd(c3, r, c2), hn::MulAdd(c1, r, c0)));
-  return hn::MulAdd(p, r2, r);
-}
-
-/// 1.5·2^23 + 192: v + kShifter, for |v| < 2^21, is round(v) + 192 in the
-/// low bits of the result (rounded to nearest, ties to even as hn::Round:
-/// the added 192 is even), so that k = (v + kShifter) - kShifter and the
-/// result's low bits shifted into the exponent field give 2^(k + 65)
-/// (exponent bits k + 192 = (k + 65) + 127; k + 192 must lie in [1, 254]).
-const float kShifter = 12582912.0f + 192.0f;
-
 /// e^(x - m) for x <= m, |m| < kMaxRowMax, with the argument exact: within
 /// ~1.75 ulp for every x - m (the polynomial's 1 ulp, and the reduced
 /// argument's roundings below 3 * 2^-26 absolute). Rounding x - m to float
@@ -115,8 +88,8 @@ HWY_INLINE V ShiftedExpVec(D d, V x, const RowShift<V>& shift) {
   x = hn::Max(x, shift.low);
   const V shifted = hn::Add(hn::MulSub(x, hn::Set(d, 1.442695040888963407359924681f),
                                        shift.m_log2e),
-                            hn::Set(d, kShifter));
-  const V k = hn::Sub(shifted, hn::Set(d, kShifter));              // round((x - m) / ln 2)
+                            hn::Set(d, xs::kShifter));
+  const V k = hn::Sub(shifted, hn::Set(d, xs::kShifter));              // round((x - m) / ln 2)
   const V b = hn::MulAdd(k, hn::Set(d, 0.693359375f), shift.hi);  // hi + k ln2_hi, exact
   const V c = hn::MulAdd(k, hn::Set(d, -2.12194440e-4f), shift.lo);  // lo + k ln2_lo
   const V r = hn::Sub(hn::Sub(x, b), c);                          // x - m - k ln 2
@@ -124,7 +97,7 @@ HWY_INLINE V ShiftedExpVec(D d, V x, const RowShift<V>& shift) {
   // e^r 2^(k + 65) = (1 + q) pow2 in one fused operation: its one rounding
   // is that of 1 + q (pow2 a power of two, the product normal), so the bits
   // of rounding 1 + q and then multiplying, one operation fewer.
-  const V scaled = hn::MulAdd(Expm1Reduced(d, r), pow2, pow2);
+  const V scaled = hn::MulAdd(xs::Expm1Reduced(d, r), pow2, pow2);
   return hn::Mul(scaled, hn::Set(d, 0x1p-65f));
 }
 

@@ -12,7 +12,7 @@
 // test, the bracket retaken (double blobs) and the focal parts (σ(x), σ(-x),
 // α_t, 1 - p_t) are the templates of sigmoid_cross_entropy_loss_formulas-inl.h,
 // the same the scalar Element uses, here over VecOps (xent_simd-inl.h, with
-// DoubleSum, Padded and the dispatch macros both SIMD files share). Written
+// DoubleSum, Padded, the float exp and the dispatch macros the SIMD files share). Written
 // only here: the target checks and counts, log1p on [0, 1] (Log1pUnit), the
 // whole focal power q^γ and its derivative γ·q^(γ-1)·(1-2τ)·σ(x)σ(-x)
 // (Element takes any real γ, by pow), and the retake bookkeeping. Float
@@ -297,10 +297,18 @@ struct BackwardOut {
   V soft;
 };
 
-/// e^-|x| (x with its sign bit set), in [0, 1]: never exp of a positive number.
+/// e^-|x| (x with its sign bit set), in [0, 1]: never exp of a positive
+/// number. Float lanes: NaN for NaN x (xs::ExpNonPositive), which the float
+/// loops rely on; double lanes: 0 for NaN x (hn::Exp), their callers
+/// select NaN themselves.
 template <class D, class V = hn::Vec<D>>
 HWY_INLINE V ExpNegAbs(D d, V x) {
-  return hn::Exp(d, hn::Or(x, hn::Set(d, hn::TFromD<D>(-0.0))));
+  const V z = hn::Or(x, hn::Set(d, hn::TFromD<D>(-0.0)));
+  if constexpr (sizeof(hn::TFromD<D>) == 4) {
+    return xs::ExpNonPositive(d, z);
+  } else {
+    return hn::Exp(d, z);
+  }
 }
 
 /// One vector of the backward: ∂ℓ/∂x · factor, 0 in ignored lanes; e = e^-|x|.
@@ -353,7 +361,8 @@ HWY_INLINE V BackwardVector(D d, const Splat<D>& s, const ElementVectors<V>& in,
     out->addend = zero;
     grad = hn::Mul(bracket, k);
   }
-  grad = hn::IfThenElse(hn::IsNaN(in.x), in.x, grad);  // NaN in, NaN out
+  // NaN in, NaN out: float lanes get it from e (ExpNegAbs), through k.
+  if (sizeof(hn::TFromD<D>) == 8) grad = hn::IfThenElse(hn::IsNaN(in.x), in.x, grad);
   // Where the two terms cancel the caller retakes the bracket in double;
   // the test is four vector ops, and the loop is bound by their count.
   if (kCheck) {
@@ -435,7 +444,11 @@ HWY_INLINE V ForwardVector(D d, const Splat<D>& k, const ElementVectors<V>& in, 
     }
     loss = o.Scale(weight, loss);
   }
-  loss = hn::IfThenElse(hn::IsNaN(in.x), in.x, loss);  // NaN in, NaN out
+  // NaN in, NaN out: float lanes get it from e (ExpNegAbs) through
+  // log1p(e), unless a zero weight scaled it away.
+  if (kOptions || kWeights || sizeof(hn::TFromD<D>) == 8) {
+    loss = hn::IfThenElse(hn::IsNaN(in.x), in.x, loss);
+  }
   return kIgnore ? hn::IfThenElseZero(counts->counted, loss) : loss;
 }
 
@@ -539,6 +552,16 @@ HWY_INLINE void Prefetch(const T* p) {
   hwy::Prefetch(reinterpret_cast<const T*>(reinterpret_cast<uintptr_t>(p) + kPrefetchBytes));
 }
 
+/// The bad targets and weights of a forward range (CountLanes' rules, the
+/// scalar math's TargetKind and XentIsValidWeight), element by element.
+template <typename T>
+HWY_NOINLINE void CountBad(const ForwardArgs<T>& a, Sums* sums) {
+  for (int64_t i = 0; i < a.n; ++i) {
+    sums->bad_targets += TargetKind(a.t[i], a.has_ignore_label, a.ignore_label) < 0;
+    if (a.w) sums->bad_weights += !XentIsValidWeight(a.w[i]);
+  }
+}
+
 /// Forward over a range: ℓ summed (and stored per element when asked), the
 /// counts, and with kGrad ∂ℓ/∂x in the same pass. kAsymmetric (float, with
 /// kOptions, without kFocal): the element is AsymmetricVector's.
@@ -556,12 +579,16 @@ Sums ForwardLoop(const ForwardArgs<T>& args) {
   const auto asymmetric = MakeAsymmetricSplat(
       d, kAsymmetric ? args.options->constants : Constants<T>());  // unused otherwise
   xs::DoubleSum<decltype(d)> sum;
-  int64_t counted = 0, bad_targets = 0, bad_weights = 0;
+  int64_t counted = 0;
+  // Bad targets and weights are ORed into one mask (one op a vector instead
+  // of a count's three) and counted only where there is one: then the layer
+  // refuses the blob, and CountBad recounts the range element by element.
+  M any_bad = hn::FirstN(d, 0);
   auto accumulate = [&](V loss, const ForwardCounts<M>& c) {
     sum.Add(loss);
     if (kIgnore) counted += hn::CountTrue(d, c.counted);
-    bad_targets += hn::CountTrue(d, c.bad_target);
-    if (kWeights) bad_weights += hn::CountTrue(d, c.bad_weight);
+    any_bad = hn::Or(any_bad, c.bad_target);
+    if constexpr (kWeights) any_bad = hn::Or(any_bad, c.bad_weight);
   };
   Options<T> none = {};  // not read without options
   none.inner = none.classes = 1;
@@ -626,8 +653,8 @@ Sums ForwardLoop(const ForwardArgs<T>& args) {
   Sums sums;
   sums.loss = sum.Total();
   sums.counted = kIgnore ? counted : n;
-  sums.bad_targets = bad_targets;
-  sums.bad_weights = bad_weights;
+  sums.bad_targets = sums.bad_weights = 0;
+  if (!hn::AllFalse(d, any_bad)) CountBad(args, &sums);
   return sums;
 }
 

@@ -6,8 +6,9 @@
 // whole or half-integer γ up to kMaxFocalPower + 1/2 for double), per-element
 // weights, the ignore label and the
 // per-element top. One fused
-// pass per range with Highway's SIMD Exp, chosen at run time for the CPU it
-// runs on (sigmoid_cross_entropy_loss_simd.cpp). The math is that of
+// pass per range of Highway SIMD code, chosen at run time for the CPU it
+// runs on (sigmoid_cross_entropy_loss_simd.cpp; e^-|x| by xent_simd-inl.h's
+// ExpNonPositive in float, Highway's Exp in double). The math is that of
 // sigmoid_cross_entropy_loss_math.hpp's Element, vectorized: the formulas
 // both use are written once, in sigmoid_cross_entropy_loss_formulas-inl.h.
 

@@ -2,7 +2,8 @@
 // multi_label_softmax_loss_simd.cpp) share: the vector ops policy the loss
 // formulas are written over (VecOps, the vector side of
 // caffe/util/xent_ops.hpp's ScalarOps), the sum of vectors in double
-// (DoubleSum, LaneTotal), the padded tail of an array (Padded, StoreFirst)
+// (DoubleSum, LaneTotal), a float exp of non-positive arguments
+// (ExpNonPositive, Expm1Reduced), the padded tail of an array (Padded, StoreFirst)
 // and the float/double dispatch pair (XENT_SIMD_FLOAT_DOUBLE,
 // XENT_SIMD_DISPATCH_FLOAT_DOUBLE).
 //
@@ -68,6 +69,59 @@ struct VecOps {
   HWY_INLINE M Eq(V a, V b) const { return hn::Eq(a, b); }
   HWY_INLINE M And(M a, M b) const { return hn::And(a, b); }
 };
+
+/// e^r - 1 for float |r| <= ln 2 / 2 + 2^-9, within 1 ulp of e^r once 1 is
+/// added: r + r²·P(r), P of degree 5 evaluated by Estrin's scheme. The
+/// coefficients and the order of evaluation are those of Highway 1.0.3's
+/// float Exp (whose polynomial is not public API), so the exps built on it
+/// keep the bits they had when they called that polynomial.
+template <class D, class V>
+HWY_INLINE V Expm1Reduced(D d, V r) {
+  const V c0 = hn::Set(d, +0.5f);
+  const V c1 = hn::Set(d, +0.166666671633720397949219f);
+  const V c2 = hn::Set(d, +0.0416664853692054748535156f);
+  const V c3 = hn::Set(d, +0.00833336077630519866943359f);
+  const V c4 = hn::Set(d, +0.00139304355252534151077271f);
+  const V c5 = hn::Set(d, +0.000198527617612853646278381f);
+  const V r2 = hn::Mul(r, r);
+  const V r4 = hn::Mul(r2, r2);
+  const V p = hn::MulAdd(r4, hn::MulAdd(c5, r, c4),
+                         hn::MulAdd(r2, hn::MulAdd(c3, r, c2), hn::MulAdd(c1, r, c0)));
+  return hn::MulAdd(p, r2, r);
+}
+
+/// 1.5·2^23 + 192: v + kShifter, for |v| < 2^21, is round(v) + 192 in the
+/// low bits of the result (rounded to nearest, ties to even as hn::Round:
+/// the added 192 is even), so that k = (v + kShifter) - kShifter and the
+/// result's low bits shifted into the exponent field give 2^(k + 65)
+/// (exponent bits k + 192 = (k + 65) + 127; k + 192 must lie in [1, 254]).
+constexpr float kShifter = 12582912.0f + 192.0f;
+
+/// e^z for float z <= 0, within 1 ulp as hn::Exp, in about half its vector
+/// ops; NaN for NaN (hn::Exp gives 0), so a NaN logit reaches the loss and
+/// the gradient through the arithmetic, with no select of its own.
+/// z is raised to -104 first (by a compare and a select, which keep NaN as
+/// hn::Max does not on every target): e^z rounds to 0 below it, -inf gives
+/// 0, and k >= -151. Cody and Waite's reduction, k = round(z / ln 2),
+/// r = z - k·ln2_hi - k·ln2_lo (ln2_hi has 9 significant bits: k·ln2_hi
+/// and z - k·ln2_hi are exact, the second FMA rounds once, |r| <= ln 2 / 2
+/// + 2^-9), then 2^k in two factors: e^r·2^(k+65) is exact (a normal
+/// number) and ·2^-65 the only rounding, to a subnormal where e^z is one.
+template <class D, class V = hn::Vec<D>>
+HWY_INLINE V ExpNonPositive(D d, V z) {
+  static_assert(sizeof(hn::TFromD<D>) == 4, "float lanes");
+  const hn::RebindToUnsigned<D> du;
+  const V low = hn::Set(d, -104.0f);
+  z = hn::IfThenElse(hn::Lt(z, low), low, z);
+  const V shifted = hn::MulAdd(z, hn::Set(d, 1.442695040888963407359924681f), hn::Set(d, kShifter));
+  const V k = hn::Sub(shifted, hn::Set(d, kShifter));  // round(z / ln 2)
+  V r = hn::NegMulAdd(k, hn::Set(d, 0.693359375f), z);
+  r = hn::NegMulAdd(k, hn::Set(d, -2.12194440e-4f), r);
+  const V pow2 = hn::BitCast(d, hn::ShiftLeft<23>(hn::BitCast(du, shifted)));  // 2^(k + 65)
+  // (1 + q)·pow2 in one fused operation: pow2 is a power of two and the
+  // product normal, so its one rounding is that of 1 + q.
+  return hn::Mul(hn::MulAdd(Expm1Reduced(d, r), pow2, pow2), hn::Set(d, 0x1p-65f));
+}
 
 /// The lanes of a double vector added in lane order: the same bits every
 /// run, whatever the thread count.
