@@ -596,6 +596,7 @@ def throughput_markdown(peers, sizes, repeat):
              for peer, run in table.items() if isinstance(run, WorkerError)]
     lines += [""] + notes if notes else []
     lines += [""] + simd_markdown(peers, sizes, repeat, runs, option_runs, copy)
+    lines += [""] + option_sizes_markdown(peers, [n for n in sizes if n != SOFT_LOG2], repeat)
     lines += ["", " ".join([loss_check(runs, sizes)] + [loss_check(table, [SOFT_LOG2], label)
                                                        for label, table in option_runs]),
               "", gpu_markdown(peers, sizes, repeat)]
@@ -662,6 +663,50 @@ def simd_markdown(peers, sizes, repeat, runs, option_runs, copy):
                       copy.get("threads", "?") if isinstance(copy, dict) else "?",
                       fmt_rate(copy_gbs), fmt_rate(huge_gbs),
                       "; ".join(share(target) for target in targets))]
+    return lines + ([""] + notes if notes else [])
+
+
+def option_sizes_markdown(peers, sizes, repeat):
+    """The option rows (OPTION_ROWS) at the other sizes of the run (2^18 and
+    2^24 by default): ours on each SIMD target from the best down to AVX2
+    beside PyTorch, each worker timing every size in one process."""
+    targets = peers.simd_targets()
+    if not sizes or not targets:
+        return ["Option rows at other sizes: not run (%s)." % (
+            "no other size was asked for" if not sizes else "ours did not report its targets")]
+    lines = ["### The option rows at %s, per SIMD target" % " and ".join("2^%d" % n for n in sizes),
+             "",
+             "As the option rows above (the same blobs, options and peers), at the run's other "
+             "sizes: PyTorch once, ours with `CAFFE_XENT_SIMD` set to each target; M el/s and "
+             "ours ÷ PyTorch.", "",
+             "| case | PyTorch M el/s | " + " | ".join("ours %s M el/s | %s / PyTorch" % (t, t)
+                                                     for t in targets) + " |",
+             "|---|---:|" + "---:|---:|" * len(targets)]
+    notes = []
+
+    def rates(run, what):
+        if isinstance(run, WorkerError):
+            notes.append("- %s: %s" % (what, failure(run)))
+            return {}
+        return {n: (1 << n) / run["seconds"][str(n)] / 1e6 for n in sizes}
+    size_args = ["--sizes"] + sizes + ["--repeat", repeat]
+    for label, extra, _ in OPTION_ROWS:
+        torch_rates = rates(peers.run("ours", "throughput", "--impl", "torch", *size_args, *extra),
+                            "PyTorch, %s" % label)
+        ours = {}
+        for target in targets:
+            run = peers.run("ours", "throughput", "--impl", "caffe", *size_args, *extra, simd=target)
+            if not isinstance(run, WorkerError) and run.get("simd_target") != target:
+                notes.append("- %s, %s: the worker ran %s" % (target, label, run.get("simd_target")))
+                continue
+            ours[target] = rates(run, "%s, %s" % (target, label))
+        for n in sizes:
+            torch_rate = torch_rates.get(n, float("nan"))
+            cells = ["2^%d, %s" % (n, label), fmt_rate(torch_rate)]
+            for target in targets:
+                rate = ours.get(target, {}).get(n, float("nan"))
+                cells += [fmt_rate(rate), fmt_ratio(rate / torch_rate)]
+            lines.append("| " + " | ".join(cells) + " |")
     return lines + ([""] + notes if notes else [])
 
 
