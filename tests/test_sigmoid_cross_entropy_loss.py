@@ -188,6 +188,47 @@ def test_huge_and_infinite_logits_never_nan(dtype, device):
                                        atol=8 * np.finfo(dtype).eps)
 
 
+NAN_OPTIONS = {
+    "plain": {},
+    "ignore_label": {"ignore_label": -1},
+    "class weight 0": {"class_weight": [0.0, 1.0, 2.0]},
+    "pos_weight": {"pos_weight": [3.0]},
+    "focal": {"focal_gamma": 2.0},
+    "focal 0.5": {"focal_gamma": 0.5},
+    "asl": {"focal_gamma": 0.0, "focal_gamma_neg": 4.0, "focal_margin": 0.05},
+    "weights bottom": {},
+}
+
+
+@pytest.mark.parametrize("tops", [1, 2], ids=["gradient in forward", "own backward"])
+@pytest.mark.parametrize("case", list(NAN_OPTIONS))
+def test_nan_propagates_in_every_lane(dtype, device, case, tops, rng):
+    """NaN logits in whole vectors and in the padded tail (111 elements:
+    several vectors and a tail on every SIMD width) give NaN in their own
+    loss and gradient, also where a weight of 0 would scale a finite value to
+    0, and nowhere else: float32 lanes carry the NaN through e^-|x| and the
+    arithmetic, other paths select it."""
+    x = (rng.standard_normal((37, 3)) * 4).astype(dtype)
+    t = (rng.random((37, 3)) < 0.3).astype(dtype)
+    nan = np.zeros(x.shape, bool)
+    nan.flat[[0, 5, 17, 40, 64, 100, 110]] = True  # class 0 at 0: weight 0 there
+    x[nan] = np.nan
+    if case == "ignore_label":
+        t.flat[[1, 20, 109]] = -1  # ignored elements with finite logits
+    bottoms = [x, t]
+    if case == "weights bottom":
+        w = rng.uniform(0, 2, x.shape).astype(dtype)
+        w[nan] = 0.0
+        bottoms.append(w)
+    tops_out, diffs = caffe_xent.run_layer(layer_text(tops=tops, **NAN_OPTIONS[case]), bottoms,
+                                           device=device)
+    assert np.isnan(tops_out[0]), case
+    np.testing.assert_array_equal(np.isnan(diffs[0]), nan)
+    assert np.isfinite(diffs[0][~nan]).all()
+    if tops == 2:
+        np.testing.assert_array_equal(np.isnan(tops_out[1]), nan)
+
+
 def test_nan_propagates(dtype, device):
     x = np.array([0.5, np.nan, -2.0], dtype=dtype)
     t = np.array([1.0, 0.0, 0.0], dtype=dtype)
