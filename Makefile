@@ -54,6 +54,7 @@ test: build
 	@# PyTorch (CPU) is the reference of the comparison tests; where it cannot
 	@# be installed those tests are reported as skipped, with the reason.
 	$(call pip_install,torch) || echo "note: $$($(PY) scripts/requirements.py torch) not installable here"
+	$(PY) scripts/requirements.py timm-reference | $(PIP) install -q --no-deps -r /dev/stdin || echo "note: $$($(PY) scripts/requirements.py timm-reference) not installable here"
 	$(MAKE) --no-print-directory cpp-test py-test
 
 demo: build
