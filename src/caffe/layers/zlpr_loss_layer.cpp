@@ -69,8 +69,9 @@ inline bool BlockGradientSimd(const double*, const double*, int64_t, int, const 
 inline bool InSet(TileRows set, int j) { return (set >> j & 1) != 0; }
 
 /// Forward of rows [begin, end): for each row (contiguous rows) or tile of
-/// neighbouring rows (spatial maps: same outer index), pass 1 of the row math (the
-/// shifts, then one sweep of sums while the tile is in cache), the
+/// up to kTileRows neighbouring rows (spatial maps: same outer index), pass 1
+/// of the row math (the shifts, then one sweep of sums while the row or tile
+/// is in cache; float rows by the SIMD paths where they apply), the
 /// coefficients stored for backward and, when that top is asked for, the row
 /// losses. Row r is at (outer o, inner i) = (r / inner, r % inner); its C
 /// elements are `inner` apart.
@@ -116,7 +117,9 @@ LossSums ForwardRows(const Dtype* x, const Dtype* t, int64_t begin, int64_t end,
       }
       for (int c = 0; c < C; ++c) {  // m = max(0, max_side v)
         for (int j = 0; j < n; ++j) {
-          if (!InSet(simd, j)) AccumulateShift(xr[c * inner + j], tr[c * inner + j], opt, &shifts[j]);
+          if (!InSet(simd, j)) {
+            AccumulateShift(xr[c * inner + j], tr[c * inner + j], opt, &shifts[j]);
+          }
         }
       }
       for (int c = 0; c < C; ++c) {  // S = sum_side e^(v - m)

@@ -23,14 +23,22 @@
 //   scalar loop's additions in the scalar loop's order. The terms differ from
 //   the scalar loop's only by Highway's Exp against the C library's exp
 //   (each within an ulp of double), so the sums are not always bit-identical
-//   to the scalar loop's but within the bound of either: C ulps of double
-//   relative, far below the one float rounding of the results. The rows of a
-//   tile that do not fill a vector are one more vector from padded copies.
+//   to the scalar loop's, but both are within about C ulps of double of the
+//   exact sum, far below the one float rounding of the results.
+//
+// Spatial maps are read as they lie, x[c * inner + j] for a vector of
+// neighbouring rows j one load: forward by tiles of kTileRows rows, per
+// vector of rows both sweeps over the classes (its shifts and sums in
+// registers); backward by blocks of kGradientRows rows, each row's shifts
+// and factors once, then class by class over the whole block (long
+// contiguous runs). The rows that do not fill a vector at the end of a tile
+// or block are one more vector from padded copies.
 //
 // Which formula lives where: the row's loss and coefficients stay
 // FinishRow's (zlpr_loss_math.hpp), from the sums this file returns; the
 // gradient is SideGradient's (scale / S) e, the same roundings as
-// ElementGradient (scale / S once per row and side). The scalar math stays
+// ElementGradient (scale / S once per row and side), so it differs from the
+// scalar loop's only where the two exps do. The scalar math stays
 // the reference, used for double blobs, rows with a non-finite kept score
 // or shift, rows of 2^24 classes or more and the HWY_SCALAR target; the
 // tests hold both to the same float64 truth.
