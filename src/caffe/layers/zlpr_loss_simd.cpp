@@ -189,9 +189,9 @@ bool RowGradientImpl(const float* x, const float* t, const RowOptions& opt,
 
 // ---- spatial maps: a lane is a row ------------------------------------------
 
-/// Where one vector of neighbouring rows (rows j0 .. j0 + count of a tile)
-/// reads class c: straight from the map when the vector is full, from
-/// padded copies (extra lanes in neither set) for the tile's last rows.
+/// Where one vector of neighbouring rows (rows j0 .. j0 + count of a tile or
+/// block) reads class c: straight from the map when the vector is full, from
+/// padded copies (extra lanes in neither set) for the last rows.
 struct RowVector {
   const float* x;
   const float* t;
@@ -303,8 +303,9 @@ struct BlockFactors {
   HWY_ALIGN float m_pos[kGradientRows];
   HWY_ALIGN double k_neg[kGradientRows];
   HWY_ALIGN double k_pos[kGradientRows];
-  TileRows finite[kGradientRows / 4];  // vectors of 4 lanes or more
+  TileRows finite[kGradientRows / 4];  // per vector of rows: 4 lanes or more
 };
+static_assert(hn::MaxLanes(DF()) >= 4, "BlockFactors::finite has a set per 4 rows");
 
 /// The factors of one vector of `count` rows, rows first .. of `rows`,
 /// stored at f's rows j ..; returns the rows with finite shifts (the others
