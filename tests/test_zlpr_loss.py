@@ -92,6 +92,13 @@ SHAPES = [  # (shape, axis)
     ((4, 5, 3), 0),
     ((3, 2000), 1),
     ((2, 5, 16, 20), 1),  # tiles of 64 rows and a partial tile
+    # Spatial maps on the float32 vector path: inner 99 is a tile of 64 rows
+    # and one of 35 (vectors of 16, 8 or 4 rows and 3 padded rows); inner
+    # 4096 with C = 7 has chunks of 2340 rows, so a chunk ends inside a tile
+    # and the next one starts off a vector boundary, and backward blocks of
+    # 1024 rows.
+    ((2, 7, 9, 11), 1),
+    ((1, 7, 64, 64), 1),
 ]
 
 
@@ -226,6 +233,124 @@ def test_row_top_shape_and_gradient(device, rng):
     (loss, rows), _ = caffe_xent.run_layer(prototxt(tops=("loss", "rows"), axis=-1),
                                            [x, multi_hot(rng, x.shape, -1)], device=device)
     assert rows.shape == (3, 4)
+
+
+# ---- spatial maps: the float32 vector path and the rows it leaves ------------
+
+SPECIAL_ROWS = {  # (outer, inner) -> what the row holds
+    (0, 3): "a negative at +inf: loss +inf, that element's gradient 1",
+    (0, 17): "NaN on a kept element: NaN",
+    (0, 18): "NaN on an ignored element only: finite",
+    (1, 40): "a positive at -inf: loss +inf",
+    (1, 41): "a negative at -inf: no term, finite",
+    (1, 42): "a positive at +inf: no term, finite",
+    (1, 77): "huge scores on both sides",
+    (1, 97): "every element ignored: 0",
+}
+# Rows with finite kept scores: the float32 vector paths, whose sums are
+# added in another order alone (along the row) than in the map (class by
+# class). The others take the scalar math in forward, alone and in the map
+# alike, and the same vector formula or scalar math in backward: equal bits.
+VECTOR_ROWS = {(0, 18), (1, 77)}
+
+
+def special_spatial_map(rng, dtype):
+    """(2, 6, 9, 11) scores and targets with ignored elements (-1) and the
+    rows of SPECIAL_ROWS among finite ones: inner 99, so the special rows
+    share vectors with ordinary ones, in full vectors and the padded tail."""
+    shape = (2, 6, 9, 11)
+    x = rng.standard_normal(shape) * 4
+    t = multi_hot(rng, shape)
+    t[rng.random(shape) < 0.15] = -1
+    xr = x.reshape(2, 6, 99)  # views: (outer, class, inner)
+    tr = t.reshape(2, 6, 99)
+    big = float(np.finfo(dtype).max) / 4
+    tr[0, :, 3] = [1, 0, 0, -1, 1, 0]
+    xr[0, 1, 3] = np.inf
+    tr[0, :, 17] = [0, 1, 0, 0, 1, 0]
+    xr[0, 2, 17] = np.nan
+    tr[0, :, 18] = [0, 1, -1, 0, 1, 0]
+    xr[0, 2, 18] = np.nan
+    tr[1, :, 40] = [1, 0, 1, 0, 0, -1]
+    xr[1, 2, 40] = -np.inf
+    tr[1, :, 41] = [1, 0, 1, 0, 0, 1]
+    xr[1, 1, 41] = -np.inf
+    tr[1, :, 42] = [1, 0, 1, 0, 0, 1]
+    xr[1, 2, 42] = np.inf
+    tr[1, :, 77] = [1, 0, 1, 0, 0, 1]
+    xr[1, :, 77] = [big, -big, -big, big, 3.0, big]
+    tr[1, :, 97] = -1
+    xr[1, :, 97] = np.nan
+    return x.astype(dtype), t.astype(dtype)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_spatial_rows_with_special_scores_among_ordinary_ones(dtype, device, rng):
+    """Each special row gives what the same row gives alone (a (1, C) blob:
+    the contiguous path, whose non-finite rows take the scalar math), and the
+    ordinary rows around it match the float64 reference."""
+    x, t = special_spatial_map(rng, dtype)
+    options = dict(ignore_label=-1, normalization="NONE")
+    layer = prototxt(tops=("loss", "rows"), **options)
+    with np.errstate(invalid="ignore"):
+        (loss, rows), (dx, _) = caffe_xent.run_layer(layer, [x, t], device=device)
+    xr, tr, dxr = (a.reshape(2, 6, 99) for a in (x, t, dx))
+    rows = rows.reshape(2, 99)
+    special = np.zeros((2, 99), bool)
+    for (o, i) in SPECIAL_ROWS:
+        special[o, i] = True
+        with np.errstate(invalid="ignore"):
+            (alone, alone_rows), (alone_dx, _) = caffe_xent.run_layer(
+                layer, [xr[o, :, i][None], tr[o, :, i][None]], device=device)
+        if (o, i) in VECTOR_ROWS and dtype == np.float32:
+            # Two double values, each rounded once to float32.
+            np.testing.assert_allclose(rows[o, i], alone_rows[0], rtol=FLOAT32_EPS,
+                                       err_msg=SPECIAL_ROWS[o, i])
+            np.testing.assert_allclose(dxr[o, :, i], alone_dx[0], rtol=FLOAT32_EPS,
+                                       atol=float(np.finfo(dtype).tiny), err_msg=SPECIAL_ROWS[o, i])
+        else:
+            np.testing.assert_array_equal(rows[o, i], alone_rows[0], err_msg=SPECIAL_ROWS[o, i])
+            np.testing.assert_array_equal(dxr[o, :, i], alone_dx[0], err_msg=SPECIAL_ROWS[o, i])
+    assert np.isinf(rows[0, 3]) and dxr[0, 1, 3] == 1
+    assert np.isnan(rows[0, 17]) and np.all(np.isfinite(rows[0, 18]))
+    assert np.isinf(rows[1, 40]) and dxr[1, 2, 40] == -1
+    assert np.isfinite(rows[1, 41]) and dxr[1, 1, 41] == 0
+    assert np.isfinite(rows[1, 42]) and dxr[1, 2, 42] == 0
+    assert np.isfinite(rows[1, 77]) and np.all(np.isfinite(dxr[1, :, 77]))
+    assert rows[1, 97] == 0 and np.all(dxr[1, :, 97] == 0)
+    assert np.all(dxr[tr == -1] == 0)
+    # The ordinary rows: the special ones replaced by finite scores for the
+    # reference, and left out of the comparison.
+    x_finite = np.where(np.isfinite(x), x, 0.0)
+    expected, grad, expected_rows = reference(x_finite, t, **options)
+    rtol, grad_rtol = tolerances(dtype, expected_rows[~special.reshape(2, 9, 11)], 6)
+    tiny = float(np.finfo(dtype).tiny)
+    np.testing.assert_allclose(rows[~special], expected_rows.reshape(2, 99)[~special],
+                               rtol=rtol, atol=tiny)
+    ordinary = np.broadcast_to(~special[:, None, :], (2, 6, 99))
+    g = grad.reshape(2, 6, 99)[ordinary]
+    assert np.all(np.abs(dxr[ordinary] - g) <= grad_rtol * np.abs(g) + tiny)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_spatial_row_top_gradient(dtype, device, rng):
+    """A gradient into the row top of a spatial map scales each row's
+    gradient by its own diff (each vector of rows has its own row scales)."""
+    shape = (2, 5, 7, 13)
+    x = (rng.standard_normal(shape) * 3).astype(dtype)
+    t = multi_hot(rng, shape).astype(dtype)
+    t[rng.random(shape) < 0.1] = -1
+    row_diff = rng.standard_normal((2, 7, 13)).astype(dtype)
+    layer = prototxt(tops=("loss", "rows"), ignore_label=-1, normalization="NONE")
+    _, (dx, _) = caffe_xent.run_layer(layer, [x, t], device=device,
+                                      top_diffs=[np.asarray(0.0, dtype), row_diff])
+    _, grad, rows = reference(x, t, ignore_label=-1, normalization="NONE")
+    expected = grad * row_diff.astype(np.float64)[:, None]
+    _, grad_rtol = tolerances(dtype, rows, shape[1])
+    tiny = float(np.finfo(dtype).tiny)
+    assert np.all(np.abs(dx - expected) <= grad_rtol * np.abs(expected) + tiny)
 
 
 def test_same_bits_for_any_thread_count():

@@ -49,10 +49,13 @@ namespace caffe {
  * mean over samples of timm's ZlprLoss and of Su's Keras function.
  *
  * CPU: rows in parallel (OpenMP) over fixed chunks, sums in double, chunk
- * sums added in chunk order (the same bits for any thread count);
- * contiguous float rows take a Highway SIMD path for the exps
- * (zlpr_loss_simd.cpp: double-vector exps, the same math), spatial maps go
- * by tiles of neighbouring rows, read plane by plane. GPU: a thread
+ * sums added in chunk order (the same bits for any thread count). Float
+ * blobs take Highway SIMD paths for the exps (zlpr_loss_simd.cpp:
+ * double-vector exps, the same math to an ulp of double): contiguous rows
+ * with a row's classes along the lanes, spatial maps with neighbouring rows
+ * along the lanes, by tiles of 64 rows in forward and blocks of 1024 in
+ * backward, read class by class (contiguous). Double blobs, and rows with a
+ * non-finite kept score or shift, take the scalar math. GPU: a thread
  * per row (spatial maps, short rows) or a block per row (long rows), block
  * sums added in a fixed order (xent_reduce.cuh).
  *

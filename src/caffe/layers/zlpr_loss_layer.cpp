@@ -20,11 +20,6 @@ namespace xent {
 namespace zlpr {
 namespace {
 
-/// Rows of a spatial map handled together: their shifts and sums stay in
-/// registers and L1 while the loops read the map plane by plane (class by
-/// class), contiguous along the inner dimension.
-const int kTileRows = 64;
-
 /// The SIMD pass 1 of one contiguous row where it applies (float; see
 /// zlpr_loss_simd.hpp); false where the caller must take the scalar loop.
 inline bool RowSumsSimd(const float* x, const float* t, const RowOptions& opt,
@@ -40,17 +35,43 @@ inline bool RowSumsSimd(const double*, const double*, const RowOptions&, RowShif
 /// shifts); false where the caller must take the scalar loop.
 inline bool RowGradientSimd(const float* x, const float* t, const RowOptions& opt,
                             const RowCoefficients& coef, double scale, float* dx) {
-  return std::isfinite(coef.neg_shift) && std::isfinite(coef.pos_shift) &&
-         SimdRowGradient(x, t, opt, coef, scale, dx);
+  return FiniteShifts(coef) && SimdRowGradient(x, t, opt, coef, scale, dx);
 }
 inline bool RowGradientSimd(const double*, const double*, const RowOptions&,
                             const RowCoefficients&, double, double*) {
   return false;
 }
 
+/// The SIMD pass 1 of a tile of n neighbouring rows of a spatial map where
+/// it applies (float; see zlpr_loss_simd.hpp): the rows it handled.
+inline TileRows TileSumsSimd(const float* x, const float* t, int64_t inner, int n,
+                             const RowOptions& opt, RowShifts<float>* m, RowSums* sums) {
+  return SimdTileSums(x, t, inner, n, opt, m, sums);
+}
+inline TileRows TileSumsSimd(const double*, const double*, int64_t, int, const RowOptions&,
+                             RowShifts<double>*, RowSums*) {
+  return 0;
+}
+
+/// The SIMD pass 2 of a block of n neighbouring rows of a spatial map where
+/// it applies (float): whether it wrote the rows with FiniteShifts.
+inline bool BlockGradientSimd(const float* x, const float* t, int64_t inner, int n,
+                              const RowOptions& opt, const double* coefficients, int64_t first,
+                              int64_t rows, double scale, const float* row_diff, float* dx) {
+  return SimdBlockGradient(x, t, inner, n, opt, coefficients, first, rows, scale, row_diff, dx);
+}
+inline bool BlockGradientSimd(const double*, const double*, int64_t, int, const RowOptions&,
+                              const double*, int64_t, int64_t, double, const double*, double*) {
+  return false;
+}
+
+/// Whether row j of a tile is in the set.
+inline bool InSet(TileRows set, int j) { return (set >> j & 1) != 0; }
+
 /// Forward of rows [begin, end): for each row (contiguous rows) or tile of
-/// neighbouring rows (spatial maps: same outer index), pass 1 of the row math (the
-/// shifts, then one sweep of sums while the tile is in cache), the
+/// up to kTileRows neighbouring rows (spatial maps: same outer index), pass 1
+/// of the row math (the shifts, then one sweep of sums while the row or tile
+/// is in cache; float rows by the SIMD paths where they apply), the
 /// coefficients stored for backward and, when that top is asked for, the row
 /// losses. Row r is at (outer o, inner i) = (r / inner, r % inner); its C
 /// elements are `inner` apart.
@@ -85,18 +106,28 @@ LossSums ForwardRows(const Dtype* x, const Dtype* t, int64_t begin, int64_t end,
     const int64_t offset = (r / inner) * C * inner + i;
     const Dtype* xr = x + offset;
     const Dtype* tr = t + offset;
-    for (int j = 0; j < n; ++j) {
-      shifts[j] = ZeroShifts<Dtype>();
-      sums[j] = ZeroSums();
-    }
-    for (int c = 0; c < C; ++c) {  // m = max(0, max_side v)
+    // Vectors of rows where they apply, then the scalar loop for the rest,
+    // plane by plane (contiguous) over the rows the vectors left.
+    const TileRows simd = TileSumsSimd(xr, tr, inner, n, opt, shifts, sums);
+    if (simd != AllRows(n)) {
       for (int j = 0; j < n; ++j) {
-        AccumulateShift(xr[c * inner + j], tr[c * inner + j], opt, &shifts[j]);
+        if (InSet(simd, j)) continue;
+        shifts[j] = ZeroShifts<Dtype>();
+        sums[j] = ZeroSums();
       }
-    }
-    for (int c = 0; c < C; ++c) {  // S = sum_side e^(v - m)
-      for (int j = 0; j < n; ++j) {
-        AccumulateElement(shifts[j], xr[c * inner + j], tr[c * inner + j], opt, &sums[j]);
+      for (int c = 0; c < C; ++c) {  // m = max(0, max_side v)
+        for (int j = 0; j < n; ++j) {
+          if (!InSet(simd, j)) {
+            AccumulateShift(xr[c * inner + j], tr[c * inner + j], opt, &shifts[j]);
+          }
+        }
+      }
+      for (int c = 0; c < C; ++c) {  // S = sum_side e^(v - m)
+        for (int j = 0; j < n; ++j) {
+          if (!InSet(simd, j)) {
+            AccumulateElement(shifts[j], xr[c * inner + j], tr[c * inner + j], opt, &sums[j]);
+          }
+        }
       }
     }
     for (int j = 0; j < n; ++j) finish(r + j, shifts[j], sums[j]);
@@ -130,23 +161,42 @@ void GradientRows(const Dtype* x, const Dtype* t, const double* coefficients,
   }
 }
 
-/// Backward of spatial maps: one (outer, class) plane at a time, contiguous
-/// along the inner dimension (row r = o * inner + i).
+/// Backward of spatial maps: by blocks of up to kGradientRows neighbouring
+/// rows of one outer index (row r = o * inner + i), vectors of rows where they
+/// apply, then the scalar loop class by class (contiguous along the inner
+/// dimension) over the rows the vectors left.
 template <typename Dtype>
 void GradientSpatial(const Dtype* x, const Dtype* t, const double* coefficients,
                      const Dtype* row_diff, int64_t outer, int inner, const RowOptions& opt,
                      double scale, Dtype* dx) {
   const int C = opt.classes;
   const int64_t rows = outer * inner;
-  const int64_t planes = outer * C;
+  const int64_t blocks_per_outer = (inner + kGradientRows - 1) / kGradientRows;
+  const int64_t blocks = outer * blocks_per_outer;
 #pragma omp parallel for schedule(static) if (rows * C > kReduceChunk)
-  for (int64_t p = 0; p < planes; ++p) {
-    const int64_t first_row = (p / C) * inner;
-    const int64_t offset = p * inner;
-    for (int i = 0; i < inner; ++i) {
-      const RowCoefficients coef = LoadCoefficients(coefficients, first_row + i, rows);
-      const double s = RowScale(scale, row_diff, first_row + i);
-      dx[offset + i] = ElementGradient(coef, x[offset + i], t[offset + i], opt, s);
+  for (int64_t k = 0; k < blocks; ++k) {
+    const int64_t o = k / blocks_per_outer;
+    const int i = static_cast<int>(k % blocks_per_outer) * kGradientRows;
+    const int n = std::min(kGradientRows, inner - i);
+    const int64_t first = o * inner + i;  // the block's first row
+    const int64_t offset = o * C * inner + i;
+    const bool simd =
+        BlockGradientSimd(x + offset, t + offset, inner, n, opt, coefficients, first, rows, scale,
+                          row_diff == NULL ? NULL : row_diff + first, dx + offset);
+    auto vector_row = [&](int j) {
+      return simd && FiniteShifts(LoadCoefficients(coefficients, first + j, rows));
+    };
+    int j0 = 0;  // the first row the vectors left
+    while (j0 < n && vector_row(j0)) ++j0;
+    if (j0 == n) continue;
+    for (int c = 0; c < C; ++c) {
+      const int64_t plane = offset + c * static_cast<int64_t>(inner);
+      for (int j = j0; j < n; ++j) {
+        if (vector_row(j)) continue;
+        const RowCoefficients coef = LoadCoefficients(coefficients, first + j, rows);
+        const double s = RowScale(scale, row_diff, first + j);
+        dx[plane + j] = ElementGradient(coef, x[plane + j], t[plane + j], opt, s);
+      }
     }
   }
 }
